@@ -1,0 +1,17 @@
+//! Shared language of zz: identities, signed protocol messages, framing,
+//! the link handshake and the deployment description.
+
+pub mod app;
+pub mod config;
+pub mod crypto;
+pub mod digest;
+pub mod frame;
+pub mod ids;
+pub mod msg;
+
+pub use app::{AppRequest, AppResponse};
+pub use config::{Deployment, GenerateOptions, Timing};
+pub use crypto::{Identity, Keyring, PublicKey, SigError, Signable, Signed};
+pub use digest::{Digest, Hasher};
+pub use ids::{AppId, ClientId, NodeId, Principal, ReplicaId};
+pub use msg::*;
