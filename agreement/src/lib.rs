@@ -1,1 +1,3 @@
+//! zz agreement cluster: the pure PBFT core, reply voting, and the TCP driver.
 
+pub mod core;

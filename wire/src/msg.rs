@@ -824,14 +824,21 @@ impl Signable for Control {
     }
 }
 
-/// A replica's periodic liveness and progress report.
+/// Periodic liveness and progress report to the orchestrator: from a replica
+/// (its app's execution progress) or from an agreement node (one per app).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub from: Principal,
+    pub app: AppId,
+    /// Agreement nodes: current view; replicas: 0.
+    pub view: View,
+    /// Replicas: last executed seq; nodes: last committed seq.
     pub last_executed: Seq,
+    /// Last stable checkpoint known.
     pub last_checkpoint: Seq,
-    /// Objects fetched from peers since start (catch-up work).
+    /// Replicas: objects fetched from peers since start (catch-up work).
     pub fetched_objects: u64,
+    /// Replicas: objects still marked stale.
     pub stale_objects: u64,
     pub time_ms: u64,
 }
@@ -842,11 +849,36 @@ impl Signable for Heartbeat {
     }
     fn digest(&self) -> Digest {
         principal_into(Hasher::new("zz/heartbeat/v1"), &self.from)
+            .u16(self.app.0)
+            .u64(self.view)
             .u64(self.last_executed)
             .u64(self.last_checkpoint)
             .u64(self.fetched_objects)
             .u64(self.stale_objects)
             .u64(self.time_ms)
+            .finish()
+    }
+}
+
+/// An agreement node tells the orchestrator that the incident at (app, seq)
+/// got its first certified reply (f+1 matching); the orchestrator records
+/// the time of the f+1-th such notice as `certified_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    pub node: NodeId,
+    pub app: AppId,
+    pub seq: Seq,
+}
+
+impl Signable for Resolved {
+    fn author(&self) -> Principal {
+        Principal::Node(self.node)
+    }
+    fn digest(&self) -> Digest {
+        Hasher::new("zz/resolved/v1")
+            .u16(self.node.0)
+            .u16(self.app.0)
+            .u64(self.seq)
             .finish()
     }
 }
@@ -875,6 +907,7 @@ pub enum Msg {
     StateResponse(Signed<StateResponse>),
     Wake(Signed<Wake>),
     Fault(Signed<Fault>),
+    Resolved(Signed<Resolved>),
     Control(Signed<Control>),
     Heartbeat(Signed<Heartbeat>),
 }
@@ -902,6 +935,7 @@ impl Msg {
             Msg::StateResponse(_) => "state-response",
             Msg::Wake(_) => "wake",
             Msg::Fault(_) => "fault",
+            Msg::Resolved(_) => "resolved",
             Msg::Control(_) => "control",
             Msg::Heartbeat(_) => "heartbeat",
         }
@@ -931,6 +965,7 @@ impl Msg {
             Msg::StateResponse(s) => s.verify(keys),
             Msg::Wake(s) => s.verify(keys),
             Msg::Fault(s) => s.verify(keys),
+            Msg::Resolved(s) => s.verify(keys),
             Msg::Control(s) => s.verify(keys),
             Msg::Heartbeat(s) => s.verify(keys),
         }
@@ -959,6 +994,7 @@ impl Msg {
             Msg::StateResponse(s) => s.author(),
             Msg::Wake(s) => s.author(),
             Msg::Fault(s) => s.author(),
+            Msg::Resolved(s) => s.author(),
             Msg::Control(s) => s.author(),
             Msg::Heartbeat(s) => s.author(),
         })
