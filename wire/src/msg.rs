@@ -45,6 +45,8 @@ impl Signable for ClientBatch {
 pub struct ClientReply {
     pub node: NodeId,
     pub app: AppId,
+    /// The node's current view, so the client knows whom to send to first.
+    pub view: View,
     pub client: ClientId,
     pub results: Vec<(u64, AppResponse)>,
 }
@@ -57,6 +59,7 @@ impl Signable for ClientReply {
         let mut h = Hasher::new("zz/client-reply/v1")
             .u16(self.node.0)
             .u16(self.app.0)
+            .u64(self.view)
             .u16(self.client.0)
             .u64(self.results.len() as u64);
         for (id, r) in &self.results {

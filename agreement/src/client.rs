@@ -1,0 +1,376 @@
+//! The BFT client: batches requests into signed `ClientBatch`es, sends them
+//! to the primary (to every node when late), and accepts a result once f+1
+//! agreement nodes vouch for the same response. Used by the gateway, the
+//! benchmark and the tests.
+
+use crate::node::links::{self, Event, EVENT_QUEUE, LINK_QUEUE};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use zz_wire::frame::encode;
+use zz_wire::{
+    AppId, AppRequest, AppResponse, ClientBatch, ClientId, Deployment, Digest, Hasher, Identity,
+    Msg, NodeId, Principal,
+};
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    #[error("no certified answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the client is shut down")]
+    Closed,
+    #[error("request too large")]
+    TooLarge,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Most requests in one signed batch.
+    pub batch_max: usize,
+    /// Longest a request waits for others to share its batch.
+    pub batch_delay: Duration,
+    /// Re-send to every node when no answer came this long.
+    pub retry: Duration,
+    /// Give up (ClientError::Timeout) after this long.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            batch_max: 128,
+            batch_delay: Duration::from_micros(300),
+            retry: Duration::from_millis(500),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Call {
+    app: AppId,
+    req: AppRequest,
+    reply: oneshot::Sender<Result<AppResponse, ClientError>>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Call>,
+    timeout: Duration,
+    _tasks: Arc<TaskGuard>,
+}
+
+struct TaskGuard(std::sync::Mutex<JoinSet<()>>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.0.lock() {
+            t.abort_all();
+        }
+    }
+}
+
+impl Client {
+    /// Dials every agreement node and starts the client's loop. The tasks
+    /// stop when the last clone of the client is dropped.
+    pub fn start(
+        dep: Arc<Deployment>,
+        id: Identity,
+        opts: ClientOptions,
+    ) -> anyhow::Result<Client> {
+        let me = match id.who {
+            Principal::Client(c) => c,
+            other => anyhow::bail!("identity {other} is not a client"),
+        };
+        let keys = Arc::new(dep.keyring());
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        let mut tasks = JoinSet::new();
+        let mut nodes = BTreeMap::new();
+        for n in dep.node_ids() {
+            let (tx, rx) = mpsc::channel(LINK_QUEUE);
+            let addr = dep
+                .node_addr(n)
+                .ok_or_else(|| anyhow::anyhow!("no address for {n}"))?;
+            tasks.spawn(links::dial_loop(
+                addr,
+                Principal::Node(n),
+                rx,
+                id.clone(),
+                keys.clone(),
+                ev_tx.clone(),
+            ));
+            nodes.insert(n, tx);
+        }
+        let (tx, rx) = mpsc::channel(4096);
+        let timeout = opts.timeout;
+        let state = Loop {
+            me,
+            id,
+            f: dep.f,
+            n: dep.n(),
+            opts,
+            nodes,
+            next_id: start_id(),
+            view: 0,
+            filling: BTreeMap::new(),
+            pending: HashMap::new(),
+            batches: BTreeMap::new(),
+        };
+        tasks.spawn(state.run(rx, ev_rx));
+        Ok(Client {
+            tx,
+            timeout,
+            _tasks: Arc::new(TaskGuard(std::sync::Mutex::new(tasks))),
+        })
+    }
+
+    /// Submits one request and waits for its certified answer.
+    pub async fn call(&self, app: AppId, req: AppRequest) -> Result<AppResponse, ClientError> {
+        if req.body.len() > zz_wire::app::MAX_BODY + 4096 {
+            return Err(ClientError::TooLarge);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Call { app, req, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(self.timeout + Duration::from_millis(100), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout(self.timeout)),
+        }
+    }
+}
+
+/// Request ids grow across restarts of a client that keeps its key: start
+/// from the wall clock in nanoseconds.
+fn start_id() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<AppResponse, ClientError>>,
+    batch: u64,
+    votes: BTreeMap<NodeId, Digest>,
+    answers: BTreeMap<Digest, AppResponse>,
+    deadline: Instant,
+}
+
+struct Sent {
+    frame: Bytes,
+    left: usize,
+    sent_at: Instant,
+}
+
+struct Loop {
+    me: ClientId,
+    id: Identity,
+    f: usize,
+    n: usize,
+    opts: ClientOptions,
+    nodes: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+    next_id: u64,
+    view: u64,
+    filling: BTreeMap<AppId, (Instant, Vec<Call>)>,
+    pending: HashMap<(AppId, u64), Pending>,
+    batches: BTreeMap<u64, Sent>,
+}
+
+fn response_digest(r: &AppResponse) -> Digest {
+    r.hash_into(Hasher::new("zz/client-answer/v1")).finish()
+}
+
+impl Loop {
+    async fn run(mut self, mut calls: mpsc::Receiver<Call>, mut events: mpsc::Receiver<Event>) {
+        let tick = (self.opts.retry / 4).max(Duration::from_millis(5));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let flush_at = self
+                .filling
+                .values()
+                .map(|(t, _)| *t + self.opts.batch_delay)
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                c = calls.recv() => {
+                    let Some(c) = c else { return };
+                    self.add(c);
+                    while let Ok(c) = calls.try_recv() {
+                        self.add(c);
+                    }
+                }
+                Some(ev) = events.recv() => {
+                    self.on_event(ev);
+                    while let Ok(ev) = events.try_recv() {
+                        self.on_event(ev);
+                    }
+                }
+                _ = tokio::time::sleep_until(flush_at) => self.flush_due(),
+                _ = ticker.tick() => self.retry_and_expire(),
+            }
+        }
+    }
+
+    fn add(&mut self, c: Call) {
+        let app = c.app;
+        let entry = self
+            .filling
+            .entry(app)
+            .or_insert_with(|| (Instant::now(), Vec::new()));
+        entry.1.push(c);
+        if entry.1.len() >= self.opts.batch_max {
+            self.flush(app);
+        }
+    }
+
+    fn flush_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<AppId> = self
+            .filling
+            .iter()
+            .filter(|(_, (t, _))| *t + self.opts.batch_delay <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        for app in due {
+            self.flush(app);
+        }
+    }
+
+    fn flush(&mut self, app: AppId) {
+        let Some((_, calls)) = self.filling.remove(&app) else {
+            return;
+        };
+        if calls.is_empty() {
+            return;
+        }
+        let first_id = self.next_id;
+        self.next_id += calls.len() as u64;
+        let mut ops = Vec::with_capacity(calls.len());
+        let mut replies = Vec::with_capacity(calls.len());
+        for c in calls {
+            ops.push(c.req);
+            replies.push(c.reply);
+        }
+        let batch = self.id.sign(ClientBatch {
+            client: self.me,
+            app,
+            first_id,
+            ops,
+        });
+        let frame = match encode(&Msg::Request(batch)) {
+            Ok(f) => f,
+            Err(_) => {
+                for r in replies {
+                    let _ = r.send(Err(ClientError::TooLarge));
+                }
+                return;
+            }
+        };
+        let now = Instant::now();
+        let deadline = now + self.opts.timeout;
+        let count = replies.len();
+        for (i, reply) in replies.into_iter().enumerate() {
+            self.pending.insert(
+                (app, first_id + i as u64),
+                Pending {
+                    reply,
+                    batch: first_id,
+                    votes: BTreeMap::new(),
+                    answers: BTreeMap::new(),
+                    deadline,
+                },
+            );
+        }
+        let primary = NodeId(u16::try_from(self.view % self.n as u64).unwrap_or(0));
+        if let Some(tx) = self.nodes.get(&primary) {
+            let _ = tx.try_send(frame.clone());
+        }
+        self.batches.insert(
+            first_id,
+            Sent {
+                frame,
+                left: count,
+                sent_at: now,
+            },
+        );
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let Event::Msg {
+            from: Principal::Node(node),
+            msg: Msg::Reply(r),
+        } = ev
+        else {
+            return;
+        };
+        let r = r.body;
+        if r.client != self.me || r.node != node {
+            return;
+        }
+        for (id, resp) in r.results {
+            let key = (r.app, id);
+            let Some(p) = self.pending.get_mut(&key) else {
+                continue;
+            };
+            let d = response_digest(&resp);
+            if p.votes.insert(node, d).is_some() {
+                continue; // a node's first answer counts
+            }
+            p.answers.entry(d).or_insert(resp);
+            let matching = p.votes.values().filter(|v| **v == d).count();
+            if matching > self.f {
+                if r.view > self.view {
+                    self.view = r.view;
+                }
+                if let Some(p) = self.pending.remove(&key) {
+                    let answer = p.answers.get(&d).cloned();
+                    self.done(p.batch);
+                    if let Some(a) = answer {
+                        let _ = p.reply.send(Ok(a));
+                    }
+                }
+            }
+        }
+    }
+
+    fn done(&mut self, batch: u64) {
+        if let Some(b) = self.batches.get_mut(&batch) {
+            b.left = b.left.saturating_sub(1);
+            if b.left == 0 {
+                self.batches.remove(&batch);
+            }
+        }
+    }
+
+    /// Late batches go to every node (which starts the backups' view-change
+    /// timers); requests past their deadline fail.
+    fn retry_and_expire(&mut self) {
+        let now = Instant::now();
+        for b in self.batches.values_mut() {
+            if now.duration_since(b.sent_at) >= self.opts.retry {
+                for tx in self.nodes.values() {
+                    let _ = tx.try_send(b.frame.clone());
+                }
+                b.sent_at = now;
+            }
+        }
+        let expired: Vec<(AppId, u64)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            if let Some(p) = self.pending.remove(&k) {
+                self.done(p.batch);
+                let _ = p.reply.send(Err(ClientError::Timeout(self.opts.timeout)));
+            }
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The agreement node driver: TCP links, clock, timers and storage around
+//! one PBFT `Core` and one reply `Voter` per app. A single task owns all
+//! protocol state and runs `select!` over its inbox, its timers and shutdown.
+
+pub mod links;
+mod orders;
+mod store;
+mod timers;
+
+pub use links::allowed;
+pub use orders::{OrderLog, MAX_ORDERS_PER_REPLY};
+pub use store::{NodeStore, StoreError};
+
+use crate::core::{Action, Config as CoreConfig, Core, Input, TimerId};
+use crate::voting::{VoteAction, VoteInput, Voter, VoterConfig};
+use bytes::Bytes;
+use links::{Event, EVENT_QUEUE, LINK_QUEUE};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use timers::Timers;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use zz_wire::frame::encode;
+use zz_wire::{
+    AppId, ClientReply, ControlCmd, Deployment, Fault, Heartbeat, Identity, Keyring, Msg,
+    NodeFault, NodeId, OrdersReply, Principal, ReplicaId, Resolved, Seq, Wake,
+};
+
+pub struct NodeConfig {
+    pub deployment: Arc<Deployment>,
+    pub identity: Identity,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum TimerKey {
+    Core(AppId, TimerId),
+    Reply(AppId, Seq),
+    Heartbeat,
+}
+
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long a `slow` node holds each burst of work.
+const SLOW_DELAY: Duration = Duration::from_millis(50);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+struct App {
+    core: Core,
+    voter: Voter,
+    orders: OrderLog,
+}
+
+struct Node {
+    me: NodeId,
+    id: Identity,
+    dep: Arc<Deployment>,
+    store: NodeStore,
+    apps: BTreeMap<AppId, App>,
+    peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+    orchestrator: mpsc::Sender<Bytes>,
+    /// Links that replicas and clients dialled in on (latest wins).
+    inbound: HashMap<Principal, (u64, mpsc::Sender<Bytes>)>,
+    timers: Timers<TimerKey>,
+    fault: Option<NodeFault>,
+    control_nonce: u64,
+}
+
+/// Runs an agreement node until `shutdown` resolves.
+pub async fn run(
+    cfg: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let dep = cfg.deployment.clone();
+    let me = match cfg.identity.who {
+        Principal::Node(n) => n,
+        other => anyhow::bail!("identity {other} is not an agreement node"),
+    };
+    let keys: Arc<Keyring> = Arc::new(dep.keyring());
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let store = NodeStore::open(&cfg.data_dir.join("node.redb"))?;
+    let (ev_tx, mut ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(links::accept_loop(
+        listener,
+        cfg.identity.clone(),
+        keys.clone(),
+        ev_tx.clone(),
+    ));
+    let mut peers = BTreeMap::new();
+    for n in dep.node_ids().filter(|n| *n != me) {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let addr = dep
+            .node_addr(n)
+            .ok_or_else(|| anyhow::anyhow!("no address for {n}"))?;
+        tasks.spawn(links::dial_loop(
+            addr,
+            Principal::Node(n),
+            rx,
+            cfg.identity.clone(),
+            keys.clone(),
+            ev_tx.clone(),
+        ));
+        peers.insert(n, tx);
+    }
+    let (orch_tx, orch_rx) = mpsc::channel(LINK_QUEUE);
+    tasks.spawn(links::dial_loop(
+        dep.orchestrator.addr,
+        Principal::Orchestrator,
+        orch_rx,
+        cfg.identity.clone(),
+        keys.clone(),
+        ev_tx.clone(),
+    ));
+    drop(ev_tx);
+
+    let seed_source = rand::random::<u64>();
+    let mut apps = BTreeMap::new();
+    for app in dep.app_ids() {
+        let core_cfg = CoreConfig {
+            me,
+            app,
+            f: dep.f,
+            timing: dep.timing.clone(),
+            checkpoint_interval: dep.checkpoint_interval,
+            seed_source,
+            keys: (*keys).clone(),
+        };
+        let core = match store.load(app)? {
+            Some(d) => {
+                tracing::info!(%me, app = app.0, view = d.view, last = d.last_committed, "restoring");
+                Core::restore(core_cfg, cfg.identity.clone(), d)
+            }
+            None => Core::new(core_cfg, cfg.identity.clone()),
+        };
+        let voter = Voter::new(VoterConfig {
+            app,
+            f: dep.f,
+            replicas: dep.replicas_per_app(),
+            reply_timeout_ms: dep.timing.reply_timeout_ms,
+            checkpoint_interval: dep.checkpoint_interval,
+        });
+        let orders = OrderLog::new(app, me, dep.n(), dep.f);
+        apps.insert(
+            app,
+            App {
+                core,
+                voter,
+                orders,
+            },
+        );
+    }
+    let mut node = Node {
+        me,
+        id: cfg.identity,
+        dep,
+        store,
+        apps,
+        peers,
+        orchestrator: orch_tx,
+        inbound: HashMap::new(),
+        timers: Timers::new(),
+        fault: None,
+        control_nonce: 0,
+    };
+    node.timers
+        .set(TimerKey::Heartbeat, Instant::now() + HEARTBEAT);
+    tracing::info!(%me, "agreement node running");
+
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = node
+            .timers
+            .next_deadline()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            ev = ev_rx.recv() => {
+                let Some(ev) = ev else { break };
+                node.handle(ev)?;
+                // Drain what else is queued before looking at timers again.
+                for _ in 0..256 {
+                    match ev_rx.try_recv() {
+                        Ok(ev) => node.handle(ev)?,
+                        Err(_) => break,
+                    }
+                }
+                if node.fault == Some(NodeFault::Slow) {
+                    tokio::time::sleep(SLOW_DELAY).await;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => node.fire_timers()?,
+        }
+    }
+    tasks.shutdown().await;
+    tracing::info!(%me, "agreement node stopped");
+    Ok(())
+}
+
+impl Node {
+    fn handle(&mut self, ev: Event) -> anyhow::Result<()> {
+        match ev {
+            Event::Up { who, conn, tx } => {
+                if matches!(who, Principal::Replica(_) | Principal::Client(_)) {
+                    self.inbound.insert(who, (conn, tx));
+                }
+            }
+            Event::Down { who, conn } => {
+                if self.inbound.get(&who).is_some_and(|(c, _)| *c == conn) {
+                    self.inbound.remove(&who);
+                }
+            }
+            Event::Msg { from, msg } => self.on_msg(from, msg)?,
+        }
+        Ok(())
+    }
+
+    fn on_msg(&mut self, from: Principal, msg: Msg) -> anyhow::Result<()> {
+        let now = now_ms();
+        match msg {
+            Msg::Request(r) => {
+                let app = r.body.app;
+                self.core_step(app, now, Input::Request(r))?;
+            }
+            Msg::PrePrepare(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
+            Msg::Prepare(ref m) => self.core_step(m.body.0.app, now, Input::Peer(msg.clone()))?,
+            Msg::Commit(ref m) => self.core_step(m.body.0.app, now, Input::Peer(msg.clone()))?,
+            Msg::LogCheckpoint(ref m) => {
+                self.core_step(m.body.app, now, Input::Peer(msg.clone()))?
+            }
+            Msg::ViewChange(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
+            Msg::NewView(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
+            Msg::LogFetch(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
+            Msg::LogEntries(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
+            Msg::ExecReply(r) => {
+                let app = r.body.replica.app;
+                self.vote_step(app, now, VoteInput::Reply(r));
+            }
+            Msg::ExecCheckpoint(c) => {
+                let app = c.body.replica.app;
+                self.vote_step(app, now, VoteInput::Checkpoint(c));
+            }
+            Msg::FetchOrders(f) => self.serve_orders(from, f.body.replica, f.body.from, f.body.to),
+            Msg::StateRequest(ref r) => {
+                let to = Principal::Replica(r.body.to);
+                self.send_inbound(to, &msg);
+            }
+            Msg::StateResponse(ref r) => {
+                let to = Principal::Replica(r.body.to);
+                self.send_inbound(to, &msg);
+            }
+            Msg::Control(c) => self.on_control(c.body.target, c.body.nonce, c.body.cmd, now)?,
+            other => {
+                metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unexpected")
+                    .increment(1);
+                tracing::debug!(%from, kind = other.kind(), "unexpected message kind");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_control(
+        &mut self,
+        target: Principal,
+        nonce: u64,
+        cmd: ControlCmd,
+        now: u64,
+    ) -> anyhow::Result<()> {
+        if target != Principal::Node(self.me) || nonce <= self.control_nonce {
+            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "control")
+                .increment(1);
+            return Ok(());
+        }
+        self.control_nonce = nonce;
+        let fault = match cmd {
+            ControlCmd::SetNodeFault(k) => Some(k),
+            ControlCmd::ClearFaults => None,
+            ControlCmd::SetFault(_) => return Ok(()),
+        };
+        tracing::warn!(me = %self.me, ?fault, "fault injection");
+        if fault == Some(NodeFault::Crash) {
+            // Injected crash: stop at once, as a power cut would.
+            std::process::exit(3);
+        }
+        self.fault = fault;
+        let apps: Vec<AppId> = self.apps.keys().copied().collect();
+        for app in apps {
+            self.core_step(app, now, Input::SetFault(fault))?;
+        }
+        Ok(())
+    }
+
+    fn serve_orders(&mut self, from: Principal, replica: ReplicaId, lo: Seq, hi: Seq) {
+        let Some(app) = self.apps.get(&replica.app) else {
+            return;
+        };
+        let reply = OrdersReply {
+            node: self.me,
+            app: replica.app,
+            stable: app.orders.stable().cloned(),
+            orders: app.orders.range(lo, hi),
+        };
+        let msg = Msg::OrdersReply(self.id.sign(reply));
+        self.send_inbound(from, &msg);
+    }
+
+    fn core_step(&mut self, app: AppId, now: u64, input: Input) -> anyhow::Result<()> {
+        let Some(a) = self.apps.get_mut(&app) else {
+            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unknown-app")
+                .increment(1);
+            return Ok(());
+        };
+        let actions = a.core.step(now, input);
+        self.apply(app, now, actions)
+    }
+
+    /// Carries out the core's actions in order (a Persist completes before
+    /// anything after it is sent).
+    fn apply(&mut self, app: AppId, now: u64, actions: Vec<Action>) -> anyhow::Result<()> {
+        for action in actions {
+            match action {
+                Action::Send(to, msg) => {
+                    if let Some(tx) = self.peers.get(&to) {
+                        send_frame(tx, &msg, self.muted());
+                    }
+                }
+                Action::Broadcast(msg) => {
+                    if let Ok(b) = encode(&msg) {
+                        for tx in self.peers.values() {
+                            push(tx, b.clone(), self.muted());
+                        }
+                    }
+                }
+                Action::SetTimer(t, ms) => self.timers.set(
+                    TimerKey::Core(app, t),
+                    Instant::now() + Duration::from_millis(ms),
+                ),
+                Action::CancelTimer(t) => self.timers.cancel(TimerKey::Core(app, t)),
+                Action::Persist(d) => self.store.save(app, &d)?,
+                Action::Deliver {
+                    seq,
+                    digest,
+                    proposal,
+                } => {
+                    metrics::counter!("zz_agreement_committed_total").increment(1);
+                    let Some(a) = self.apps.get_mut(&app) else {
+                        continue;
+                    };
+                    let order = a.orders.commit(&self.id, seq, digest, proposal);
+                    let msg = Msg::Order(order);
+                    self.send_replicas(app, &msg);
+                    self.vote_step(app, now, VoteInput::Committed { seq });
+                }
+                Action::ViewChanged(v) => {
+                    metrics::counter!("zz_agreement_view_changes_total").increment(1);
+                    tracing::info!(me = %self.me, app = app.0, view = v, "entered view");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn vote_step(&mut self, app: AppId, now: u64, input: VoteInput) {
+        let Some(a) = self.apps.get_mut(&app) else {
+            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unknown-app")
+                .increment(1);
+            return;
+        };
+        let actions = a.voter.step(now, input);
+        for action in actions {
+            match action {
+                VoteAction::ClientReply {
+                    client, results, ..
+                } => {
+                    let view = self.apps.get(&app).map_or(0, |a| a.core.view());
+                    let msg = Msg::Reply(self.id.sign(ClientReply {
+                        node: self.me,
+                        app,
+                        view,
+                        client,
+                        results,
+                    }));
+                    self.send_inbound(Principal::Client(client), &msg);
+                }
+                VoteAction::Wake { seq, kind } => {
+                    tracing::warn!(me = %self.me, app = app.0, seq, kind = kind.as_str(), "incident: asking to wake standbys");
+                    let msg = Msg::Wake(self.id.sign(Wake {
+                        node: self.me,
+                        app,
+                        seq,
+                        kind,
+                    }));
+                    send_frame(&self.orchestrator, &msg, self.muted());
+                }
+                VoteAction::Fault {
+                    replica,
+                    seq,
+                    certified,
+                    theirs,
+                } => {
+                    tracing::warn!(me = %self.me, replica = %self.dep.replica_name(replica), seq, "replica disagreed with the certified result");
+                    let msg = Msg::Fault(self.id.sign(Fault {
+                        node: self.me,
+                        replica,
+                        seq,
+                        certified_digest: certified,
+                        their_digest: theirs,
+                    }));
+                    send_frame(&self.orchestrator, &msg, self.muted());
+                }
+                VoteAction::Resolved { seq } => {
+                    let msg = Msg::Resolved(self.id.sign(Resolved {
+                        node: self.me,
+                        app,
+                        seq,
+                    }));
+                    send_frame(&self.orchestrator, &msg, self.muted());
+                }
+                VoteAction::Stable(cert) => {
+                    let msg = Msg::CheckpointCert(cert.clone());
+                    if let Some(a) = self.apps.get_mut(&app) {
+                        a.orders.set_stable(cert);
+                    }
+                    self.send_replicas(app, &msg);
+                }
+                VoteAction::SetTimer { seq, after_ms } => self.timers.set(
+                    TimerKey::Reply(app, seq),
+                    Instant::now() + Duration::from_millis(after_ms),
+                ),
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) -> anyhow::Result<()> {
+        let now = now_ms();
+        for key in self.timers.due(Instant::now()) {
+            match key {
+                TimerKey::Core(app, t) => self.core_step(app, now, Input::Timer(t))?,
+                TimerKey::Reply(app, seq) => self.vote_step(app, now, VoteInput::Timer(seq)),
+                TimerKey::Heartbeat => {
+                    self.heartbeat(now);
+                    self.timers
+                        .set(TimerKey::Heartbeat, Instant::now() + HEARTBEAT);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn heartbeat(&self, now: u64) {
+        for (app, a) in &self.apps {
+            let msg = Msg::Heartbeat(self.id.sign(Heartbeat {
+                from: Principal::Node(self.me),
+                app: *app,
+                view: a.core.view(),
+                last_executed: a.core.last_committed(),
+                last_checkpoint: a.core.stable_checkpoint(),
+                fetched_objects: 0,
+                stale_objects: 0,
+                time_ms: now,
+            }));
+            send_frame(&self.orchestrator, &msg, self.muted());
+        }
+    }
+
+    fn muted(&self) -> bool {
+        self.fault == Some(NodeFault::Mute)
+    }
+
+    fn send_inbound(&self, to: Principal, msg: &Msg) {
+        if let Some((_, tx)) = self.inbound.get(&to) {
+            send_frame(tx, msg, self.muted());
+        }
+    }
+
+    /// Pushes to every connected replica of `app`, never waiting on one.
+    fn send_replicas(&self, app: AppId, msg: &Msg) {
+        let Ok(b) = encode(msg) else { return };
+        for (who, (_, tx)) in &self.inbound {
+            if matches!(who, Principal::Replica(r) if r.app == app) {
+                push(tx, b.clone(), self.muted());
+            }
+        }
+    }
+}
+
+fn send_frame(tx: &mpsc::Sender<Bytes>, msg: &Msg, muted: bool) {
+    match encode(msg) {
+        Ok(b) => push(tx, b, muted),
+        Err(e) => tracing::error!(error = %e, kind = msg.kind(), "cannot encode"),
+    }
+}
+
+fn push(tx: &mpsc::Sender<Bytes>, b: Bytes, muted: bool) {
+    if muted {
+        return;
+    }
+    if tx.try_send(b).is_err() {
+        metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "queue-full")
+            .increment(1);
+    }
+}

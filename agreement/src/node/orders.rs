@@ -1,0 +1,162 @@
+//! The committed log as execution replicas see it: signed ORDERs kept from
+//! the latest stable execution checkpoint onward, served to replicas that
+//! fell behind (`FETCH_ORDERS`).
+
+use std::collections::BTreeMap;
+use zz_wire::{AppId, CheckpointCert, Digest, Identity, NodeId, Order, Proposal, Seq, Signed};
+
+/// Most orders in one `OrdersReply`; the replica asks again for more.
+pub const MAX_ORDERS_PER_REPLY: usize = 512;
+/// Most body bytes (roughly) in one reply, to stay far below the frame limit.
+const MAX_REPLY_BYTES: usize = 8 << 20;
+
+pub struct OrderLog {
+    app: AppId,
+    me: NodeId,
+    n: usize,
+    f: usize,
+    orders: BTreeMap<Seq, Signed<Order>>,
+    stable: Option<CheckpointCert>,
+}
+
+impl OrderLog {
+    pub fn new(app: AppId, me: NodeId, n: usize, f: usize) -> Self {
+        OrderLog {
+            app,
+            me,
+            n,
+            f,
+            orders: BTreeMap::new(),
+            stable: None,
+        }
+    }
+
+    /// Signs and keeps the order for `seq`; returns the version to push to
+    /// replicas now: with the body if this node is one of the f+1 designated
+    /// body senders for `seq`, digest only otherwise. The signature does not
+    /// cover the body (the digest does), so both versions carry it.
+    pub fn commit(
+        &mut self,
+        id: &Identity,
+        seq: Seq,
+        digest: Digest,
+        proposal: Proposal,
+    ) -> Signed<Order> {
+        let full = id.sign(Order {
+            node: self.me,
+            app: self.app,
+            seq,
+            digest,
+            proposal: Some(proposal),
+        });
+        let live = if self.designated(seq) {
+            full.clone()
+        } else {
+            Signed {
+                body: Order {
+                    proposal: None,
+                    ..full.body.clone()
+                },
+                sig: full.sig,
+            }
+        };
+        self.orders.insert(seq, full);
+        live
+    }
+
+    fn designated(&self, seq: Seq) -> bool {
+        let me = u64::from(self.me.0);
+        let n = self.n as u64;
+        (0..=self.f as u64).any(|k| (seq + k) % n == me)
+    }
+
+    /// The orders held in `from..=to`, bounded in count and bytes.
+    pub fn range(&self, from: Seq, to: Seq) -> Vec<Signed<Order>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for o in self.orders.range(from..=to).map(|(_, o)| o) {
+            let size: usize = o.body.proposal.as_ref().map_or(0, |p| {
+                p.requests
+                    .iter()
+                    .flat_map(|r| &r.body.ops)
+                    .map(|op| op.body.len() + 64)
+                    .sum()
+            });
+            if out.len() >= MAX_ORDERS_PER_REPLY
+                || (bytes + size > MAX_REPLY_BYTES && !out.is_empty())
+            {
+                break;
+            }
+            bytes += size;
+            out.push(o.clone());
+        }
+        out
+    }
+
+    /// A new stable checkpoint: replicas replay from it, so older orders go.
+    pub fn set_stable(&mut self, cert: CheckpointCert) {
+        if self.stable.as_ref().is_some_and(|c| c.seq >= cert.seq) {
+            return;
+        }
+        let keep = cert.seq + 1;
+        self.orders = self.orders.split_off(&keep);
+        self.stable = Some(cert);
+    }
+
+    pub fn stable(&self) -> Option<&CheckpointCert> {
+        self.stable.as_ref()
+    }
+
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zz_wire::Principal;
+
+    #[test]
+    fn bodies_come_from_f_plus_one_designated_nodes() {
+        let mut with_body = vec![0; 4];
+        for me in 0..4u16 {
+            let id = Identity::from_seed(Principal::Node(NodeId(me)), [me as u8 + 1; 32]);
+            let mut log = OrderLog::new(AppId(0), NodeId(me), 4, 1);
+            for seq in 1..=8 {
+                let o = log.commit(&id, seq, Digest::ZERO, Proposal::default());
+                if o.body.proposal.is_some() {
+                    with_body[(seq - 1) as usize % 4] += 1;
+                }
+            }
+        }
+        // Each seq's body is sent by exactly f+1 = 2 nodes.
+        assert_eq!(with_body.iter().sum::<i32>(), 16);
+    }
+
+    #[test]
+    fn stable_checkpoint_truncates_and_range_serves_the_rest() {
+        let id = Identity::from_seed(Principal::Node(NodeId(0)), [1; 32]);
+        let mut log = OrderLog::new(AppId(0), NodeId(0), 4, 1);
+        for seq in 1..=10 {
+            log.commit(&id, seq, Digest::ZERO, Proposal::default());
+        }
+        log.set_stable(CheckpointCert {
+            app: AppId(0),
+            seq: 4,
+            root: Digest::ZERO,
+            sigs: vec![],
+        });
+        assert_eq!(log.len(), 6);
+        let r = log.range(1, 7);
+        assert_eq!(
+            r.iter().map(|o| o.body.seq).collect::<Vec<_>>(),
+            vec![5, 6, 7]
+        );
+        assert!(r.iter().all(|o| o.body.proposal.is_some()));
+    }
+}

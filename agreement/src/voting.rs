@@ -1,0 +1,396 @@
+//! Reply voting: an agreement node's audit of the execution replicas.
+//!
+//! Pure like the PBFT core: `Voter::step(now_ms, input) -> Vec<VoteAction>`.
+//! f+1 matching replies from distinct replicas certify a result (at least one
+//! is correct). Disagreement, silence past the reply timeout, or checkpoint
+//! digests that fail to reach f+1 agreement raise an incident (a `Wake` for
+//! the orchestrator); once the result is certified, every replica that
+//! answered differently is named in a `Fault`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use zz_wire::{
+    AppId, AppResponse, CheckpointCert, ClientId, Digest, ExecCheckpoint, ExecReply, IncidentKind,
+    ReplicaId, Seq, Signed,
+};
+
+#[derive(Clone, Debug)]
+pub struct VoterConfig {
+    pub app: AppId,
+    pub f: usize,
+    pub replicas: usize,
+    pub reply_timeout_ms: u64,
+    pub checkpoint_interval: u64,
+}
+
+#[derive(Clone, Debug)]
+pub enum VoteInput {
+    /// The PBFT core delivered `seq`; replies for it are now expected.
+    Committed { seq: Seq },
+    /// A signature-checked reply from a replica of this app.
+    Reply(Signed<ExecReply>),
+    /// A signature-checked checkpoint from a replica of this app.
+    Checkpoint(Signed<ExecCheckpoint>),
+    /// The reply timer for `seq` fired.
+    Timer(Seq),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum VoteAction {
+    /// Certified results for one client's requests at `seq`.
+    ClientReply {
+        seq: Seq,
+        client: ClientId,
+        results: Vec<(u64, AppResponse)>,
+    },
+    Wake {
+        seq: Seq,
+        kind: IncidentKind,
+    },
+    /// `replica` disagreed with the certified result of `seq` (or stayed
+    /// silent while its peers answered: `theirs` = None).
+    Fault {
+        replica: ReplicaId,
+        seq: Seq,
+        certified: Digest,
+        theirs: Option<Digest>,
+    },
+    /// The incident raised at `seq` got its first certified reply.
+    Resolved {
+        seq: Seq,
+    },
+    /// f+1 matching checkpoints: stable. Push it to replicas, truncate below.
+    Stable(CheckpointCert),
+    SetTimer {
+        seq: Seq,
+        after_ms: u64,
+    },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VoteStats {
+    pub certified: u64,
+    pub incidents: u64,
+    pub faults: u64,
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+struct Slot {
+    committed: bool,
+    replies: BTreeMap<u16, Signed<ExecReply>>,
+    certified: Option<Digest>,
+    /// Replicas already named in a Fault for this seq.
+    blamed: BTreeSet<u16>,
+    incident: bool,
+}
+
+#[derive(Default)]
+struct CheckpointSlot {
+    sigs: BTreeMap<u16, Signed<ExecCheckpoint>>,
+    stable: Option<Digest>,
+    blamed: BTreeSet<u16>,
+    incident: bool,
+}
+
+pub struct Voter {
+    cfg: VoterConfig,
+    slots: BTreeMap<Seq, Slot>,
+    checkpoints: BTreeMap<Seq, CheckpointSlot>,
+    /// Highest seq each replica answered: a replica that answered recently
+    /// and then went silent through an incident is blamed; long-paused
+    /// standbys are not.
+    last_reply: BTreeMap<u16, Seq>,
+    stable: Seq,
+    /// The open incident (its seq); new problems while it is open join it.
+    open_incident: Option<(Seq, u64)>,
+    stats: VoteStats,
+}
+
+/// How far behind the incident a replica's last answer may be for its silence
+/// to count as a fault (it was active then).
+const SILENCE_WINDOW: Seq = 64;
+
+impl Voter {
+    pub fn new(cfg: VoterConfig) -> Self {
+        Voter {
+            cfg,
+            slots: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
+            last_reply: BTreeMap::new(),
+            stable: 0,
+            open_incident: None,
+            stats: VoteStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &VoteStats {
+        &self.stats
+    }
+
+    pub fn stable_seq(&self) -> Seq {
+        self.stable
+    }
+
+    fn quorum(&self) -> usize {
+        self.cfg.f + 1
+    }
+
+    pub fn step(&mut self, now_ms: u64, input: VoteInput) -> Vec<VoteAction> {
+        let mut out = Vec::new();
+        match input {
+            VoteInput::Committed { seq } => {
+                if seq <= self.stable {
+                    return out;
+                }
+                self.slots.entry(seq).or_default().committed = true;
+                out.push(VoteAction::SetTimer {
+                    seq,
+                    after_ms: self.cfg.reply_timeout_ms,
+                });
+                self.evaluate(now_ms, seq, &mut out);
+            }
+            VoteInput::Reply(r) => self.on_reply(now_ms, r, &mut out),
+            VoteInput::Checkpoint(c) => self.on_checkpoint(c, &mut out),
+            VoteInput::Timer(seq) => self.on_timeout(now_ms, seq, &mut out),
+        }
+        out
+    }
+
+    fn valid_replica(&self, r: ReplicaId) -> bool {
+        r.app == self.cfg.app && usize::from(r.index) < self.cfg.replicas
+    }
+
+    fn on_reply(&mut self, now_ms: u64, r: Signed<ExecReply>, out: &mut Vec<VoteAction>) {
+        let b = &r.body;
+        // Far-future replies are refused so a faulty replica cannot fill memory.
+        let horizon = self.stable + 4 * self.cfg.checkpoint_interval.max(1) + 4096;
+        if !self.valid_replica(b.replica) || b.seq <= self.stable || b.seq > horizon {
+            self.stats.dropped += 1;
+            return;
+        }
+        let (seq, idx) = (b.seq, b.replica.index);
+        let last = self.last_reply.entry(idx).or_default();
+        *last = (*last).max(seq);
+        let slot = self.slots.entry(seq).or_default();
+        // First answer per replica counts; a replica changing its answer is
+        // already faulty and its first answer is evidence enough.
+        slot.replies.entry(idx).or_insert(r);
+        self.evaluate(now_ms, seq, out);
+    }
+
+    /// Certify, raise a mismatch, and blame disagreeing replicas, as far as
+    /// the replies for `seq` allow.
+    fn evaluate(&mut self, now_ms: u64, seq: Seq, out: &mut Vec<VoteAction>) {
+        let q = self.quorum();
+        let Some(slot) = self.slots.get_mut(&seq) else {
+            return;
+        };
+        let mut groups: BTreeMap<Digest, Vec<u16>> = BTreeMap::new();
+        for (idx, r) in &slot.replies {
+            groups.entry(r.body.result_digest()).or_default().push(*idx);
+        }
+        if slot.certified.is_none() {
+            if let Some((d, members)) = groups.iter().find(|(_, m)| m.len() >= q) {
+                let d = *d;
+                slot.certified = Some(d);
+                self.stats.certified += 1;
+                if slot.committed {
+                    if let Some(first) = members.first().and_then(|i| slot.replies.get(i)) {
+                        push_client_replies(seq, &first.body, out);
+                    }
+                }
+                if slot.incident {
+                    out.push(VoteAction::Resolved { seq });
+                }
+                if self.open_incident.is_some_and(|(s, _)| s <= seq) {
+                    self.open_incident = None;
+                }
+            }
+        }
+        if groups.len() > 1 && !slot.incident {
+            slot.incident = true;
+            if self.open_incident.is_none() {
+                self.open_incident = Some((seq, now_ms));
+                self.stats.incidents += 1;
+                out.push(VoteAction::Wake {
+                    seq,
+                    kind: IncidentKind::Mismatch,
+                });
+            }
+        }
+        if let Some(cert) = slot.certified {
+            for (idx, r) in &slot.replies {
+                let theirs = r.body.result_digest();
+                if theirs != cert && slot.blamed.insert(*idx) {
+                    self.stats.faults += 1;
+                    out.push(VoteAction::Fault {
+                        replica: ReplicaId {
+                            app: self.cfg.app,
+                            index: *idx,
+                        },
+                        seq,
+                        certified: cert,
+                        theirs: Some(theirs),
+                    });
+                }
+            }
+            if slot.incident {
+                self.blame_silent(seq, cert, out);
+            }
+        }
+    }
+
+    /// After an incident at `seq` is certified: replicas that were answering
+    /// just before it but not for it are named as silent.
+    fn blame_silent(&mut self, seq: Seq, cert: Digest, out: &mut Vec<VoteAction>) {
+        let Some(slot) = self.slots.get_mut(&seq) else {
+            return;
+        };
+        for idx in 0..self.cfg.replicas {
+            let idx = idx as u16;
+            let recent = self
+                .last_reply
+                .get(&idx)
+                .is_some_and(|&l| l + SILENCE_WINDOW >= seq && l < seq);
+            if recent && !slot.replies.contains_key(&idx) && slot.blamed.insert(idx) {
+                self.stats.faults += 1;
+                out.push(VoteAction::Fault {
+                    replica: ReplicaId {
+                        app: self.cfg.app,
+                        index: idx,
+                    },
+                    seq,
+                    certified: cert,
+                    theirs: None,
+                });
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, now_ms: u64, seq: Seq, out: &mut Vec<VoteAction>) {
+        let Some(slot) = self.slots.get_mut(&seq) else {
+            return;
+        };
+        if slot.certified.is_some() {
+            return;
+        }
+        slot.incident = true;
+        // Re-arm: if the wake does not help, wake again later.
+        out.push(VoteAction::SetTimer {
+            seq,
+            after_ms: self.cfg.reply_timeout_ms * 4,
+        });
+        let stale_open = self
+            .open_incident
+            .is_some_and(|(_, at)| now_ms.saturating_sub(at) >= self.cfg.reply_timeout_ms * 4);
+        if self.open_incident.is_none() || stale_open {
+            self.open_incident = Some((seq, now_ms));
+            self.stats.incidents += 1;
+            out.push(VoteAction::Wake {
+                seq,
+                kind: IncidentKind::Timeout,
+            });
+        }
+    }
+
+    fn on_checkpoint(&mut self, c: Signed<ExecCheckpoint>, out: &mut Vec<VoteAction>) {
+        let b = c.body;
+        let horizon = self.stable + 8 * self.cfg.checkpoint_interval.max(1);
+        let known = self.checkpoints.contains_key(&b.seq);
+        if !self.valid_replica(b.replica)
+            || (b.seq <= self.stable && !known)
+            || b.seq > horizon
+            || b.seq % self.cfg.checkpoint_interval.max(1) != 0
+        {
+            self.stats.dropped += 1;
+            return;
+        }
+        let (seq, idx) = (b.seq, b.replica.index);
+        let q = self.quorum();
+        let slot = self.checkpoints.entry(seq).or_default();
+        slot.sigs.entry(idx).or_insert(c);
+        let mut groups: BTreeMap<Digest, Vec<u16>> = BTreeMap::new();
+        for (i, s) in &slot.sigs {
+            groups.entry(s.body.root).or_default().push(*i);
+        }
+        if groups.len() > 1 && !slot.incident {
+            slot.incident = true;
+            self.stats.incidents += 1;
+            out.push(VoteAction::Wake {
+                seq,
+                kind: IncidentKind::Checkpoint,
+            });
+        }
+        if slot.stable.is_none() {
+            if let Some((root, members)) = groups.iter().find(|(_, m)| m.len() >= q) {
+                let root = *root;
+                slot.stable = Some(root);
+                let sigs = members
+                    .iter()
+                    .filter_map(|i| slot.sigs.get(i).cloned())
+                    .collect();
+                let cert = CheckpointCert {
+                    app: self.cfg.app,
+                    seq,
+                    root,
+                    sigs,
+                };
+                if slot.incident {
+                    out.push(VoteAction::Resolved { seq });
+                }
+                out.push(VoteAction::Stable(cert));
+            }
+        }
+        if let Some(root) = slot.stable {
+            for (i, s) in &slot.sigs {
+                if s.body.root != root && slot.blamed.insert(*i) {
+                    self.stats.faults += 1;
+                    out.push(VoteAction::Fault {
+                        replica: ReplicaId {
+                            app: self.cfg.app,
+                            index: *i,
+                        },
+                        seq,
+                        certified: root,
+                        theirs: Some(s.body.root),
+                    });
+                }
+            }
+            self.advance_stable(seq);
+        }
+    }
+
+    /// Forget slots at or below a stable checkpoint. Keeps the checkpoint
+    /// slot itself a while so late divergent checkpoints are still blamed.
+    fn advance_stable(&mut self, seq: Seq) {
+        if seq <= self.stable {
+            return;
+        }
+        self.stable = seq;
+        // Keep uncertified slots with open incidents: they still need an answer.
+        self.slots
+            .retain(|s, slot| *s > seq || (slot.incident && slot.certified.is_none()));
+        let keep_from = seq.saturating_sub(self.cfg.checkpoint_interval);
+        self.checkpoints.retain(|s, _| *s >= keep_from);
+    }
+}
+
+fn push_client_replies(seq: Seq, reply: &ExecReply, out: &mut Vec<VoteAction>) {
+    let mut by_client: BTreeMap<ClientId, Vec<(u64, AppResponse)>> = BTreeMap::new();
+    for r in &reply.results {
+        by_client
+            .entry(r.client)
+            .or_default()
+            .push((r.req_id, r.response.clone()));
+    }
+    for (client, results) in by_client {
+        out.push(VoteAction::ClientReply {
+            seq,
+            client,
+            results,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,220 @@
+use super::*;
+use zz_wire::{AppResponse, ClientId, Identity, Principal, ReqResult};
+
+const APP: AppId = AppId(0);
+
+fn ids() -> Vec<Identity> {
+    (0..5u16)
+        .map(|i| {
+            Identity::from_seed(
+                Principal::Replica(ReplicaId { app: APP, index: i }),
+                [i as u8 + 7; 32],
+            )
+        })
+        .collect()
+}
+
+fn voter(f: usize) -> Voter {
+    Voter::new(VoterConfig {
+        app: APP,
+        f,
+        replicas: 2 * f + 1,
+        reply_timeout_ms: 100,
+        checkpoint_interval: 4,
+    })
+}
+
+fn reply(ids: &[Identity], idx: u16, seq: Seq, body: &str) -> Signed<ExecReply> {
+    ids[usize::from(idx)].sign(ExecReply {
+        replica: ReplicaId {
+            app: APP,
+            index: idx,
+        },
+        seq,
+        results: vec![ReqResult {
+            client: ClientId(0),
+            req_id: seq,
+            response: AppResponse::new(200, body.as_bytes().to_vec()),
+        }],
+        root: Digest::ZERO,
+    })
+}
+
+fn ckpt(ids: &[Identity], idx: u16, seq: Seq, root: u8) -> Signed<ExecCheckpoint> {
+    ids[usize::from(idx)].sign(ExecCheckpoint {
+        replica: ReplicaId {
+            app: APP,
+            index: idx,
+        },
+        seq,
+        root: Digest([root; 32]),
+    })
+}
+
+fn client_replies(a: &[VoteAction]) -> Vec<Vec<u8>> {
+    a.iter()
+        .filter_map(|x| match x {
+            VoteAction::ClientReply { results, .. } => Some(results[0].1.body.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn faults(a: &[VoteAction]) -> Vec<u16> {
+    a.iter()
+        .filter_map(|x| match x {
+            VoteAction::Fault { replica, .. } => Some(replica.index),
+            _ => None,
+        })
+        .collect()
+}
+
+fn wakes(a: &[VoteAction]) -> Vec<(Seq, IncidentKind)> {
+    a.iter()
+        .filter_map(|x| match x {
+            VoteAction::Wake { seq, kind } => Some((*seq, *kind)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn f_plus_one_matching_replies_certify_the_result() {
+    let ids = ids();
+    let mut v = voter(1);
+    let mut all = v.step(0, VoteInput::Committed { seq: 1 });
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 1, "ok"))));
+    assert!(client_replies(&all).is_empty(), "one reply is not enough");
+    all.extend(v.step(2, VoteInput::Reply(reply(&ids, 1, 1, "ok"))));
+    assert_eq!(client_replies(&all), vec![b"ok".to_vec()]);
+    assert!(wakes(&all).is_empty());
+    assert!(faults(&all).is_empty());
+}
+
+#[test]
+fn the_same_replica_twice_does_not_certify() {
+    let ids = ids();
+    let mut v = voter(1);
+    let mut all = v.step(0, VoteInput::Committed { seq: 1 });
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 1, "ok"))));
+    all.extend(v.step(2, VoteInput::Reply(reply(&ids, 0, 1, "ok"))));
+    assert!(client_replies(&all).is_empty());
+}
+
+#[test]
+fn mismatch_raises_incident_and_names_exactly_the_disagreeing_replica() {
+    let ids = ids();
+    let mut v = voter(1);
+    let mut all = v.step(0, VoteInput::Committed { seq: 1 });
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 1, "ok"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 1, 1, "evil"))));
+    assert_eq!(wakes(&all), vec![(1, IncidentKind::Mismatch)]);
+    assert!(client_replies(&all).is_empty());
+    // The woken standby answers like e0.
+    all.extend(v.step(5, VoteInput::Reply(reply(&ids, 2, 1, "ok"))));
+    assert_eq!(client_replies(&all), vec![b"ok".to_vec()]);
+    assert_eq!(faults(&all), vec![1]);
+    assert!(all.contains(&VoteAction::Resolved { seq: 1 }));
+}
+
+#[test]
+fn f2_two_faulty_replicas_are_both_named() {
+    let ids = ids();
+    let mut v = voter(2);
+    let mut all = v.step(0, VoteInput::Committed { seq: 1 });
+    for (i, b) in [(0, "ok"), (1, "bad1"), (2, "bad2"), (3, "ok"), (4, "ok")] {
+        all.extend(v.step(1, VoteInput::Reply(reply(&ids, i, 1, b))));
+    }
+    assert_eq!(client_replies(&all), vec![b"ok".to_vec()]);
+    let mut f = faults(&all);
+    f.sort();
+    assert_eq!(f, vec![1, 2]);
+}
+
+#[test]
+fn reply_timeout_raises_incident_and_names_the_silent_active_replica() {
+    let ids = ids();
+    let mut v = voter(1);
+    // e0 and e1 active for seq 1.
+    v.step(0, VoteInput::Committed { seq: 1 });
+    v.step(1, VoteInput::Reply(reply(&ids, 0, 1, "a")));
+    v.step(1, VoteInput::Reply(reply(&ids, 1, 1, "a")));
+    // e1 goes silent at seq 2.
+    let mut all = v.step(2, VoteInput::Committed { seq: 2 });
+    all.extend(v.step(3, VoteInput::Reply(reply(&ids, 0, 2, "b"))));
+    all.extend(v.step(102, VoteInput::Timer(2)));
+    assert_eq!(wakes(&all), vec![(2, IncidentKind::Timeout)]);
+    // The standby e2 catches up and answers.
+    all.extend(v.step(150, VoteInput::Reply(reply(&ids, 2, 2, "b"))));
+    assert_eq!(client_replies(&all), vec![b"b".to_vec()]);
+    assert_eq!(
+        faults(&all),
+        vec![1],
+        "silent e1 is named, never-active e2 is not"
+    );
+}
+
+#[test]
+fn certified_before_timeout_raises_nothing() {
+    let ids = ids();
+    let mut v = voter(1);
+    let mut all = v.step(0, VoteInput::Committed { seq: 1 });
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 1, "a"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 1, 1, "a"))));
+    all.extend(v.step(200, VoteInput::Timer(1)));
+    assert!(wakes(&all).is_empty());
+}
+
+#[test]
+fn problems_during_an_open_incident_join_it() {
+    let ids = ids();
+    let mut v = voter(1);
+    let mut all = Vec::new();
+    for s in 1..=3 {
+        all.extend(v.step(0, VoteInput::Committed { seq: s }));
+        all.extend(v.step(0, VoteInput::Reply(reply(&ids, 0, s, "x"))));
+    }
+    for s in 1..=3 {
+        all.extend(v.step(110, VoteInput::Timer(s)));
+    }
+    assert_eq!(wakes(&all).len(), 1);
+}
+
+#[test]
+fn checkpoint_certificate_forms_and_a_bad_checkpoint_is_named() {
+    let ids = ids();
+    let mut v = voter(1);
+    let mut all = v.step(0, VoteInput::Checkpoint(ckpt(&ids, 0, 4, 1)));
+    all.extend(v.step(0, VoteInput::Checkpoint(ckpt(&ids, 1, 4, 9))));
+    assert_eq!(wakes(&all), vec![(4, IncidentKind::Checkpoint)]);
+    all.extend(v.step(0, VoteInput::Checkpoint(ckpt(&ids, 2, 4, 1))));
+    let certs: Vec<_> = all
+        .iter()
+        .filter_map(|a| match a {
+            VoteAction::Stable(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0].root, Digest([1; 32]));
+    let mut ring = zz_wire::Keyring::new();
+    for id in &ids {
+        ring.insert(id.who, id.public());
+    }
+    assert_eq!(certs[0].verify(&ring, 2), Ok(()));
+    assert_eq!(faults(&all), vec![1]);
+    assert_eq!(v.stable_seq(), 4);
+}
+
+#[test]
+fn replies_from_other_apps_or_unknown_indices_are_dropped() {
+    let ids = ids();
+    let mut v = voter(1);
+    v.step(0, VoteInput::Committed { seq: 1 });
+    let mut other = reply(&ids, 0, 1, "ok");
+    other.body.replica.app = AppId(1);
+    v.step(0, VoteInput::Reply(other));
+    let far = reply(&ids, 0, 1_000_000, "ok");
+    v.step(0, VoteInput::Reply(far));
+    assert_eq!(v.stats().dropped, 2);
+}
