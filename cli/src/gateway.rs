@@ -1,0 +1,111 @@
+//! The HTTP front door: each web request becomes a BFT client request for
+//! the app its path names, answered once f+1 agreement nodes vouch for it.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use std::future::Future;
+use std::sync::Arc;
+use zz_agreement::client::{Client, ClientError};
+use zz_wire::{AppRequest, Deployment};
+
+/// Request bodies above this are refused with 413 (a kv value is ≤ 1 MiB).
+pub const MAX_REQUEST_BODY: usize = zz_wire::app::MAX_BODY;
+
+#[derive(Clone)]
+struct Gateway {
+    dep: Arc<Deployment>,
+    client: Client,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves.
+pub async fn serve(
+    dep: Arc<Deployment>,
+    client: Client,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(dep, client);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+pub fn router(dep: Arc<Deployment>, client: Client) -> Router {
+    Router::new()
+        .route("/{*path}", any(forward))
+        .route("/", any(|| async { error(StatusCode::NOT_FOUND, "name an app: /kv/... or /bank/...") }))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .with_state(Gateway { dep, client })
+}
+
+/// Headers an app may look at; everything else stays at the gateway so
+/// replicas see identical requests.
+const FORWARDED_HEADERS: &[&str] = &["content-type"];
+
+async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let app_name = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let Some(app) = gw.dep.app_by_name(app_name) else {
+        return error(StatusCode::NOT_FOUND, format!("no app named {app_name:?}"));
+    };
+    let body: Bytes = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {MAX_REQUEST_BODY} bytes"),
+            )
+        }
+    };
+    let headers = pick_headers(&parts.headers);
+    let method = if parts.method == Method::HEAD { "GET".to_string() } else { parts.method.to_string() };
+    let areq = AppRequest {
+        method,
+        path,
+        headers,
+        body: body.to_vec(),
+    };
+    match gw.client.call(app, areq).await {
+        Ok(resp) => {
+            let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = Response::new(Body::from(resp.body));
+            *r.status_mut() = status;
+            for (k, v) in resp.headers {
+                if let (Ok(k), Ok(v)) = (
+                    axum::http::HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(&v),
+                ) {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            r
+        }
+        Err(ClientError::Timeout(d)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no certified answer from the agreement cluster within {} ms", d.as_millis()),
+        ),
+        Err(ClientError::TooLarge) => error(StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
+        Err(ClientError::Closed) => error(StatusCode::SERVICE_UNAVAILABLE, "gateway is shutting down"),
+    }
+}
+
+fn pick_headers(h: &HeaderMap) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = FORWARDED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            h.get(*name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| (name.to_string(), v.to_string()))
+        })
+        .collect();
+    out.sort();
+    out
+}

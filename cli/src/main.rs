@@ -1,0 +1,128 @@
+//! `zz`: run, demo, benchmark and operate a zz deployment.
+
+mod admin;
+mod gateway;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// zz — a Byzantine-fault-tolerant host for web applications.
+///
+/// An agreement cluster of 3f+1 nodes orders requests; only f+1 execution
+/// replicas run, f more wait paused and are woken when the active ones
+/// disagree or go silent.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+const EXAMPLES: &str = "Examples:
+  zz up                                  # f=1, apps kv and bank, process backend
+  curl -X PUT --data hello localhost:8080/kv/greeting
+  curl localhost:8080/kv/greeting
+  zz status
+  zz inject kv-e1 corrupt-reply
+  zz demo --scenario byzantine-reply";
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start a whole deployment on this machine: agreement nodes, orchestrator
+    /// with its replicas, admin API, dashboard and gateway. Ctrl-C stops it all.
+    Up(up::UpArgs),
+    /// Show the cluster and the replicas (a client of the admin API).
+    Status(admin::AdminArgs),
+    /// Inject a fault: TARGET is a replica (kv-e1) or an agreement node (a0).
+    ///
+    /// Replica kinds: crash, hang, corrupt-reply, corrupt-state, bad-checkpoint,
+    /// serve-bad-state, slow. Node kinds: crash, mute, equivocate, slow.
+    Inject {
+        target: String,
+        kind: String,
+        /// Clear the fault automatically after this many milliseconds.
+        #[arg(long)]
+        duration_ms: Option<u64>,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Write a fresh deployment (keys + deployment.toml) for a multi-host setup.
+    Keygen {
+        /// Output directory.
+        #[arg(long, default_value = "zz-deployment")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        f: usize,
+        /// Comma-separated apps (kv, bank).
+        #[arg(long, default_value = "kv,bank", value_delimiter = ',')]
+        apps: Vec<String>,
+        /// Agreement node addresses, comma-separated (3f+1 of them); defaults
+        /// to free loopback ports.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<SocketAddr>,
+        /// Where agreement nodes and agents reach the orchestrator.
+        #[arg(long)]
+        orchestrator: Option<SocketAddr>,
+    },
+    /// Run one agreement node of a deployment.
+    Agreement {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        id: u16,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the orchestrator of a deployment (replicas, admin API, dashboard).
+    Orchestrator(up::OrchestratorArgs),
+    /// Run a gateway: the HTTP front door for web clients.
+    Gateway {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The client identity this gateway uses (a name from the deployment).
+        #[arg(long, default_value = "gateway")]
+        client: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,zz=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Up(a) => up::up(a).await,
+        Cmd::Status(a) => admin::status(&a).await,
+        Cmd::Inject {
+            target,
+            kind,
+            duration_ms,
+            admin,
+        } => admin::inject(&admin, &target, &kind, duration_ms).await,
+        Cmd::Keygen {
+            out,
+            f,
+            apps,
+            nodes,
+            orchestrator,
+        } => up::keygen(&out, f, &apps, nodes, orchestrator),
+        Cmd::Agreement { config, id, data_dir } => up::agreement(&config, id, data_dir).await,
+        Cmd::Orchestrator(a) => up::orchestrator(a).await,
+        Cmd::Gateway { config, listen, client } => {
+            let dep = Arc::new(zz_wire::Deployment::load(&config)?);
+            let client = up::start_client(&dep, &config, &client)?;
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            println!("gateway listening on http://{}", listener.local_addr()?);
+            gateway::serve(dep, client, listener, up::shutdown_signal()).await
+        }
+    }
+}
