@@ -1,7 +1,9 @@
 //! `zz`: run, demo, benchmark and operate a zz deployment.
 
 mod admin;
+mod demo;
 mod gateway;
+mod launch;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +36,8 @@ enum Cmd {
     /// Start a whole deployment on this machine: agreement nodes, orchestrator
     /// with its replicas, admin API, dashboard and gateway. Ctrl-C stops it all.
     Up(up::UpArgs),
+    /// A narrated failure-injection run: start, load, inject, watch it heal, check.
+    Demo(demo::DemoArgs),
     /// Show the cluster and the replicas (a client of the admin API).
     Status(admin::AdminArgs),
     /// Inject a fault: TARGET is a replica (kv-e1) or an agreement node (a0).
@@ -101,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Up(a) => up::up(a).await,
+        Cmd::Demo(a) => demo::demo(a).await,
         Cmd::Status(a) => admin::status(&a).await,
         Cmd::Inject {
             target,
@@ -119,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Orchestrator(a) => up::orchestrator(a).await,
         Cmd::Gateway { config, listen, client } => {
             let dep = Arc::new(zz_wire::Deployment::load(&config)?);
-            let client = up::start_client(&dep, &config, &client)?;
+            let client = launch::start_client(&dep, &config, &client, Default::default())?;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             println!("gateway listening on http://{}", listener.local_addr()?);
             gateway::serve(dep, client, listener, up::shutdown_signal()).await

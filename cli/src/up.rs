@@ -1,16 +1,11 @@
 //! `zz up` and the single-role commands (`agreement`, `orchestrator`, `keygen`).
 
-use crate::gateway;
+use crate::launch::{check_backend, keys_dir, orchestrator_config, LaunchOptions, Running};
 use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::process::{Child, Command};
-use tokio_util::sync::CancellationToken;
-use zz_agreement::client::{Client, ClientOptions};
 use zz_wire::config::{generate, GenerateOptions};
 use zz_wire::{Deployment, NodeId, Principal};
 
@@ -66,34 +61,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn keys_dir(config: &Path) -> PathBuf {
-    config.parent().map(|p| p.join("keys")).unwrap_or_else(|| PathBuf::from("keys"))
-}
-
-pub fn start_client(dep: &Arc<Deployment>, config: &Path, name: &str) -> anyhow::Result<Client> {
-    let who = dep
-        .parse_principal(name)
-        .filter(|p| matches!(p, Principal::Client(_)))
-        .with_context(|| format!("no client named {name:?} in the deployment"))?;
-    let id = dep.load_identity(&keys_dir(config), who)?;
-    Client::start(dep.clone(), id, ClientOptions::default())
-}
-
-pub fn agent_bin() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("ZZ_AGENT_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    let p = exe.with_file_name("zz-agent");
-    if !p.exists() {
-        anyhow::bail!(
-            "zz-agent not found beside {} (build it with `cargo build --release --bins`, or set ZZ_AGENT_BIN)",
-            exe.display()
-        );
-    }
-    Ok(p)
-}
-
 pub fn keygen(
     out: &Path,
     f: usize,
@@ -144,25 +111,6 @@ pub async fn agreement(config: &Path, id: u16, data_dir: Option<PathBuf>) -> any
         shutdown_signal(),
     )
     .await
-}
-
-fn orchestrator_config(config: &Path, dep: &Deployment, data_dir: PathBuf) -> anyhow::Result<zz_orchestrator::OrchestratorConfig> {
-    Ok(zz_orchestrator::OrchestratorConfig {
-        deployment: dep.clone(),
-        deployment_path: config.to_path_buf(),
-        keys_dir: keys_dir(config),
-        data_dir,
-        agent_bin: agent_bin()?,
-        admin_token: std::env::var("ZZ_ADMIN_TOKEN").ok(),
-    })
-}
-
-fn check_backend(b: &str) -> anyhow::Result<()> {
-    match b {
-        "process" => Ok(()),
-        "libvirt" => anyhow::bail!("the libvirt backend is not available in this build yet; use --backend process"),
-        other => anyhow::bail!("unknown backend {other:?}: expected process or libvirt"),
-    }
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> anyhow::Result<()> {
@@ -221,109 +169,34 @@ fn prepare_deployment(a: &UpArgs) -> anyhow::Result<(Deployment, PathBuf)> {
     Ok((dep, path))
 }
 
-/// The agreement nodes run as child processes of `zz up`.
-struct Nodes {
-    children: Vec<Child>,
-}
-
-impl Nodes {
-    fn spawn(dep: &Deployment, config: &Path, data_dir: &Path) -> anyhow::Result<Nodes> {
-        let exe = std::env::current_exe()?;
-        let logs = data_dir.join("logs");
-        std::fs::create_dir_all(&logs)?;
-        let mut children = Vec::new();
-        for n in dep.node_ids() {
-            let log = std::fs::File::create(logs.join(format!("{n}.log")))?;
-            let child = Command::new(&exe)
-                .arg("agreement")
-                .arg("--config")
-                .arg(config)
-                .arg("--id")
-                .arg(n.0.to_string())
-                .arg("--data-dir")
-                .arg(data_dir.join("nodes").join(n.to_string()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone()?))
-                .stderr(Stdio::from(log))
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting agreement node {n}"))?;
-            children.push(child);
-        }
-        Ok(Nodes { children })
-    }
-
-    /// SIGTERM, then SIGKILL after a grace period; always reaps.
-    async fn stop(mut self) {
-        for c in &self.children {
-            if let Some(pid) = c.id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-        }
-        for c in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(3), c.wait()).await.is_err() {
-                let _ = c.kill().await;
-            }
-        }
-    }
-}
-
 pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     check_backend(&a.backend)?;
     std::fs::create_dir_all(&a.data_dir)?;
     let (dep, config) = prepare_deployment(&a)?;
-    let dep = Arc::new(dep);
-    let admin = tokio::net::TcpListener::bind(a.admin)
-        .await
-        .with_context(|| format!("binding the admin API to {} (use --admin)", a.admin))?;
-    let gw_listener = tokio::net::TcpListener::bind(a.gateway)
-        .await
-        .with_context(|| format!("binding the gateway to {} (use --gateway)", a.gateway))?;
-    let links = tokio::net::TcpListener::bind(dep.orchestrator.addr)
-        .await
-        .with_context(|| format!("binding the orchestrator link port {}", dep.orchestrator.addr))?;
-    let admin_addr = admin.local_addr()?;
-    let gw_addr = gw_listener.local_addr()?;
-
-    let nodes = Nodes::spawn(&dep, &config, &a.data_dir)?;
-    let stop = CancellationToken::new();
-    let orch_cfg = orchestrator_config(&config, &dep, a.data_dir.clone())?;
-    let orch = tokio::spawn(zz_orchestrator::run(orch_cfg, admin, links, stop.clone().cancelled_owned()));
-    let client = start_client(&dep, &config, "gateway")?;
-    let gw = tokio::spawn(gateway::serve(dep.clone(), client, gw_listener, stop.clone().cancelled_owned()));
-
+    let mut running = Running::start(LaunchOptions {
+        dep: Arc::new(dep),
+        config,
+        data_dir: a.data_dir.clone(),
+        admin: a.admin,
+        gateway: a.gateway,
+    })
+    .await?;
+    let (dep, gw, admin) = (running.dep.clone(), running.gateway_addr, running.admin_addr);
     let apps: Vec<&str> = dep.apps.iter().map(|x| x.name.as_str()).collect();
     println!("zz is up: f={}, apps {}, backend {}", dep.f, apps.join(", "), a.backend);
-    println!("  gateway    http://{gw_addr}/   e.g. curl -X PUT --data hello http://{gw_addr}/kv/greeting");
-    println!("  admin API  http://{admin_addr}/v1/   token in {}", a.data_dir.join("admin.token").display());
-    println!("  dashboard  http://{admin_addr}/");
+    println!("  gateway    http://{gw}/   e.g. curl -X PUT --data hello http://{gw}/kv/greeting");
+    println!("  admin API  http://{admin}/v1/   token in {}", a.data_dir.join("admin.token").display());
+    println!("  dashboard  http://{admin}/");
     println!("  logs       {}", a.data_dir.join("logs").display());
     println!("Press Ctrl-C to stop.");
-
-    let mut orch = orch;
     tokio::select! {
         _ = shutdown_signal() => println!("stopping..."),
-        r = &mut orch => {
-            stop.cancel();
-            let _ = gw.await;
-            nodes.stop().await;
-            return match r {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the orchestrator stopped unexpectedly")),
-                Ok(Err(e)) => Err(e.context("orchestrator failed")),
-                Err(e) => Err(e.into()),
-            };
+        e = running.failed() => {
+            running.stop().await;
+            return Err(e);
         }
     }
-    stop.cancel();
-    let _ = gw.await;
-    // The orchestrator kills and reaps its replicas before returning.
-    if let Ok(Err(e)) = orch.await {
-        tracing::error!(error = %e, "orchestrator shutdown");
-    }
-    nodes.stop().await;
+    running.stop().await;
     println!("stopped");
     Ok(())
 }

@@ -1,0 +1,455 @@
+//! `zz demo --scenario NAME`: a narrated failure-injection run. Starts a
+//! deployment, drives load through the gateway with live counters, injects
+//! the scenario's fault, narrates the timeline from the orchestrator's event
+//! log, then checks its expectations and fails if any does not hold.
+
+use crate::launch::{check_backend, LaunchOptions, Running};
+use anyhow::Context;
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zz_wire::config::{free_ports, generate, GenerateOptions};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// byzantine-reply, crash, hang, corrupt-state, bad-checkpoint,
+    /// equivocating-primary, two-faults (f=2). `all` runs each in turn.
+    #[arg(long, default_value = "byzantine-reply")]
+    pub scenario: String,
+    #[arg(long, default_value = "process")]
+    pub backend: String,
+    /// Seed for the load's random choices (printed; re-use it to repeat a run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Concurrent load workers.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Keep the demo's data dir (logs, stores) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub f: usize,
+    /// (target, kind) injected together.
+    pub faults: &'static [(&'static str, &'static str)],
+    /// Expect an incident with a replacement (replica faults) or a view change.
+    pub expect: Expect,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Replaced,
+    ViewChange,
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "byzantine-reply",
+        about: "active replica kv-e1 starts lying in its replies",
+        f: 1,
+        faults: &[("kv-e1", "corrupt-reply")],
+        expect: Expect::Replaced,
+    },
+    Scenario {
+        name: "crash",
+        about: "active replica kv-e1 crashes",
+        f: 1,
+        faults: &[("kv-e1", "crash")],
+        expect: Expect::Replaced,
+    },
+    Scenario {
+        name: "hang",
+        about: "active replica kv-e1 hangs: connected but silent",
+        f: 1,
+        faults: &[("kv-e1", "hang")],
+        expect: Expect::Replaced,
+    },
+    Scenario {
+        name: "corrupt-state",
+        about: "active replica bank-e1 silently corrupts its state",
+        f: 1,
+        faults: &[("bank-e1", "corrupt-state")],
+        expect: Expect::Replaced,
+    },
+    Scenario {
+        name: "bad-checkpoint",
+        about: "active replica kv-e1 signs checkpoints with a wrong root",
+        f: 1,
+        faults: &[("kv-e1", "bad-checkpoint")],
+        expect: Expect::Replaced,
+    },
+    Scenario {
+        name: "equivocating-primary",
+        about: "agreement primary a0 sends different pre-prepares to different backups",
+        f: 1,
+        faults: &[("a0", "equivocate")],
+        expect: Expect::ViewChange,
+    },
+    Scenario {
+        name: "two-faults",
+        about: "f=2: active replicas kv-e1 and kv-e2 lie at once",
+        f: 2,
+        faults: &[("kv-e1", "corrupt-reply"), ("kv-e2", "corrupt-reply")],
+        expect: Expect::Replaced,
+    },
+];
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    answers: AtomicU64,
+    errors: AtomicU64,
+    wrong: AtomicU64,
+}
+
+struct Admin {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Admin {
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = r.status();
+        let v = r.json::<Value>().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "GET {path}: {status} {v}");
+        Ok(v)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let v = r.json::<Value>().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "POST {path}: {status} {v}");
+        Ok(v)
+    }
+}
+
+pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
+    check_backend(&a.backend)?;
+    let names: Vec<&Scenario> = if a.scenario == "all" {
+        SCENARIOS.iter().collect()
+    } else {
+        let s = SCENARIOS.iter().find(|s| s.name == a.scenario).with_context(|| {
+            format!(
+                "unknown scenario {:?}; choose one of: {}, all",
+                a.scenario,
+                SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        vec![s]
+    };
+    let mut failed = Vec::new();
+    for s in names {
+        if let Err(e) = run_scenario(s, &a).await {
+            println!("FAILED {}: {e:#}", s.name);
+            failed.push(s.name);
+        }
+    }
+    anyhow::ensure!(failed.is_empty(), "scenarios failed: {}", failed.join(", "));
+    Ok(())
+}
+
+fn replica_states(replicas: &Value, app: &str) -> String {
+    let mut v: Vec<String> = replicas
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["app"] == app)
+        .map(|r| format!("{}:{}", r["id"].as_str().unwrap_or("?"), r["state"].as_str().unwrap_or("?")))
+        .collect();
+    v.sort();
+    v.join(" ")
+}
+
+fn count_state(replicas: &Value, app: &str, state: &str) -> usize {
+    replicas
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["app"] == app && r["state"] == state)
+        .count()
+}
+
+async fn run_scenario(s: &Scenario, a: &DemoArgs) -> anyhow::Result<()> {
+    let seed = a.seed.unwrap_or_else(rand::random);
+    println!("== scenario {}: {} (f={}, seed {seed})", s.name, s.about, s.f);
+    let dir = tempfile::Builder::new().prefix("zz-demo-").tempdir()?;
+    let data_dir = dir.path().to_path_buf();
+    let opts = GenerateOptions::local(s.f, &["kv", "bank"])?;
+    let (dep, ids) = generate(&opts)?;
+    let config = dep.write(&data_dir, &ids)?;
+    let ports = free_ports(2)?;
+    let mut running = Running::start(LaunchOptions {
+        dep: Arc::new(dep),
+        config,
+        data_dir: data_dir.clone(),
+        admin: ports[0],
+        gateway: ports[1],
+    })
+    .await?;
+    let result = tokio::select! {
+        r = drive(s, a, seed, &running) => r,
+        e = running.failed() => Err(e),
+    };
+    running.stop().await;
+    if a.keep {
+        let kept = dir.keep();
+        println!("   data kept in {}", kept.display());
+    }
+    result
+}
+
+async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Running) -> anyhow::Result<()> {
+    let f = s.f;
+    let admin = Admin {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", running.admin_addr),
+        token: running.token()?,
+    };
+    let gw = format!("http://{}", running.gateway_addr);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let start = Instant::now();
+
+    // 1. Ready: every app has f+1 active and f paused replicas.
+    let ready = wait_for(Duration::from_secs(90), || async {
+        let r = admin.get("/v1/replicas").await.ok()?;
+        ["kv", "bank"]
+            .iter()
+            .all(|app| count_state(&r, app, "active") == f + 1 && count_state(&r, app, "paused") == f)
+            .then_some(r)
+    })
+    .await
+    .context("the deployment did not reach f+1 active + f paused replicas per app")?;
+    println!("[{:>6} ms] ready: kv {} | bank {}", start.elapsed().as_millis(), replica_states(&ready, "kv"), replica_states(&ready, "bank"));
+
+    // 2. Bank accounts whose total must be conserved.
+    let accounts = 8;
+    for i in 0..accounts {
+        let r = http
+            .post(format!("{gw}/bank/accounts"))
+            .json(&json!({"id": format!("acct{i}"), "balance": 1000}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().as_u16() == 201, "creating acct{i}: {}", r.status());
+    }
+    let total = 1000 * accounts;
+
+    // 3. Load with live counters.
+    let counters = Arc::new(Counters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..a.workers {
+        let (http, gw, c, stop) = (http.clone(), gw.clone(), counters.clone(), stop.clone());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        workers.push(tokio::spawn(async move {
+            let mut mine: BTreeMap<String, String> = BTreeMap::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                c.requests.fetch_add(1, Ordering::Relaxed);
+                let ok = match rng.gen_range(0..3) {
+                    0 => {
+                        let key = format!("w{w}-k{}", rng.gen_range(0..16));
+                        let val = format!("v{n}");
+                        match http.put(format!("{gw}/kv/{key}")).body(val.clone()).send().await {
+                            Ok(r) if r.status().as_u16() == 200 => {
+                                mine.insert(key, val);
+                                Some(true)
+                            }
+                            Ok(r) if r.status().is_server_error() => None,
+                            Ok(_) => Some(false),
+                            Err(_) => None,
+                        }
+                    }
+                    1 if !mine.is_empty() => {
+                        let idx = rng.gen_range(0..mine.len());
+                        let (key, want) = mine.iter().nth(idx).map(|(k, v)| (k.clone(), v.clone())).unwrap_or_default();
+                        match http.get(format!("{gw}/kv/{key}")).send().await {
+                            Ok(r) if r.status().as_u16() == 200 => Some(r.text().await.ok().as_deref() == Some(want.as_str())),
+                            Ok(r) if r.status().is_server_error() => None,
+                            Ok(_) => Some(false),
+                            Err(_) => None,
+                        }
+                    }
+                    _ => {
+                        let from = rng.gen_range(0..accounts);
+                        let to = (from + 1 + rng.gen_range(0..accounts - 1)) % accounts;
+                        let body = json!({"from": format!("acct{from}"), "to": format!("acct{to}"), "amount": rng.gen_range(1..50)});
+                        match http.post(format!("{gw}/bank/transfer")).json(&body).send().await {
+                            Ok(r) if matches!(r.status().as_u16(), 200 | 409) => Some(true),
+                            Ok(r) if r.status().is_server_error() => None,
+                            Ok(_) => Some(false),
+                            Err(_) => None,
+                        }
+                    }
+                };
+                match ok {
+                    Some(true) => c.answers.fetch_add(1, Ordering::Relaxed),
+                    Some(false) => c.wrong.fetch_add(1, Ordering::Relaxed),
+                    None => c.errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let progress = {
+        let (c, stop) = (counters.clone(), stop.clone());
+        let admin = Admin { http: admin.http.clone(), base: admin.base.clone(), token: admin.token.clone() };
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                let states = match admin.get("/v1/replicas").await {
+                    Ok(r) => format!("kv {} | bank {}", replica_states(&r, "kv"), replica_states(&r, "bank")),
+                    Err(_) => "?".into(),
+                };
+                println!(
+                    "   requests {:>6}  answers {:>6}  errors {:>3}  wrong {:>2}  | {states}",
+                    c.requests.load(Ordering::Relaxed),
+                    c.answers.load(Ordering::Relaxed),
+                    c.errors.load(Ordering::Relaxed),
+                    c.wrong.load(Ordering::Relaxed)
+                );
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 4. Inject.
+    let events_before = admin.get("/v1/events?since=0").await?;
+    let mut since = events_before.as_array().map_or(0, |e| e.iter().filter_map(|x| x["seq"].as_u64()).max().unwrap_or(0));
+    let cluster_before = admin.get("/v1/cluster").await?;
+    let t0 = Instant::now();
+    for (target, kind) in s.faults {
+        admin.post("/v1/faults", json!({"target": target, "kind": kind})).await?;
+        println!("[{:>6} ms] injected {kind} into {target}", 0);
+    }
+
+    // 5. Narrate until healed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let healed = loop {
+        let events = admin.get(&format!("/v1/events?since={since}")).await.unwrap_or(Value::Null);
+        for e in events.as_array().into_iter().flatten() {
+            since = since.max(e["seq"].as_u64().unwrap_or(0));
+            println!(
+                "[{:>6} ms] {:<22} {} {}",
+                t0.elapsed().as_millis(),
+                e["kind"].as_str().unwrap_or("?"),
+                e["replica"].as_str().unwrap_or(""),
+                e["detail"].as_str().unwrap_or("")
+            );
+        }
+        if healed(s, &admin, f, &cluster_before).await {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    let _ = progress.await;
+
+    // 6. Expectations.
+    let mut problems = Vec::new();
+    if !healed {
+        problems.push("the system did not heal within 120 s".to_string());
+    }
+    let wrong = counters.wrong.load(Ordering::Relaxed);
+    if wrong > 0 {
+        problems.push(format!("{wrong} wrong answers reached clients"));
+    }
+    let answers = counters.answers.load(Ordering::Relaxed);
+    if answers == 0 {
+        problems.push("no request was answered".into());
+    }
+    let audit: Value = http.get(format!("{gw}/bank/audit")).send().await?.json().await?;
+    if audit["total"].as_u64() != Some(total) {
+        problems.push(format!("bank total is {} instead of {total}", audit["total"]));
+    }
+    let incidents = admin.get("/v1/incidents").await?;
+    for i in incidents.as_array().into_iter().flatten() {
+        println!(
+            "   incident {} app {} seq {} kind {}: recovery {} ms, faulty {}, replaced {}",
+            i["id"], i["app"], i["seq"], i["kind"], i["recovery_ms"], i["faulty"], i["replaced"]
+        );
+    }
+    println!(
+        "   totals: requests {} answers {answers} errors {} wrong {wrong}; bank total {} (expected {total})",
+        counters.requests.load(Ordering::Relaxed),
+        counters.errors.load(Ordering::Relaxed),
+        audit["total"]
+    );
+    if problems.is_empty() {
+        println!("PASSED {} in {:.1} s", s.name, t0.elapsed().as_secs_f64());
+        Ok(())
+    } else {
+        anyhow::bail!(problems.join("; "))
+    }
+}
+
+/// The scenario's end state: the faulty replicas replaced and every app back
+/// to f+1 active + f paused; or, for a faulty primary, a new view.
+async fn healed(s: &Scenario, admin: &Admin, f: usize, before: &Value) -> bool {
+    match s.expect {
+        Expect::ViewChange => {
+            let Ok(c) = admin.get("/v1/cluster").await else { return false };
+            let view = |v: &Value| v["agreement"].as_array().into_iter().flatten().filter_map(|n| n["view"].as_u64()).max().unwrap_or(0);
+            view(&c) > view(before)
+        }
+        Expect::Replaced => {
+            let (Ok(r), Ok(inc)) = (admin.get("/v1/replicas").await, admin.get("/v1/incidents").await) else {
+                return false;
+            };
+            let apps_ok = ["kv", "bank"]
+                .iter()
+                .all(|app| count_state(&r, app, "active") == f + 1 && count_state(&r, app, "paused") == f);
+            let replaced: usize = inc
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| i["replaced"].as_array().map_or(0, Vec::len))
+                .sum();
+            apps_ok && replaced >= s.faults.len()
+        }
+    }
+}
+
+async fn wait_for<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,202 @@
+//! Starts a whole deployment on this machine (agreement nodes as child
+//! processes, orchestrator and gateway in-process) and stops all of it.
+//! Shared by `zz up`, `zz demo` and `zz bench`.
+
+use crate::gateway;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use zz_agreement::client::{Client, ClientOptions};
+use zz_wire::{Deployment, Principal};
+
+pub fn keys_dir(config: &Path) -> PathBuf {
+    config.parent().map(|p| p.join("keys")).unwrap_or_else(|| PathBuf::from("keys"))
+}
+
+pub fn start_client(dep: &Arc<Deployment>, config: &Path, name: &str, opts: ClientOptions) -> anyhow::Result<Client> {
+    let who = dep
+        .parse_principal(name)
+        .filter(|p| matches!(p, Principal::Client(_)))
+        .with_context(|| format!("no client named {name:?} in the deployment"))?;
+    let id = dep.load_identity(&keys_dir(config), who)?;
+    Client::start(dep.clone(), id, opts)
+}
+
+pub fn agent_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("ZZ_AGENT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name("zz-agent");
+    if !p.exists() {
+        anyhow::bail!(
+            "zz-agent not found beside {} (build it with `cargo build --release --bins`, or set ZZ_AGENT_BIN)",
+            exe.display()
+        );
+    }
+    Ok(p)
+}
+
+pub fn check_backend(b: &str) -> anyhow::Result<()> {
+    match b {
+        "process" => Ok(()),
+        "libvirt" => anyhow::bail!("the libvirt backend is not available in this build yet; use --backend process"),
+        other => anyhow::bail!("unknown backend {other:?}: expected process or libvirt"),
+    }
+}
+
+pub fn orchestrator_config(
+    config: &Path,
+    dep: &Deployment,
+    data_dir: PathBuf,
+) -> anyhow::Result<zz_orchestrator::OrchestratorConfig> {
+    Ok(zz_orchestrator::OrchestratorConfig {
+        deployment: dep.clone(),
+        deployment_path: config.to_path_buf(),
+        keys_dir: keys_dir(config),
+        data_dir,
+        agent_bin: agent_bin()?,
+        admin_token: std::env::var("ZZ_ADMIN_TOKEN").ok(),
+    })
+}
+
+/// The agreement nodes run as child processes.
+struct Nodes {
+    children: Vec<Child>,
+}
+
+impl Nodes {
+    fn spawn(dep: &Deployment, config: &Path, data_dir: &Path) -> anyhow::Result<Nodes> {
+        let exe = std::env::current_exe()?;
+        let logs = data_dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let mut children = Vec::new();
+        for n in dep.node_ids() {
+            let log = std::fs::File::create(logs.join(format!("{n}.log")))?;
+            let child = Command::new(&exe)
+                .arg("agreement")
+                .arg("--config")
+                .arg(config)
+                .arg("--id")
+                .arg(n.0.to_string())
+                .arg("--data-dir")
+                .arg(data_dir.join("nodes").join(n.to_string()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting agreement node {n}"))?;
+            children.push(child);
+        }
+        Ok(Nodes { children })
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period; always reaps.
+    async fn stop(mut self) {
+        for c in &self.children {
+            if let Some(pid) = c.id().and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        for c in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(3), c.wait()).await.is_err() {
+                let _ = c.kill().await;
+            }
+        }
+    }
+}
+
+pub struct LaunchOptions {
+    pub dep: Arc<Deployment>,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub admin: SocketAddr,
+    pub gateway: SocketAddr,
+}
+
+/// A running deployment.
+pub struct Running {
+    pub dep: Arc<Deployment>,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub admin_addr: SocketAddr,
+    pub gateway_addr: SocketAddr,
+    stop: CancellationToken,
+    nodes: Nodes,
+    orch: JoinHandle<anyhow::Result<()>>,
+    gw: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn start(o: LaunchOptions) -> anyhow::Result<Running> {
+        std::fs::create_dir_all(&o.data_dir)?;
+        let admin = tokio::net::TcpListener::bind(o.admin)
+            .await
+            .with_context(|| format!("binding the admin API to {} (use --admin)", o.admin))?;
+        let gw_listener = tokio::net::TcpListener::bind(o.gateway)
+            .await
+            .with_context(|| format!("binding the gateway to {} (use --gateway)", o.gateway))?;
+        let links = tokio::net::TcpListener::bind(o.dep.orchestrator.addr)
+            .await
+            .with_context(|| format!("binding the orchestrator link port {}", o.dep.orchestrator.addr))?;
+        let admin_addr = admin.local_addr()?;
+        let gateway_addr = gw_listener.local_addr()?;
+        let orch_cfg = orchestrator_config(&o.config, &o.dep, o.data_dir.clone())?;
+        let nodes = Nodes::spawn(&o.dep, &o.config, &o.data_dir)?;
+        let stop = CancellationToken::new();
+        let orch = tokio::spawn(zz_orchestrator::run(orch_cfg, admin, links, stop.clone().cancelled_owned()));
+        let client = start_client(&o.dep, &o.config, "gateway", ClientOptions::default())?;
+        let gw = tokio::spawn(gateway::serve(o.dep.clone(), client, gw_listener, stop.clone().cancelled_owned()));
+        Ok(Running {
+            dep: o.dep,
+            config: o.config,
+            data_dir: o.data_dir,
+            admin_addr,
+            gateway_addr,
+            stop,
+            nodes,
+            orch,
+            gw,
+        })
+    }
+
+    pub fn token(&self) -> anyhow::Result<String> {
+        if let Ok(t) = std::env::var("ZZ_ADMIN_TOKEN") {
+            return Ok(t);
+        }
+        let p = self.data_dir.join("admin.token");
+        Ok(std::fs::read_to_string(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// Resolves if the orchestrator stops on its own (an error).
+    pub async fn failed(&mut self) -> anyhow::Error {
+        match (&mut self.orch).await {
+            Ok(Ok(())) => anyhow::anyhow!("the orchestrator stopped unexpectedly"),
+            Ok(Err(e)) => e.context("orchestrator failed"),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Stops the gateway, the orchestrator (which kills and reaps its
+    /// replicas) and the agreement nodes.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.gw.await;
+        if !self.orch.is_finished() {
+            if let Ok(Err(e)) = self.orch.await {
+                tracing::error!(error = %e, "orchestrator shutdown");
+            }
+        }
+        self.nodes.stop().await;
+    }
+}
