@@ -24,6 +24,10 @@ struct Args {
     /// Where the node keeps its durable state; defaults to `nodes/aN/` beside the config.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics (dropped/invalid messages, commits, view
+    /// changes) on this address.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -45,6 +49,11 @@ async fn main() -> anyhow::Result<()> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| base.join("nodes").join(format!("a{}", args.id)));
+    if let Some(m) = args.metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(m)
+            .install()?;
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let shutdown = async {
         let mut term =

@@ -1,0 +1,51 @@
+//! The frame decoder under random, truncated and bit-flipped input: an error
+//! or a message, never a panic. (The libFuzzer target in wire/fuzz digs deeper.)
+
+use proptest::prelude::*;
+use zz_wire::frame::{decode, encode};
+use zz_wire::{AppId, AppRequest, ClientBatch, ClientId, Identity, Keyring, Msg, Principal};
+
+fn sample() -> Vec<u8> {
+    let id = Identity::from_seed(Principal::Client(ClientId(0)), [3; 32]);
+    let batch = id.sign(ClientBatch {
+        client: ClientId(0),
+        app: AppId(0),
+        first_id: 7,
+        ops: vec![AppRequest::new("PUT", "/kv/a", b"value".to_vec())],
+    });
+    encode(&Msg::Request(batch)).expect("encode").to_vec()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(m) = decode::<Msg>(&data) {
+            let _ = m.verify(&Keyring::new());
+        }
+    }
+
+    #[test]
+    fn truncated_frames_are_errors(cut in 0usize..1000) {
+        let full = sample();
+        let cut = cut % full.len();
+        prop_assert!(decode::<Msg>(&full[..cut]).is_err());
+    }
+
+    #[test]
+    fn flipped_bits_never_yield_a_verifying_forgery(pos in 0usize..1000, bit in 0u8..8) {
+        let mut data = sample();
+        let pos = pos % data.len();
+        data[pos] ^= 1 << bit;
+        let id = Identity::from_seed(Principal::Client(ClientId(0)), [3; 32]);
+        let mut ring = Keyring::new();
+        ring.insert(id.who, id.public());
+        if let Ok(m) = decode::<Msg>(&data) {
+            let original = decode::<Msg>(&sample()).expect("sample");
+            if m != original {
+                prop_assert!(m.verify(&ring).is_err());
+            }
+        }
+    }
+}
