@@ -11,7 +11,7 @@ pub mod msg;
 
 pub use app::{AppRequest, AppResponse};
 pub use config::{Deployment, GenerateOptions, Timing};
-pub use crypto::{Identity, Keyring, PublicKey, SigError, Signable, Signed};
+pub use crypto::{verify_all, Identity, Keyring, PublicKey, SigError, Signable, Signed};
 pub use digest::{Digest, Hasher};
 pub use ids::{AppId, ClientId, NodeId, Principal, ReplicaId};
 pub use msg::*;
