@@ -3,7 +3,7 @@
 //! the scenario's fault, narrates the timeline from the orchestrator's event
 //! log, then checks its expectations and fails if any does not hold.
 
-use crate::launch::{check_backend, LaunchOptions, Running};
+use crate::launch::{check_backend, Info, LaunchOptions, Running};
 use anyhow::Context;
 use clap::Args;
 use rand::{Rng, SeedableRng};
@@ -205,10 +205,12 @@ async fn run_scenario(s: &Scenario, a: &DemoArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         admin: ports[0],
         gateway: ports[1],
+        active_replicas: None,
     })
     .await?;
+    let info = running.info.clone();
     let result = tokio::select! {
-        r = drive(s, a, seed, &running) => r,
+        r = drive(s, a, seed, &info) => r,
         e = running.failed() => Err(e),
     };
     running.stop().await;
@@ -219,7 +221,7 @@ async fn run_scenario(s: &Scenario, a: &DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Running) -> anyhow::Result<()> {
+async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow::Result<()> {
     let f = s.f;
     let admin = Admin {
         http: reqwest::Client::new(),

@@ -55,6 +55,7 @@ pub fn orchestrator_config(
     config: &Path,
     dep: &Deployment,
     data_dir: PathBuf,
+    active_replicas: Option<usize>,
 ) -> anyhow::Result<zz_orchestrator::OrchestratorConfig> {
     Ok(zz_orchestrator::OrchestratorConfig {
         deployment: dep.clone(),
@@ -63,6 +64,7 @@ pub fn orchestrator_config(
         data_dir,
         agent_bin: agent_bin()?,
         admin_token: std::env::var("ZZ_ADMIN_TOKEN").ok(),
+        active_replicas,
     })
 }
 
@@ -119,15 +121,37 @@ pub struct LaunchOptions {
     pub data_dir: PathBuf,
     pub admin: SocketAddr,
     pub gateway: SocketAddr,
+    /// Active replicas per app; default f+1 (the rest paused). `zz bench
+    /// --mode full` asks for 2f+1.
+    pub active_replicas: Option<usize>,
 }
 
-/// A running deployment.
-pub struct Running {
+/// Where a running deployment can be reached.
+#[derive(Clone, Debug)]
+pub struct Info {
     pub dep: Arc<Deployment>,
     pub config: PathBuf,
     pub data_dir: PathBuf,
     pub admin_addr: SocketAddr,
     pub gateway_addr: SocketAddr,
+}
+
+impl Info {
+    pub fn token(&self) -> anyhow::Result<String> {
+        if let Ok(t) = std::env::var("ZZ_ADMIN_TOKEN") {
+            return Ok(t);
+        }
+        let p = self.data_dir.join("admin.token");
+        Ok(std::fs::read_to_string(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .trim()
+            .to_string())
+    }
+}
+
+/// A running deployment.
+pub struct Running {
+    pub info: Info,
     stop: CancellationToken,
     nodes: Nodes,
     orch: JoinHandle<anyhow::Result<()>>,
@@ -148,34 +172,25 @@ impl Running {
             .with_context(|| format!("binding the orchestrator link port {}", o.dep.orchestrator.addr))?;
         let admin_addr = admin.local_addr()?;
         let gateway_addr = gw_listener.local_addr()?;
-        let orch_cfg = orchestrator_config(&o.config, &o.dep, o.data_dir.clone())?;
+        let orch_cfg = orchestrator_config(&o.config, &o.dep, o.data_dir.clone(), o.active_replicas)?;
         let nodes = Nodes::spawn(&o.dep, &o.config, &o.data_dir)?;
         let stop = CancellationToken::new();
         let orch = tokio::spawn(zz_orchestrator::run(orch_cfg, admin, links, stop.clone().cancelled_owned()));
         let client = start_client(&o.dep, &o.config, "gateway", ClientOptions::default())?;
         let gw = tokio::spawn(gateway::serve(o.dep.clone(), client, gw_listener, stop.clone().cancelled_owned()));
         Ok(Running {
-            dep: o.dep,
-            config: o.config,
-            data_dir: o.data_dir,
-            admin_addr,
-            gateway_addr,
+            info: Info {
+                dep: o.dep,
+                config: o.config,
+                data_dir: o.data_dir,
+                admin_addr,
+                gateway_addr,
+            },
             stop,
             nodes,
             orch,
             gw,
         })
-    }
-
-    pub fn token(&self) -> anyhow::Result<String> {
-        if let Ok(t) = std::env::var("ZZ_ADMIN_TOKEN") {
-            return Ok(t);
-        }
-        let p = self.data_dir.join("admin.token");
-        Ok(std::fs::read_to_string(&p)
-            .with_context(|| format!("reading {}", p.display()))?
-            .trim()
-            .to_string())
     }
 
     /// Resolves if the orchestrator stops on its own (an error).

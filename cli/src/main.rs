@@ -1,9 +1,11 @@
 //! `zz`: run, demo, benchmark and operate a zz deployment.
 
 mod admin;
+mod bench;
 mod demo;
 mod gateway;
 mod launch;
+mod procstat;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +40,8 @@ enum Cmd {
     Up(up::UpArgs),
     /// A narrated failure-injection run: start, load, inject, watch it heal, check.
     Demo(demo::DemoArgs),
+    /// Measure throughput and latency on a real local deployment.
+    Bench(bench::BenchArgs),
     /// Show the cluster and the replicas (a client of the admin API).
     Status(admin::AdminArgs),
     /// Inject a fault: TARGET is a replica (kv-e1) or an agreement node (a0).
@@ -106,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up::up(a).await,
         Cmd::Demo(a) => demo::demo(a).await,
+        Cmd::Bench(a) => bench::bench(a).await.map(|_| ()),
         Cmd::Status(a) => admin::status(&a).await,
         Cmd::Inject {
             target,

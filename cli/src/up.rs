@@ -119,7 +119,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> anyhow::Result<()> {
     let data_dir = a
         .data_dir
         .unwrap_or_else(|| a.config.parent().unwrap_or(Path::new(".")).join("orchestrator"));
-    let cfg = orchestrator_config(&a.config, &dep, data_dir)?;
+    let cfg = orchestrator_config(&a.config, &dep, data_dir, None)?;
     let admin = tokio::net::TcpListener::bind(a.admin).await.with_context(|| format!("binding {}", a.admin))?;
     let links = tokio::net::TcpListener::bind(dep.orchestrator.addr)
         .await
@@ -179,9 +179,10 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         data_dir: a.data_dir.clone(),
         admin: a.admin,
         gateway: a.gateway,
+        active_replicas: None,
     })
     .await?;
-    let (dep, gw, admin) = (running.dep.clone(), running.gateway_addr, running.admin_addr);
+    let (dep, gw, admin) = (running.info.dep.clone(), running.info.gateway_addr, running.info.admin_addr);
     let apps: Vec<&str> = dep.apps.iter().map(|x| x.name.as_str()).collect();
     println!("zz is up: f={}, apps {}, backend {}", dep.f, apps.join(", "), a.backend);
     println!("  gateway    http://{gw}/   e.g. curl -X PUT --data hello http://{gw}/kv/greeting");

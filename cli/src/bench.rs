@@ -1,0 +1,426 @@
+//! `zz bench`: load on a real deployment, as a BFT client directly or
+//! through the HTTP gateway. Reports throughput, latency percentiles
+//! (hdrhistogram), CPU seconds per request and memory by role.
+
+use crate::launch::{Info, LaunchOptions, Running};
+use crate::procstat;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use zz_agreement::client::{Client, ClientOptions};
+use zz_wire::config::{free_ports, generate, GenerateOptions};
+use zz_wire::{AppId, AppRequest};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// f+1 active replicas, f paused (zz).
+    Zz,
+    /// 2f+1 active replicas (classic separated BFT).
+    Full,
+    /// One agent, no agreement, no voting: the ceiling.
+    Unreplicated,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// The BFT client library, in-process.
+    Client,
+    /// HTTP through the gateway.
+    Gateway,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// kv PUTs only.
+    KvPut,
+    /// kv 50% GET / 50% PUT.
+    KvMix,
+    /// bank transfers between a few accounts.
+    Bank,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "zz")]
+    pub mode: Mode,
+    #[arg(long, default_value_t = 1)]
+    pub f: usize,
+    /// Apps sharing the machine (each its own ordered log and replicas);
+    /// throughput is the aggregate.
+    #[arg(long, default_value_t = 1)]
+    pub apps: usize,
+    /// Concurrent closed-loop clients (ignored with --rate).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Open loop: issue this many requests per second regardless of answers.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Measured seconds (after a warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    #[arg(long, default_value_t = 64)]
+    pub value_size: usize,
+    #[arg(long, value_enum, default_value = "kv-put")]
+    pub workload: Workload,
+    #[arg(long, value_enum, default_value = "client")]
+    pub via: Via,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Seed for key choice (printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RoleUsage {
+    pub role: String,
+    pub cpu_secs: f64,
+    pub cpu_us_per_request: f64,
+    pub rss_mib: f64,
+    pub processes: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    pub mode: Mode,
+    pub via: Via,
+    pub workload: Workload,
+    pub f: usize,
+    pub apps: usize,
+    pub clients: usize,
+    pub rate: Option<u64>,
+    pub value_size: usize,
+    pub duration_secs: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub throughput_ops: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub roles: Vec<RoleUsage>,
+    pub seed: u64,
+    pub machine: String,
+}
+
+impl BenchResult {
+    pub fn table_header() -> &'static str {
+        "| mode | via | workload | f | apps | clients | ops/s | p50 ms | p99 ms | p99.9 ms | errors |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    }
+
+    pub fn table_row(&self) -> String {
+        format!(
+            "| {:?} | {:?} | {:?} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            self.mode,
+            self.via,
+            self.workload,
+            self.f,
+            self.apps,
+            self.rate.map_or(self.clients.to_string(), |r| format!("{r}/s open")),
+            self.throughput_ops,
+            self.p50_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.errors
+        )
+    }
+}
+
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    format!("{cpus} cores, {model}")
+}
+
+/// One request to one app, with what the workload needs to build it.
+fn make_request(w: Workload, rng: &mut impl Rng, value: &[u8]) -> AppRequest {
+    match w {
+        Workload::KvPut => AppRequest::new("PUT", &format!("/kv/k{}", rng.gen_range(0..10_000)), value.to_vec()),
+        Workload::KvMix => {
+            let key = format!("/kv/k{}", rng.gen_range(0..1_000));
+            if rng.gen_bool(0.5) {
+                AppRequest::new("GET", &key, Vec::new())
+            } else {
+                AppRequest::new("PUT", &key, value.to_vec())
+            }
+        }
+        Workload::Bank => {
+            let from = rng.gen_range(0..16);
+            let to = (from + 1 + rng.gen_range(0..15)) % 16;
+            let body = format!(r#"{{"from":"b{from}","to":"b{to}","amount":1}}"#);
+            let mut r = AppRequest::new("POST", "/bank/transfer", body.into_bytes());
+            r.headers.push(("content-type".into(), "application/json".into()));
+            r
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Target {
+    Client(Client, Vec<AppId>, Vec<String>),
+    Gateway(reqwest::Client, String, Vec<String>),
+}
+
+impl Target {
+    /// The app path prefix is the app's name: rewrite `/kv/...` to `/<name>/...`.
+    fn path_for(names: &[String], app: usize, path: &str) -> String {
+        let rest = path.splitn(3, '/').nth(2).unwrap_or("");
+        format!("/{}/{rest}", names[app])
+    }
+
+    async fn call(&self, app: usize, mut req: AppRequest) -> bool {
+        match self {
+            Target::Client(c, ids, names) => {
+                req.path = Self::path_for(names, app, &req.path);
+                matches!(c.call(ids[app], req).await, Ok(r) if r.status < 500)
+            }
+            Target::Gateway(http, base, names) => {
+                let url = format!("{base}{}", Self::path_for(names, app, &req.path));
+                let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+                let mut b = http.request(method, url).body(req.body);
+                for (k, v) in req.headers {
+                    b = b.header(k, v);
+                }
+                matches!(b.send().await, Ok(r) if r.status().as_u16() < 500)
+            }
+        }
+    }
+}
+
+pub async fn bench(a: BenchArgs) -> anyhow::Result<BenchResult> {
+    anyhow::ensure!(a.apps >= 1 && a.apps <= 16, "--apps must be 1..=16");
+    let seed = a.seed.unwrap_or_else(rand::random);
+    let kind = if a.workload == Workload::Bank { "bank" } else { "kv" };
+    let names: Vec<String> = (0..a.apps)
+        .map(|i| if i == 0 { kind.to_string() } else { format!("{kind}{i}") })
+        .collect();
+    eprintln!("bench: mode {:?}, f={}, {} app(s), seed {seed}", a.mode, a.f, a.apps);
+    let dir = tempfile::Builder::new().prefix("zz-bench-").tempdir()?;
+    let mut opts = GenerateOptions::local(a.f, &[])?;
+    opts.apps = names.iter().map(|n| (n.clone(), kind.to_string())).collect();
+    let (dep, ids) = generate(&opts)?;
+    let config = dep.write(dir.path(), &ids)?;
+    let ports = free_ports(2)?;
+    let active = match a.mode {
+        Mode::Zz => a.f + 1,
+        Mode::Full => 2 * a.f + 1,
+        Mode::Unreplicated => anyhow::bail!("--mode unreplicated is not available in this build yet"),
+    };
+    let mut running = Running::start(LaunchOptions {
+        dep: Arc::new(dep),
+        config: config.clone(),
+        data_dir: dir.path().to_path_buf(),
+        admin: ports[0],
+        gateway: ports[1],
+        active_replicas: Some(active),
+    })
+    .await?;
+    let info = running.info.clone();
+    let result = tokio::select! {
+        r = run_load(&a, seed, &info, &names, active) => r,
+        e = running.failed() => Err(e),
+    };
+    running.stop().await;
+    let result = result?;
+    println!("{}", BenchResult::table_header());
+    println!("{}", result.table_row());
+    for r in &result.roles {
+        println!(
+            "   {:<28} cpu {:>7.2} s  {:>8.1} µs/request  rss {:>7.1} MiB  ({} processes)",
+            r.role, r.cpu_secs, r.cpu_us_per_request, r.rss_mib, r.processes
+        );
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&result)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(result)
+}
+
+async fn wait_ready(running: &Info, names: &[String], active: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let token = running.token()?;
+    let url = format!("http://{}/v1/replicas", running.admin_addr);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(r) = http.get(&url).bearer_auth(&token).send().await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                let ok = names.iter().all(|app| {
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|r| r["app"] == app.as_str() && r["state"] == "active")
+                        .count()
+                        >= active
+                });
+                if ok {
+                    return Ok(());
+                }
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "replicas did not become active within 90 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn run_load(a: &BenchArgs, seed: u64, running: &Info, names: &[String], active: usize) -> anyhow::Result<BenchResult> {
+    wait_ready(running, names, active).await?;
+    let dep = running.dep.clone();
+    let app_ids: Vec<AppId> = names.iter().filter_map(|n| dep.app_by_name(n)).collect();
+    let target = match a.via {
+        Via::Client => {
+            let c = crate::launch::start_client(
+                &dep,
+                &running.config,
+                "bench",
+                ClientOptions {
+                    timeout: Duration::from_secs(10),
+                    ..ClientOptions::default()
+                },
+            )?;
+            Target::Client(c, app_ids, names.to_vec())
+        }
+        Via::Gateway => Target::Gateway(
+            reqwest::Client::builder().pool_max_idle_per_host(1024).build()?,
+            format!("http://{}", running.gateway_addr),
+            names.to_vec(),
+        ),
+    };
+    if a.workload == Workload::Bank {
+        for app in 0..names.len() {
+            for i in 0..16 {
+                let mut r = AppRequest::new("POST", "/bank/accounts", format!(r#"{{"id":"b{i}","balance":1000000}}"#).into_bytes());
+                r.headers.push(("content-type".into(), "application/json".into()));
+                target.call(app, r).await;
+            }
+        }
+    }
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let recording = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let value = vec![b'x'; a.value_size];
+    let mut tasks = Vec::new();
+    let record = {
+        let (hist, recording, done, errors) = (hist.clone(), recording.clone(), done.clone(), errors.clone());
+        move |ok: bool, us: u64| {
+            if !recording.load(Ordering::Relaxed) {
+                return;
+            }
+            if ok {
+                done.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut h) = hist.lock() {
+                    let _ = h.record(us.max(1));
+                }
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    match a.rate {
+        None => {
+            for w in 0..a.clients {
+                let (target, stop, value, record) = (target.clone(), stop.clone(), value.clone(), record.clone());
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(w as u64));
+                let workload = a.workload;
+                let apps = names.len();
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let app = rng.gen_range(0..apps);
+                        let req = make_request(workload, &mut rng, &value);
+                        let t = Instant::now();
+                        let ok = target.call(app, req).await;
+                        record(ok, u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+                    }
+                }));
+            }
+        }
+        Some(rate) => {
+            let (target, stop, value, record) = (target.clone(), stop.clone(), value.clone(), record.clone());
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let workload = a.workload;
+            let apps = names.len();
+            tasks.push(tokio::spawn(async move {
+                let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+                let start = Instant::now();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // Latency counts from the intended send time (no coordinated omission).
+                    let intended = start + period.mul_f64(n as f64);
+                    tokio::time::sleep_until(intended.into()).await;
+                    n += 1;
+                    let app = rng.gen_range(0..apps);
+                    let req = make_request(workload, &mut rng, &value);
+                    let (target, record) = (target.clone(), record.clone());
+                    tokio::spawn(async move {
+                        let ok = target.call(app, req).await;
+                        record(ok, u64::try_from(intended.elapsed().as_micros()).unwrap_or(u64::MAX));
+                    });
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(a.warmup)).await;
+    let before = procstat::snapshot();
+    let t0 = Instant::now();
+    recording.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(a.duration)).await;
+    recording.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let after = procstat::snapshot();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
+    let requests = done.load(Ordering::Relaxed);
+    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?.clone();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let roles = after
+        .iter()
+        .map(|(role, u)| {
+            let cpu = u.cpu_secs - before.get(role).map_or(0.0, |b| b.cpu_secs);
+            RoleUsage {
+                role: role.to_string(),
+                cpu_secs: cpu,
+                cpu_us_per_request: if requests > 0 { cpu * 1e6 / requests as f64 } else { 0.0 },
+                rss_mib: u.rss_mib,
+                processes: u.processes,
+            }
+        })
+        .collect();
+    Ok(BenchResult {
+        mode: a.mode,
+        via: a.via,
+        workload: a.workload,
+        f: a.f,
+        apps: a.apps,
+        clients: a.clients,
+        rate: a.rate,
+        value_size: a.value_size,
+        duration_secs: elapsed,
+        requests,
+        errors: errors.load(Ordering::Relaxed),
+        throughput_ops: requests as f64 / elapsed,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: h.max() as f64 / 1000.0,
+        roles,
+        seed,
+        machine: machine(),
+    })
+}

@@ -1,0 +1,99 @@
+//! Where replicas run. The pool drives a backend through this trait; the
+//! embedded `process` backend runs each replica as a child process, a
+//! libvirt backend will implement the same operations on VMs.
+
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
+pub mod process;
+mod procfs;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+pub use process::{Launch, ProcessBackend};
+
+/// A backend's name for one running (or stopped) replica instance; opaque to
+/// the pool, persisted so a restarted orchestrator can re-attach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    pub name: String,
+    pub generation: u64,
+    /// Backend-specific locator (process: `pid:start_ticks`).
+    pub token: String,
+}
+
+/// What the pool asks a backend to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaSpec {
+    /// `kv-e1`
+    pub name: String,
+    pub generation: u64,
+}
+
+/// The backend's own view of an instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    Running,
+    Paused,
+    /// Gone: exited, destroyed, or never existed.
+    Stopped,
+}
+
+/// Reported without being asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendEvent {
+    /// The instance stopped on its own (not through `hibernate`/`destroy`).
+    Exited { handle: Handle, status: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("spawning {name}: {source}")]
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("{0} is not running")]
+    NotRunning(String),
+    #[error("signal to {name}: {errno}")]
+    Signal { name: String, errno: nix::Error },
+    #[error("handle {0:?} is not one of this backend's")]
+    BadHandle(String),
+    #[error("{name} did not exit within {secs}s of SIGKILL")]
+    NoExit { name: String, secs: u64 },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("libvirt {op} {target}: {message}")]
+    Hypervisor {
+        op: &'static str,
+        target: String,
+        message: String,
+    },
+    #[error("backend configuration: {0}")]
+    Config(String),
+}
+
+/// The operations the replica pool needs. Every call is async; blocking
+/// work happens off the runtime.
+pub trait Backend: Send + Sync + 'static {
+    /// `process`, `libvirt`.
+    fn kind(&self) -> &'static str;
+    /// Where the replica lives (process: `localhost`).
+    fn host(&self, spec: &ReplicaSpec) -> String;
+    /// Prepares a fresh instance (clean image, empty state) without starting it.
+    fn provision<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<(), BackendError>>;
+    fn start<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<Handle, BackendError>>;
+    fn pause<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, Result<(), BackendError>>;
+    fn resume<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Cold standby: nothing runs until `restore`.
+    fn hibernate<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, Result<(), BackendError>>;
+    fn restore<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<Handle, BackendError>>;
+    /// Fences the instance: it is gone when this returns.
+    fn destroy<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, Result<(), BackendError>>;
+    fn state<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, BackendState>;
+    /// Takes ownership again of an instance a previous orchestrator started.
+    /// `Stopped` means it is gone and nothing was attached.
+    fn attach<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, BackendState>;
+    /// Destroys every instance this backend owns.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}

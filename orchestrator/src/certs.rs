@@ -1,0 +1,327 @@
+//! Wake and fault certificates, and the incidents they open. Pure: no I/O,
+//! time is an argument.
+//!
+//! The orchestrator acts only on f+1 signed messages from distinct
+//! agreement nodes (one of them is then correct): f+1 `WAKE`s for the same
+//! (app, seq) wake standbys, f+1 `FAULT`s naming the same replica fence it,
+//! f+1 `RESOLVED`s for an incident's seq record its certified reply. A
+//! minority of faulty nodes can therefore neither wake, kill nor churn.
+
+use crate::model::Incident;
+use std::collections::{BTreeMap, VecDeque};
+use zz_wire::{AppId, Fault, Keyring, Msg, NodeId, Principal, ReplicaId, Resolved, Seq, Wake};
+
+/// Pending votes one node may hold per kind; beyond it its oldest vote is
+/// forgotten, so a faulty node cannot grow our memory.
+pub const MAX_PENDING_PER_NODE: usize = 64;
+/// Incidents kept (oldest dropped first).
+pub const MAX_INCIDENTS: usize = 1000;
+
+/// Why an inbound message was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    #[error("bad signature")]
+    BadSignature,
+    #[error("author is not the link's peer")]
+    WrongAuthor,
+    #[error("message kind not accepted from this peer")]
+    Unexpected,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::BadSignature => "bad-signature",
+            DropReason::WrongAuthor => "wrong-author",
+            DropReason::Unexpected => "unexpected",
+        }
+    }
+}
+
+/// Admits a message from `peer` (proven by the handshake): it must be a kind
+/// the orchestrator takes from that role, authored by `peer`, and verify.
+pub fn check(peer: Principal, msg: &Msg, keys: &Keyring) -> Result<(), DropReason> {
+    let from_node = matches!(peer, Principal::Node(_));
+    let allowed = match msg {
+        Msg::Wake(_) | Msg::Fault(_) | Msg::Resolved(_) => from_node,
+        Msg::Heartbeat(_) => from_node || matches!(peer, Principal::Replica(_)),
+        _ => false,
+    };
+    if !allowed {
+        return Err(DropReason::Unexpected);
+    }
+    if msg.author() != Some(peer) {
+        return Err(DropReason::WrongAuthor);
+    }
+    msg.verify(keys).map_err(|_| DropReason::BadSignature)
+}
+
+/// Votes from distinct nodes per key; each vote carries a seq.
+#[derive(Debug)]
+struct Quorum<K: Ord + Copy> {
+    votes: BTreeMap<K, Tally>,
+    /// Per node, the keys it voted for, oldest first.
+    by_node: BTreeMap<NodeId, VecDeque<K>>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    first_at: u64,
+    seqs: BTreeMap<NodeId, Seq>,
+}
+
+impl<K: Ord + Copy> Quorum<K> {
+    fn new() -> Self {
+        Quorum {
+            votes: BTreeMap::new(),
+            by_node: BTreeMap::new(),
+        }
+    }
+
+    /// Records `node`'s vote; returns the tally once it has `need` distinct
+    /// voters (and forgets it, so it fires once).
+    fn vote(&mut self, key: K, node: NodeId, seq: Seq, now: u64, need: usize) -> Option<Tally> {
+        let tally = self.votes.entry(key).or_insert_with(|| Tally {
+            first_at: now,
+            seqs: BTreeMap::new(),
+        });
+        if tally.seqs.insert(node, seq).is_none() {
+            let mine = self.by_node.entry(node).or_default();
+            mine.push_back(key);
+            if mine.len() > MAX_PENDING_PER_NODE {
+                if let Some(old) = mine.pop_front() {
+                    self.unvote(old, node);
+                }
+            }
+        }
+        if self.votes.get(&key).is_some_and(|t| t.seqs.len() >= need) {
+            return self.take(key);
+        }
+        None
+    }
+
+    fn unvote(&mut self, key: K, node: NodeId) {
+        if let Some(t) = self.votes.get_mut(&key) {
+            t.seqs.remove(&node);
+            if t.seqs.is_empty() {
+                self.votes.remove(&key);
+            }
+        }
+    }
+
+    fn take(&mut self, key: K) -> Option<Tally> {
+        let tally = self.votes.remove(&key)?;
+        for node in tally.seqs.keys() {
+            if let Some(q) = self.by_node.get_mut(node) {
+                q.retain(|k| *k != key);
+            }
+        }
+        Some(tally)
+    }
+}
+
+/// What the controller must do after a certificate formed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A new incident: wake standbys of its app.
+    Opened { incident: u64 },
+    /// Another certificate joined an open incident: wake any standby left.
+    Joined { incident: u64, seq: Seq },
+    /// The incident got its certified reply (or its first fault certificate).
+    Certified { incident: u64 },
+    /// f+1 nodes name this replica faulty: destroy and replace it.
+    Fence {
+        replica: ReplicaId,
+        incident: Option<u64>,
+    },
+}
+
+pub struct Tracker {
+    f: usize,
+    wakes: Quorum<(AppId, Seq)>,
+    resolved: Quorum<(AppId, Seq)>,
+    faults: Quorum<ReplicaId>,
+    /// FAULTs at or below this seq concern an instance already fenced.
+    fenced_through: BTreeMap<ReplicaId, Seq>,
+    incidents: VecDeque<Incident>,
+    next_id: u64,
+}
+
+impl Tracker {
+    pub fn new(f: usize, mut incidents: Vec<Incident>) -> Self {
+        incidents.sort_by_key(|i| i.id);
+        let next_id = incidents.last().map_or(1, |i| i.id + 1);
+        Tracker {
+            f,
+            wakes: Quorum::new(),
+            resolved: Quorum::new(),
+            faults: Quorum::new(),
+            fenced_through: BTreeMap::new(),
+            incidents: incidents.into(),
+            next_id,
+        }
+    }
+
+    fn need(&self) -> usize {
+        self.f + 1
+    }
+
+    pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
+        self.incidents.iter()
+    }
+
+    pub fn incident(&self, id: u64) -> Option<&Incident> {
+        self.incidents.iter().find(|i| i.id == id)
+    }
+
+    fn incident_mut(&mut self, id: u64) -> Option<&mut Incident> {
+        self.incidents.iter_mut().find(|i| i.id == id)
+    }
+
+    pub fn open_incident(&self, app: AppId) -> Option<&Incident> {
+        self.incidents
+            .iter()
+            .rev()
+            .find(|i| i.app == app && i.is_open())
+    }
+
+    /// Whether the app had an incident event within `window_ms` of `now`
+    /// or has one open.
+    pub fn busy(&self, app: AppId, now: u64, window_ms: u64) -> bool {
+        self.incidents.iter().any(|i| {
+            i.app == app
+                && (i.is_open()
+                    || i.certified_at
+                        .is_some_and(|c| now.saturating_sub(c) < window_ms))
+        })
+    }
+
+    pub fn on_wake(&mut self, w: &Wake, now: u64) -> Vec<Decision> {
+        let covered = self
+            .incidents
+            .iter()
+            .any(|i| i.app == w.app && i.covers(w.seq));
+        if covered {
+            return Vec::new();
+        }
+        let Some(tally) = self
+            .wakes
+            .vote((w.app, w.seq), w.node, w.seq, now, self.need())
+        else {
+            return Vec::new();
+        };
+        if let Some(open) = self.open_incident(w.app).map(|i| i.id) {
+            if let Some(i) = self.incident_mut(open) {
+                i.last_seq = i.last_seq.max(w.seq);
+            }
+            return vec![Decision::Joined {
+                incident: open,
+                seq: w.seq,
+            }];
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.incidents.push_back(Incident {
+            id,
+            app: w.app,
+            seq: w.seq,
+            last_seq: w.seq,
+            kind: w.kind,
+            detected_at: tally.first_at,
+            woken: None,
+            certified_at: None,
+            faulty: Vec::new(),
+            replaced: Vec::new(),
+        });
+        while self.incidents.len() > MAX_INCIDENTS {
+            self.incidents.pop_front();
+        }
+        vec![Decision::Opened { incident: id }]
+    }
+
+    pub fn on_resolved(&mut self, r: &Resolved, now: u64) -> Vec<Decision> {
+        let target = self
+            .incidents
+            .iter()
+            .rev()
+            .find(|i| i.app == r.app && i.is_open() && i.covers(r.seq))
+            .map(|i| i.id);
+        let Some(id) = target else {
+            return Vec::new();
+        };
+        if self
+            .resolved
+            .vote((r.app, r.seq), r.node, r.seq, now, self.need())
+            .is_none()
+        {
+            return Vec::new();
+        }
+        match self.incident_mut(id) {
+            Some(i) if i.certified_at.is_none() => {
+                i.certified_at = Some(now);
+                vec![Decision::Certified { incident: id }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn on_fault(&mut self, fault: &Fault, now: u64) -> Vec<Decision> {
+        let r = fault.replica;
+        if self.fenced_through.get(&r).is_some_and(|s| fault.seq <= *s) {
+            return Vec::new();
+        }
+        let Some(tally) = self.faults.vote(r, fault.node, fault.seq, now, self.need()) else {
+            return Vec::new();
+        };
+        let through = tally.seqs.values().copied().max().unwrap_or(fault.seq);
+        self.fenced_through.insert(r, through);
+        let incident = self
+            .incidents
+            .iter()
+            .rev()
+            .find(|i| i.app == r.app && (i.is_open() || i.covers(fault.seq)))
+            .map(|i| i.id);
+        let mut out = Vec::new();
+        if let Some(i) = incident.and_then(|id| self.incident_mut(id)) {
+            if !i.faulty.contains(&r) {
+                i.faulty.push(r);
+            }
+            if i.certified_at.is_none() {
+                i.certified_at = Some(now);
+                out.push(Decision::Certified { incident: i.id });
+            }
+        }
+        out.insert(
+            0,
+            Decision::Fence {
+                replica: r,
+                incident,
+            },
+        );
+        out
+    }
+
+    pub fn mark_woken(&mut self, id: u64, now: u64) -> bool {
+        match self.incident_mut(id) {
+            Some(i) if i.woken.is_none() => {
+                i.woken = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn mark_replaced(&mut self, id: u64, r: ReplicaId) -> bool {
+        match self.incident_mut(id) {
+            Some(i) if !i.replaced.contains(&r) => {
+                i.replaced.push(r);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "certs_tests.rs"]
+mod tests;

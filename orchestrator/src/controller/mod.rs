@@ -1,0 +1,534 @@
+//! The one owner of the orchestrator's state. Links, the backend and the
+//! HTTP handlers send it typed commands over bounded channels; it acts,
+//! records every transition as an event, persists, and answers.
+
+mod faults;
+mod pool;
+
+use crate::backend::{Backend, BackendEvent};
+use crate::certs::{Decision, Tracker};
+use crate::metrics as m;
+use crate::model::{
+    now_ms, ClusterView, Event, FaultRecord, FaultView, Incident, IncidentView, NodeAppStatus,
+    NodeView, ReplicaRecord, ReplicaState, ReplicaView,
+};
+use crate::store::{Change, Store, StoreError, MAX_EVENTS};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use zz_wire::{AppId, Deployment, Identity, Msg, NodeId, Principal, ReplicaId};
+
+pub use faults::FaultTarget;
+
+/// Timeouts of the replica pool; the defaults suit agents on one machine.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// How often timeouts are checked.
+    pub tick: Duration,
+    /// An active replica silent this long (after its first heartbeat) is faulty.
+    pub silence_ms: u64,
+    /// An active replica with no heartbeat at all this long after it
+    /// started is faulty.
+    pub startup_grace_ms: u64,
+    /// A new standby is paused after this even if it never caught up.
+    pub standby_grace_ms: u64,
+    /// A woken replica counts as active after this even without a heartbeat.
+    pub waking_grace_ms: u64,
+    /// Extra active replicas are paused once the app had no incident this long.
+    pub settle_ms: u64,
+    /// Replicas each app keeps executing: f+1 (zz) unless set; 2f+1 runs
+    /// classic BFT with no standby (the benchmark's `full` mode).
+    pub active_replicas: Option<usize>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            tick: Duration::from_millis(200),
+            silence_ms: 2_000,
+            startup_grace_ms: 15_000,
+            standby_grace_ms: 10_000,
+            waking_grace_ms: 3_000,
+            settle_ms: 3_000,
+            active_replicas: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaAction {
+    Pause,
+    Wake,
+    Hibernate,
+    Replace,
+}
+
+/// Failures a command can answer with; the API maps them to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no such {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("backend: {0}")]
+    Backend(#[from] crate::backend::BackendError),
+    #[error("the orchestrator is shutting down")]
+    Unavailable,
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// What the HTTP handlers ask.
+pub enum ApiCmd {
+    Cluster(Reply<ClusterView>),
+    Replicas(Reply<Vec<ReplicaView>>),
+    Act {
+        id: ReplicaId,
+        action: ReplicaAction,
+        reply: Reply<Result<ReplicaView, CommandError>>,
+    },
+    InjectFault {
+        target: FaultTarget,
+        duration_ms: Option<u64>,
+        reply: Reply<Result<u64, CommandError>>,
+    },
+    Faults(Reply<Vec<FaultView>>),
+    ClearFault {
+        id: u64,
+        reply: Reply<Result<(), CommandError>>,
+    },
+    Incidents(Reply<Vec<IncidentView>>),
+    Events {
+        since: u64,
+        reply: Reply<Vec<Event>>,
+    },
+    /// The backlog after `since` and a live feed, taken atomically.
+    Subscribe {
+        since: u64,
+        reply: Reply<(Vec<Event>, broadcast::Receiver<Event>)>,
+    },
+}
+
+pub enum Command {
+    /// A verified message from a link's proven peer.
+    Inbound {
+        peer: Principal,
+        msg: Msg,
+    },
+    LinkUp {
+        peer: Principal,
+        link: u64,
+        tx: mpsc::Sender<Msg>,
+    },
+    LinkDown {
+        peer: Principal,
+        link: u64,
+    },
+    Api(ApiCmd),
+}
+
+/// Capacity of the command channel.
+pub const COMMAND_QUEUE: usize = 1024;
+
+#[derive(Default)]
+struct NodeStatus {
+    apps: BTreeMap<AppId, NodeAppStatus>,
+    last_heartbeat_ms: Option<u64>,
+}
+
+pub struct Controller {
+    dep: Deployment,
+    identity: Identity,
+    backend: Arc<dyn Backend>,
+    store: Store,
+    tuning: Tuning,
+    replicas: BTreeMap<ReplicaId, ReplicaRecord>,
+    tracker: Tracker,
+    nodes: BTreeMap<NodeId, NodeStatus>,
+    links: HashMap<Principal, (u64, mpsc::Sender<Msg>)>,
+    faults: BTreeMap<u64, FaultRecord>,
+    next_fault: u64,
+    nonces: BTreeMap<String, u64>,
+    events: VecDeque<Event>,
+    next_event: u64,
+    feed: broadcast::Sender<Event>,
+    pending: Vec<Change>,
+}
+
+impl Controller {
+    /// How many replicas of each app execute when nothing is wrong.
+    fn active_target(&self) -> usize {
+        let f = self.dep.f;
+        self.tuning.active_replicas.unwrap_or(f + 1).clamp(f + 1, 2 * f + 1)
+    }
+
+    pub fn new(
+        dep: Deployment,
+        identity: Identity,
+        backend: Arc<dyn Backend>,
+        store: Store,
+        tuning: Tuning,
+    ) -> Result<Controller, StoreError> {
+        let snap = store.load()?;
+        let by_name: BTreeMap<String, ReplicaId> = dep
+            .all_replicas()
+            .into_iter()
+            .map(|r| (dep.replica_name(r), r))
+            .collect();
+        // Records of replicas no longer in the deployment are left alone.
+        let replicas = snap
+            .replicas
+            .into_values()
+            .filter_map(|r| {
+                by_name
+                    .get(&r.name)
+                    .map(|id| (*id, ReplicaRecord { id: *id, ..r }))
+            })
+            .collect();
+        let next_event = snap.events.last().map_or(1, |e| e.seq + 1);
+        let next_fault = snap.faults.iter().map(|f| f.id + 1).max().unwrap_or(1);
+        let (feed, _) = broadcast::channel(1024);
+        Ok(Controller {
+            tracker: Tracker::new(dep.f, snap.incidents),
+            dep,
+            identity,
+            backend,
+            store,
+            tuning,
+            replicas,
+            nodes: BTreeMap::new(),
+            links: HashMap::new(),
+            faults: snap.faults.into_iter().map(|f| (f.id, f)).collect(),
+            next_fault,
+            nonces: snap.nonces,
+            events: snap.events.into(),
+            next_event,
+            feed,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Runs until `shutdown`, then destroys every replica it owns.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut backend_events: mpsc::Receiver<BackendEvent>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StoreError> {
+        tokio::pin!(shutdown);
+        self.bootstrap().await;
+        self.flush().await?;
+        let mut tick = tokio::time::interval(self.tuning.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => break,
+                },
+                Some(ev) = backend_events.recv() => self.on_backend(ev).await,
+                _ = tick.tick() => self.on_tick().await,
+            }
+            self.flush().await?;
+        }
+        self.stop_all().await;
+        self.flush().await
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Inbound { peer, msg } => self.on_message(peer, msg).await,
+            Command::LinkUp { peer, link, tx } => {
+                self.links.insert(peer, (link, tx));
+                let name = self.dep.name(peer);
+                self.emit_for(peer, "link-up", format!("{name} connected"));
+                self.resend_faults(peer);
+            }
+            Command::LinkDown { peer, link } => {
+                if self.links.get(&peer).is_some_and(|(l, _)| *l == link) {
+                    self.links.remove(&peer);
+                    let name = self.dep.name(peer);
+                    self.emit_for(peer, "link-down", format!("{name} disconnected"));
+                }
+            }
+            Command::Api(cmd) => self.on_api(cmd).await,
+        }
+    }
+
+    async fn on_message(&mut self, peer: Principal, msg: Msg) {
+        let now = now_ms();
+        let decisions = match msg {
+            Msg::Wake(w) => self.tracker.on_wake(&w.body, now),
+            Msg::Fault(f) => self.tracker.on_fault(&f.body, now),
+            Msg::Resolved(r) => self.tracker.on_resolved(&r.body, now),
+            Msg::Heartbeat(hb) => {
+                match peer {
+                    Principal::Node(n) => self.on_node_heartbeat(n, &hb.body, now),
+                    Principal::Replica(r) => self.on_replica_heartbeat(r, &hb.body, now).await,
+                    _ => {}
+                }
+                Vec::new()
+            }
+            // `certs::check` admits nothing else.
+            _ => Vec::new(),
+        };
+        for d in decisions {
+            self.on_decision(d, now).await;
+        }
+    }
+
+    async fn on_decision(&mut self, d: Decision, now: u64) {
+        match d {
+            Decision::Opened { incident } => {
+                if let Some(i) = self.tracker.incident(incident).cloned() {
+                    let app = self.app_name(i.app);
+                    metrics::counter!(m::INCIDENTS, "app" => app.clone(), "kind" => i.kind.as_str())
+                        .increment(1);
+                    self.emit(
+                        None,
+                        Some(i.app),
+                        "incident-opened",
+                        format!("incident {incident}: {} at seq {}", i.kind.as_str(), i.seq),
+                    );
+                    self.save_incident(incident);
+                    self.wake_standbys(i.app, Some(incident), now).await;
+                }
+            }
+            Decision::Joined { incident, seq } => {
+                if let Some(app) = self.tracker.incident(incident).map(|i| i.app) {
+                    self.emit(
+                        None,
+                        Some(app),
+                        "incident-joined",
+                        format!("seq {seq} joins incident {incident}"),
+                    );
+                    self.save_incident(incident);
+                    self.wake_standbys(app, Some(incident), now).await;
+                }
+            }
+            Decision::Certified { incident } => {
+                if let Some(i) = self.tracker.incident(incident).cloned() {
+                    let ms = i.recovery_ms().unwrap_or(0);
+                    metrics::histogram!(m::RECOVERY_MS).record(ms as f64);
+                    self.emit(
+                        None,
+                        Some(i.app),
+                        "incident-certified",
+                        format!("incident {incident} certified after {ms} ms"),
+                    );
+                    self.save_incident(incident);
+                }
+            }
+            Decision::Fence { replica, incident } => {
+                let detail = match incident {
+                    Some(i) => format!("f+1 FAULT certificate (incident {i})"),
+                    None => "f+1 FAULT certificate".to_string(),
+                };
+                self.fence_and_replace(replica, incident, &detail).await;
+                if let Some(i) = incident {
+                    self.save_incident(i);
+                }
+            }
+        }
+    }
+
+    async fn on_api(&mut self, cmd: ApiCmd) {
+        match cmd {
+            ApiCmd::Cluster(reply) => {
+                let _ = reply.send(self.cluster_view());
+            }
+            ApiCmd::Replicas(reply) => {
+                let _ = reply.send(self.replicas.values().map(ReplicaView::from).collect());
+            }
+            ApiCmd::Act { id, action, reply } => {
+                let r = self.act(id, action).await;
+                let _ = reply.send(r);
+            }
+            ApiCmd::InjectFault {
+                target,
+                duration_ms,
+                reply,
+            } => {
+                let _ = reply.send(Ok(self.inject(target, duration_ms)));
+            }
+            ApiCmd::Faults(reply) => {
+                let _ = reply.send(self.faults.values().map(FaultView::from).collect());
+            }
+            ApiCmd::ClearFault { id, reply } => {
+                let _ = reply.send(self.clear_fault(id, "cleared by operator"));
+            }
+            ApiCmd::Incidents(reply) => {
+                let v = self
+                    .tracker
+                    .incidents()
+                    .map(|i| self.incident_view(i))
+                    .collect();
+                let _ = reply.send(v);
+            }
+            ApiCmd::Events { since, reply } => {
+                let _ = reply.send(self.events_since(since));
+            }
+            ApiCmd::Subscribe { since, reply } => {
+                let _ = reply.send((self.events_since(since), self.feed.subscribe()));
+            }
+        }
+    }
+
+    fn events_since(&self, since: u64) -> Vec<Event> {
+        self.events
+            .iter()
+            .filter(|e| e.seq > since)
+            .cloned()
+            .collect()
+    }
+
+    fn app_name(&self, app: AppId) -> String {
+        self.dep
+            .app(app)
+            .map_or_else(|| format!("app{}", app.0), |a| a.name.clone())
+    }
+
+    fn incident_view(&self, i: &Incident) -> IncidentView {
+        IncidentView {
+            id: i.id,
+            app: self.app_name(i.app),
+            seq: i.seq,
+            last_seq: i.last_seq,
+            kind: i.kind.as_str().to_string(),
+            detected_at: i.detected_at,
+            woken: i.woken,
+            certified_at: i.certified_at,
+            faulty: i.faulty.iter().map(|r| self.dep.replica_name(*r)).collect(),
+            replaced: i
+                .replaced
+                .iter()
+                .map(|r| self.dep.replica_name(*r))
+                .collect(),
+            recovery_ms: i.recovery_ms(),
+        }
+    }
+
+    fn cluster_view(&self) -> ClusterView {
+        let agreement = self
+            .dep
+            .nodes
+            .iter()
+            .map(|n| {
+                let id = NodeId(n.id);
+                let status = self.nodes.get(&id);
+                let apps: Vec<NodeAppStatus> =
+                    status.map_or_else(Vec::new, |s| s.apps.values().cloned().collect());
+                NodeView {
+                    id: id.to_string(),
+                    addr: n.addr.to_string(),
+                    connected: self.links.contains_key(&Principal::Node(id)),
+                    view: apps.iter().map(|a| a.view).max().unwrap_or(0),
+                    last_committed: apps.iter().map(|a| a.last_committed).max().unwrap_or(0),
+                    stable_checkpoint: apps.iter().map(|a| a.stable_checkpoint).max().unwrap_or(0),
+                    last_heartbeat_ms: status.and_then(|s| s.last_heartbeat_ms),
+                    apps,
+                }
+            })
+            .collect();
+        ClusterView {
+            f: self.dep.f,
+            apps: self.dep.apps.iter().map(|a| a.name.clone()).collect(),
+            agreement,
+        }
+    }
+
+    fn on_node_heartbeat(&mut self, n: NodeId, hb: &zz_wire::Heartbeat, now: u64) {
+        let app = self.app_name(hb.app);
+        if self.dep.app(hb.app).is_none() {
+            return;
+        }
+        let s = self.nodes.entry(n).or_default();
+        s.last_heartbeat_ms = Some(now);
+        s.apps.insert(
+            hb.app,
+            NodeAppStatus {
+                app,
+                view: hb.view,
+                last_committed: hb.last_executed,
+                stable_checkpoint: hb.last_checkpoint,
+                at_ms: now,
+            },
+        );
+    }
+
+    /// The newest stable checkpoint of `app` that f+1 nodes report reaching
+    /// (so at least one correct node vouches for it).
+    fn stable_checkpoint(&self, app: AppId) -> u64 {
+        let mut seen: Vec<u64> = self
+            .nodes
+            .values()
+            .filter_map(|s| s.apps.get(&app).map(|a| a.stable_checkpoint))
+            .collect();
+        seen.sort_unstable_by(|a, b| b.cmp(a));
+        seen.get(self.dep.f).copied().unwrap_or(0)
+    }
+
+    /// Appends to the event log (memory, store, live feed).
+    fn emit(&mut self, replica: Option<ReplicaId>, app: Option<AppId>, kind: &str, detail: String) {
+        let app = app.or(replica.map(|r| r.app));
+        let ev = Event {
+            seq: self.next_event,
+            at_ms: now_ms(),
+            replica: replica.map(|r| self.dep.replica_name(r)),
+            app: app.map(|a| self.app_name(a)),
+            kind: kind.to_string(),
+            detail,
+        };
+        tracing::info!(seq = ev.seq, kind, replica = ?ev.replica, "{}", ev.detail);
+        self.next_event += 1;
+        self.events.push_back(ev.clone());
+        while self.events.len() as u64 > MAX_EVENTS {
+            self.events.pop_front();
+        }
+        let _ = self.feed.send(ev.clone());
+        self.pending.push(Change::Event(ev));
+    }
+
+    fn emit_for(&mut self, who: Principal, kind: &str, detail: String) {
+        match who {
+            Principal::Replica(r) => self.emit(Some(r), None, kind, detail),
+            _ => self.emit(None, None, kind, detail),
+        }
+    }
+
+    fn save_replica(&mut self, id: ReplicaId) {
+        if let Some(r) = self.replicas.get(&id) {
+            self.pending.push(Change::Replica(r.clone()));
+        }
+    }
+
+    fn save_incident(&mut self, id: u64) {
+        if let Some(i) = self.tracker.incident(id) {
+            self.pending.push(Change::Incident(i.clone()));
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        self.update_gauges();
+        let changes = std::mem::take(&mut self.pending);
+        self.store.apply_async(changes).await
+    }
+
+    fn update_gauges(&self) {
+        for app in self.dep.app_ids() {
+            let name = self.app_name(app);
+            for state in ReplicaState::ALL {
+                let n = self
+                    .replicas
+                    .values()
+                    .filter(|r| r.id.app == app && r.state == state)
+                    .count();
+                metrics::gauge!(m::REPLICAS, "app" => name.clone(), "state" => state.as_str())
+                    .set(n as f64);
+            }
+        }
+    }
+}

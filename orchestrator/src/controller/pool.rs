@@ -1,0 +1,509 @@
+//! The replica pool: start-up, pause/wake, fencing and replacement, and the
+//! failure detectors (backend exits, heartbeat silence).
+
+use super::{CommandError, Controller, ReplicaAction};
+use crate::backend::{BackendEvent, BackendState, Handle, ReplicaSpec};
+use crate::metrics as m;
+use crate::model::{now_ms, ReplicaRecord, ReplicaState, ReplicaView, Role};
+use zz_wire::{AppId, Heartbeat, ReplicaId};
+
+impl Controller {
+    fn spec(&self, id: ReplicaId, generation: u64) -> ReplicaSpec {
+        ReplicaSpec {
+            name: self.dep.replica_name(id),
+            generation,
+        }
+    }
+
+    fn set_state(&mut self, id: ReplicaId, state: ReplicaState, kind: &str, detail: String) {
+        let Some(r) = self.replicas.get_mut(&id) else {
+            return;
+        };
+        let from = r.state;
+        r.state = state;
+        r.since_ms = now_ms();
+        let detail = if from == state {
+            detail
+        } else {
+            format!("{} -> {}: {detail}", from.as_str(), state.as_str())
+        };
+        self.save_replica(id);
+        self.emit(Some(id), None, kind, detail);
+    }
+
+    /// Takes over replicas a previous run left running; starts the rest.
+    pub(super) async fn bootstrap(&mut self) {
+        let active = self.active_target();
+        for id in self.dep.all_replicas() {
+            let existing = self.replicas.get(&id).cloned();
+            let live = matches!(
+                existing.as_ref().map(|r| r.state),
+                Some(
+                    ReplicaState::Active
+                        | ReplicaState::Paused
+                        | ReplicaState::Waking
+                        | ReplicaState::Provisioning
+                )
+            );
+            if let (true, Some(rec), Some(h)) = (
+                live,
+                existing.as_ref(),
+                existing.as_ref().and_then(|r| r.handle.clone()),
+            ) {
+                match self.backend.attach(&h).await {
+                    BackendState::Stopped => {
+                        self.emit(Some(id), None, "lost", "gone while we were away".into());
+                    }
+                    found => {
+                        let state = match found {
+                            BackendState::Paused => ReplicaState::Paused,
+                            _ if rec.state == ReplicaState::Paused => {
+                                // It was meant to be paused: finish the job.
+                                let _ = self.backend.pause(&h).await;
+                                ReplicaState::Paused
+                            }
+                            _ => rec.state,
+                        };
+                        self.set_state(id, state, "attached", format!("re-attached {}", h.token));
+                        continue;
+                    }
+                }
+            }
+            if existing.as_ref().map(|r| r.state) == Some(ReplicaState::Hibernated) {
+                continue;
+            }
+            let role = if usize::from(id.index) < active {
+                Role::Active
+            } else {
+                Role::Standby
+            };
+            self.provision(id, role, "start-up").await;
+        }
+    }
+
+    /// Starts a fresh instance (new generation, empty state).
+    async fn provision(&mut self, id: ReplicaId, role: Role, why: &str) {
+        let now = now_ms();
+        let generation = self.replicas.get(&id).map_or(1, |r| r.generation + 1);
+        let spec = self.spec(id, generation);
+        let rec = ReplicaRecord {
+            id,
+            name: spec.name.clone(),
+            app_name: self.app_name(id.app),
+            state: ReplicaState::Provisioning,
+            generation,
+            role,
+            handle: None,
+            host: self.backend.host(&spec),
+            backend: self.backend.kind().to_string(),
+            last_executed: 0,
+            last_checkpoint: 0,
+            fetched_objects: 0,
+            stale_objects: 0,
+            last_heartbeat_ms: None,
+            since_ms: now,
+        };
+        let from = self.replicas.insert(id, rec).map(|r| r.state);
+        self.save_replica(id);
+        self.emit(
+            Some(id),
+            None,
+            "provisioning",
+            format!(
+                "{} -> provisioning: generation {generation} ({why})",
+                from.map_or("new", |s| s.as_str())
+            ),
+        );
+        let started = match self.backend.provision(&spec).await {
+            Ok(()) => self.backend.start(&spec).await,
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(h) => {
+                if let Some(r) = self.replicas.get_mut(&id) {
+                    r.handle = Some(h);
+                }
+                if role == Role::Active {
+                    self.set_state(
+                        id,
+                        ReplicaState::Active,
+                        "started",
+                        "process started".into(),
+                    );
+                } else {
+                    self.save_replica(id);
+                }
+            }
+            Err(e) => {
+                self.set_state(id, ReplicaState::Faulty, "start-failed", e.to_string());
+            }
+        }
+    }
+
+    /// Operator actions from the API.
+    pub(super) async fn act(
+        &mut self,
+        id: ReplicaId,
+        action: ReplicaAction,
+    ) -> Result<ReplicaView, CommandError> {
+        let rec = self.replicas.get(&id).cloned().ok_or_else(|| {
+            CommandError::NotFound(format!("replica {}", self.dep.replica_name(id)))
+        })?;
+        match action {
+            ReplicaAction::Pause => self.pause(id, "operator").await?,
+            ReplicaAction::Wake => {
+                if !rec.state.is_standby() {
+                    return Err(CommandError::Conflict(format!(
+                        "{} is {}, not paused or hibernated",
+                        rec.name,
+                        rec.state.as_str()
+                    )));
+                }
+                self.wake(id, None, "operator").await?;
+            }
+            ReplicaAction::Hibernate => self.hibernate(id).await?,
+            ReplicaAction::Replace => {
+                self.fence_and_replace(id, None, "operator").await;
+            }
+        }
+        self.replicas
+            .get(&id)
+            .map(ReplicaView::from)
+            .ok_or(CommandError::NotFound(rec.name))
+    }
+
+    async fn pause(&mut self, id: ReplicaId, why: &str) -> Result<(), CommandError> {
+        let rec = self
+            .replicas
+            .get(&id)
+            .cloned()
+            .ok_or(CommandError::Unavailable)?;
+        let h = match (rec.state, rec.handle) {
+            (ReplicaState::Paused, _) => return Ok(()),
+            (ReplicaState::Active | ReplicaState::Waking | ReplicaState::Provisioning, Some(h)) => {
+                h
+            }
+            (s, _) => {
+                return Err(CommandError::Conflict(format!(
+                    "{} is {}, cannot pause",
+                    rec.name,
+                    s.as_str()
+                )))
+            }
+        };
+        self.backend.pause(&h).await?;
+        if let Some(r) = self.replicas.get_mut(&id) {
+            r.role = Role::Standby;
+        }
+        self.set_state(id, ReplicaState::Paused, "paused", why.to_string());
+        Ok(())
+    }
+
+    async fn hibernate(&mut self, id: ReplicaId) -> Result<(), CommandError> {
+        let rec = self
+            .replicas
+            .get(&id)
+            .cloned()
+            .ok_or(CommandError::Unavailable)?;
+        match rec.state {
+            ReplicaState::Hibernated => return Ok(()),
+            ReplicaState::Faulty | ReplicaState::Stopped => {
+                return Err(CommandError::Conflict(format!(
+                    "{} is {}, cannot hibernate",
+                    rec.name,
+                    rec.state.as_str()
+                )))
+            }
+            _ => {}
+        }
+        if let Some(h) = &rec.handle {
+            self.backend.hibernate(h).await?;
+        }
+        if let Some(r) = self.replicas.get_mut(&id) {
+            r.handle = None;
+            r.role = Role::Standby;
+        }
+        self.set_state(
+            id,
+            ReplicaState::Hibernated,
+            "hibernated",
+            "operator".into(),
+        );
+        Ok(())
+    }
+
+    /// Resumes a paused replica or restores a hibernated one.
+    async fn wake(
+        &mut self,
+        id: ReplicaId,
+        incident: Option<u64>,
+        why: &str,
+    ) -> Result<(), CommandError> {
+        let rec = self
+            .replicas
+            .get(&id)
+            .cloned()
+            .ok_or(CommandError::Unavailable)?;
+        match (rec.state, &rec.handle) {
+            (ReplicaState::Paused, Some(h)) => self.backend.resume(h).await?,
+            (ReplicaState::Hibernated, _) => {
+                let h = self.backend.restore(&self.spec(id, rec.generation)).await?;
+                if let Some(r) = self.replicas.get_mut(&id) {
+                    r.handle = Some(h);
+                }
+            }
+            _ => return Ok(()),
+        }
+        let now = now_ms();
+        if let Some(r) = self.replicas.get_mut(&id) {
+            r.role = Role::Active;
+        }
+        metrics::counter!(m::WAKES, "app" => rec.app_name.clone()).increment(1);
+        if let Some(i) = incident {
+            if self.tracker.mark_woken(i, now) {
+                self.save_incident(i);
+            }
+        }
+        self.set_state(id, ReplicaState::Waking, "woken", why.to_string());
+        Ok(())
+    }
+
+    /// Wakes standbys of `app` (up to f), paused ones first.
+    pub(super) async fn wake_standbys(&mut self, app: AppId, incident: Option<u64>, _now: u64) {
+        let mut standbys: Vec<(u8, ReplicaId)> = self
+            .replicas
+            .values()
+            .filter(|r| r.id.app == app && r.state.is_standby())
+            .map(|r| (u8::from(r.state == ReplicaState::Hibernated), r.id))
+            .collect();
+        standbys.sort();
+        let why = incident.map_or_else(|| "capacity".to_string(), |i| format!("incident {i}"));
+        for (_, id) in standbys.into_iter().take(self.dep.f) {
+            if let Err(e) = self.wake(id, incident, &why).await {
+                self.emit(Some(id), None, "wake-failed", e.to_string());
+            }
+        }
+    }
+
+    /// Destroys the instance and starts a clean one as the next standby.
+    pub(super) async fn fence_and_replace(
+        &mut self,
+        id: ReplicaId,
+        incident: Option<u64>,
+        why: &str,
+    ) {
+        let Some(rec) = self.replicas.get(&id).cloned() else {
+            return;
+        };
+        if rec.state != ReplicaState::Faulty {
+            self.set_state(id, ReplicaState::Faulty, "faulty", why.to_string());
+        }
+        if let Some(h) = &rec.handle {
+            if let Err(e) = self.backend.destroy(h).await {
+                self.emit(Some(id), None, "destroy-failed", e.to_string());
+            }
+        }
+        if let Some(r) = self.replicas.get_mut(&id) {
+            r.handle = None;
+        }
+        self.emit(
+            Some(id),
+            None,
+            "fenced",
+            format!("generation {} destroyed", rec.generation),
+        );
+        metrics::counter!(m::REPLACEMENTS, "app" => rec.app_name.clone()).increment(1);
+        self.provision(id, Role::Standby, "replacement").await;
+        if let Some(i) = incident {
+            if self.tracker.mark_replaced(i, id) {
+                self.save_incident(i);
+            }
+        }
+        if rec.state.is_running() {
+            self.ensure_capacity(id.app).await;
+        }
+    }
+
+    /// Keeps f+1 replicas of `app` executing while any standby is left.
+    async fn ensure_capacity(&mut self, app: AppId) {
+        let running = self
+            .replicas
+            .values()
+            .filter(|r| r.id.app == app && r.state.is_running())
+            .count();
+        let missing = self.active_target().saturating_sub(running);
+        if missing == 0 {
+            return;
+        }
+        let mut standbys: Vec<(u8, ReplicaId)> = self
+            .replicas
+            .values()
+            .filter(|r| r.id.app == app && r.state.is_standby())
+            .map(|r| (u8::from(r.state == ReplicaState::Hibernated), r.id))
+            .collect();
+        standbys.sort();
+        let incident = self.tracker.open_incident(app).map(|i| i.id);
+        for (_, id) in standbys.into_iter().take(missing) {
+            if let Err(e) = self.wake(id, incident, "capacity").await {
+                self.emit(Some(id), None, "wake-failed", e.to_string());
+            }
+        }
+    }
+
+    pub(super) async fn on_replica_heartbeat(&mut self, id: ReplicaId, hb: &Heartbeat, now: u64) {
+        let stable = self.stable_checkpoint(id.app);
+        let grace = self.tuning.standby_grace_ms;
+        let Some(r) = self.replicas.get_mut(&id) else {
+            return;
+        };
+        r.last_executed = hb.last_executed;
+        r.last_checkpoint = hb.last_checkpoint;
+        r.fetched_objects = hb.fetched_objects;
+        r.stale_objects = hb.stale_objects;
+        r.last_heartbeat_ms = Some(now);
+        let (state, role, since) = (r.state, r.role, r.since_ms);
+        match (state, role) {
+            (ReplicaState::Waking, _) => {
+                self.set_state(
+                    id,
+                    ReplicaState::Active,
+                    "active",
+                    "heartbeat after wake".into(),
+                );
+            }
+            (ReplicaState::Provisioning, Role::Standby) => {
+                let caught_up = hb.last_checkpoint >= stable;
+                if caught_up || now.saturating_sub(since) > grace {
+                    if let Err(e) = self.pause(id, "standby ready").await {
+                        self.emit(Some(id), None, "pause-failed", e.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Heartbeats are frequent: persist them only with other changes.
+    }
+
+    pub(super) async fn on_backend(&mut self, ev: BackendEvent) {
+        match ev {
+            BackendEvent::Exited { handle, status } => {
+                let Some(id) = self.owner_of(&handle) else {
+                    return;
+                };
+                let state = self.replicas.get(&id).map(|r| r.state);
+                if matches!(
+                    state,
+                    Some(ReplicaState::Hibernated | ReplicaState::Stopped | ReplicaState::Faulty)
+                ) {
+                    return;
+                }
+                self.emit(Some(id), None, "exited", status.clone());
+                self.fence_and_replace(id, None, &format!("process exited: {status}"))
+                    .await;
+            }
+        }
+    }
+
+    fn owner_of(&self, h: &Handle) -> Option<ReplicaId> {
+        self.replicas
+            .values()
+            .find(|r| r.handle.as_ref() == Some(h))
+            .map(|r| r.id)
+    }
+
+    pub(super) async fn on_tick(&mut self) {
+        let now = now_ms();
+        let t = self.tuning.clone();
+        let mut silent = Vec::new();
+        let mut ready = Vec::new();
+        let mut settled = Vec::new();
+        for r in self.replicas.values() {
+            let quiet_since = r.last_heartbeat_ms.unwrap_or(0).max(r.since_ms);
+            let limit = if r.last_heartbeat_ms.is_some() {
+                t.silence_ms
+            } else {
+                t.startup_grace_ms
+            };
+            match (r.state, r.role) {
+                (ReplicaState::Active, _) if now.saturating_sub(quiet_since) > limit => {
+                    silent.push((r.id, now.saturating_sub(quiet_since)));
+                }
+                (ReplicaState::Provisioning, Role::Standby)
+                    if now.saturating_sub(r.since_ms) > t.standby_grace_ms =>
+                {
+                    ready.push(r.id);
+                }
+                (ReplicaState::Waking, _) if now.saturating_sub(r.since_ms) > t.waking_grace_ms => {
+                    settled.push(r.id);
+                }
+                _ => {}
+            }
+        }
+        for id in settled {
+            self.set_state(
+                id,
+                ReplicaState::Active,
+                "active",
+                "wake grace elapsed".into(),
+            );
+        }
+        for (id, ms) in silent {
+            self.fence_and_replace(id, None, &format!("silent for {ms} ms"))
+                .await;
+        }
+        for id in ready {
+            if let Err(e) = self.pause(id, "standby grace elapsed").await {
+                self.emit(Some(id), None, "pause-failed", e.to_string());
+            }
+        }
+        for app in self.dep.app_ids().collect::<Vec<_>>() {
+            self.rebalance(app, now).await;
+        }
+        self.expire_faults(now);
+    }
+
+    /// Back to f+1 active once the app is quiet: keeps the most advanced.
+    async fn rebalance(&mut self, app: AppId, now: u64) {
+        if self.tracker.busy(app, now, self.tuning.settle_ms) {
+            return;
+        }
+        let mut active: Vec<(u64, ReplicaId)> = self
+            .replicas
+            .values()
+            .filter(|r| r.id.app == app && r.state == ReplicaState::Active)
+            .map(|r| (r.last_executed, r.id))
+            .collect();
+        let target = self.active_target();
+        if active.len() <= target {
+            return;
+        }
+        // Most advanced first; among equals the lower index stays.
+        active.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.index.cmp(&b.1.index)));
+        for (_, id) in active.split_off(target) {
+            if let Err(e) = self.pause(id, "back to f+1 active").await {
+                self.emit(Some(id), None, "pause-failed", e.to_string());
+            }
+        }
+    }
+
+    /// Shutdown: nothing is left running.
+    pub(super) async fn stop_all(&mut self) {
+        self.backend.shutdown().await;
+        let ids: Vec<ReplicaId> = self.replicas.keys().copied().collect();
+        for id in ids {
+            let Some(r) = self.replicas.get_mut(&id) else {
+                continue;
+            };
+            if r.state == ReplicaState::Stopped {
+                continue;
+            }
+            r.handle = None;
+            self.set_state(
+                id,
+                ReplicaState::Stopped,
+                "stopped",
+                "orchestrator shutdown".into(),
+            );
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! What the orchestrator knows and tells: replicas, events, incidents,
+//! injected faults. These are persisted (JSON in the store) and served by
+//! the admin API.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use zz_wire::{AppId, ReplicaId};
+
+use crate::backend::Handle;
+
+/// Life of an execution replica as the API reports it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaState {
+    Provisioning,
+    Active,
+    Paused,
+    Hibernated,
+    Waking,
+    Faulty,
+    Stopped,
+}
+
+impl ReplicaState {
+    pub const ALL: [ReplicaState; 7] = [
+        ReplicaState::Provisioning,
+        ReplicaState::Active,
+        ReplicaState::Paused,
+        ReplicaState::Hibernated,
+        ReplicaState::Waking,
+        ReplicaState::Faulty,
+        ReplicaState::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Provisioning => "provisioning",
+            ReplicaState::Active => "active",
+            ReplicaState::Paused => "paused",
+            ReplicaState::Hibernated => "hibernated",
+            ReplicaState::Waking => "waking",
+            ReplicaState::Faulty => "faulty",
+            ReplicaState::Stopped => "stopped",
+        }
+    }
+
+    /// A standby is a replica that can be woken.
+    pub fn is_standby(self) -> bool {
+        matches!(self, ReplicaState::Paused | ReplicaState::Hibernated)
+    }
+
+    /// Executing (or about to): counts towards the app's active set.
+    pub fn is_running(self) -> bool {
+        matches!(self, ReplicaState::Active | ReplicaState::Waking)
+    }
+}
+
+/// What a provisioning replica becomes once it is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Active,
+    Standby,
+}
+
+/// The orchestrator's record of one replica (persisted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    pub id: ReplicaId,
+    pub name: String,
+    pub app_name: String,
+    pub state: ReplicaState,
+    /// Bumped on every replacement, so stale backend reports are ignored.
+    pub generation: u64,
+    /// Where a provisioning replica is headed.
+    pub role: Role,
+    pub handle: Option<Handle>,
+    pub host: String,
+    pub backend: String,
+    pub last_executed: u64,
+    pub last_checkpoint: u64,
+    pub fetched_objects: u64,
+    pub stale_objects: u64,
+    /// Last heartbeat of the current generation (unix ms).
+    pub last_heartbeat_ms: Option<u64>,
+    /// When the current state was entered (unix ms).
+    pub since_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaView {
+    /// `kv-e0`
+    pub id: String,
+    pub app: String,
+    pub index: u16,
+    pub state: ReplicaState,
+    pub backend: String,
+    pub host: String,
+    pub generation: u64,
+    pub last_executed: u64,
+    pub last_checkpoint: u64,
+    pub fetched_objects: u64,
+    pub stale_objects: u64,
+    pub last_heartbeat_ms: Option<u64>,
+}
+
+impl From<&ReplicaRecord> for ReplicaView {
+    fn from(r: &ReplicaRecord) -> Self {
+        ReplicaView {
+            id: r.name.clone(),
+            app: r.app_name.clone(),
+            index: r.id.index,
+            state: r.state,
+            backend: r.backend.clone(),
+            host: r.host.clone(),
+            generation: r.generation,
+            last_executed: r.last_executed,
+            last_checkpoint: r.last_checkpoint,
+            fetched_objects: r.fetched_objects,
+            stale_objects: r.stale_objects,
+            last_heartbeat_ms: r.last_heartbeat_ms,
+        }
+    }
+}
+
+/// One entry of the event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub replica: Option<String>,
+    pub app: Option<String>,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A wake incident with its timings (unix ms).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: u64,
+    pub app: AppId,
+    /// The seq of the certificate that opened it.
+    pub seq: u64,
+    /// Highest seq that joined it.
+    pub last_seq: u64,
+    pub kind: zz_wire::IncidentKind,
+    pub detected_at: u64,
+    pub woken: Option<u64>,
+    pub certified_at: Option<u64>,
+    pub faulty: Vec<ReplicaId>,
+    pub replaced: Vec<ReplicaId>,
+}
+
+impl Incident {
+    pub fn recovery_ms(&self) -> Option<u64> {
+        self.certified_at
+            .map(|c| c.saturating_sub(self.detected_at))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.certified_at.is_none()
+    }
+
+    pub fn covers(&self, seq: u64) -> bool {
+        (self.seq..=self.last_seq).contains(&seq)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IncidentView {
+    pub id: u64,
+    pub app: String,
+    pub seq: u64,
+    pub last_seq: u64,
+    pub kind: String,
+    pub detected_at: u64,
+    pub woken: Option<u64>,
+    pub certified_at: Option<u64>,
+    pub faulty: Vec<String>,
+    pub replaced: Vec<String>,
+    pub recovery_ms: Option<u64>,
+}
+
+/// What was injected: a replica fault or an agreement node fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FaultKind {
+    Replica(zz_wire::ReplicaFault),
+    Node(zz_wire::NodeFault),
+}
+
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Replica(k) => k.as_str(),
+            FaultKind::Node(k) => k.as_str(),
+        }
+    }
+}
+
+/// An injected fault (persisted, so an expiry survives a restart).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    pub id: u64,
+    pub target: zz_wire::Principal,
+    pub target_name: String,
+    pub kind: FaultKind,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    /// Whether the Control reached a live link.
+    pub delivered: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FaultView {
+    pub id: u64,
+    pub target: String,
+    pub kind: String,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    pub delivered: bool,
+}
+
+impl From<&FaultRecord> for FaultView {
+    fn from(f: &FaultRecord) -> Self {
+        FaultView {
+            id: f.id,
+            target: f.target_name.clone(),
+            kind: f.kind.as_str().to_string(),
+            created_at: f.created_at,
+            expires_at: f.expires_at,
+            delivered: f.delivered,
+        }
+    }
+}
+
+/// An agreement node's progress on one app, from its heartbeats.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeAppStatus {
+    pub app: String,
+    pub view: u64,
+    pub last_committed: u64,
+    pub stable_checkpoint: u64,
+    pub at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    /// `a0`
+    pub id: String,
+    pub addr: String,
+    pub connected: bool,
+    /// Highest over the apps, for a quick look.
+    pub view: u64,
+    pub last_committed: u64,
+    pub stable_checkpoint: u64,
+    pub last_heartbeat_ms: Option<u64>,
+    pub apps: Vec<NodeAppStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterView {
+    pub f: usize,
+    pub apps: Vec<String>,
+    pub agreement: Vec<NodeView>,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

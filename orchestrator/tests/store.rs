@@ -1,0 +1,103 @@
+//! The inventory and the event log survive reopening the store.
+
+use zz_orchestrator::backend::Handle;
+use zz_orchestrator::model::{Event, Incident, ReplicaRecord, ReplicaState, Role};
+use zz_orchestrator::store::{Change, Store, MAX_EVENTS};
+use zz_wire::{AppId, IncidentKind, ReplicaId};
+
+fn record(index: u16, state: ReplicaState) -> ReplicaRecord {
+    ReplicaRecord {
+        id: ReplicaId {
+            app: AppId(0),
+            index,
+        },
+        name: format!("kv-e{index}"),
+        app_name: "kv".into(),
+        state,
+        generation: 3,
+        role: Role::Active,
+        handle: Some(Handle {
+            name: format!("kv-e{index}"),
+            generation: 3,
+            token: "123:456".into(),
+        }),
+        host: "localhost".into(),
+        backend: "process".into(),
+        last_executed: 77,
+        last_checkpoint: 64,
+        fetched_objects: 5,
+        stale_objects: 1,
+        last_heartbeat_ms: Some(1000),
+        since_ms: 900,
+    }
+}
+
+fn event(seq: u64) -> Event {
+    Event {
+        seq,
+        at_ms: 1000 + seq,
+        replica: Some("kv-e0".into()),
+        app: Some("kv".into()),
+        kind: "paused".into(),
+        detail: format!("event {seq}"),
+    }
+}
+
+#[test]
+fn inventory_events_and_incidents_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.redb");
+    let incident = Incident {
+        id: 7,
+        app: AppId(0),
+        seq: 10,
+        last_seq: 12,
+        kind: IncidentKind::Timeout,
+        detected_at: 100,
+        woken: Some(110),
+        certified_at: Some(180),
+        faulty: vec![ReplicaId {
+            app: AppId(0),
+            index: 1,
+        }],
+        replaced: vec![],
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        s.apply(&[
+            Change::Replica(record(0, ReplicaState::Active)),
+            Change::Replica(record(2, ReplicaState::Paused)),
+            Change::Event(event(1)),
+            Change::Event(event(2)),
+            Change::Incident(incident.clone()),
+            Change::Nonce("kv-e1".into(), 41),
+        ])
+        .unwrap();
+        // A later write replaces the record.
+        s.apply(&[Change::Replica(record(2, ReplicaState::Hibernated))])
+            .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let snap = s.load().unwrap();
+    assert_eq!(snap.replicas.len(), 2);
+    assert_eq!(snap.replicas["kv-e0"], record(0, ReplicaState::Active));
+    assert_eq!(snap.replicas["kv-e2"].state, ReplicaState::Hibernated);
+    assert_eq!(snap.events, vec![event(1), event(2)]);
+    assert_eq!(snap.incidents, vec![incident]);
+    assert_eq!(snap.nonces["kv-e1"], 41);
+}
+
+#[test]
+fn the_event_log_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("o.redb")).unwrap();
+    let total = MAX_EVENTS + 25;
+    let batch: Vec<Change> = (1..=total).map(|i| Change::Event(event(i))).collect();
+    for chunk in batch.chunks(1000) {
+        s.apply(chunk).unwrap();
+    }
+    let events = s.load().unwrap().events;
+    assert_eq!(events.len() as u64, MAX_EVENTS);
+    assert_eq!(events.first().unwrap().seq, total - MAX_EVENTS + 1);
+    assert_eq!(events.last().unwrap().seq, total);
+}
