@@ -246,8 +246,7 @@ impl Voter {
         let Some(slot) = self.slots.get_mut(&seq) else {
             return;
         };
-        for idx in 0..self.cfg.replicas {
-            let idx = idx as u16;
+        for idx in 0..u16::try_from(self.cfg.replicas).unwrap_or(u16::MAX) {
             let recent = self
                 .last_reply
                 .get(&idx)
@@ -300,7 +299,7 @@ impl Voter {
         if !self.valid_replica(b.replica)
             || (b.seq <= self.stable && !known)
             || b.seq > horizon
-            || b.seq % self.cfg.checkpoint_interval.max(1) != 0
+            || !b.seq.is_multiple_of(self.cfg.checkpoint_interval.max(1))
         {
             self.stats.dropped += 1;
             return;

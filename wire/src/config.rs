@@ -228,6 +228,11 @@ pub fn generate(opts: &GenerateOptions) -> Result<(Deployment, Vec<Identity>), C
     Ok((d, ids))
 }
 
+/// Indices of validated deployments fit in u16 (`validate` bounds the lists).
+fn small(i: usize) -> u16 {
+    u16::try_from(i).unwrap_or(u16::MAX)
+}
+
 fn idx16(i: usize) -> Result<u16, ConfigError> {
     u16::try_from(i).map_err(|_| ConfigError::Invalid(format!("index {i} out of range")))
 }
@@ -274,6 +279,9 @@ impl Deployment {
         }
         if self.apps.is_empty() {
             return bad("at least one app is needed".into());
+        }
+        if self.apps.len() > 1024 || self.clients.len() > 1024 || self.f > 64 {
+            return bad("at most 1024 apps, 1024 clients and f <= 64".into());
         }
         let mut names = std::collections::BTreeSet::new();
         for a in &self.apps {
@@ -403,7 +411,7 @@ impl Deployment {
         for r in self.all_replicas() {
             v.push(Principal::Replica(r));
         }
-        v.extend((0..self.clients.len()).map(|c| Principal::Client(ClientId(c as u16))));
+        v.extend((0..self.clients.len()).map(|c| Principal::Client(ClientId(small(c)))));
         v.push(Principal::Orchestrator);
         v
     }
@@ -413,7 +421,7 @@ impl Deployment {
     }
 
     pub fn app_ids(&self) -> impl Iterator<Item = AppId> + '_ {
-        (0..self.apps.len()).map(|a| AppId(a as u16))
+        (0..self.apps.len()).map(|a| AppId(small(a)))
     }
 
     pub fn replicas(&self, app: AppId) -> impl Iterator<Item = ReplicaId> + '_ {
@@ -423,7 +431,7 @@ impl Deployment {
             .map_or(0, |a| a.replicas.len());
         (0..n).map(move |i| ReplicaId {
             app,
-            index: i as u16,
+            index: small(i),
         })
     }
 
@@ -441,7 +449,7 @@ impl Deployment {
         self.apps
             .iter()
             .position(|a| a.name == name)
-            .map(|i| AppId(i as u16))
+            .map(|i| AppId(small(i)))
     }
 
     pub fn node_addr(&self, n: NodeId) -> Option<SocketAddr> {
@@ -512,6 +520,7 @@ fn write_secret(path: &Path, text: &str) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

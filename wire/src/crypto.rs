@@ -209,6 +209,7 @@ impl Keyring {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use crate::digest::Hasher;

@@ -227,6 +227,7 @@ pub async fn handshake(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use crate::ids::NodeId;

@@ -583,12 +583,15 @@ impl Signable for StateRequest {
     }
 }
 
+/// One bucket's objects: (bucket index, [(key, value)]).
+pub type BucketContents = (u64, Vec<(Vec<u8>, Vec<u8>)>);
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StateGive {
     /// For each asked path, the hashes of its children (in order).
     Nodes(Vec<(TreePath, Vec<Digest>)>),
     Objects(Vec<(Vec<u8>, Option<Vec<u8>>)>),
-    Buckets(Vec<(u64, Vec<(Vec<u8>, Vec<u8>)>)>),
+    Buckets(Vec<BucketContents>),
     /// The peer does not hold that checkpoint (any more).
     Unavailable,
 }
