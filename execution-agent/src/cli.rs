@@ -1,0 +1,207 @@
+//! The `zz-agent` command line, and the same settings read from a kernel
+//! command line (`zz.deployment=PATH zz.key=PATH zz.replica=NAME
+//! zz.host_alias=IP`) so a VM image needs no configuration of its own.
+
+use crate::replica::{Config, Replica};
+use clap::Parser;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use zz_wire::{Deployment, Identity, Principal, ReplicaId};
+
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "zz-agent",
+    about = "zz execution agent: runs one execution replica of one app",
+    long_about = "Runs one execution replica: executes the ordered requests of its app, \
+                  signs replies and checkpoints, serves checkpoint state to peers, and \
+                  catches up on demand after a pause. It dials out to every agreement \
+                  node and to the orchestrator."
+)]
+pub struct Args {
+    /// The deployment file (deployment.toml).
+    #[arg(long, required_unless_present = "cmdline")]
+    pub deployment: Option<PathBuf>,
+    /// This replica's secret key file (hex).
+    #[arg(long, required_unless_present = "cmdline")]
+    pub key: Option<PathBuf>,
+    /// Which replica this is, e.g. kv-e1.
+    #[arg(long, required_unless_present = "cmdline")]
+    pub replica: Option<String>,
+    /// Replace the IP of every address in the deployment (inside a VM the
+    /// host's loopback is 10.0.2.2).
+    #[arg(long)]
+    pub host_alias: Option<IpAddr>,
+    /// Read the settings from a kernel command line file, e.g. /proc/cmdline.
+    #[arg(long)]
+    pub cmdline: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("reading {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("kernel command line lacks {0}")]
+    Missing(&'static str),
+    #[error("{0} is not a valid IP address")]
+    BadAlias(String),
+    #[error(transparent)]
+    Config(#[from] zz_wire::config::ConfigError),
+    #[error("{0} is not an execution replica of this deployment")]
+    UnknownReplica(String),
+    #[error("key file {0}: {1}")]
+    Key(PathBuf, String),
+    #[error("app {0:?} has unknown kind {1:?}")]
+    UnknownApp(String, String),
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub deployment: PathBuf,
+    pub key: PathBuf,
+    pub replica: String,
+    pub host_alias: Option<IpAddr>,
+}
+
+/// Parses `zz.*` words of a kernel command line; other words are ignored.
+pub fn parse_cmdline(text: &str) -> Result<Settings, CliError> {
+    let mut d = None;
+    let mut k = None;
+    let mut r = None;
+    let mut alias = None;
+    for word in text.split_whitespace() {
+        match word.split_once('=') {
+            Some(("zz.deployment", v)) => d = Some(PathBuf::from(v)),
+            Some(("zz.key", v)) => k = Some(PathBuf::from(v)),
+            Some(("zz.replica", v)) => r = Some(v.to_string()),
+            Some(("zz.host_alias", v)) => {
+                alias = Some(v.parse().map_err(|_| CliError::BadAlias(v.to_string()))?)
+            }
+            _ => {}
+        }
+    }
+    Ok(Settings {
+        deployment: d.ok_or(CliError::Missing("zz.deployment"))?,
+        key: k.ok_or(CliError::Missing("zz.key"))?,
+        replica: r.ok_or(CliError::Missing("zz.replica"))?,
+        host_alias: alias,
+    })
+}
+
+impl Args {
+    /// Flags win over the kernel command line.
+    pub fn settings(&self) -> Result<Settings, CliError> {
+        let base = match &self.cmdline {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| CliError::Read(p.clone(), e))?;
+                Some(parse_cmdline(&text)?)
+            }
+            None => None,
+        };
+        let pick = |flag: &Option<PathBuf>, from: Option<PathBuf>, what| {
+            flag.clone().or(from).ok_or(CliError::Missing(what))
+        };
+        Ok(Settings {
+            deployment: pick(
+                &self.deployment,
+                base.as_ref().map(|b| b.deployment.clone()),
+                "--deployment",
+            )?,
+            key: pick(&self.key, base.as_ref().map(|b| b.key.clone()), "--key")?,
+            replica: self
+                .replica
+                .clone()
+                .or(base.as_ref().map(|b| b.replica.clone()))
+                .ok_or(CliError::Missing("--replica"))?,
+            host_alias: self.host_alias.or(base.and_then(|b| b.host_alias)),
+        })
+    }
+}
+
+/// Everything the agent needs, loaded and checked.
+pub struct Loaded {
+    pub deployment: Deployment,
+    pub identity: Identity,
+    pub me: ReplicaId,
+    pub replica: Replica,
+}
+
+pub fn load(s: &Settings) -> Result<Loaded, CliError> {
+    let d = Deployment::load(&s.deployment)?;
+    let me = match d.parse_principal(&s.replica) {
+        Some(Principal::Replica(r)) => r,
+        _ => return Err(CliError::UnknownReplica(s.replica.clone())),
+    };
+    let identity = load_key(&d, &s.key, me)?;
+    let entry = d
+        .app(me.app)
+        .ok_or_else(|| CliError::UnknownReplica(s.replica.clone()))?;
+    let app = crate::app::build(&entry.kind, &entry.name)
+        .ok_or_else(|| CliError::UnknownApp(entry.name.clone(), entry.kind.clone()))?;
+    let replica = Replica::new(
+        Config::from_deployment(&d, me),
+        identity.clone(),
+        d.keyring(),
+        app,
+    );
+    Ok(Loaded {
+        deployment: d,
+        identity,
+        me,
+        replica,
+    })
+}
+
+fn load_key(d: &Deployment, path: &Path, me: ReplicaId) -> Result<Identity, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::Read(path.into(), e))?;
+    let id = Identity::from_secret_hex(Principal::Replica(me), &text)
+        .map_err(|e| CliError::Key(path.into(), e))?;
+    if d.public_key(id.who) != Some(id.public()) {
+        return Err(CliError::Key(
+            path.into(),
+            format!("is not the key of {}", d.replica_name(me)),
+        ));
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_command_line_is_parsed() {
+        let s = parse_cmdline(
+            "console=ttyS0 quiet zz.deployment=/mnt/cfg/deployment.toml zz.key=/mnt/cfg/kv-e1.key \
+             zz.replica=kv-e1 zz.host_alias=10.0.2.2\n",
+        )
+        .unwrap();
+        assert_eq!(s.deployment, PathBuf::from("/mnt/cfg/deployment.toml"));
+        assert_eq!(s.key, PathBuf::from("/mnt/cfg/kv-e1.key"));
+        assert_eq!(s.replica, "kv-e1");
+        assert_eq!(s.host_alias, Some("10.0.2.2".parse().unwrap()));
+        assert!(parse_cmdline("zz.key=a zz.replica=b").is_err());
+        assert!(parse_cmdline("zz.deployment=a zz.key=b zz.replica=c zz.host_alias=nope").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_kernel_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cmdline");
+        std::fs::write(&p, "zz.deployment=/d zz.key=/k zz.replica=kv-e0").unwrap();
+        let a = Args::try_parse_from([
+            "zz-agent",
+            "--cmdline",
+            p.to_str().unwrap(),
+            "--replica",
+            "kv-e2",
+        ])
+        .unwrap();
+        let s = a.settings().unwrap();
+        assert_eq!(
+            (s.deployment.to_str(), s.replica.as_str()),
+            (Some("/d"), "kv-e2")
+        );
+        assert!(Args::try_parse_from(["zz-agent", "--replica", "kv-e0"]).is_err());
+    }
+}

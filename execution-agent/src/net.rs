@@ -1,0 +1,355 @@
+//! The TCP driver around the replica state machine.
+//!
+//! A replica cannot be dialled into (it may be a VM behind user-mode
+//! networking), so it dials out to every agreement node and to the
+//! orchestrator, reconnecting with capped backoff. Each link is one task
+//! with a bounded outbox. The replica itself runs on one plain thread that
+//! owns it: it blocks on the inbox (a ticker keeps it awake), and while it
+//! fetches state it blocks on the state-response channel, which the link
+//! readers fill directly, so fetching never waits behind the inbox.
+
+use crate::replica::{Out, Replica};
+use crate::source::{FetchError, StateSource};
+use bytes::Bytes;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc as stdmpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use zz_wire::frame::{encode, handshake};
+use zz_wire::{
+    Deployment, Identity, Keyring, Msg, NodeId, Principal, ReplicaId, Seq, Signed, StateGive,
+    StateRequest, StateResponse, StateWant,
+};
+
+const OUTBOX: usize = 1024;
+const INBOX: usize = 4096;
+const RESPONSES: usize = 256;
+const TICK: Duration = Duration::from_millis(50);
+const HEARTBEAT_MS: u64 = 200;
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long one state request may take before the next node is tried.
+const FETCH_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Buckets fetched per tick by the background sync (rate limit).
+const BACKGROUND_BUCKETS: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the replica thread stopped: {0}")]
+    Thread(String),
+}
+
+/// What the replica thread receives.
+enum Input {
+    Msg(Principal, Msg),
+    Connected(Principal),
+    Tick,
+}
+
+/// Rewrites an address to the host alias (inside a VM the host's loopback
+/// is e.g. 10.0.2.2).
+pub fn aliased(addr: SocketAddr, alias: Option<IpAddr>) -> SocketAddr {
+    match alias {
+        Some(ip) => SocketAddr::new(ip, addr.port()),
+        None => addr,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Outboxes of every link, by peer.
+#[derive(Clone)]
+struct Links {
+    nodes: Vec<(NodeId, mpsc::Sender<Bytes>)>,
+    orchestrator: mpsc::Sender<Bytes>,
+}
+
+impl Links {
+    fn send(&self, to: Option<NodeId>, msg: &Msg) {
+        let Ok(b) = encode(msg) else {
+            tracing::error!(kind = msg.kind(), "message too large to send");
+            return;
+        };
+        for (n, tx) in &self.nodes {
+            if to.is_none_or(|t| t == *n) && tx.try_send(b.clone()).is_err() {
+                tracing::debug!(node = %n, kind = msg.kind(), "outbox full or link down; dropped");
+            }
+        }
+    }
+
+    fn to_orchestrator(&self, msg: &Msg) {
+        if let Ok(b) = encode(msg) {
+            let _ = self.orchestrator.try_send(b);
+        }
+    }
+}
+
+/// Runs the agent until the replica thread ends (it exits the process on
+/// the `crash` fault) or `shutdown` resolves.
+pub async fn run(
+    d: Deployment,
+    identity: Identity,
+    me: ReplicaId,
+    replica: Replica,
+    alias: Option<IpAddr>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let keys = d.keyring();
+    let (in_tx, in_rx) = mpsc::channel::<Input>(INBOX);
+    let (resp_tx, resp_rx) = stdmpsc::sync_channel::<Signed<StateResponse>>(RESPONSES);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut nodes = Vec::new();
+    for n in &d.nodes {
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        nodes.push((NodeId(n.id), tx));
+        tasks.spawn(link(
+            aliased(n.addr, alias),
+            Principal::Node(NodeId(n.id)),
+            identity.clone(),
+            keys.clone(),
+            in_tx.clone(),
+            resp_tx.clone(),
+            rx,
+        ));
+    }
+    let (otx, orx) = mpsc::channel(OUTBOX);
+    tasks.spawn(link(
+        aliased(d.orchestrator.addr, alias),
+        Principal::Orchestrator,
+        identity.clone(),
+        keys.clone(),
+        in_tx.clone(),
+        resp_tx,
+        orx,
+    ));
+    let links = Links {
+        nodes,
+        orchestrator: otx,
+    };
+    let ticker = in_tx.clone();
+    tasks.spawn(async move {
+        let mut t = tokio::time::interval(TICK);
+        loop {
+            t.tick().await;
+            if ticker.send(Input::Tick).await.is_err() {
+                return;
+            }
+        }
+    });
+    let source = NetSource {
+        me,
+        identity: identity.clone(),
+        keys,
+        links: links.clone(),
+        responses: resp_rx,
+        next_id: 0,
+        rr: 0,
+    };
+    let thread = std::thread::Builder::new()
+        .name("replica".into())
+        .spawn(move || replica_loop(replica, in_rx, links, source))
+        .map_err(|e| AgentError::Thread(e.to_string()))?;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = tasks.join_next() => {}
+    }
+    tasks.shutdown().await;
+    drop(in_tx);
+    if thread.is_finished() {
+        thread
+            .join()
+            .map_err(|_| AgentError::Thread("panicked".into()))?;
+    }
+    Ok(())
+}
+
+fn replica_loop(
+    mut r: Replica,
+    mut inbox: mpsc::Receiver<Input>,
+    links: Links,
+    mut src: NetSource,
+) {
+    let started = Instant::now();
+    let mut last_hb = 0u64;
+    let mut pending: Vec<Out> = r.start(now_ms());
+    loop {
+        carry_out(std::mem::take(&mut pending), &links);
+        let Some(input) = inbox.blocking_recv() else {
+            return;
+        };
+        let now = now_ms();
+        pending = match input {
+            Input::Msg(from, msg) => r.on_msg(now, from, msg, &mut src),
+            Input::Connected(Principal::Node(_)) => r.start(now),
+            Input::Connected(_) => Vec::new(),
+            Input::Tick => {
+                let mut out = r.on_tick(now, &mut src);
+                if now >= last_hb + HEARTBEAT_MS {
+                    last_hb = now;
+                    if let Some(hb) = r.heartbeat(now) {
+                        out.push(Out::ToOrchestrator(hb));
+                    }
+                }
+                // Background sync only when nothing else is waiting.
+                if inbox.is_empty() && r.state().stale_count() > 0 {
+                    match r.background_sync(BACKGROUND_BUCKETS, &mut src) {
+                        Ok(n) if r.state().stale_count() == 0 => tracing::info!(
+                            installed = n,
+                            secs = started.elapsed().as_secs_f64(),
+                            "background sync complete"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!("background sync: {e}"),
+                    }
+                }
+                out
+            }
+        };
+    }
+}
+
+fn carry_out(out: Vec<Out>, links: &Links) {
+    for o in out {
+        match o {
+            Out::Broadcast(m) => links.send(None, &m),
+            Out::ToNode(n, m) => links.send(Some(n), &m),
+            Out::ToOrchestrator(m) => links.to_orchestrator(&m),
+            Out::Delay(d) => std::thread::sleep(d),
+            Out::Exit(code) => {
+                tracing::warn!(code, "exiting on command");
+                std::process::exit(code);
+            }
+        }
+    }
+}
+
+/// One outgoing link: dial, handshake, pump both ways, redial on failure.
+async fn link(
+    addr: SocketAddr,
+    peer: Principal,
+    me: Identity,
+    keys: Keyring,
+    inbox: mpsc::Sender<Input>,
+    responses: stdmpsc::SyncSender<Signed<StateResponse>>,
+    mut outbox: mpsc::Receiver<Bytes>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let conn = match TcpStream::connect(addr).await {
+            Ok(s) => handshake(s, &me, &keys, Some(peer))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let (mut rd, mut wr) = match conn {
+            Ok((_, rd, wr)) => (rd, wr),
+            Err(e) => {
+                tracing::debug!(%peer, %addr, "connect failed: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        tracing::info!(%peer, %addr, "link up");
+        if inbox.send(Input::Connected(peer)).await.is_err() {
+            return;
+        }
+        let reader = async {
+            loop {
+                match rd.recv().await {
+                    Ok(Some(Msg::StateResponse(r))) => {
+                        // The fetching replica thread may be gone or busy; it retries.
+                        let _ = responses.try_send(r);
+                    }
+                    Ok(Some(m)) => {
+                        if inbox.send(Input::Msg(peer, m)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(%peer, "link error: {e}");
+                        return;
+                    }
+                }
+            }
+        };
+        let writer = async {
+            while let Some(b) = outbox.recv().await {
+                if wr.feed_encoded(b).await.is_err() {
+                    return;
+                }
+                while let Ok(b) = outbox.try_recv() {
+                    if wr.feed_encoded(b).await.is_err() {
+                        return;
+                    }
+                }
+                if wr.flush().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = reader => {}
+            _ = writer => {}
+        }
+        if inbox.is_closed() {
+            return;
+        }
+        tracing::info!(%peer, "link down; redialling");
+    }
+}
+
+/// Fetches checkpoint state from peer replicas through the agreement nodes'
+/// relay, trying another node when one does not answer in time.
+struct NetSource {
+    me: ReplicaId,
+    identity: Identity,
+    keys: Keyring,
+    links: Links,
+    responses: stdmpsc::Receiver<Signed<StateResponse>>,
+    next_id: u64,
+    rr: usize,
+}
+
+impl StateSource for NetSource {
+    fn fetch(
+        &mut self,
+        peer: ReplicaId,
+        checkpoint: Seq,
+        want: StateWant,
+    ) -> Result<StateGive, FetchError> {
+        let n = self.links.nodes.len();
+        for _ in 0..n.min(2) {
+            self.next_id += 1;
+            let id = self.next_id;
+            let req = self.identity.sign(StateRequest {
+                from: self.me,
+                to: peer,
+                id,
+                checkpoint,
+                want: want.clone(),
+            });
+            let via = self.links.nodes[self.rr % n].0;
+            self.rr += 1;
+            self.links.send(Some(via), &Msg::StateRequest(req));
+            let deadline = Instant::now() + FETCH_TIMEOUT;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                let Ok(r) = self.responses.recv_timeout(left) else {
+                    break;
+                };
+                let b = &r.body;
+                if b.id == id && b.from == peer && b.to == self.me && r.verify(&self.keys).is_ok() {
+                    return Ok(r.body.give);
+                }
+            }
+            tracing::debug!(%peer, node = %via, "state request timed out");
+        }
+        Err(FetchError::Timeout(peer))
+    }
+}

@@ -1,0 +1,519 @@
+//! The execution replica as a state machine: verified messages and ticks go
+//! in, messages to send come out. It does no I/O of its own except through
+//! the `StateSource` it is handed, which fetches checkpoint state from peers
+//! (over the network in the agent, from in-memory replicas in tests).
+
+use crate::app::{self, App, Ctx};
+use crate::faults::Faults;
+use crate::merkle::Shape;
+use crate::orders::OrderBook;
+use crate::source::StateSource;
+use crate::state::State;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use zz_wire::{
+    AppId, CheckpointCert, ControlCmd, Deployment, Digest, ExecCheckpoint, ExecReply, FetchOrders,
+    Heartbeat, Identity, Keyring, Msg, NodeId, Principal, ReplicaFault, ReplicaId, ReqResult, Seq,
+    Signed,
+};
+
+/// Exit code of the `crash` fault.
+pub const CRASH_EXIT: i32 = 101;
+/// How long the `slow` fault delays each batch.
+pub const SLOW_DELAY: Duration = Duration::from_millis(100);
+/// Least time between two FETCH_ORDERS for the same gap.
+const REFETCH_MS: u64 = 300;
+/// How many ready seqs one prefetch looks ahead.
+const PREFETCH_SEQS: u64 = 64;
+/// Most orders one FETCH_ORDERS asks for (nodes answer at most 512).
+const FETCH_SPAN: u64 = 512;
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// Send to every agreement node.
+    Broadcast(Msg),
+    ToNode(NodeId, Msg),
+    ToOrchestrator(Msg),
+    /// Wait this long before carrying out the actions after it.
+    Delay(Duration),
+    /// Exit the process at once with this code.
+    Exit(i32),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub me: ReplicaId,
+    pub f: usize,
+    pub checkpoint_interval: u64,
+    pub nodes: Vec<NodeId>,
+    pub peers: Vec<ReplicaId>,
+    pub shape: Shape,
+}
+
+impl Config {
+    pub fn from_deployment(d: &Deployment, me: ReplicaId) -> Self {
+        Config {
+            me,
+            f: d.f,
+            checkpoint_interval: d.checkpoint_interval,
+            nodes: d.node_ids().collect(),
+            peers: d.replicas(me.app).filter(|r| *r != me).collect(),
+            shape: Shape::default(),
+        }
+    }
+}
+
+/// Counters the heartbeat, the logs and the tests read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub executed_seqs: u64,
+    pub executed_ops: u64,
+    pub fetched_objects: u64,
+    pub fetched_nodes: u64,
+    pub state_requests: u64,
+    pub bad_state_from_peers: u64,
+    pub dropped_msgs: u64,
+    pub catchups: u64,
+    pub diverged_checkpoints: u64,
+}
+
+pub struct Replica {
+    pub(crate) cfg: Config,
+    pub(crate) identity: Identity,
+    keys: Keyring,
+    pub(crate) app: Box<dyn App>,
+    pub(crate) state: State,
+    book: OrderBook,
+    pub(crate) last_executed: Seq,
+    pub(crate) stable: Option<CheckpointCert>,
+    /// A certified checkpoint above `last_executed` not yet caught up to.
+    pending_cert: Option<CheckpointCert>,
+    pub(crate) faults: Faults,
+    last_nonce: u64,
+    last_fetch_orders_ms: Option<u64>,
+    /// The incomplete next seq and since when it has been waited for.
+    waiting: Option<(Seq, u64)>,
+    fetch_rr: usize,
+    pub(crate) now_ms: u64,
+    /// Bad data served by each peer; peers with fewer reports are asked first.
+    pub(crate) bad_peers: BTreeMap<ReplicaId, u64>,
+    pub(crate) stats: Stats,
+}
+
+impl Replica {
+    pub fn new(cfg: Config, identity: Identity, keys: Keyring, app: Box<dyn App>) -> Self {
+        let f = cfg.f;
+        let shape = cfg.shape;
+        Replica {
+            cfg,
+            identity,
+            keys,
+            app,
+            state: State::new(shape),
+            book: OrderBook::new(f),
+            last_executed: 0,
+            stable: None,
+            pending_cert: None,
+            faults: Faults::default(),
+            last_nonce: 0,
+            last_fetch_orders_ms: None,
+            waiting: None,
+            fetch_rr: 0,
+            now_ms: 0,
+            bad_peers: BTreeMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub(crate) fn keys(&self) -> &Keyring {
+        &self.keys
+    }
+
+    pub fn me(&self) -> ReplicaId {
+        self.cfg.me
+    }
+
+    pub fn app_id(&self) -> AppId {
+        self.cfg.me.app
+    }
+
+    pub fn last_executed(&self) -> Seq {
+        self.last_executed
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+
+    pub fn root(&mut self) -> Digest {
+        self.state.root()
+    }
+
+    pub fn stable_seq(&self) -> Seq {
+        self.stable.as_ref().map_or(0, |c| c.seq)
+    }
+
+    /// On start or resume: ask for the orders (and the stable checkpoint) we miss.
+    pub fn start(&mut self, now_ms: u64) -> Vec<Out> {
+        self.now_ms = now_ms;
+        self.last_fetch_orders_ms = None;
+        self.fetch_orders(self.last_executed + 1)
+    }
+
+    /// Handles one message from `from` (the link it came on).
+    pub fn on_msg(
+        &mut self,
+        now_ms: u64,
+        from: Principal,
+        msg: Msg,
+        src: &mut dyn StateSource,
+    ) -> Vec<Out> {
+        self.now_ms = now_ms;
+        if let Msg::Control(c) = msg {
+            return self.on_control(c);
+        }
+        if self.faults.has(ReplicaFault::Hang) {
+            return Vec::new();
+        }
+        match msg {
+            Msg::Order(o) => {
+                if !self.accept_order(o) {
+                    self.stats.dropped_msgs += 1;
+                }
+                self.drive(src)
+            }
+            Msg::OrdersReply(r) => {
+                if r.verify(&self.keys).is_err() || r.body.app != self.app_id() {
+                    self.stats.dropped_msgs += 1;
+                    return Vec::new();
+                }
+                let mut out = Vec::new();
+                if let Some(c) = r.body.stable {
+                    out.extend(self.on_cert(c));
+                }
+                for o in r.body.orders {
+                    if !self.accept_order(o) {
+                        self.stats.dropped_msgs += 1;
+                    }
+                }
+                out.extend(self.drive(src));
+                out
+            }
+            Msg::CheckpointCert(c) => {
+                let mut out = self.on_cert(c);
+                out.extend(self.drive(src));
+                out
+            }
+            Msg::StateRequest(r) => self.on_state_request(from, r),
+            _ => {
+                self.stats.dropped_msgs += 1;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Time passes: re-ask for missing orders, retry a pending catch-up.
+    pub fn on_tick(&mut self, now_ms: u64, src: &mut dyn StateSource) -> Vec<Out> {
+        self.now_ms = now_ms;
+        if self.faults.has(ReplicaFault::Hang) {
+            return Vec::new();
+        }
+        self.drive(src)
+    }
+
+    fn accept_order(&mut self, o: Signed<zz_wire::Order>) -> bool {
+        if o.body.app != self.app_id() || !matches!(o.author(), Principal::Node(_)) {
+            return false;
+        }
+        if o.body.seq <= self.last_executed {
+            return true;
+        }
+        if o.verify(&self.keys).is_err() {
+            return false;
+        }
+        self.book.add(o.body, self.last_executed + 1) == crate::orders::Added::Held
+    }
+
+    /// A stable checkpoint certificate arrived (pushed, or in an ORDERS_REPLY).
+    fn on_cert(&mut self, c: CheckpointCert) -> Vec<Out> {
+        if c.app != self.app_id()
+            || c.seq <= self.stable_seq()
+            || c.verify(&self.keys, self.cfg.f + 1).is_err()
+        {
+            return Vec::new();
+        }
+        if let Some(root) = self.state.snapshot_root(c.seq) {
+            if root == c.root {
+                self.state.stabilize(c.seq);
+            } else {
+                self.stats.diverged_checkpoints += 1;
+                tracing::warn!(seq = c.seq, "my checkpoint differs from the certified one");
+            }
+        }
+        if c.seq > self.last_executed {
+            self.pending_cert = Some(c.clone());
+        }
+        self.stable = Some(c);
+        Vec::new()
+    }
+
+    /// Executes every seq that is ready, catching up state first when the
+    /// next seq is below a certified checkpoint we have not reached.
+    fn drive(&mut self, src: &mut dyn StateSource) -> Vec<Out> {
+        let mut out = Vec::new();
+        loop {
+            if let Some(c) = self.pending_cert.clone() {
+                if c.seq <= self.last_executed {
+                    self.pending_cert = None;
+                } else if !self.ready_through(c.seq) {
+                    match self.catch_up(&c, src) {
+                        Ok(()) => {
+                            self.pending_cert = None;
+                            self.book.prune_below(self.last_executed + 1);
+                            self.last_fetch_orders_ms = None;
+                            out.extend(self.fetch_orders(self.last_executed + 1));
+                        }
+                        Err(e) => {
+                            tracing::warn!(seq = c.seq, "catch-up failed: {e}");
+                            return out;
+                        }
+                    }
+                }
+            }
+            let next = self.last_executed + 1;
+            if self.book.ready(next).is_none() {
+                break;
+            }
+            if let Err(e) = self.prefetch(next, src) {
+                tracing::warn!(seq = next, "cannot fetch state for the next batch: {e}");
+                return out;
+            }
+            let Some(p) = self.book.take(next) else { break };
+            out.extend(self.execute(next, p, src));
+        }
+        if self.gap() {
+            out.extend(self.fetch_orders(self.last_executed + 1));
+        }
+        out
+    }
+
+    /// Orders are missing: some node is past the next seq, a certified
+    /// checkpoint is ahead, or the next seq has stayed incomplete too long.
+    fn gap(&mut self) -> bool {
+        let next = self.last_executed + 1;
+        if self.book.highest_seen() > next || self.pending_cert.is_some() {
+            return true;
+        }
+        if self.book.highest_seen() < next {
+            self.waiting = None;
+            return false;
+        }
+        match self.waiting {
+            Some((s, since)) if s == next => self.now_ms >= since + REFETCH_MS,
+            _ => {
+                self.waiting = Some((next, self.now_ms));
+                false
+            }
+        }
+    }
+
+    fn ready_through(&self, seq: Seq) -> bool {
+        (self.last_executed + 1..=seq).all(|s| self.book.ready(s).is_some())
+    }
+
+    /// Asks f+1 nodes (rotating) for orders from `from`, at most every REFETCH_MS.
+    fn fetch_orders(&mut self, from: Seq) -> Vec<Out> {
+        if let Some(t) = self.last_fetch_orders_ms {
+            if self.now_ms < t + REFETCH_MS {
+                return Vec::new();
+            }
+        }
+        self.last_fetch_orders_ms = Some(self.now_ms);
+        let req = self.identity.sign(FetchOrders {
+            replica: self.cfg.me,
+            from,
+            to: from + FETCH_SPAN - 1,
+        });
+        let n = self.cfg.nodes.len();
+        let k = (self.cfg.f + 1).min(n);
+        let out = (0..k)
+            .map(|i| {
+                Out::ToNode(
+                    self.cfg.nodes[(self.fetch_rr + i) % n],
+                    Msg::FetchOrders(req.clone()),
+                )
+            })
+            .collect();
+        self.fetch_rr = (self.fetch_rr + 1) % n.max(1);
+        out
+    }
+
+    /// Runs one committed proposal; replies, and checkpoints on the interval.
+    fn execute(&mut self, seq: Seq, p: zz_wire::Proposal, src: &mut dyn StateSource) -> Vec<Out> {
+        let mut out = Vec::new();
+        if self.faults.has(ReplicaFault::Slow) {
+            out.push(Out::Delay(SLOW_DELAY));
+        }
+        let ctx = Ctx {
+            seq,
+            nondet: p.nondet,
+        };
+        let mut results = Vec::with_capacity(p.op_count());
+        for batch in &p.requests {
+            let b = &batch.body;
+            for (i, op) in b.ops.iter().enumerate() {
+                let response = self.run_op(&ctx, op, src);
+                results.push(ReqResult {
+                    client: b.client,
+                    req_id: b.first_id + i as u64,
+                    response,
+                });
+            }
+        }
+        self.stats.executed_ops += results.len() as u64;
+        self.stats.executed_seqs += 1;
+        self.last_executed = seq;
+        let mut root = self.state.root();
+        if self.faults.has(ReplicaFault::CorruptReply) {
+            crate::faults::corrupt_results(&mut results, &mut root);
+        }
+        let reply = self.identity.sign(ExecReply {
+            replica: self.cfg.me,
+            seq,
+            results,
+            root,
+        });
+        out.push(Out::Broadcast(Msg::ExecReply(reply)));
+        if seq.is_multiple_of(self.cfg.checkpoint_interval) {
+            let mut root = self.state.snapshot(seq);
+            if self
+                .stable
+                .as_ref()
+                .is_some_and(|c| c.seq == seq && c.root == root)
+            {
+                self.state.stabilize(seq);
+            }
+            if self.faults.has(ReplicaFault::BadCheckpoint) {
+                root = crate::faults::flip(root);
+            }
+            let cp = self.identity.sign(ExecCheckpoint {
+                replica: self.cfg.me,
+                seq,
+                root,
+            });
+            out.push(Out::Broadcast(Msg::ExecCheckpoint(cp)));
+        }
+        out
+    }
+
+    /// One op; a stale key it did not declare is fetched and the op re-run.
+    /// If no peer can provide it, the op answers 503: this replica's reply
+    /// then disagrees and the agreement nodes treat it as faulty, which is
+    /// better than stalling the whole log.
+    fn run_op(
+        &mut self,
+        ctx: &Ctx,
+        op: &zz_wire::AppRequest,
+        src: &mut dyn StateSource,
+    ) -> zz_wire::AppResponse {
+        for _ in 0..4 {
+            match app::run(self.app.as_ref(), &mut self.state, ctx, op) {
+                Ok(r) => return r,
+                Err(stale) => {
+                    if let Err(e) = self.fetch_objects(vec![stale.0], src) {
+                        tracing::warn!("undeclared stale key could not be fetched: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        app::error(503, "state unavailable")
+    }
+
+    /// Fetches every stale object the ops of `seq` declare, before it runs,
+    /// together with those of the ready seqs right after it: one round trip
+    /// for a whole replay run. Early is safe: a stale object is untouched
+    /// since the checkpoint, so its checkpoint version is its current one.
+    fn prefetch(
+        &mut self,
+        seq: Seq,
+        src: &mut dyn StateSource,
+    ) -> Result<(), crate::catchup::CatchupError> {
+        if self.state.stale_count() == 0 {
+            return Ok(());
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for s in seq..seq + PREFETCH_SEQS {
+            let Some(p) = self.book.ready(s) else { break };
+            keys.extend(
+                p.requests
+                    .iter()
+                    .flat_map(|b| b.body.ops.iter())
+                    .flat_map(|op| self.app.keys(op))
+                    .filter(|k| self.state.is_stale(k)),
+            );
+        }
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.fetch_objects(keys, src)
+    }
+
+    /// A signed heartbeat for the orchestrator (none while hung).
+    pub fn heartbeat(&mut self, now_ms: u64) -> Option<Msg> {
+        if self.faults.has(ReplicaFault::Hang) {
+            return None;
+        }
+        let hb = Heartbeat {
+            from: Principal::Replica(self.cfg.me),
+            app: self.app_id(),
+            view: 0,
+            last_executed: self.last_executed,
+            last_checkpoint: self.stable_seq(),
+            fetched_objects: self.stats.fetched_objects,
+            stale_objects: self.state.stale_count() as u64,
+            time_ms: now_ms,
+        };
+        Some(Msg::Heartbeat(self.identity.sign(hb)))
+    }
+
+    /// An orchestrator command: signed by it, aimed at me, with a fresh nonce.
+    fn on_control(&mut self, c: Signed<zz_wire::Control>) -> Vec<Out> {
+        if c.author() != Principal::Orchestrator
+            || c.verify(&self.keys).is_err()
+            || c.body.target != Principal::Replica(self.cfg.me)
+            || c.body.nonce <= self.last_nonce
+        {
+            self.stats.dropped_msgs += 1;
+            return Vec::new();
+        }
+        self.last_nonce = c.body.nonce;
+        match c.body.cmd {
+            ControlCmd::SetFault(ReplicaFault::Crash) => return vec![Out::Exit(CRASH_EXIT)],
+            ControlCmd::SetFault(ReplicaFault::CorruptState) => {
+                self.faults.set(ReplicaFault::CorruptState);
+                crate::faults::corrupt_state(&mut self.state);
+            }
+            ControlCmd::SetFault(k) => self.faults.set(k),
+            ControlCmd::ClearFaults => self.faults.clear(),
+            ControlCmd::SetNodeFault(_) => self.stats.dropped_msgs += 1,
+        }
+        tracing::info!(faults = ?self.faults, "fault modes changed");
+        Vec::new()
+    }
+}
