@@ -178,6 +178,22 @@ impl Running {
         let orch = tokio::spawn(zz_orchestrator::run(orch_cfg, admin, links, stop.clone().cancelled_owned()));
         let client = start_client(&o.dep, &o.config, "gateway", ClientOptions::default())?;
         let gw = tokio::spawn(gateway::serve(o.dep.clone(), client, gw_listener, stop.clone().cancelled_owned()));
+        // Ready once the admin API answers (the token file exists by then).
+        let health = format!("http://{admin_addr}/v1/health");
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if orch.is_finished() {
+                break;
+            }
+            if matches!(http.get(&health).send().await, Ok(r) if r.status().is_success()) {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the admin API did not come up within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(Running {
             info: Info {
                 dep: o.dep,

@@ -100,13 +100,16 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo and the benchmark narrate for themselves; keep logs to warnings.
+    let default = match cli.cmd {
+        Cmd::Demo(_) | Cmd::Bench(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,zz=info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.cmd {
         Cmd::Up(a) => up::up(a).await,
         Cmd::Demo(a) => demo::demo(a).await,

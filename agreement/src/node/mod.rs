@@ -68,7 +68,8 @@ struct Node {
     apps: BTreeMap<AppId, App>,
     peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     orchestrator: mpsc::Sender<Bytes>,
-    /// Links that replicas and clients dialled in on (latest wins).
+    /// Links that others dialled in on (latest per principal wins); replicas
+    /// and clients are answered on these.
     inbound: HashMap<Principal, (u64, mpsc::Sender<Bytes>)>,
     timers: Timers<TimerKey>,
     fault: Option<NodeFault>,
@@ -211,10 +212,10 @@ pub async fn run(
 impl Node {
     fn handle(&mut self, ev: Event) -> anyhow::Result<()> {
         match ev {
+            // Every inbound link is kept, peers' too: dropping its queue
+            // would end the link's writer and with it the connection.
             Event::Up { who, conn, tx } => {
-                if matches!(who, Principal::Replica(_) | Principal::Client(_)) {
-                    self.inbound.insert(who, (conn, tx));
-                }
+                self.inbound.insert(who, (conn, tx));
             }
             Event::Down { who, conn } => {
                 if self.inbound.get(&who).is_some_and(|(c, _)| *c == conn) {
