@@ -347,10 +347,14 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
 
     // 5. Narrate until healed.
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut fenced = std::collections::BTreeSet::new();
     let healed = loop {
         let events = admin.get(&format!("/v1/events?since={since}")).await.unwrap_or(Value::Null);
         for e in events.as_array().into_iter().flatten() {
             since = since.max(e["seq"].as_u64().unwrap_or(0));
+            if e["kind"] == "fenced" {
+                fenced.insert(e["replica"].as_str().unwrap_or("").to_string());
+            }
             println!(
                 "[{:>6} ms] {:<22} {} {}",
                 t0.elapsed().as_millis(),
@@ -359,7 +363,7 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
                 e["detail"].as_str().unwrap_or("")
             );
         }
-        if healed(s, &admin, f, &cluster_before).await {
+        if healed(s, &admin, f, &cluster_before, &fenced).await {
             break true;
         }
         if Instant::now() > deadline {
@@ -414,7 +418,13 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
 
 /// The scenario's end state: the faulty replicas replaced and every app back
 /// to f+1 active + f paused; or, for a faulty primary, a new view.
-async fn healed(s: &Scenario, admin: &Admin, f: usize, before: &Value) -> bool {
+async fn healed(
+    s: &Scenario,
+    admin: &Admin,
+    f: usize,
+    before: &Value,
+    fenced: &std::collections::BTreeSet<String>,
+) -> bool {
     match s.expect {
         Expect::ViewChange => {
             let Ok(c) = admin.get("/v1/cluster").await else { return false };
@@ -422,19 +432,13 @@ async fn healed(s: &Scenario, admin: &Admin, f: usize, before: &Value) -> bool {
             view(&c) > view(before)
         }
         Expect::Replaced => {
-            let (Ok(r), Ok(inc)) = (admin.get("/v1/replicas").await, admin.get("/v1/incidents").await) else {
+            let Ok(r) = admin.get("/v1/replicas").await else {
                 return false;
             };
             let apps_ok = ["kv", "bank"]
                 .iter()
                 .all(|app| count_state(&r, app, "active") == f + 1 && count_state(&r, app, "paused") == f);
-            let replaced: usize = inc
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|i| i["replaced"].as_array().map_or(0, Vec::len))
-                .sum();
-            apps_ok && replaced >= s.faults.len()
+            apps_ok && s.faults.iter().all(|(target, _)| fenced.contains(*target))
         }
     }
 }

@@ -93,6 +93,22 @@ impl Controller {
         Ok(())
     }
 
+    /// Forgets the faults injected into an instance that was fenced: its
+    /// replacement comes from a clean image and must not inherit them.
+    pub(super) fn forget_faults(&mut self, who: Principal) {
+        let ids: Vec<u64> = self.faults.values().filter(|f| f.target == who).map(|f| f.id).collect();
+        for id in ids {
+            if let Some(rec) = self.faults.remove(&id) {
+                self.pending.push(Change::RemoveFault(id));
+                self.emit_for(
+                    who,
+                    "fault-cleared",
+                    format!("fault {id}: {} on {} (instance fenced)", rec.kind.as_str(), rec.target_name),
+                );
+            }
+        }
+    }
+
     pub(super) fn expire_faults(&mut self, now: u64) {
         let due: Vec<u64> = self
             .faults

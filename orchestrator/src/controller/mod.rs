@@ -323,6 +323,18 @@ impl Controller {
                 }
             }
             Decision::Fence { replica, incident } => {
+                // A replacement still provisioning has answered nothing the
+                // nodes could certify against: late FAULTs about the instance
+                // it replaces must not fence it again.
+                if self.replicas.get(&replica).map(|r| r.state) == Some(ReplicaState::Provisioning) {
+                    self.emit(
+                        Some(replica),
+                        None,
+                        "fault-ignored",
+                        "late FAULT certificate about the fenced instance".into(),
+                    );
+                    return;
+                }
                 let detail = match incident {
                     Some(i) => format!("f+1 FAULT certificate (incident {i})"),
                     None => "f+1 FAULT certificate".to_string(),

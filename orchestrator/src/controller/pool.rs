@@ -5,7 +5,7 @@ use super::{CommandError, Controller, ReplicaAction};
 use crate::backend::{BackendEvent, BackendState, Handle, ReplicaSpec};
 use crate::metrics as m;
 use crate::model::{now_ms, ReplicaRecord, ReplicaState, ReplicaView, Role};
-use zz_wire::{AppId, Heartbeat, ReplicaId};
+use zz_wire::{AppId, Heartbeat, Principal, ReplicaId};
 
 impl Controller {
     fn spec(&self, id: ReplicaId, generation: u64) -> ReplicaSpec {
@@ -313,6 +313,7 @@ impl Controller {
             format!("generation {} destroyed", rec.generation),
         );
         metrics::counter!(m::REPLACEMENTS, "app" => rec.app_name.clone()).increment(1);
+        self.forget_faults(Principal::Replica(id));
         self.provision(id, Role::Standby, "replacement").await;
         if let Some(i) = incident {
             if self.tracker.mark_replaced(i, id) {
