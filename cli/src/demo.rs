@@ -348,7 +348,16 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
     // 5. Narrate until healed.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut fenced = std::collections::BTreeSet::new();
+    let mut views = max_view(&cluster_before);
     let healed = loop {
+        if let Ok(c) = admin.get("/v1/cluster").await {
+            let v = max_view(&c);
+            if v > views {
+                views = v;
+                let primary = v % c["agreement"].as_array().map_or(1, |a| a.len().max(1) as u64);
+                println!("[{:>6} ms] view-change            agreement cluster in view {v}: primary is now a{primary}", t0.elapsed().as_millis());
+            }
+        }
         let events = admin.get(&format!("/v1/events?since={since}")).await.unwrap_or(Value::Null);
         for e in events.as_array().into_iter().flatten() {
             since = since.max(e["seq"].as_u64().unwrap_or(0));
@@ -428,8 +437,7 @@ async fn healed(
     match s.expect {
         Expect::ViewChange => {
             let Ok(c) = admin.get("/v1/cluster").await else { return false };
-            let view = |v: &Value| v["agreement"].as_array().into_iter().flatten().filter_map(|n| n["view"].as_u64()).max().unwrap_or(0);
-            view(&c) > view(before)
+            max_view(&c) > max_view(before)
         }
         Expect::Replaced => {
             let Ok(r) = admin.get("/v1/replicas").await else {
@@ -441,6 +449,16 @@ async fn healed(
             apps_ok && s.faults.iter().all(|(target, _)| fenced.contains(*target))
         }
     }
+}
+
+fn max_view(cluster: &Value) -> u64 {
+    cluster["agreement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["view"].as_u64())
+        .max()
+        .unwrap_or(0)
 }
 
 async fn wait_for<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
