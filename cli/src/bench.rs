@@ -47,8 +47,17 @@ pub enum Workload {
     Bank,
 }
 
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchCmd {
+    /// Repeated incidents: fault → first certified correct answer.
+    Recovery(crate::recovery::RecoveryArgs),
+}
+
 #[derive(Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub cmd: Option<BenchCmd>,
     #[arg(long, value_enum, default_value = "zz")]
     pub mode: Mode,
     #[arg(long, default_value_t = 1)]

@@ -6,6 +6,7 @@ mod demo;
 mod gateway;
 mod launch;
 mod procstat;
+mod recovery;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -113,7 +114,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up::up(a).await,
         Cmd::Demo(a) => demo::demo(a).await,
-        Cmd::Bench(a) => bench::bench(a).await.map(|_| ()),
+        Cmd::Bench(a) => match a.cmd.clone() {
+            Some(bench::BenchCmd::Recovery(r)) => recovery::recovery(r).await.map(|_| ()),
+            None => bench::bench(a).await.map(|_| ()),
+        },
         Cmd::Status(a) => admin::status(&a).await,
         Cmd::Inject {
             target,

@@ -262,6 +262,16 @@ impl Controller {
         let now = now_ms();
         let decisions = match msg {
             Msg::Wake(w) => self.tracker.on_wake(&w.body, now),
+            // Silence is evidence only against a replica that should be
+            // executing: standbys and fresh replacements are silent by design
+            // (the nodes cannot tell which instance of an index is which).
+            Msg::Fault(f)
+                if f.body.their_digest.is_none()
+                    && self.replicas.get(&f.body.replica).map(|r| r.state) != Some(ReplicaState::Active) =>
+            {
+                metrics::counter!(m::DROPPED, "reason" => "silence-of-standby").increment(1);
+                Vec::new()
+            }
             Msg::Fault(f) => self.tracker.on_fault(&f.body, now),
             Msg::Resolved(r) => self.tracker.on_resolved(&r.body, now),
             Msg::Heartbeat(hb) => {

@@ -1,0 +1,235 @@
+//! `zz bench recovery`: repeated incidents on a real deployment. Each round
+//! injects `corrupt-reply` into an active kv replica, then measures, from the
+//! client's side, the time from the fault to the first certified correct
+//! answer, and records the orchestrator's `recovery_ms` (detection → first
+//! certified reply) once the system has healed.
+
+use crate::launch::{Info, LaunchOptions, Running};
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zz_agreement::client::ClientOptions;
+use zz_wire::config::{free_ports, generate, GenerateOptions};
+use zz_wire::AppRequest;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standby {
+    /// Suspended (SIGSTOP / virDomainSuspend): resumes in milliseconds.
+    Paused,
+    /// Not running (process backend: stopped; libvirt: managed save).
+    Hibernated,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RecoveryArgs {
+    #[arg(long, value_enum, default_value = "paused")]
+    pub standby: Standby,
+    /// kv state loaded before the first incident, in MB (1 KiB values).
+    #[arg(long, default_value_t = 10)]
+    pub state_mb: usize,
+    #[arg(long, default_value_t = 20)]
+    pub incidents: usize,
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Keep the run's data dir (logs, stores) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecoveryResult {
+    pub standby: Standby,
+    pub state_mb: usize,
+    pub incidents: usize,
+    /// Fault injected → first certified correct answer at the client.
+    pub fault_to_answer_p50_ms: f64,
+    pub fault_to_answer_p99_ms: f64,
+    /// The orchestrator's recovery_ms: detection → first certified reply.
+    pub recovery_p50_ms: f64,
+    pub recovery_p99_ms: f64,
+    pub machine: String,
+}
+
+async fn admin_get(http: &reqwest::Client, info: &Info, token: &str, path: &str) -> anyhow::Result<Value> {
+    let r = http
+        .get(format!("http://{}{path}", info.admin_addr))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "GET {path}: {}", r.status());
+    Ok(r.json().await?)
+}
+
+async fn admin_post(http: &reqwest::Client, info: &Info, token: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+    let r = http
+        .post(format!("http://{}{path}", info.admin_addr))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = r.status();
+    let v = r.json().await.unwrap_or(Value::Null);
+    anyhow::ensure!(status.is_success(), "POST {path}: {status} {v}");
+    Ok(v)
+}
+
+fn states(v: &Value, state: &str) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["app"] == "kv" && r["state"] == state)
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
+    anyhow::ensure!(a.incidents >= 1, "--incidents must be at least 1");
+    let dir = tempfile::Builder::new().prefix("zz-recovery-").tempdir()?;
+    let opts = GenerateOptions::local(1, &["kv"])?;
+    let (dep, ids) = generate(&opts)?;
+    let config = dep.write(dir.path(), &ids)?;
+    let ports = free_ports(2)?;
+    let mut running = Running::start(LaunchOptions {
+        dep: Arc::new(dep),
+        config,
+        data_dir: dir.path().to_path_buf(),
+        admin: ports[0],
+        gateway: ports[1],
+        active_replicas: None,
+    })
+    .await?;
+    let info = running.info.clone();
+    let result = tokio::select! {
+        r = rounds(&a, &info) => r,
+        e = running.failed() => Err(e),
+    };
+    running.stop().await;
+    if a.keep {
+        eprintln!("data kept in {}", dir.keep().display());
+    }
+    let result = result?;
+    println!("| standby | state | incidents | fault → answer p50 | p99 | recovery_ms p50 | p99 |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {:?} | {} MB | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+        result.standby,
+        result.state_mb,
+        result.incidents,
+        result.fault_to_answer_p50_ms,
+        result.fault_to_answer_p99_ms,
+        result.recovery_p50_ms,
+        result.recovery_p99_ms
+    );
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&result)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(result)
+}
+
+async fn wait_steady(http: &reqwest::Client, info: &Info, token: &str, standby: Standby) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = admin_get(http, info, token, "/v1/replicas").await?;
+        let active = states(&r, "active");
+        let paused = states(&r, "paused");
+        let hibernated = states(&r, "hibernated");
+        if active.len() == 2 {
+            match standby {
+                Standby::Paused if paused.len() == 1 => return Ok(r),
+                Standby::Hibernated if hibernated.len() == 1 => return Ok(r),
+                Standby::Hibernated if paused.len() == 1 => {
+                    admin_post(http, info, token, &format!("/v1/replicas/{}/hibernate", paused[0]), json!({})).await?;
+                }
+                _ => {}
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "kv did not settle to 2 active + 1 standby: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult> {
+    let http = reqwest::Client::new();
+    let token = info.token()?;
+    let client = crate::launch::start_client(
+        &info.dep,
+        &info.config,
+        "bench",
+        ClientOptions {
+            timeout: Duration::from_secs(30),
+            ..ClientOptions::default()
+        },
+    )?;
+    let app = info.dep.app_by_name("kv").context("kv app")?;
+    wait_steady(&http, info, &token, a.standby).await?;
+
+    // Load the state: 1 KiB values, many concurrent PUTs.
+    let objects = a.state_mb * 1024;
+    let value = vec![b's'; 1024];
+    let started = Instant::now();
+    let mut next = 0usize;
+    while next < objects {
+        let mut batch = Vec::new();
+        for i in next..(next + 512).min(objects) {
+            let (c, v) = (client.clone(), value.clone());
+            batch.push(tokio::spawn(async move { c.call(app, AppRequest::new("PUT", &format!("/kv/s{i}"), v)).await }));
+        }
+        next += batch.len();
+        for b in batch {
+            let r = b.await?.map_err(|e| anyhow::anyhow!("loading state: {e}"))?;
+            anyhow::ensure!(r.status == 200, "loading state: status {}", r.status);
+        }
+    }
+    eprintln!("loaded {} MB ({objects} objects) in {:.1} s", a.state_mb, started.elapsed().as_secs_f64());
+
+    let mut to_answer = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut recovery = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for round in 0..a.incidents {
+        let r = wait_steady(&http, info, &token, a.standby).await?;
+        let victim = states(&r, "active").into_iter().next().context("an active replica")?;
+        let before = admin_get(&http, info, &token, "/v1/incidents").await?.as_array().map_or(0, Vec::len);
+        let t0 = Instant::now();
+        admin_post(&http, info, &token, "/v1/faults", json!({"target": victim, "kind": "corrupt-reply"})).await?;
+        // The next request after the fault: its certified answer must be right.
+        let key = format!("/kv/r{round}");
+        let want = format!("round {round}");
+        let put = client.call(app, AppRequest::new("PUT", &key, want.clone().into_bytes())).await;
+        anyhow::ensure!(matches!(&put, Ok(p) if p.status == 200), "round {round}: PUT {put:?}");
+        let got = client.call(app, AppRequest::new("GET", &key, Vec::new())).await;
+        anyhow::ensure!(matches!(&got, Ok(g) if g.body == want.as_bytes()), "round {round}: wrong answer {got:?}");
+        to_answer.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX).max(1))?;
+        // Wait for the incident to be recorded with its recovery time.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ms = loop {
+            let inc = admin_get(&http, info, &token, "/v1/incidents").await?;
+            let fresh = inc.as_array().map(|v| v[before.min(v.len())..].to_vec()).unwrap_or_default();
+            if let Some(ms) = fresh.iter().find_map(|i| i["recovery_ms"].as_u64()) {
+                break ms;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "round {round}: no incident with a recovery time");
+            // Keep traffic flowing so the fault is seen and certified.
+            let _ = client.call(app, AppRequest::new("GET", &key, Vec::new())).await;
+        };
+        recovery.record(ms.max(1) * 1000)?;
+        eprintln!(
+            "round {round}: {victim} corrupt-reply → correct answer in {:.1} ms, recovery_ms {ms}",
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(RecoveryResult {
+        standby: a.standby,
+        state_mb: a.state_mb,
+        incidents: a.incidents,
+        fault_to_answer_p50_ms: ms(&to_answer, 0.5),
+        fault_to_answer_p99_ms: ms(&to_answer, 0.99),
+        recovery_p50_ms: ms(&recovery, 0.5),
+        recovery_p99_ms: ms(&recovery, 0.99),
+        machine: crate::bench::machine(),
+    })
+}

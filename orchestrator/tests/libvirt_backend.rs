@@ -1,0 +1,433 @@
+//! The libvirt backend against real VMs. Runs wherever `virsh -c
+//! qemu:///system list` works; with `ZZ_REQUIRE_LIBVIRT=1` a missing libvirt
+//! is a failure instead of a skip. Needs the guest image (`vm-images/out`, or
+//! `ZZ_VM_IMAGE_DIR`); it is built here when missing, or rebuilt from the
+//! current `zz-agent` with `ZZ_VM_REBUILD=1` (an image with an old agent that
+//! never dials the orchestrator fails the lifecycle test).
+//!
+//! One VM is reused across the lifecycle steps to keep the run short; the
+//! `auto` accelerator probe boots one more (transient) domain.
+#![cfg(feature = "libvirt")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use zz_orchestrator::backend::libvirt::{Accel, AccelMode, LibvirtBackend, LibvirtConfig};
+use zz_orchestrator::backend::{Backend, BackendEvent, BackendState, ReplicaSpec};
+use zz_wire::{GenerateOptions, Principal};
+
+const URI: &str = "qemu:///system";
+/// VMs compete for 2 shared cores; one at a time keeps timings meaningful.
+static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn virsh(args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new("virsh")
+        .args(["-q", "-c", URI])
+        .args(args)
+        .output()
+}
+
+/// `true` if the test should run; panics when libvirt is required but absent.
+fn libvirt_available() -> bool {
+    let reason = match virsh(&["list"]) {
+        Ok(o) if o.status.success() => return true,
+        Ok(o) => format!("virsh list failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => format!("no virsh: {e}"),
+    };
+    if std::env::var("ZZ_REQUIRE_LIBVIRT").as_deref() == Ok("1") {
+        panic!("ZZ_REQUIRE_LIBVIRT=1 but libvirt is not reachable at {URI}: {reason} (run vm-images/install-deps.sh)");
+    }
+    eprintln!("skipping: libvirt not reachable at {URI}: {reason}");
+    false
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The guest image; built (static agent + `vm-images/build.sh`) if missing.
+fn image_dir() -> PathBuf {
+    let dir = std::env::var_os("ZZ_VM_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("vm-images/out"));
+    let present = dir.join("vmlinuz").is_file() && dir.join("initramfs.cpio.gz").is_file();
+    if present && std::env::var("ZZ_VM_REBUILD").as_deref() != Ok("1") {
+        return dir;
+    }
+    eprintln!("building the guest image into {}", dir.display());
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let ok = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "zz-agent"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(workspace())
+        .status()
+        .expect("cargo")
+        .success();
+    assert!(ok, "building the static zz-agent failed");
+    let agent = target_dir.join("x86_64-unknown-linux-gnu/release/zz-agent");
+    let ok = Command::new(workspace().join("vm-images/build.sh"))
+        .arg("--agent")
+        .arg(&agent)
+        .arg("--out")
+        .arg(&dir)
+        .status()
+        .expect("build.sh")
+        .success();
+    assert!(ok, "vm-images/build.sh failed");
+    dir
+}
+
+/// Domains whose name starts with `prefix`, defined or running.
+fn domains_with(prefix: &str) -> Vec<String> {
+    let out = virsh(&["list", "--all", "--name"]).expect("virsh list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn domstate(domain: &str) -> String {
+    let out = virsh(&["domstate", "--reason", domain]).expect("virsh domstate");
+    if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    } else {
+        format!("error: {}", String::from_utf8_lossy(&out.stderr).trim())
+    }
+}
+
+/// Removes every domain of a test tag, even when the test panicked midway.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for d in domains_with(&self.0) {
+            let _ = virsh(&["destroy", &d]);
+            let _ = virsh(&["undefine", "--managed-save", &d]);
+        }
+    }
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    cfg: LibvirtConfig,
+    /// Authenticated agent connections to the orchestrator port: (when, who).
+    conns: mpsc::Receiver<(Instant, Principal)>,
+    _cleanup: Cleanup,
+}
+
+/// A deployment with one app (`kv`, 3 replicas), and a listener on the
+/// orchestrator's address doing the real handshake as the orchestrator.
+async fn fixture(tag: &str, accel: AccelMode) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, ids) = zz_wire::config::generate(&GenerateOptions::local(1, &["kv"]).unwrap()).unwrap();
+    let deployment = d.write(tmp.path(), &ids).unwrap();
+    let keys_dir = tmp.path().join("keys");
+    let me = d.load_identity(&keys_dir, Principal::Orchestrator).unwrap();
+    let keyring = d.keyring();
+    let listener = tokio::net::TcpListener::bind(d.orchestrator.addr)
+        .await
+        .unwrap();
+    let (tx, conns) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut links = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let at = Instant::now();
+            if let Ok((peer, r, w)) = zz_wire::frame::handshake(stream, &me, &keyring, None).await {
+                // Kept open: a dropped link would make the agent redial.
+                links.push((r, w));
+                let _ = tx.send((at, peer)).await;
+            }
+        }
+    });
+    let mut cfg = LibvirtConfig::new(
+        tag,
+        deployment,
+        keys_dir,
+        image_dir(),
+        tmp.path().join("state"),
+    );
+    cfg.accel = accel;
+    Fixture {
+        _tmp: tmp,
+        cfg,
+        conns,
+        _cleanup: Cleanup(format!("zz-{tag}-")),
+    }
+}
+
+fn tag(what: &str) -> String {
+    format!("{what}{}", std::process::id())
+}
+
+async fn wait_marker(log: &Path, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(log).is_ok_and(|t| t.contains("zz-guest: starting agent")) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The next authenticated connection from `who` after `since`.
+async fn wait_conn(
+    conns: &mut mpsc::Receiver<(Instant, Principal)>,
+    who: Principal,
+    since: Instant,
+    within: Duration,
+) -> Option<Instant> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, conns.recv()).await {
+            Ok(Some((at, p))) if p == who && at >= since => return Some(at),
+            Ok(Some(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+#[test]
+fn replica_vm_lifecycle() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !libvirt_available() {
+        return;
+    }
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(lifecycle());
+}
+
+async fn lifecycle() {
+    let tag = tag("lc");
+    let mut fx = fixture(&tag, AccelMode::Qemu).await;
+    let e0 = Principal::Replica(zz_wire::ReplicaId {
+        app: zz_wire::AppId(0),
+        index: 0,
+    });
+    let (ev_tx, mut events) = mpsc::channel(16);
+    let backend = LibvirtBackend::new(fx.cfg.clone(), ev_tx).unwrap();
+    let spec = ReplicaSpec {
+        name: "kv-e0".into(),
+        generation: 1,
+    };
+    let domain = backend.domain_name(&spec);
+    assert_eq!(domain, format!("zz-{tag}-kv-e0-g1"));
+    assert_eq!(backend.host(&spec), URI);
+    assert_eq!(backend.accel(URI).await.unwrap(), Accel::Qemu);
+
+    // provision: files only, nothing defined yet.
+    backend.provision(&spec).await.unwrap();
+    let dir = backend.vm_dir(&spec);
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&dir), 0o711);
+    assert_eq!(mode(&dir.join("initrd.img")), 0o600);
+    assert!(domains_with(&domain).is_empty());
+
+    // start = cold boot: the guest's userland comes up and the agent dials
+    // 10.0.2.2:<orchestrator port>, authenticated as kv-e0.
+    let t = Instant::now();
+    let h = backend.start(&spec).await.unwrap();
+    let start_call = t.elapsed();
+    assert_eq!(backend.state(&h).await, BackendState::Running);
+    assert!(
+        domstate(&domain).starts_with("running"),
+        "{}",
+        domstate(&domain)
+    );
+    assert!(
+        wait_marker(&backend.serial_log(&spec), Duration::from_secs(90)).await,
+        "no boot marker in {}",
+        backend.serial_log(&spec).display()
+    );
+    let marker = t.elapsed();
+    let at = wait_conn(&mut fx.conns, e0, t, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the agent never connected to the orchestrator port (is the image's agent \
+                 current? ZZ_VM_REBUILD=1 rebuilds it); serial log:\n{}",
+                log_tail(&backend.serial_log(&spec))
+            )
+        });
+    let cold = at - t;
+    eprintln!(
+        "cold boot (qemu): start call {} ms, boot marker {} ms, agent connected {} ms",
+        ms(start_call),
+        ms(marker),
+        ms(cold)
+    );
+
+    // pause / resume.
+    let t = Instant::now();
+    backend.pause(&h).await.unwrap();
+    let pause = t.elapsed();
+    assert_eq!(backend.state(&h).await, BackendState::Paused);
+    assert!(
+        domstate(&domain).starts_with("paused"),
+        "{}",
+        domstate(&domain)
+    );
+    let t = Instant::now();
+    backend.resume(&h).await.unwrap();
+    let resume = t.elapsed();
+    assert_eq!(backend.state(&h).await, BackendState::Running);
+    assert!(domstate(&domain).starts_with("running"));
+    eprintln!(
+        "paused standby (qemu): pause {} ms, wake (resume) {} ms",
+        ms(pause),
+        ms(resume)
+    );
+
+    // hibernate (managed save) / restore; the agent redials after a restore.
+    let t = Instant::now();
+    backend.hibernate(&h).await.unwrap();
+    let save = t.elapsed();
+    assert_eq!(backend.state(&h).await, BackendState::Stopped);
+    let st = domstate(&domain);
+    assert!(st.starts_with("shut off") && st.contains("saved"), "{st}");
+    let t = Instant::now();
+    let h2 = backend.restore(&spec).await.unwrap();
+    let restore_call = t.elapsed();
+    assert_eq!(h2, h);
+    assert_eq!(backend.state(&h).await, BackendState::Running);
+    let at = wait_conn(&mut fx.conns, e0, t, Duration::from_secs(60))
+        .await
+        .expect("the agent did not reconnect after the restore");
+    eprintln!(
+        "hibernated standby (qemu): managed save {} ms, wake (restore) call {} ms, agent reconnected {} ms",
+        ms(save),
+        ms(restore_call),
+        ms(at - t)
+    );
+    // Hibernation is deliberate: nothing was reported.
+    assert!(events.try_recv().is_err());
+
+    // A new backend (a restarted orchestrator) re-attaches to the running VM
+    // and notices when it is destroyed behind its back.
+    drop(backend);
+    let (ev_tx, mut events) = mpsc::channel(16);
+    let backend = LibvirtBackend::new(fx.cfg.clone(), ev_tx).unwrap();
+    assert_eq!(backend.attach(&h).await, BackendState::Running);
+    let t = Instant::now();
+    let out = virsh(&["destroy", &domain]).unwrap();
+    assert!(out.status.success());
+    let virsh_took = t.elapsed();
+    let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("no Exited event within 10 s")
+        .expect("event channel closed");
+    #[allow(irrefutable_let_patterns)]
+    let BackendEvent::Exited { handle, status } = ev
+    else {
+        panic!("unexpected event {ev:?}");
+    };
+    assert_eq!(handle, h);
+    eprintln!(
+        "external destroy: virsh destroy took {} ms, Exited event {} ms after it began: {status}",
+        ms(virsh_took),
+        ms(t.elapsed())
+    );
+    assert_eq!(backend.state(&h).await, BackendState::Stopped);
+
+    // destroy: domain undefined, directory gone.
+    backend.destroy(&h).await.unwrap();
+    assert!(
+        domains_with(&domain).is_empty(),
+        "{:?}",
+        domains_with(&domain)
+    );
+    assert!(!dir.exists());
+    assert!(events.try_recv().is_err());
+
+    // shutdown removes every domain with the prefix, whatever its state.
+    let a = ReplicaSpec {
+        name: "kv-e1".into(),
+        generation: 1,
+    };
+    let b = ReplicaSpec {
+        name: "kv-e2".into(),
+        generation: 3,
+    };
+    for s in [&a, &b] {
+        backend.provision(s).await.unwrap();
+    }
+    let ha = backend.start(&a).await.unwrap();
+    backend.start(&b).await.unwrap();
+    backend.pause(&ha).await.unwrap();
+    assert_eq!(domains_with(&format!("zz-{tag}-")).len(), 2);
+    backend.shutdown().await;
+    assert!(domains_with(&format!("zz-{tag}-")).is_empty());
+    assert!(!backend.vm_dir(&a).exists() && !backend.vm_dir(&b).exists());
+    assert!(events.try_recv().is_err());
+}
+
+/// `auto` boots a kvm probe domain; on this machine (nested virtualisation)
+/// its kernel hangs, so the backend must fall back to qemu. Set
+/// `ZZ_EXPECT_ACCEL=kvm` where kvm really works.
+#[test]
+fn auto_accelerator_probes_once_and_falls_back() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !libvirt_available() {
+        return;
+    }
+    let expect = match std::env::var("ZZ_EXPECT_ACCEL").as_deref() {
+        Ok("kvm") => Accel::Kvm,
+        _ => Accel::Qemu,
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let tag = tag("probe");
+        let fx = fixture(&tag, AccelMode::Auto).await;
+        let (ev_tx, _events) = mpsc::channel(4);
+        let backend = LibvirtBackend::new(fx.cfg.clone(), ev_tx).unwrap();
+        let t = Instant::now();
+        let chosen = backend.accel(URI).await.unwrap();
+        let probe = t.elapsed();
+        eprintln!("auto accelerator: {chosen} after {} ms", ms(probe));
+        assert_eq!(chosen, expect);
+        if chosen == Accel::Qemu && Path::new("/dev/kvm").exists() {
+            // A real fallback: kvm was offered, booted, and timed out.
+            assert!(probe >= fx.cfg.probe_timeout, "{probe:?}");
+        }
+        // Cached for the backend's lifetime: no second probe.
+        let t = Instant::now();
+        assert_eq!(backend.accel(URI).await.unwrap(), chosen);
+        assert!(t.elapsed() < Duration::from_millis(100));
+        // The probe domain is gone.
+        assert!(domains_with(&format!("zz-{tag}-")).is_empty());
+        // And provisioning uses the chosen type.
+        let spec = ReplicaSpec {
+            name: "kv-e0".into(),
+            generation: 1,
+        };
+        backend.provision(&spec).await.unwrap();
+        let xml = std::fs::read_to_string(backend.vm_dir(&spec).join("domain.xml")).unwrap();
+        assert!(xml.contains(&format!("<domain type='{chosen}'>")), "{xml}");
+        backend.shutdown().await;
+        assert!(!backend.vm_dir(&spec).exists());
+    });
+}
