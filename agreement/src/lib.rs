@@ -3,4 +3,5 @@
 pub mod client;
 pub mod core;
 pub mod node;
+pub mod sim;
 pub mod voting;

@@ -43,8 +43,22 @@ impl Replica {
     fn peer_order(&self) -> Vec<ReplicaId> {
         let mut ps = self.cfg.peers.clone();
         ps.retain(|p| *p != self.cfg.me);
-        ps.sort_by_key(|p| self.bad_peers.get(p).copied().unwrap_or(0));
+        ps.sort_by_key(|p| {
+            (
+                self.bad_peers.get(p).copied().unwrap_or(0),
+                self.silent_peers.get(p).copied().unwrap_or(0),
+            )
+        });
         ps
+    }
+
+    /// Remembers whether `peer` answered, so silent peers are asked last.
+    fn note_answer<E>(&mut self, peer: ReplicaId, r: &Result<StateGive, E>) {
+        if matches!(r, Ok(g) if !matches!(g, StateGive::Unavailable)) {
+            self.silent_peers.remove(&peer);
+        } else {
+            *self.silent_peers.entry(peer).or_default() += 1;
+        }
     }
 
     fn report_bad(&mut self, peer: ReplicaId, what: &str) {
@@ -124,7 +138,9 @@ impl Replica {
     ) -> Result<Vec<Vec<Digest>>, CatchupError> {
         let paths: Vec<TreePath> = chunk.iter().map(|(p, _)| *p).collect();
         for peer in self.peer_order() {
-            let give = match src.fetch(peer, seq, StateWant::Nodes(paths.clone())) {
+            let r = src.fetch(peer, seq, StateWant::Nodes(paths.clone()));
+            self.note_answer(peer, &r);
+            let give = match r {
                 Ok(StateGive::Nodes(ns)) => ns,
                 Ok(StateGive::Unavailable) | Err(_) => continue,
                 Ok(_) => {
@@ -177,7 +193,9 @@ impl Replica {
                     .take(OBJECTS_PER_REQUEST)
                     .cloned()
                     .collect();
-                let got = match src.fetch(peer, seq, StateWant::Objects(ask.clone())) {
+                let r = src.fetch(peer, seq, StateWant::Objects(ask.clone()));
+                self.note_answer(peer, &r);
+                let got = match r {
                     Ok(StateGive::Objects(os)) => os,
                     Ok(StateGive::Unavailable) | Err(_) => break,
                     Ok(_) => {
@@ -246,7 +264,9 @@ impl Replica {
             return Ok(0);
         };
         for peer in self.peer_order() {
-            let got = match src.fetch(peer, seq, StateWant::Buckets(buckets.clone())) {
+            let r = src.fetch(peer, seq, StateWant::Buckets(buckets.clone()));
+            self.note_answer(peer, &r);
+            let got = match r {
                 Ok(StateGive::Buckets(bs)) => bs,
                 Ok(StateGive::Unavailable) | Err(_) => continue,
                 Ok(_) => {

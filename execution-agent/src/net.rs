@@ -29,7 +29,10 @@ const TICK: Duration = Duration::from_millis(50);
 const HEARTBEAT_MS: u64 = 200;
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long one state request may take before the next node is tried.
-const FETCH_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A peer that is alive answers a relayed request in milliseconds on a LAN;
+/// the first try is short so a paused or fenced peer costs little, the
+/// second is long enough for a large answer on a loaded host.
+const FETCH_TIMEOUTS: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(1500)];
 /// Buckets fetched per tick by the background sync (rate limit).
 const BACKGROUND_BUCKETS: usize = 128;
 
@@ -325,7 +328,7 @@ impl StateSource for NetSource {
         want: StateWant,
     ) -> Result<StateGive, FetchError> {
         let n = self.links.nodes.len();
-        for _ in 0..n.min(2) {
+        for timeout in FETCH_TIMEOUTS.iter().take(n.min(2)) {
             self.next_id += 1;
             let id = self.next_id;
             let req = self.identity.sign(StateRequest {
@@ -338,7 +341,7 @@ impl StateSource for NetSource {
             let via = self.links.nodes[self.rr % n].0;
             self.rr += 1;
             self.links.send(Some(via), &Msg::StateRequest(req));
-            let deadline = Instant::now() + FETCH_TIMEOUT;
+            let deadline = Instant::now() + *timeout;
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
                 let Ok(r) = self.responses.recv_timeout(left) else {
                     break;

@@ -98,6 +98,9 @@ pub struct Replica {
     pub(crate) now_ms: u64,
     /// Bad data served by each peer; peers with fewer reports are asked first.
     pub(crate) bad_peers: BTreeMap<ReplicaId, u64>,
+    /// Fetches each peer left unanswered since its last answer (paused,
+    /// fenced or gone); such peers are asked last.
+    pub(crate) silent_peers: BTreeMap<ReplicaId, u64>,
     pub(crate) stats: Stats,
 }
 
@@ -122,6 +125,7 @@ impl Replica {
             fetch_rr: 0,
             now_ms: 0,
             bad_peers: BTreeMap::new(),
+            silent_peers: BTreeMap::new(),
             stats: Stats::default(),
         }
     }

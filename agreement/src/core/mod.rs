@@ -9,8 +9,32 @@
 //! - `Core::step(&mut self, now_ms: u64, input: Input) -> Vec<Action>`
 //! - read-only accessors: `view()`, `primary()`, `last_committed()`,
 //!   `stable_checkpoint()`, `is_primary()`.
+//!
+//! Handlers live in one file per protocol part: `normal` (PBFT §4.2 and
+//! request batching), `checkpoint` (§4.3 and log catch-up), `viewchange`
+//! (§4.4, §4.5.2) with nested-proof checks in `validate`.
 
-use zz_wire::{AppId, ClientBatch, Digest, Identity, Msg, NodeFault, NodeId, Proposal, Seq, Signed, Timing, View};
+mod checkpoint;
+mod dedup;
+mod log;
+mod normal;
+pub mod quorum;
+mod validate;
+mod viewchange;
+
+#[cfg(test)]
+mod tests;
+
+use dedup::{Dedup, ReqKey};
+use log::Slot;
+use quorum::{Thresholds, Votes};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use zz_wire::{
+    AppId, ClientBatch, Digest, Hasher, Identity, Keyring, LogCheckpoint, Msg, NewView, NodeFault,
+    NodeId, Principal, Proposal, Seq, Signable, Signed, Timing, View, ViewChange,
+};
+
+pub use validate::Reject;
 
 /// Static parameters of one app's PBFT instance on one node.
 #[derive(Clone, Debug)]
@@ -24,6 +48,9 @@ pub struct Config {
     /// Mixed with (view, seq) to derive each batch's random seed, so the core
     /// needs no rng; the driver draws it from the OS at start-up.
     pub seed_source: u64,
+    /// Public keys of the deployment, for signatures nested in proposals,
+    /// view changes and new views.
+    pub keys: Keyring,
 }
 
 /// Timers the core asks for; each comes back as `Input::Timer`.
@@ -59,13 +86,20 @@ pub enum Action {
     Send(NodeId, Msg),
     /// To every other agreement node.
     Broadcast(Msg),
+    /// Fire `Input::Timer(id)` after this many milliseconds; replaces a
+    /// pending timer with the same id.
     SetTimer(TimerId, u64),
     CancelTimer(TimerId),
     /// Write to stable storage before anything after it is sent.
     Persist(Durable),
     /// `seq` is committed with this proposal. Emitted exactly once per seq, in
     /// seq order with no gaps (including seqs learned through `LogEntries`).
-    Deliver { seq: Seq, digest: Digest, proposal: Proposal },
+    /// A core restored from `Durable` starts again after `Durable::last_committed`.
+    Deliver {
+        seq: Seq,
+        digest: Digest,
+        proposal: Proposal,
+    },
     /// The node entered `view` (for metrics and client replies).
     ViewChanged(View),
 }
@@ -78,42 +112,393 @@ pub struct Durable {
     /// Chain digest of the committed log up to `last_committed`.
     pub log_digest: Digest,
     pub stable_checkpoint: Seq,
+    /// Log digest at `stable_checkpoint` and its 2f+1 signed checkpoints, so
+    /// a restarted node can still prove its stable checkpoint in a view change.
+    #[serde(default)]
+    pub stable_digest: Digest,
+    #[serde(default)]
+    pub stable_proof: Vec<Signed<LogCheckpoint>>,
 }
 
+/// Counters for metrics and tests: every dropped input is counted once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Malformed, unauthorised or inconsistent inputs (bad nested proof,
+    /// wrong digest, wrong author, equivocation, duplicate request...).
+    pub dropped_invalid: u64,
+    /// For a view, seq or checkpoint already passed.
+    pub dropped_old: u64,
+    /// For a view or seq beyond what this node accepts yet.
+    pub dropped_future: u64,
+    /// Requests refused because the pool is full.
+    pub dropped_overload: u64,
+    /// Pre-prepares refused for a timestamp out of bounds (no prepare sent).
+    pub rejected_timestamps: u64,
+    /// Pre-prepares refused for repeating a committed or pending client batch.
+    pub rejected_duplicates: u64,
+    /// View changes this node started.
+    pub view_changes_started: u64,
+    /// New views installed.
+    pub view_changes: u64,
+    pub proposed: u64,
+    /// Seqs delivered.
+    pub committed: u64,
+    /// Of which learned from peers' `LogEntries`.
+    pub fetched: u64,
+    pub log_fetches: u64,
+    pub stable_checkpoints: u64,
+    /// Our own checkpoint digest disagreed with a stable one (should stay 0).
+    pub checkpoint_mismatch: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Normal,
+    /// Sent a view change for `view`, waiting for its new view.
+    ViewChange,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Stable {
+    seq: Seq,
+    digest: Digest,
+    proof: Vec<Signed<LogCheckpoint>>,
+}
+
+/// A known, not yet committed client batch.
+#[derive(Debug)]
+struct Pooled {
+    req: Signed<ClientBatch>,
+    since_ms: u64,
+}
+
+/// Catch-up through `LogFetch`/`LogEntries`.
+#[derive(Debug, Default)]
+struct Fetch {
+    /// Highest seq some evidence says is committed elsewhere.
+    behind: Seq,
+    /// Per seq, who vouched for which digest.
+    votes: BTreeMap<Seq, Votes<()>>,
+    bodies: BTreeMap<(Seq, Digest), Proposal>,
+    sent_ms: Option<u64>,
+    sent_from: Seq,
+}
+
+/// Most client batches waiting to be ordered before new ones are refused.
+const MAX_POOL: usize = 1 << 17;
+/// Checkpoint votes and fetched entries are kept this many windows ahead.
+const AHEAD_WINDOWS: u64 = 4;
+
 pub struct Core {
-    _todo: (),
+    cfg: Config,
+    id: Identity,
+    th: Thresholds,
+    now: u64,
+    started: bool,
+    view: View,
+    status: Status,
+    /// The last view this node ran normally in, for timeout doubling.
+    last_normal_view: View,
+    log: BTreeMap<Seq, Slot>,
+    /// Committed proposals kept up to a log window below the stable
+    /// checkpoint, to serve lagging peers.
+    archive: BTreeMap<Seq, (Digest, Proposal)>,
+    last_committed: Seq,
+    log_digest: Digest,
+    /// Timestamp of the last delivered non-null proposal.
+    last_ts: u64,
+    stable: Stable,
+    my_checkpoints: BTreeMap<Seq, Digest>,
+    checkpoint_votes: BTreeMap<Seq, Votes<Signed<LogCheckpoint>>>,
+    /// Highest checkpoint seq each peer announced.
+    checkpoint_high: BTreeMap<NodeId, Seq>,
+    pool: BTreeMap<ReqKey, Pooled>,
+    ages: BTreeSet<(u64, ReqKey)>,
+    /// Requests older than this count from here (timers restart in a new view).
+    age_floor: u64,
+    /// Primary: pooled requests not yet proposed in this view, in arrival order.
+    queue: VecDeque<ReqKey>,
+    /// Requests in a pre-prepare of the current view not yet delivered.
+    in_log: BTreeMap<ReqKey, Seq>,
+    dedup: Dedup,
+    next_seq: Seq,
+    last_proposed_ts: u64,
+    batch_armed: bool,
+    batch_due: bool,
+    vc_armed: bool,
+    view_changes: BTreeMap<NodeId, Signed<ViewChange>>,
+    my_view_change: Option<Signed<ViewChange>>,
+    new_view: Option<Signed<NewView>>,
+    fetch: Fetch,
+    served: BTreeMap<NodeId, (Seq, u64)>,
+    /// After a restart: no prepare/commit in views up to `.0` for seqs up to `.1`.
+    passive: Option<(View, Seq)>,
+    fault: Option<NodeFault>,
+    out: Vec<Action>,
+    tick_committed: Seq,
+    stats: Stats,
 }
 
 impl Core {
-    pub fn new(_config: Config, _id: Identity) -> Self {
-        unimplemented!("PBFT core")
+    pub fn new(config: Config, id: Identity) -> Self {
+        let th = Thresholds::new(config.f);
+        Core {
+            th,
+            now: 0,
+            started: false,
+            view: 0,
+            status: Status::Normal,
+            last_normal_view: 0,
+            log: BTreeMap::new(),
+            archive: BTreeMap::new(),
+            last_committed: 0,
+            log_digest: Digest::ZERO,
+            last_ts: 0,
+            stable: Stable::default(),
+            my_checkpoints: BTreeMap::new(),
+            checkpoint_votes: BTreeMap::new(),
+            checkpoint_high: BTreeMap::new(),
+            pool: BTreeMap::new(),
+            ages: BTreeSet::new(),
+            age_floor: 0,
+            queue: VecDeque::new(),
+            in_log: BTreeMap::new(),
+            dedup: Dedup::default(),
+            next_seq: 1,
+            last_proposed_ts: 0,
+            batch_armed: false,
+            batch_due: false,
+            vc_armed: false,
+            view_changes: BTreeMap::new(),
+            my_view_change: None,
+            new_view: None,
+            fetch: Fetch::default(),
+            served: BTreeMap::new(),
+            passive: None,
+            fault: None,
+            out: Vec::new(),
+            tick_committed: 0,
+            stats: Stats::default(),
+            cfg: config,
+            id,
+        }
     }
 
-    pub fn restore(_config: Config, _id: Identity, _durable: Durable) -> Self {
-        unimplemented!("PBFT core")
+    /// Comes back in the persisted view with the persisted committed prefix.
+    /// It may have voted in that view before the crash without remembering
+    /// it, so it stays passive (no prepare, commit or proposal) for every seq
+    /// it could have voted on until a later view or a stable checkpoint above
+    /// them, and catches up with `LogFetch`.
+    pub fn restore(config: Config, id: Identity, durable: Durable) -> Self {
+        let mut core = Core::new(config, id);
+        let window = core.cfg.timing.log_window;
+        core.view = durable.view;
+        core.last_normal_view = durable.view;
+        core.last_committed = durable.last_committed;
+        core.log_digest = durable.log_digest;
+        core.tick_committed = durable.last_committed;
+        core.next_seq = durable.last_committed + 1;
+        core.stable = Stable {
+            seq: durable.stable_checkpoint,
+            digest: durable.stable_digest,
+            proof: durable.stable_proof,
+        };
+        let voted_up_to = durable.stable_checkpoint.max(durable.last_committed) + window;
+        core.passive = Some((durable.view, voted_up_to));
+        core.fetch.behind = durable.last_committed + 1;
+        core
     }
 
-    pub fn step(&mut self, _now_ms: u64, _input: Input) -> Vec<Action> {
-        unimplemented!("PBFT core")
+    /// Start-up actions (the periodic retransmit timer, a first log fetch
+    /// after a restart). `step` calls it on its first input if the driver did not.
+    pub fn start(&mut self, now_ms: u64) -> Vec<Action> {
+        self.now = now_ms;
+        self.ensure_started();
+        std::mem::take(&mut self.out)
     }
+
+    fn ensure_started(&mut self) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.age_floor = self.now;
+        self.out
+            .push(Action::SetTimer(TimerId::Retransmit, self.retransmit_ms()));
+        self.maybe_fetch();
+    }
+
+    pub fn step(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
+        self.now = self.now.max(now_ms);
+        self.ensure_started();
+        match input {
+            Input::Request(r) => self.on_request(r),
+            Input::Peer(m) => self.on_peer(m),
+            Input::Timer(t) => self.on_timer(t),
+            Input::SetFault(f) => self.fault = f,
+        }
+        let mut out = std::mem::take(&mut self.out);
+        if self.fault == Some(NodeFault::Mute) {
+            out.retain(|a| !matches!(a, Action::Send(..) | Action::Broadcast(_)));
+        }
+        out
+    }
+
+    fn on_peer(&mut self, msg: Msg) {
+        let Some(Principal::Node(from)) = msg.author() else {
+            if let Msg::Request(r) = msg {
+                return self.on_request(r);
+            }
+            self.stats.dropped_invalid += 1;
+            return;
+        };
+        if !self.th.is_node(from) || from == self.cfg.me {
+            self.stats.dropped_invalid += 1;
+            return;
+        }
+        match msg {
+            Msg::PrePrepare(m) if m.body.app == self.cfg.app => self.on_pre_prepare(m),
+            Msg::Prepare(m) if m.body.0.app == self.cfg.app => self.on_prepare(m),
+            Msg::Commit(m) if m.body.0.app == self.cfg.app => self.on_commit(m),
+            Msg::LogCheckpoint(m) if m.body.app == self.cfg.app => self.on_checkpoint(m),
+            Msg::ViewChange(m) if m.body.app == self.cfg.app => self.on_view_change(m),
+            Msg::NewView(m) if m.body.app == self.cfg.app => self.on_new_view(m),
+            Msg::LogFetch(m) if m.body.app == self.cfg.app => self.on_log_fetch(m),
+            Msg::LogEntries(m) if m.body.app == self.cfg.app => self.on_log_entries(m),
+            _ => self.stats.dropped_invalid += 1,
+        }
+    }
+
+    fn on_timer(&mut self, t: TimerId) {
+        match t {
+            TimerId::Batch => {
+                self.batch_armed = false;
+                self.batch_due = true;
+                self.try_propose();
+            }
+            TimerId::ViewChange(v) => self.on_view_change_timer(v),
+            TimerId::Retransmit => {
+                self.on_retransmit();
+                self.out
+                    .push(Action::SetTimer(TimerId::Retransmit, self.retransmit_ms()));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ accessors
 
     pub fn view(&self) -> View {
-        unimplemented!()
+        self.view
     }
 
     pub fn primary(&self) -> NodeId {
-        unimplemented!()
+        self.primary_of(self.view)
     }
 
     pub fn is_primary(&self) -> bool {
-        unimplemented!()
+        self.primary() == self.cfg.me
     }
 
     pub fn last_committed(&self) -> Seq {
-        unimplemented!()
+        self.last_committed
     }
 
     pub fn stable_checkpoint(&self) -> Seq {
-        unimplemented!()
+        self.stable.seq
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// True while a view change is under way (no new view installed yet).
+    pub fn in_view_change(&self) -> bool {
+        self.status == Status::ViewChange
+    }
+
+    /// Slots held in the log (above the stable checkpoint), for memory checks.
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Committed proposals kept below the stable checkpoint for lagging peers.
+    pub fn archive_len(&self) -> usize {
+        self.archive.len()
+    }
+
+    /// Client batches known and not yet committed.
+    pub fn pending_requests(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// What `restore` needs; also emitted as `Action::Persist`.
+    pub fn durable(&self) -> Durable {
+        Durable {
+            view: self.view,
+            last_committed: self.last_committed,
+            log_digest: self.log_digest,
+            stable_checkpoint: self.stable.seq,
+            stable_digest: self.stable.digest,
+            stable_proof: self.stable.proof.clone(),
+        }
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    fn primary_of(&self, view: View) -> NodeId {
+        // n ≤ u16::MAX nodes, so the remainder fits.
+        #[allow(clippy::cast_possible_truncation)]
+        NodeId((view % self.th.n as u64) as u16)
+    }
+
+    fn low(&self) -> Seq {
+        self.stable.seq
+    }
+
+    fn high(&self) -> Seq {
+        self.stable.seq + self.cfg.timing.log_window
+    }
+
+    fn retransmit_ms(&self) -> u64 {
+        (self.cfg.timing.view_change_timeout_ms / 4).max(1)
+    }
+
+    /// PBFT §4.5.2: the timeout doubles for each view change without progress.
+    fn view_change_timeout(&self) -> u64 {
+        let extra = self.view.saturating_sub(self.last_normal_view + 1).min(10);
+        self.cfg.timing.view_change_timeout_ms << extra
+    }
+
+    fn can_vote(&self, view: View, seq: Seq) -> bool {
+        self.passive.is_none_or(|(v, s)| view > v || seq > s)
+    }
+
+    fn persist(&mut self) {
+        let d = self.durable();
+        self.out.push(Action::Persist(d));
+    }
+
+    fn broadcast(&mut self, m: Msg) {
+        self.out.push(Action::Broadcast(m));
+    }
+
+    fn send(&mut self, to: NodeId, m: Msg) {
+        self.out.push(Action::Send(to, m));
+    }
+
+    fn sign<T: Signable>(&self, body: T) -> Signed<T> {
+        self.id.sign(body)
+    }
+
+    /// Random seed of a proposal, derived so that no rng is needed.
+    fn seed_for(&self, view: View, seq: Seq) -> u64 {
+        let d = Hasher::new("zz/nondet-seed/v1")
+            .u64(self.cfg.seed_source)
+            .u64(view)
+            .u64(seq)
+            .finish();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d.0[..8]);
+        u64::from_le_bytes(b)
     }
 }

@@ -176,6 +176,16 @@ pub async fn run(
     };
     node.timers
         .set(TimerKey::Heartbeat, Instant::now() + HEARTBEAT);
+    let now = now_ms();
+    let apps: Vec<AppId> = node.apps.keys().copied().collect();
+    for app in apps {
+        // Arms the core's periodic timers; a restored core starts catching up.
+        let actions = match node.apps.get_mut(&app) {
+            Some(a) => a.core.start(now),
+            None => continue,
+        };
+        node.apply(app, now, actions)?;
+    }
     tracing::info!(%me, "agreement node running");
 
     tokio::pin!(shutdown);

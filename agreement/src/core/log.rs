@@ -1,0 +1,144 @@
+//! One slot of the agreement log: the pre-prepare, prepares and commits for
+//! one sequence number in the slot's current view (PBFT §4.2), plus what
+//! survives a view change (the last prepared certificate, PBFT §4.4's P set).
+
+use super::quorum::Votes;
+use zz_wire::{
+    Commit, Digest, Hasher, PrePrepare, Prepare, PreparedProof, Proposal, Seq, Signed, View,
+};
+
+#[derive(Debug)]
+pub struct Slot {
+    /// The view `pp` and the vote sets belong to.
+    pub view: View,
+    pub pp: Option<Signed<PrePrepare>>,
+    pub prepares: Votes<Signed<Prepare>>,
+    pub commits: Votes<Signed<Commit>>,
+    /// `pp` has 2f matching prepares in `view`.
+    pub prepared: bool,
+    pub sent_prepare: bool,
+    pub sent_commit: bool,
+    /// Committed with this digest (locally, or vouched for by f+1 peers).
+    pub committed: Option<Digest>,
+    /// The committed proposal when it came from `LogEntries` or outlived its pre-prepare.
+    pub body: Option<Proposal>,
+    /// Prepared certificate from an earlier view.
+    pub old_proof: Option<PreparedProof>,
+    /// When this slot last started a view, for retransmission.
+    pub since_ms: u64,
+}
+
+impl Slot {
+    pub fn new(view: View, now_ms: u64) -> Self {
+        Slot {
+            view,
+            pp: None,
+            prepares: Votes::default(),
+            commits: Votes::default(),
+            prepared: false,
+            sent_prepare: false,
+            sent_commit: false,
+            committed: None,
+            body: None,
+            old_proof: None,
+            since_ms: now_ms,
+        }
+    }
+
+    pub fn digest(&self) -> Option<Digest> {
+        self.pp.as_ref().map(|p| p.body.digest)
+    }
+
+    /// Moves the slot to a later view: a prepared certificate is kept as the
+    /// slot's P-set entry, votes of the old view are dropped.
+    pub fn enter_view(&mut self, view: View, now_ms: u64) {
+        if view <= self.view {
+            return;
+        }
+        if self.prepared {
+            if let Some(pp) = self.pp.take() {
+                let d = pp.body.digest;
+                let prepares = self.prepares.matching(&d).cloned().collect();
+                self.old_proof = Some(PreparedProof {
+                    pre_prepare: pp,
+                    prepares,
+                });
+            }
+        } else if let (Some(c), Some(pp)) = (self.committed, self.pp.take()) {
+            // Committed through LogEntries but never prepared here: keep the body.
+            if pp.body.digest == c && self.body.is_none() {
+                self.body = Some(pp.body.proposal);
+            }
+        }
+        self.view = view;
+        self.pp = None;
+        self.prepares.clear();
+        self.commits.clear();
+        self.prepared = false;
+        self.sent_prepare = false;
+        self.sent_commit = false;
+        self.since_ms = now_ms;
+    }
+
+    /// The committed proposal, wherever it is kept.
+    pub fn committed_proposal(&self) -> Option<(Digest, &Proposal)> {
+        let c = self.committed?;
+        if let Some(b) = &self.body {
+            return Some((c, b));
+        }
+        if let Some(pp) = self.pp.as_ref().filter(|p| p.body.digest == c) {
+            return Some((c, &pp.body.proposal));
+        }
+        self.old_proof
+            .as_ref()
+            .filter(|p| p.pre_prepare.body.digest == c)
+            .map(|p| (c, &p.pre_prepare.body.proposal))
+    }
+
+    /// Takes the committed proposal out of the slot (at truncation).
+    pub fn into_committed(self) -> Option<(Digest, Proposal)> {
+        let c = self.committed?;
+        if let Some(b) = self.body {
+            return Some((c, b));
+        }
+        if let Some(pp) = self.pp.filter(|p| p.body.digest == c) {
+            return Some((c, pp.body.proposal));
+        }
+        self.old_proof
+            .filter(|p| p.pre_prepare.body.digest == c)
+            .map(|p| (c, p.pre_prepare.body.proposal))
+    }
+
+    /// This slot's P-set entry for a view change: the certificate of the
+    /// latest view in which it prepared.
+    pub fn proof(&self) -> Option<PreparedProof> {
+        if self.prepared {
+            let pp = self.pp.as_ref()?;
+            let d = pp.body.digest;
+            return Some(PreparedProof {
+                pre_prepare: pp.clone(),
+                prepares: self.prepares.matching(&d).cloned().collect(),
+            });
+        }
+        self.old_proof.clone()
+    }
+
+    /// Timestamp of the proposal known here, unless it is the null request.
+    pub fn timestamp(&self) -> Option<u64> {
+        let p = match (&self.pp, &self.body) {
+            (Some(pp), _) => &pp.body.proposal,
+            (None, Some(b)) => b,
+            (None, None) => return None,
+        };
+        (!p.requests.is_empty()).then_some(p.nondet.timestamp_ms)
+    }
+}
+
+/// Chains committed proposal digests: the `log_digest` of checkpoints.
+pub fn chain(prev: &Digest, seq: Seq, digest: &Digest) -> Digest {
+    Hasher::new("zz/log-chain/v1")
+        .digest(prev)
+        .u64(seq)
+        .digest(digest)
+        .finish()
+}

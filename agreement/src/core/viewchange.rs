@@ -1,0 +1,240 @@
+//! View changes (PBFT §4.4) and the liveness rules of §4.5.2.
+
+use super::log::Slot;
+use super::validate::Plan;
+use super::{Action, Core, Status, TimerId};
+use zz_wire::{Msg, NewView, Seq, Signed, View, ViewChange};
+
+impl Core {
+    /// PBFT §4.4: move to `target`, stop accepting normal-case messages and
+    /// multicast a view change with the stable checkpoint proof and the P set.
+    pub(super) fn start_view_change(&mut self, target: View) {
+        if target <= self.view {
+            return;
+        }
+        self.view = target;
+        self.status = Status::ViewChange;
+        self.stats.view_changes_started += 1;
+        self.batch_due = false;
+        let prepared = self
+            .log
+            .range(self.stable.seq + 1..)
+            .filter_map(|(_, s)| s.proof())
+            .collect();
+        let vc = self.sign(ViewChange {
+            node: self.cfg.me,
+            app: self.cfg.app,
+            new_view: target,
+            stable_seq: self.stable.seq,
+            stable_digest: self.stable.digest,
+            checkpoint_proof: self.stable.proof.clone(),
+            prepared,
+        });
+        // The view is durable before anyone hears of it.
+        self.persist();
+        self.broadcast(Msg::ViewChange(vc.clone()));
+        self.my_view_change = Some(vc.clone());
+        self.view_changes.insert(self.cfg.me, vc);
+        self.vc_armed = true;
+        let t = self.view_change_timeout();
+        self.out
+            .push(Action::SetTimer(TimerId::ViewChange(target), t));
+        self.try_send_new_view();
+    }
+
+    /// PBFT §4.4 / §4.5.2: a view change from another node. Joins a view
+    /// change once f+1 nodes ask for higher views; the new primary answers
+    /// 2f+1 of them with a new view.
+    pub(super) fn on_view_change(&mut self, m: Signed<ViewChange>) {
+        let (node, target) = (m.body.node, m.body.new_view);
+        if target < self.view || (target == self.view && self.status == Status::Normal) {
+            // A node that missed our new view asks again: resend it.
+            if target == self.view && self.is_primary() {
+                if let Some(nv) = self.new_view.clone() {
+                    self.send(node, Msg::NewView(nv));
+                }
+            }
+            self.stats.dropped_old += 1;
+            return;
+        }
+        if self
+            .view_changes
+            .get(&node)
+            .is_some_and(|h| h.body.new_view >= target)
+        {
+            self.stats.dropped_old += 1;
+            return;
+        }
+        if self.check_view_change(&m.body).is_err() {
+            self.stats.dropped_invalid += 1;
+            return;
+        }
+        self.view_changes.insert(node, m);
+        let higher: Vec<View> = self
+            .view_changes
+            .values()
+            .map(|v| v.body.new_view)
+            .filter(|v| *v > self.view)
+            .collect();
+        if higher.len() >= self.th.weak() {
+            if let Some(&min) = higher.iter().min() {
+                self.start_view_change(min);
+            }
+        }
+        self.try_send_new_view();
+    }
+
+    /// PBFT §4.4: the primary of the new view, holding 2f+1 view changes for
+    /// it (its own included), multicasts the new view and installs it.
+    fn try_send_new_view(&mut self) {
+        if self.status != Status::ViewChange || self.primary_of(self.view) != self.cfg.me {
+            return;
+        }
+        let view = self.view;
+        let mut chosen: Vec<Signed<ViewChange>> = Vec::with_capacity(self.th.quorum());
+        if let Some(mine) = self
+            .view_changes
+            .get(&self.cfg.me)
+            .filter(|v| v.body.new_view == view)
+        {
+            chosen.push(mine.clone());
+        } else {
+            return;
+        }
+        for (n, vc) in &self.view_changes {
+            if chosen.len() == self.th.quorum() {
+                break;
+            }
+            if *n != self.cfg.me && vc.body.new_view == view {
+                chosen.push(vc.clone());
+            }
+        }
+        if chosen.len() < self.th.quorum() {
+            return;
+        }
+        let plan = Plan::compute(&chosen.iter().map(|s| &s.body).collect::<Vec<_>>());
+        let pre_prepares = plan
+            .entries
+            .iter()
+            .map(|(seq, choice)| {
+                let proposal = choice
+                    .as_ref()
+                    .map(|p| p.pre_prepare.body.proposal.clone())
+                    .unwrap_or_default();
+                self.make_pre_prepare(view, *seq, proposal)
+            })
+            .collect();
+        let nv = self.sign(NewView {
+            node: self.cfg.me,
+            app: self.cfg.app,
+            view,
+            view_changes: chosen,
+            pre_prepares,
+        });
+        self.broadcast(Msg::NewView(nv.clone()));
+        self.install_new_view(nv, plan);
+    }
+
+    /// PBFT §4.4: a backup accepts a new view whose proofs check out and
+    /// whose pre-prepares are exactly the O set; it may jump ahead to it.
+    pub(super) fn on_new_view(&mut self, m: Signed<NewView>) {
+        let v = m.body.view;
+        if v < self.view || (v == self.view && self.status == Status::Normal) {
+            self.stats.dropped_old += 1;
+            return;
+        }
+        match self.check_new_view(&m.body) {
+            Ok(plan) => self.install_new_view(m, plan),
+            Err(_) => self.stats.dropped_invalid += 1,
+        }
+    }
+
+    /// Enters the new view: adopt its stable checkpoint, take its
+    /// pre-prepares as this view's log and prepare them (PBFT §4.4).
+    fn install_new_view(&mut self, nv: Signed<NewView>, plan: Plan) {
+        let view = nv.body.view;
+        if plan.min_s > self.stable.seq {
+            self.make_stable(plan.min_s, plan.stable_digest, plan.stable_proof.clone());
+        }
+        if view > self.view || self.status == Status::ViewChange {
+            self.out
+                .push(Action::CancelTimer(TimerId::ViewChange(self.view)));
+        }
+        self.view = view;
+        self.status = Status::Normal;
+        self.last_normal_view = view;
+        self.age_floor = self.now;
+        self.vc_armed = false;
+        self.stats.view_changes += 1;
+        self.persist();
+        let now = self.now;
+        for slot in self.log.values_mut() {
+            slot.enter_view(view, now);
+        }
+        let primary = self.is_primary();
+        let mut top_ts = self.last_ts;
+        for pp in nv.body.pre_prepares.iter() {
+            let (seq, digest) = (pp.body.seq, pp.body.digest);
+            if seq <= self.stable.seq {
+                continue;
+            }
+            if !pp.body.proposal.requests.is_empty() {
+                top_ts = top_ts.max(pp.body.proposal.nondet.timestamp_ms);
+            }
+            let slot = self.log.entry(seq).or_insert_with(|| Slot::new(view, now));
+            if slot.committed.is_some_and(|c| c != digest) {
+                self.stats.checkpoint_mismatch += 1;
+                continue;
+            }
+            slot.pp = Some(pp.clone());
+            if !primary {
+                self.send_prepare(seq, digest);
+            }
+        }
+        self.rebuild_after_view_change(plan.max_s(), top_ts);
+        if primary {
+            self.new_view = Some(nv);
+        } else {
+            self.new_view = None;
+        }
+        self.view_changes.retain(|_, v| v.body.new_view > view);
+        self.my_view_change = None;
+        self.out.push(Action::ViewChanged(view));
+        let seqs: Vec<Seq> = self
+            .log
+            .range(self.last_committed + 1..)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in seqs {
+            self.check_prepared(s);
+        }
+        self.try_propose();
+        self.refresh_view_change_timer();
+    }
+
+    /// Requests in this view's pre-prepares are pending; the rest of the
+    /// pool is queued again for the (possibly new) primary.
+    fn rebuild_after_view_change(&mut self, max_s: Seq, top_ts: u64) {
+        self.in_log.clear();
+        for (seq, slot) in self.log.range(self.last_committed + 1..) {
+            if let Some(pp) = &slot.pp {
+                for r in &pp.body.proposal.requests {
+                    self.in_log.insert((r.body.client, r.body.first_id), *seq);
+                }
+            }
+        }
+        self.next_seq = max_s.max(self.last_committed).max(self.stable.seq) + 1;
+        self.last_proposed_ts = self.last_proposed_ts.max(top_ts);
+        self.queue.clear();
+        if self.is_primary() {
+            let in_log = &self.in_log;
+            self.queue.extend(
+                self.ages
+                    .iter()
+                    .map(|(_, k)| *k)
+                    .filter(|k| !in_log.contains_key(k)),
+            );
+        }
+        self.batch_due = !self.queue.is_empty();
+    }
+}

@@ -1,0 +1,44 @@
+//! The event queue and network counters of the simulator.
+
+use crate::core::TimerId;
+use zz_wire::Msg;
+
+/// Counters of the simulated network and driver.
+#[derive(Clone, Debug, Default)]
+pub struct NetStats {
+    pub sent: u64,
+    pub lost: u64,
+    pub cut: u64,
+    pub duplicated: u64,
+    /// Dropped by the driver-side `Msg::verify` before reaching a core.
+    pub rejected_signatures: u64,
+}
+
+pub(super) enum Event {
+    ToNode { to: usize, msg: Msg },
+    Timer { node: usize, id: TimerId, gen: u64 },
+    ClientTick { client: usize },
+}
+
+pub(super) struct Queued {
+    pub at: u64,
+    pub n: u64,
+    pub ev: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.n) == (o.at, o.n)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.n).cmp(&(o.at, o.n))
+    }
+}
