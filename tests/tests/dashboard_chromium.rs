@@ -1,0 +1,453 @@
+//! The dashboard in a real browser: headless Chromium, driven through
+//! chromedriver's W3C WebDriver HTTP API, opens the page `zz up` serves,
+//! injects `corrupt-reply` into kv-e1 with the page's own button, and sees
+//! the incident appear while the gateway carries traffic.
+//!
+//! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium`
+//! (`scripts/install-browser.sh`). Without them the test is skipped, unless
+//! `CI` is set or `ZZ_REQUIRE_BROWSER=1`, where it fails.
+
+mod support;
+
+use base64::Engine as _;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::ZzUp;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The W3C name of the key that holds an element reference.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+const KV_E1_STATE: &str = r#"tr[data-replica="kv-e1"] .state"#;
+const KV_E1_CORRUPT: &str = r#"tr[data-replica="kv-e1"] button.fault[data-kind="corrupt-reply"]"#;
+const INCIDENT_ROW: &str = "#incident-table tr.incident";
+/// An incident needs traffic, detection, f+1 WAKEs and a render.
+const INCIDENT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Headless Chromium behind chromedriver. Dropping it kills chromedriver's
+/// process group and every process that names this browser profile.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    session: Option<String>,
+    driver: Child,
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Result<Browser, String> {
+        let profile = tempfile::Builder::new()
+            .prefix("zz-chromium-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let log = std::fs::File::create(profile.path().join("chromedriver.log"))
+            .map_err(|e| e.to_string())?;
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+            .stderr(Stdio::from(log))
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("spawning {CHROMEDRIVER}: {e}"))?;
+        let mut b = Browser {
+            http: support::http(),
+            base: format!("http://127.0.0.1:{port}"),
+            session: None,
+            driver,
+            profile,
+        };
+        let start = Instant::now();
+        loop {
+            let ready = b.http.get(format!("{}/status", b.base)).send().await;
+            if let Ok(r) = ready {
+                let v: Value = r.json().await.unwrap_or_default();
+                if v["value"]["ready"] == true {
+                    break;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                return Err(format!(
+                    "chromedriver not ready on port {port}:\n{}",
+                    b.driver_log()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-proxy-server",
+            "--window-size=1400,1000",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("--user-data-dir={}", b.profile.path().display())])
+        .collect::<Vec<_>>();
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+        }}});
+        let v = b
+            .cmd(reqwest::Method::POST, "/session", Some(caps))
+            .await
+            .map_err(|e| format!("new session: {e}\n{}", b.driver_log()))?;
+        let id = v["sessionId"]
+            .as_str()
+            .ok_or_else(|| format!("no sessionId in {v}"))?;
+        println!(
+            "chromium session {id} via chromedriver on port {port} ({})",
+            v["capabilities"]["browserVersion"]
+        );
+        b.session = Some(id.to_string());
+        Ok(b)
+    }
+
+    /// One WebDriver command: the `value` of the answer, or its error.
+    async fn cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let v: Value = resp.json().await.map_err(|e| format!("{status}: {e}"))?;
+        if status.is_success() {
+            Ok(v["value"].clone())
+        } else {
+            Err(format!(
+                "{status} {}: {}",
+                v["value"]["error"], v["value"]["message"]
+            ))
+        }
+    }
+
+    async fn session_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let id = self.session.as_deref().ok_or("no session")?;
+        self.cmd(method, &format!("/session/{id}{path}"), body)
+            .await
+    }
+
+    async fn goto(&self, url: &str) -> Result<(), String> {
+        self.session_cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await
+            .map(drop)
+    }
+
+    async fn find(&self, css: &str) -> Result<String, String> {
+        let v = self
+            .session_cmd(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await?;
+        v[ELEMENT_KEY]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| format!("no element reference in {v}"))
+    }
+
+    async fn text(&self, element: &str) -> Result<String, String> {
+        let v = self
+            .session_cmd(
+                reqwest::Method::GET,
+                &format!("/element/{element}/text"),
+                None,
+            )
+            .await?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
+    async fn find_text(&self, css: &str) -> Result<String, String> {
+        let e = self.find(css).await?;
+        self.text(&e).await
+    }
+
+    async fn click(&self, element: &str) -> Result<(), String> {
+        self.session_cmd(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Saves a screenshot and the page source for a failure report; returns
+    /// where they went.
+    async fn save_evidence(&self) -> String {
+        let dir = std::env::temp_dir().join(format!("zz-dashboard-failure-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return format!("(no evidence saved: {e})");
+        }
+        let mut saved = Vec::new();
+        match self
+            .session_cmd(reqwest::Method::GET, "/screenshot", None)
+            .await
+        {
+            Ok(v) => {
+                let png = base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap_or_default())
+                    .map_err(|e| e.to_string())
+                    .and_then(|png| {
+                        std::fs::write(dir.join("screenshot.png"), png).map_err(|e| e.to_string())
+                    });
+                match png {
+                    Ok(()) => saved.push(dir.join("screenshot.png")),
+                    Err(e) => eprintln!("screenshot not saved: {e}"),
+                }
+            }
+            Err(e) => eprintln!("screenshot failed: {e}"),
+        }
+        if let Ok(v) = self
+            .session_cmd(reqwest::Method::GET, "/source", None)
+            .await
+        {
+            if std::fs::write(dir.join("page.html"), v.as_str().unwrap_or_default()).is_ok() {
+                saved.push(dir.join("page.html"));
+            }
+        }
+        let list = saved
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("dashboard evidence saved: {list}");
+        list
+    }
+
+    fn driver_log(&self) -> String {
+        support::tail(&self.profile.path().join("chromedriver.log"), 30)
+    }
+
+    /// Closes the browser through WebDriver (Drop then kills whatever is left).
+    async fn quit(&mut self) {
+        if self.session.is_some() {
+            let _ = self.session_cmd(reqwest::Method::DELETE, "", None).await;
+            self.session = None;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Collect the browser's processes before chromedriver dies and they
+        // are reparented away from it.
+        let profile = self.profile.path().to_string_lossy().into_owned();
+        let driver = self.driver.id();
+        let procs: Vec<support::Proc> = support::processes()
+            .into_iter()
+            .filter(|p| p.cmdline.contains(&profile) || p.has_ancestor(driver))
+            .collect();
+        if let Ok(pid) = i32::try_from(driver) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        support::kill_all(&procs);
+    }
+}
+
+fn browser_required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var("ZZ_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
+}
+
+/// Keeps PUTs going through the gateway until stopped; an incident is only
+/// detected when replicas answer requests.
+fn start_traffic(
+    up: &ZzUp,
+    stop: Arc<AtomicBool>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+) {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let (http, base) = (support::http(), up.gateway_url("/kv/"));
+    let (ok2, failed2) = (ok.clone(), failed.clone());
+    let task = tokio::spawn(async move {
+        let mut i = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            i += 1;
+            let r = http
+                .put(format!("{base}t{i}"))
+                .body(format!("v{i}"))
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => {
+                    ok2.fetch_add(1, Ordering::SeqCst)
+                }
+                _ => failed2.fetch_add(1, Ordering::SeqCst),
+            };
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (task, ok, failed)
+}
+
+/// Polls `f` every 250 ms until it returns Ok or `limit` passes; the error
+/// is the last one seen.
+async fn poll<T, F, Fut>(limit: Duration, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if start.elapsed() > limit {
+            return Err(format!("after {limit:?}: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_button_injects_a_fault_and_the_incident_appears() {
+    if !Path::new(CHROMEDRIVER).exists() || !Path::new(CHROMIUM).exists() {
+        let why = format!("{CHROMEDRIVER} or {CHROMIUM} missing (run scripts/install-browser.sh)");
+        assert!(
+            !browser_required(),
+            "{why}; a browser is required here (CI or ZZ_REQUIRE_BROWSER=1)"
+        );
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let mut up = ZzUp::start();
+    let http = support::http();
+    up.wait_ready(&http).await;
+    let mut browser = match Browser::start().await {
+        Ok(b) => b,
+        Err(e) => up.fail(format!("starting headless chromium: {e}")),
+    };
+    let result = drive(&up, &browser, &http).await;
+    if let Err(msg) = result {
+        let evidence = browser.save_evidence().await;
+        eprintln!("==== chromedriver log (tail)\n{}", browser.driver_log());
+        // Let chromedriver close and reap the browser; killed from Drop
+        // instead, its processes would be orphaned.
+        browser.quit().await;
+        up.fail(format!("{msg}\nscreenshot/page source: {evidence}"));
+    }
+    // An operator stops `zz up` with the dashboard still open: its event
+    // stream must not hold the shutdown up.
+    let status = up.interrupt(Duration::from_secs(30));
+    if !status.success() {
+        up.fail(format!(
+            "zz up exited with {status} after SIGINT with the dashboard open"
+        ));
+    }
+    browser.quit().await;
+}
+
+async fn drive(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Result<(), String> {
+    browser
+        .goto(&up.admin_url(&format!("/?token={}", up.token())))
+        .await
+        .map_err(|e| format!("opening the dashboard: {e}"))?;
+    let state = poll(Duration::from_secs(30), || async {
+        match browser.find_text(KV_E1_STATE).await? {
+            s if s == "active" => Ok(s),
+            s => Err(format!("kv-e1 shows {s:?}")),
+        }
+    })
+    .await
+    .map_err(|e| format!("the replicas table never showed kv-e1 active: {e}"))?;
+    println!("dashboard shows kv-e1 {state}");
+
+    // The table is re-rendered every second, so a found button can go stale
+    // before the click lands: find and click again.
+    poll(Duration::from_secs(10), || async {
+        let b = browser.find(KV_E1_CORRUPT).await?;
+        browser.click(&b).await
+    })
+    .await
+    .map_err(|e| format!("clicking kv-e1's corrupt-reply button: {e}"))?;
+    let fault = poll(Duration::from_secs(10), || async {
+        let r = http
+            .get(up.admin_url("/v1/faults"))
+            .bearer_auth(up.token())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let faults: Vec<Value> = r.json().await.map_err(|e| e.to_string())?;
+        faults
+            .into_iter()
+            .find(|f| f["target"] == "kv-e1" && f["kind"] == "corrupt-reply")
+            .ok_or_else(|| "no kv-e1 corrupt-reply fault registered".to_string())
+    })
+    .await;
+    let fault = match fault {
+        Ok(f) => f,
+        Err(e) => {
+            let msg = browser.find_text("#msg").await.unwrap_or_default();
+            return Err(format!(
+                "the click injected nothing ({e}); page message: {msg:?}"
+            ));
+        }
+    };
+    println!("fault injected through the page: {fault}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (traffic, ok, failed) = start_traffic(up, stop.clone());
+    let start = Instant::now();
+    let row = poll(INCIDENT_LIMIT, || async {
+        match browser.find_text(INCIDENT_ROW).await {
+            Ok(row) => Ok(row),
+            // The header summary shows render errors ("admin API unreachable: ...").
+            Err(e) => {
+                let summary = browser.find_text("#summary").await.unwrap_or_default();
+                Err(format!("no incident row ({e}); page summary: {summary:?}"))
+            }
+        }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let _ = tokio::time::timeout(Duration::from_secs(15), traffic).await;
+    println!(
+        "traffic: {} PUTs certified, {} failed",
+        ok.load(Ordering::SeqCst),
+        failed.load(Ordering::SeqCst)
+    );
+    let row = row.map_err(|e| format!("no incident on the dashboard: {e}"))?;
+    println!("incident row after {:?}: {row}", start.elapsed());
+    if !row.contains("kv") {
+        return Err(format!(
+            "the incident row does not name the kv app: {row:?}"
+        ));
+    }
+    Ok(())
+}
