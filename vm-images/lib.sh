@@ -29,7 +29,7 @@ zz_xml_escape() {
 # Kernel command line of a replica VM. Extra words (e.g. test knobs) follow.
 zz_cmdline() {
     local name=$1 extra=${2:-}
-    local line="console=ttyS0 zz.deployment=/etc/zz/deployment.toml zz.key=/etc/zz/replica.key zz.replica=$name zz.host_alias=10.0.2.2 quiet"
+    local line="console=ttyS0 no_timer_check panic=-1 zz.deployment=/etc/zz/deployment.toml zz.key=/etc/zz/replica.key zz.replica=$name zz.host_alias=10.0.2.2 quiet"
     [[ -n "$extra" ]] && line="$line $extra"
     printf '%s' "$line"
 }

@@ -13,8 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use zz_wire::frame::encode;
 use zz_wire::{
-    AppId, AppRequest, AppResponse, ClientBatch, ClientId, Deployment, Digest, Hasher, Identity,
-    Msg, NodeId, Principal,
+    AppId, AppRequest, AppResponse, ClientBatch, ClientId, Deployment, Digest, Hasher, Identity, Msg, NodeId, Principal,
 };
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -76,11 +75,7 @@ impl Drop for TaskGuard {
 impl Client {
     /// Dials every agreement node and starts the client's loop. The tasks
     /// stop when the last clone of the client is dropped.
-    pub fn start(
-        dep: Arc<Deployment>,
-        id: Identity,
-        opts: ClientOptions,
-    ) -> anyhow::Result<Client> {
+    pub fn start(dep: Arc<Deployment>, id: Identity, opts: ClientOptions) -> anyhow::Result<Client> {
         let me = match id.who {
             Principal::Client(c) => c,
             other => anyhow::bail!("identity {other} is not a client"),
@@ -91,9 +86,7 @@ impl Client {
         let mut nodes = BTreeMap::new();
         for n in dep.node_ids() {
             let (tx, rx) = mpsc::channel(LINK_QUEUE);
-            let addr = dep
-                .node_addr(n)
-                .ok_or_else(|| anyhow::anyhow!("no address for {n}"))?;
+            let addr = dep.node_addr(n).ok_or_else(|| anyhow::anyhow!("no address for {n}"))?;
             tasks.spawn(links::dial_loop(
                 addr,
                 Principal::Node(n),
@@ -219,10 +212,7 @@ impl Loop {
 
     fn add(&mut self, c: Call) {
         let app = c.app;
-        let entry = self
-            .filling
-            .entry(app)
-            .or_insert_with(|| (Instant::now(), Vec::new()));
+        let entry = self.filling.entry(app).or_insert_with(|| (Instant::now(), Vec::new()));
         entry.1.push(c);
         if entry.1.len() >= self.opts.batch_max {
             self.flush(app);

@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use zz_wire::{
-    AppId, AppResponse, CheckpointCert, ClientId, Digest, ExecCheckpoint, ExecReply, IncidentKind,
-    ReplicaId, Seq, Signed,
+    AppId, AppResponse, CheckpointCert, ClientId, Digest, ExecCheckpoint, ExecReply, IncidentKind, ReplicaId, Seq,
+    Signed,
 };
 
 #[derive(Clone, Debug)]
@@ -324,10 +324,7 @@ impl Voter {
             if let Some((root, members)) = groups.iter().find(|(_, m)| m.len() >= q) {
                 let root = *root;
                 slot.stable = Some(root);
-                let sigs = members
-                    .iter()
-                    .filter_map(|i| slot.sigs.get(i).cloned())
-                    .collect();
+                let sigs = members.iter().filter_map(|i| slot.sigs.get(i).cloned()).collect();
                 let cert = CheckpointCert {
                     app: self.cfg.app,
                     seq,
@@ -383,11 +380,7 @@ fn push_client_replies(seq: Seq, reply: &ExecReply, out: &mut Vec<VoteAction>) {
             .push((r.req_id, r.response.clone()));
     }
     for (client, results) in by_client {
-        out.push(VoteAction::ClientReply {
-            seq,
-            client,
-            results,
-        });
+        out.push(VoteAction::ClientReply { seq, client, results });
     }
 }
 

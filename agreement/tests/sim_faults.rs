@@ -2,9 +2,7 @@
 //! replaying nodes, and a primary with an implausible clock. Safety must hold
 //! and the correct nodes must keep committing.
 
-use zz_agreement::sim::byz::{
-    self, DelayPrePrepares, Equivocate, Forge, Replay, Silent, SkewTimestamps,
-};
+use zz_agreement::sim::byz::{self, DelayPrePrepares, Equivocate, Forge, Replay, Silent, SkewTimestamps};
 use zz_agreement::sim::seeds::for_seeds;
 use zz_agreement::sim::{Sim, SimConfig};
 use zz_wire::NodeFault;
@@ -28,14 +26,8 @@ fn finish(sim: &mut Sim) -> Result<(), String> {
     if !done {
         let state: Vec<_> = (0..sim.n())
             .map(|i| {
-                sim.core(i).map(|c| {
-                    (
-                        c.view(),
-                        c.in_view_change(),
-                        c.last_committed(),
-                        c.stable_checkpoint(),
-                    )
-                })
+                sim.core(i)
+                    .map(|c| (c.view(), c.in_view_change(), c.last_committed(), c.stable_checkpoint()))
             })
             .collect();
         return Err(format!(
@@ -99,95 +91,79 @@ fn equivocating_primary_cannot_split_the_log() {
 #[test]
 fn primary_slower_than_the_timeout_still_makes_progress() {
     for f in [1, 2] {
-        for_seeds(
-            &format!("slow primary f={f}"),
-            if f == 1 { 20 } else { 5 },
-            |seed| {
-                let c = cfg(f, seed);
-                let delay_ms = c.timing.view_change_timeout_ms - 60;
-                let mut sim = Sim::new(c);
-                sim.add_middleware(0, Box::new(DelayPrePrepares { delay_ms }));
-                finish(&mut sim)
-            },
-        );
+        for_seeds(&format!("slow primary f={f}"), if f == 1 { 20 } else { 5 }, |seed| {
+            let c = cfg(f, seed);
+            let delay_ms = c.timing.view_change_timeout_ms - 60;
+            let mut sim = Sim::new(c);
+            sim.add_middleware(0, Box::new(DelayPrePrepares { delay_ms }));
+            finish(&mut sim)
+        });
     }
 }
 
 #[test]
 fn f_silent_backups_do_not_stop_progress() {
     for f in [1, 2] {
-        for_seeds(
-            &format!("silent backups f={f}"),
-            if f == 1 { 20 } else { 5 },
-            |seed| {
-                let mut sim = Sim::new(cfg(f, seed));
-                let n = sim.n();
-                for i in n - f..n {
-                    sim.add_middleware(i, Box::new(Silent));
-                }
-                finish(&mut sim)?;
-                if max_view(&sim) != 0 {
-                    return Err("silent backups caused a view change".into());
-                }
-                Ok(())
-            },
-        );
+        for_seeds(&format!("silent backups f={f}"), if f == 1 { 20 } else { 5 }, |seed| {
+            let mut sim = Sim::new(cfg(f, seed));
+            let n = sim.n();
+            for i in n - f..n {
+                sim.add_middleware(i, Box::new(Silent));
+            }
+            finish(&mut sim)?;
+            if max_view(&sim) != 0 {
+                return Err("silent backups caused a view change".into());
+            }
+            Ok(())
+        });
     }
 }
 
 #[test]
 fn forged_signatures_are_all_rejected() {
     for f in [1, 2] {
-        for_seeds(
-            &format!("forgers f={f}"),
-            if f == 1 { 20 } else { 5 },
-            |seed| {
-                let mut sim = Sim::new(cfg(f, seed));
-                // The primary and f-1 backups forge everything they send.
-                for i in 0..f {
-                    sim.add_middleware(
-                        i,
-                        Box::new(Forge {
-                            stranger: byz::stranger(u8::try_from(i + 100).unwrap_or(255)),
-                        }),
-                    );
-                }
-                finish(&mut sim)?;
-                if sim.net.rejected_signatures == 0 {
-                    return Err("no forgery was rejected".into());
-                }
-                Ok(())
-            },
-        );
+        for_seeds(&format!("forgers f={f}"), if f == 1 { 20 } else { 5 }, |seed| {
+            let mut sim = Sim::new(cfg(f, seed));
+            // The primary and f-1 backups forge everything they send.
+            for i in 0..f {
+                sim.add_middleware(
+                    i,
+                    Box::new(Forge {
+                        stranger: byz::stranger(u8::try_from(i + 100).unwrap_or(255)),
+                    }),
+                );
+            }
+            finish(&mut sim)?;
+            if sim.net.rejected_signatures == 0 {
+                return Err("no forgery was rejected".into());
+            }
+            Ok(())
+        });
     }
 }
 
 #[test]
 fn replayed_messages_are_dropped() {
     for f in [1, 2] {
-        for_seeds(
-            &format!("replayers f={f}"),
-            if f == 1 { 20 } else { 5 },
-            |seed| {
-                let mut sim = Sim::new(SimConfig {
-                    batches_per_client: 20,
-                    ..cfg(f, seed)
-                });
-                for i in 0..f {
-                    sim.add_middleware(i, Box::new(Replay::new(0.5)));
-                }
-                finish(&mut sim)?;
-                let dropped: u64 = sim
-                    .correct_nodes()
-                    .filter_map(|i| sim.core(i))
-                    .map(|c| c.stats().dropped_old)
-                    .sum();
-                if dropped == 0 {
-                    return Err("no replayed message was dropped as old".into());
-                }
-                Ok(())
-            },
-        );
+        for_seeds(&format!("replayers f={f}"), if f == 1 { 20 } else { 5 }, |seed| {
+            let mut sim = Sim::new(SimConfig {
+                batches_per_client: 20,
+                ..cfg(f, seed)
+            });
+            for i in 0..f {
+                sim.add_middleware(i, Box::new(Replay::new(0.5)));
+            }
+            finish(&mut sim)?;
+            let dropped: u64 = sim
+                .correct_nodes()
+                .filter_map(|i| sim.core(i))
+                .map(|c| c.stats().dropped_old)
+                .sum();
+            if dropped == 0 {
+                return Err("no replayed message was dropped as old".into());
+            }
+            Ok(())
+        });
     }
 }
 

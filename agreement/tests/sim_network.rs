@@ -14,14 +14,8 @@ fn finish(sim: &mut Sim) -> Result<(), String> {
     if !done {
         let state: Vec<_> = (0..sim.n())
             .map(|i| {
-                sim.core(i).map(|c| {
-                    (
-                        c.view(),
-                        c.in_view_change(),
-                        c.last_committed(),
-                        c.stable_checkpoint(),
-                    )
-                })
+                sim.core(i)
+                    .map(|c| (c.view(), c.in_view_change(), c.last_committed(), c.stable_checkpoint()))
             })
             .collect();
         return Err(format!(

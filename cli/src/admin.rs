@@ -22,8 +22,12 @@ impl AdminArgs {
         if let Some(t) = &self.token {
             return Ok(t.clone());
         }
-        let t = std::fs::read_to_string(&self.token_file)
-            .with_context(|| format!("reading the admin token from {} (or pass --token)", self.token_file.display()))?;
+        let t = std::fs::read_to_string(&self.token_file).with_context(|| {
+            format!(
+                "reading the admin token from {} (or pass --token)",
+                self.token_file.display()
+            )
+        })?;
         Ok(t.trim().to_string())
     }
 
@@ -59,7 +63,10 @@ pub async fn status(a: &AdminArgs) -> anyhow::Result<()> {
     let cluster = get(a, "/v1/cluster").await?;
     let replicas = get(a, "/v1/replicas").await?;
     println!("f = {}", cluster["f"]);
-    println!("{:<6} {:<22} {:>6} {:>14} {:>10}", "node", "addr", "view", "last_committed", "stable");
+    println!(
+        "{:<6} {:<22} {:>6} {:>14} {:>10}",
+        "node", "addr", "view", "last_committed", "stable"
+    );
     for n in cluster["agreement"].as_array().into_iter().flatten() {
         println!(
             "{:<6} {:<22} {:>6} {:>14} {:>10}",
@@ -71,7 +78,10 @@ pub async fn status(a: &AdminArgs) -> anyhow::Result<()> {
         );
     }
     println!();
-    println!("{:<10} {:<6} {:<13} {:<9} {:>13} {:>15}", "replica", "app", "state", "backend", "last_executed", "last_checkpoint");
+    println!(
+        "{:<10} {:<6} {:<13} {:<9} {:>13} {:>15}",
+        "replica", "app", "state", "backend", "last_executed", "last_checkpoint"
+    );
     for r in replicas.as_array().into_iter().flatten() {
         println!(
             "{:<10} {:<6} {:<13} {:<9} {:>13} {:>15}",

@@ -150,7 +150,11 @@ pub fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     format!("{cpus} cores, {model}")
 }
@@ -236,6 +240,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<BenchResult> {
         admin: ports[0],
         gateway: ports[1],
         active_replicas: Some(active),
+        backend: crate::launch::Backend::Process,
     })
     .await?;
     let info = running.info.clone();
@@ -285,7 +290,13 @@ async fn wait_ready(running: &Info, names: &[String], active: usize) -> anyhow::
     }
 }
 
-async fn run_load(a: &BenchArgs, seed: u64, running: &Info, names: &[String], active: usize) -> anyhow::Result<BenchResult> {
+async fn run_load(
+    a: &BenchArgs,
+    seed: u64,
+    running: &Info,
+    names: &[String],
+    active: usize,
+) -> anyhow::Result<BenchResult> {
     wait_ready(running, names, active).await?;
     let dep = running.dep.clone();
     let app_ids: Vec<AppId> = names.iter().filter_map(|n| dep.app_by_name(n)).collect();
@@ -311,7 +322,11 @@ async fn run_load(a: &BenchArgs, seed: u64, running: &Info, names: &[String], ac
     if a.workload == Workload::Bank {
         for app in 0..names.len() {
             for i in 0..16 {
-                let mut r = AppRequest::new("POST", "/bank/accounts", format!(r#"{{"id":"b{i}","balance":1000000}}"#).into_bytes());
+                let mut r = AppRequest::new(
+                    "POST",
+                    "/bank/accounts",
+                    format!(r#"{{"id":"b{i}","balance":1000000}}"#).into_bytes(),
+                );
                 r.headers.push(("content-type".into(), "application/json".into()));
                 target.call(app, r).await;
             }
@@ -396,7 +411,10 @@ async fn run_load(a: &BenchArgs, seed: u64, running: &Info, names: &[String], ac
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }
     let requests = done.load(Ordering::Relaxed);
-    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?.clone();
+    let h = hist
+        .lock()
+        .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?
+        .clone();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let roles = after
         .iter()

@@ -3,7 +3,7 @@
 //! the scenario's fault, narrates the timeline from the orchestrator's event
 //! log, then checks its expectations and fails if any does not hold.
 
-use crate::launch::{check_backend, Info, LaunchOptions, Running};
+use crate::launch::{BackendArgs, Info, LaunchOptions, Running};
 use anyhow::Context;
 use clap::Args;
 use rand::{Rng, SeedableRng};
@@ -20,8 +20,8 @@ pub struct DemoArgs {
     /// equivocating-primary, two-faults (f=2). `all` runs each in turn.
     #[arg(long, default_value = "byzantine-reply")]
     pub scenario: String,
-    #[arg(long, default_value = "process")]
-    pub backend: String,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Seed for the load's random choices (printed; re-use it to repeat a run).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -145,7 +145,8 @@ impl Admin {
 }
 
 pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
-    check_backend(&a.backend)?;
+    // Checked once, before any scenario starts anything.
+    a.backend.resolve()?;
     let names: Vec<&Scenario> = if a.scenario == "all" {
         SCENARIOS.iter().collect()
     } else {
@@ -175,7 +176,13 @@ fn replica_states(replicas: &Value, app: &str) -> String {
         .into_iter()
         .flatten()
         .filter(|r| r["app"] == app)
-        .map(|r| format!("{}:{}", r["id"].as_str().unwrap_or("?"), r["state"].as_str().unwrap_or("?")))
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["id"].as_str().unwrap_or("?"),
+                r["state"].as_str().unwrap_or("?")
+            )
+        })
         .collect();
     v.sort();
     v.join(" ")
@@ -206,6 +213,7 @@ async fn run_scenario(s: &Scenario, a: &DemoArgs) -> anyhow::Result<()> {
         admin: ports[0],
         gateway: ports[1],
         active_replicas: None,
+        backend: a.backend.resolve()?,
     })
     .await?;
     let info = running.info.clone();
@@ -233,7 +241,7 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
     let start = Instant::now();
 
     // 1. Ready: every app has f+1 active and f paused replicas.
-    let ready = wait_for(Duration::from_secs(90), || async {
+    let ready = wait_for(running.backend.ready_timeout(), || async {
         let r = admin.get("/v1/replicas").await.ok()?;
         ["kv", "bank"]
             .iter()
@@ -242,7 +250,12 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
     })
     .await
     .context("the deployment did not reach f+1 active + f paused replicas per app")?;
-    println!("[{:>6} ms] ready: kv {} | bank {}", start.elapsed().as_millis(), replica_states(&ready, "kv"), replica_states(&ready, "bank"));
+    println!(
+        "[{:>6} ms] ready: kv {} | bank {}",
+        start.elapsed().as_millis(),
+        replica_states(&ready, "kv"),
+        replica_states(&ready, "bank")
+    );
 
     // 2. Bank accounts whose total must be conserved.
     let accounts = 8;
@@ -315,7 +328,11 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
     }
     let progress = {
         let (c, stop) = (counters.clone(), stop.clone());
-        let admin = Admin { http: admin.http.clone(), base: admin.base.clone(), token: admin.token.clone() };
+        let admin = Admin {
+            http: admin.http.clone(),
+            base: admin.base.clone(),
+            token: admin.token.clone(),
+        };
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -337,11 +354,15 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
 
     // 4. Inject.
     let events_before = admin.get("/v1/events?since=0").await?;
-    let mut since = events_before.as_array().map_or(0, |e| e.iter().filter_map(|x| x["seq"].as_u64()).max().unwrap_or(0));
+    let mut since = events_before
+        .as_array()
+        .map_or(0, |e| e.iter().filter_map(|x| x["seq"].as_u64()).max().unwrap_or(0));
     let cluster_before = admin.get("/v1/cluster").await?;
     let t0 = Instant::now();
     for (target, kind) in s.faults {
-        admin.post("/v1/faults", json!({"target": target, "kind": kind})).await?;
+        admin
+            .post("/v1/faults", json!({"target": target, "kind": kind}))
+            .await?;
         println!("[{:>6} ms] injected {kind} into {target}", 0);
     }
 
@@ -355,10 +376,16 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
             if v > views {
                 views = v;
                 let primary = v % c["agreement"].as_array().map_or(1, |a| a.len().max(1) as u64);
-                println!("[{:>6} ms] view-change            agreement cluster in view {v}: primary is now a{primary}", t0.elapsed().as_millis());
+                println!(
+                    "[{:>6} ms] view-change            agreement cluster in view {v}: primary is now a{primary}",
+                    t0.elapsed().as_millis()
+                );
             }
         }
-        let events = admin.get(&format!("/v1/events?since={since}")).await.unwrap_or(Value::Null);
+        let events = admin
+            .get(&format!("/v1/events?since={since}"))
+            .await
+            .unwrap_or(Value::Null);
         for e in events.as_array().into_iter().flatten() {
             since = since.max(e["seq"].as_u64().unwrap_or(0));
             if e["kind"] == "fenced" {
@@ -436,7 +463,9 @@ async fn healed(
 ) -> bool {
     match s.expect {
         Expect::ViewChange => {
-            let Ok(c) = admin.get("/v1/cluster").await else { return false };
+            let Ok(c) = admin.get("/v1/cluster").await else {
+                return false;
+            };
             max_view(&c) > max_view(before)
         }
         Expect::Replaced => {

@@ -40,7 +40,10 @@ pub async fn serve(
 pub fn router(dep: Arc<Deployment>, client: Client) -> Router {
     Router::new()
         .route("/{*path}", any(forward))
-        .route("/", any(|| async { error(StatusCode::NOT_FOUND, "name an app: /kv/... or /bank/...") }))
+        .route(
+            "/",
+            any(|| async { error(StatusCode::NOT_FOUND, "name an app: /kv/... or /bank/...") }),
+        )
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(Gateway { dep, client })
 }
@@ -66,7 +69,11 @@ async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
         }
     };
     let headers = pick_headers(&parts.headers);
-    let method = if parts.method == Method::HEAD { "GET".to_string() } else { parts.method.to_string() };
+    let method = if parts.method == Method::HEAD {
+        "GET".to_string()
+    } else {
+        parts.method.to_string()
+    };
     let areq = AppRequest {
         method,
         path,
@@ -90,7 +97,10 @@ async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
         }
         Err(ClientError::Timeout(d)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("no certified answer from the agreement cluster within {} ms", d.as_millis()),
+            format!(
+                "no certified answer from the agreement cluster within {} ms",
+                d.as_millis()
+            ),
         ),
         Err(ClientError::TooLarge) => error(StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
         Err(ClientError::Closed) => error(StatusCode::SERVICE_UNAVAILABLE, "gateway is shutting down"),

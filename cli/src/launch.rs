@@ -16,7 +16,10 @@ use zz_agreement::client::{Client, ClientOptions};
 use zz_wire::{Deployment, Principal};
 
 pub fn keys_dir(config: &Path) -> PathBuf {
-    config.parent().map(|p| p.join("keys")).unwrap_or_else(|| PathBuf::from("keys"))
+    config
+        .parent()
+        .map(|p| p.join("keys"))
+        .unwrap_or_else(|| PathBuf::from("keys"))
 }
 
 pub fn start_client(dep: &Arc<Deployment>, config: &Path, name: &str, opts: ClientOptions) -> anyhow::Result<Client> {
@@ -43,11 +46,142 @@ pub fn agent_bin() -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-pub fn check_backend(b: &str) -> anyhow::Result<()> {
-    match b {
-        "process" => Ok(()),
-        "libvirt" => anyhow::bail!("the libvirt backend is not available in this build yet; use --backend process"),
-        other => anyhow::bail!("unknown backend {other:?}: expected process or libvirt"),
+/// `--backend` and the libvirt backend's options, shared by `zz up`, `zz
+/// demo`, `zz orchestrator` and `zz bench recovery`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BackendArgs {
+    /// Where replicas run: `process` (child processes, no hypervisor needed)
+    /// or `libvirt` (virtual machines; needs a build with `--features libvirt`).
+    #[arg(long, default_value = "process")]
+    pub backend: String,
+    /// libvirt: the guest image (`vmlinuz`, `initramfs.cpio.gz`). Default:
+    /// `$ZZ_VM_IMAGE_DIR`, else `vm-images/out` in the current directory.
+    #[arg(long)]
+    pub image_dir: Option<PathBuf>,
+    /// libvirt: domain type, `kvm`, `qemu` (software emulation) or `auto`
+    /// (kvm if a probe VM boots with it, else qemu).
+    #[arg(long, default_value = "auto")]
+    pub accel: String,
+}
+
+/// A checked `--backend` choice.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Process,
+    #[cfg(feature = "libvirt")]
+    Libvirt {
+        image_dir: PathBuf,
+        accel: zz_orchestrator::backend::libvirt::AccelMode,
+    },
+}
+
+impl BackendArgs {
+    /// Checks the choice before anything starts, so a missing image or a
+    /// build without libvirt fails with advice instead of half a deployment.
+    pub fn resolve(&self) -> anyhow::Result<Backend> {
+        match self.backend.as_str() {
+            "process" => Ok(Backend::Process),
+            "libvirt" => self.libvirt(),
+            other => anyhow::bail!("unknown backend {other:?}: expected process or libvirt"),
+        }
+    }
+
+    #[cfg(not(feature = "libvirt"))]
+    fn libvirt(&self) -> anyhow::Result<Backend> {
+        anyhow::bail!(
+            "this zz was built without libvirt support; rebuild it with \
+             `cargo build --release --bins --workspace --features zz/libvirt` \
+             (needs libvirt-dev), or use --backend process"
+        )
+    }
+
+    #[cfg(feature = "libvirt")]
+    fn libvirt(&self) -> anyhow::Result<Backend> {
+        let accel = self.accel.parse().map_err(|e| anyhow::anyhow!("--accel: {e}"))?;
+        let image_dir = match (&self.image_dir, std::env::var_os("ZZ_VM_IMAGE_DIR")) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => PathBuf::from(d),
+            (None, None) => PathBuf::from("vm-images/out"),
+        };
+        for f in ["vmlinuz", "initramfs.cpio.gz"] {
+            if !image_dir.join(f).is_file() {
+                anyhow::bail!(
+                    "no guest image in {} (missing {f}): build it with vm-images/prepare.sh, \
+                     or point --image-dir / ZZ_VM_IMAGE_DIR at one",
+                    image_dir.display()
+                );
+            }
+        }
+        Ok(Backend::Libvirt { image_dir, accel })
+    }
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Process => "process",
+            #[cfg(feature = "libvirt")]
+            Backend::Libvirt { .. } => "libvirt",
+        }
+    }
+
+    /// How long a fresh deployment may take until every app has f+1 active
+    /// and f paused replicas: VMs boot slowly under software emulation.
+    pub fn ready_timeout(&self) -> Duration {
+        match self {
+            Backend::Process => Duration::from_secs(90),
+            #[cfg(feature = "libvirt")]
+            Backend::Libvirt { .. } => Duration::from_secs(300),
+        }
+    }
+}
+
+/// Runs the orchestrator on the chosen backend until `shutdown`.
+pub async fn run_orchestrator(
+    cfg: zz_orchestrator::OrchestratorConfig,
+    backend: Backend,
+    admin: tokio::net::TcpListener,
+    links: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    match backend {
+        Backend::Process => zz_orchestrator::run(cfg, admin, links, shutdown).await,
+        #[cfg(feature = "libvirt")]
+        Backend::Libvirt { image_dir, accel } => {
+            use zz_orchestrator::backend::libvirt::{LibvirtBackend, LibvirtConfig};
+            // Names this deployment's domains, so two deployments on one
+            // host never touch each other's VMs.
+            let tag: String = cfg.deployment.orchestrator.public_key.0.as_bytes()[..4]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let mut lc = LibvirtConfig::new(
+                &tag,
+                cfg.deployment_path.clone(),
+                cfg.keys_dir.clone(),
+                image_dir,
+                cfg.data_dir.join("libvirt"),
+            );
+            lc.accel = accel;
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            let vms = LibvirtBackend::new(lc, tx).context("starting the libvirt backend")?;
+            let vms = Arc::new(vms);
+            zz_orchestrator::run_with_backend(cfg, vms, rx, vm_tuning(), admin, links, shutdown).await
+        }
+    }
+}
+
+/// VMs under software emulation take seconds to boot (more when several
+/// boot at once on few cores) and a restored managed save takes seconds to
+/// answer: the process backend's grace periods would fence them as silent.
+#[cfg(feature = "libvirt")]
+fn vm_tuning() -> zz_orchestrator::controller::Tuning {
+    zz_orchestrator::controller::Tuning {
+        silence_ms: 5_000,
+        startup_grace_ms: 60_000,
+        standby_grace_ms: 60_000,
+        waking_grace_ms: 20_000,
+        ..Default::default()
     }
 }
 
@@ -56,13 +190,20 @@ pub fn orchestrator_config(
     dep: &Deployment,
     data_dir: PathBuf,
     active_replicas: Option<usize>,
+    backend: &Backend,
 ) -> anyhow::Result<zz_orchestrator::OrchestratorConfig> {
+    // VMs carry their own agent in the guest image.
+    let agent_bin = match backend {
+        Backend::Process => agent_bin()?,
+        #[cfg(feature = "libvirt")]
+        Backend::Libvirt { .. } => PathBuf::from("zz-agent"),
+    };
     Ok(zz_orchestrator::OrchestratorConfig {
         deployment: dep.clone(),
         deployment_path: config.to_path_buf(),
         keys_dir: keys_dir(config),
         data_dir,
-        agent_bin: agent_bin()?,
+        agent_bin,
         admin_token: std::env::var("ZZ_ADMIN_TOKEN").ok(),
         active_replicas,
     })
@@ -124,6 +265,7 @@ pub struct LaunchOptions {
     /// Active replicas per app; default f+1 (the rest paused). `zz bench
     /// --mode full` asks for 2f+1.
     pub active_replicas: Option<usize>,
+    pub backend: Backend,
 }
 
 /// Where a running deployment can be reached.
@@ -134,6 +276,7 @@ pub struct Info {
     pub data_dir: PathBuf,
     pub admin_addr: SocketAddr,
     pub gateway_addr: SocketAddr,
+    pub backend: Backend,
 }
 
 impl Info {
@@ -172,12 +315,23 @@ impl Running {
             .with_context(|| format!("binding the orchestrator link port {}", o.dep.orchestrator.addr))?;
         let admin_addr = admin.local_addr()?;
         let gateway_addr = gw_listener.local_addr()?;
-        let orch_cfg = orchestrator_config(&o.config, &o.dep, o.data_dir.clone(), o.active_replicas)?;
+        let orch_cfg = orchestrator_config(&o.config, &o.dep, o.data_dir.clone(), o.active_replicas, &o.backend)?;
         let nodes = Nodes::spawn(&o.dep, &o.config, &o.data_dir)?;
         let stop = CancellationToken::new();
-        let orch = tokio::spawn(zz_orchestrator::run(orch_cfg, admin, links, stop.clone().cancelled_owned()));
+        let orch = tokio::spawn(run_orchestrator(
+            orch_cfg,
+            o.backend.clone(),
+            admin,
+            links,
+            stop.clone().cancelled_owned(),
+        ));
         let client = start_client(&o.dep, &o.config, "gateway", ClientOptions::default())?;
-        let gw = tokio::spawn(gateway::serve(o.dep.clone(), client, gw_listener, stop.clone().cancelled_owned()));
+        let gw = tokio::spawn(gateway::serve(
+            o.dep.clone(),
+            client,
+            gw_listener,
+            stop.clone().cancelled_owned(),
+        ));
         // Ready once the admin API answers (the token file exists by then).
         let health = format!("http://{admin_addr}/v1/health");
         let http = reqwest::Client::new();
@@ -201,6 +355,7 @@ impl Running {
                 data_dir: o.data_dir,
                 admin_addr,
                 gateway_addr,
+                backend: o.backend,
             },
             stop,
             nodes,

@@ -4,7 +4,7 @@
 //! answer, and records the orchestrator's `recovery_ms` (detection → first
 //! certified reply) once the system has healed.
 
-use crate::launch::{Info, LaunchOptions, Running};
+use crate::launch::{BackendArgs, Info, LaunchOptions, Running};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
@@ -36,6 +36,8 @@ pub struct RecoveryArgs {
     pub incidents: usize,
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Keep the run's data dir (logs, stores) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
@@ -44,6 +46,9 @@ pub struct RecoveryArgs {
 #[derive(Debug, Serialize)]
 pub struct RecoveryResult {
     pub standby: Standby,
+    pub backend: String,
+    /// The libvirt domain type used (`kvm` or `qemu`), if VMs ran.
+    pub accel: Option<String>,
     pub state_mb: usize,
     pub incidents: usize,
     /// Fault injected → first certified correct answer at the client.
@@ -65,7 +70,13 @@ async fn admin_get(http: &reqwest::Client, info: &Info, token: &str, path: &str)
     Ok(r.json().await?)
 }
 
-async fn admin_post(http: &reqwest::Client, info: &Info, token: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+async fn admin_post(
+    http: &reqwest::Client,
+    info: &Info,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
     let r = http
         .post(format!("http://{}{path}", info.admin_addr))
         .bearer_auth(token)
@@ -89,6 +100,7 @@ fn states(v: &Value, state: &str) -> Vec<String> {
 
 pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
     anyhow::ensure!(a.incidents >= 1, "--incidents must be at least 1");
+    let backend = a.backend.resolve()?;
     let dir = tempfile::Builder::new().prefix("zz-recovery-").tempdir()?;
     let opts = GenerateOptions::local(1, &["kv"])?;
     let (dep, ids) = generate(&opts)?;
@@ -101,6 +113,7 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
         admin: ports[0],
         gateway: ports[1],
         active_replicas: None,
+        backend,
     })
     .await?;
     let info = running.info.clone();
@@ -113,10 +126,12 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
         eprintln!("data kept in {}", dir.keep().display());
     }
     let result = result?;
-    println!("| standby | state | incidents | fault → answer p50 | p99 | recovery_ms p50 | p99 |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| backend | standby | state | incidents | fault → answer p50 | p99 | recovery_ms p50 | p99 |");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {:?} | {} MB | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+        "| {}{} | {:?} | {} MB | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+        result.backend,
+        result.accel.as_deref().map(|a| format!(" ({a})")).unwrap_or_default(),
         result.standby,
         result.state_mb,
         result.incidents,
@@ -131,8 +146,19 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
     Ok(result)
 }
 
+/// The domain type of the replica VMs (from their domain XML), if any ran.
+fn vm_accel(info: &Info) -> Option<String> {
+    let vms = std::fs::read_dir(info.data_dir.join("libvirt").join("vms")).ok()?;
+    vms.flatten().find_map(|d| {
+        let xml = std::fs::read_to_string(d.path().join("domain.xml")).ok()?;
+        let rest = xml.split_once("<domain type='")?.1;
+        Some(rest.split_once('\'')?.0.to_string())
+    })
+}
+
 async fn wait_steady(http: &reqwest::Client, info: &Info, token: &str, standby: Standby) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // A replacement VM boots before the app is steady again.
+    let deadline = Instant::now() + info.backend.ready_timeout().max(Duration::from_secs(120));
     loop {
         let r = admin_get(http, info, token, "/v1/replicas").await?;
         let active = states(&r, "active");
@@ -143,12 +169,22 @@ async fn wait_steady(http: &reqwest::Client, info: &Info, token: &str, standby: 
                 Standby::Paused if paused.len() == 1 => return Ok(r),
                 Standby::Hibernated if hibernated.len() == 1 => return Ok(r),
                 Standby::Hibernated if paused.len() == 1 => {
-                    admin_post(http, info, token, &format!("/v1/replicas/{}/hibernate", paused[0]), json!({})).await?;
+                    admin_post(
+                        http,
+                        info,
+                        token,
+                        &format!("/v1/replicas/{}/hibernate", paused[0]),
+                        json!({}),
+                    )
+                    .await?;
                 }
                 _ => {}
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "kv did not settle to 2 active + 1 standby: {r}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "kv did not settle to 2 active + 1 standby: {r}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -167,6 +203,7 @@ async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult>
     )?;
     let app = info.dep.app_by_name("kv").context("kv app")?;
     wait_steady(&http, info, &token, a.standby).await?;
+    let accel = vm_accel(info);
 
     // Load the state: 1 KiB values, many concurrent PUTs.
     let objects = a.state_mb * 1024;
@@ -177,7 +214,9 @@ async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult>
         let mut batch = Vec::new();
         for i in next..(next + 512).min(objects) {
             let (c, v) = (client.clone(), value.clone());
-            batch.push(tokio::spawn(async move { c.call(app, AppRequest::new("PUT", &format!("/kv/s{i}"), v)).await }));
+            batch.push(tokio::spawn(async move {
+                c.call(app, AppRequest::new("PUT", &format!("/kv/s{i}"), v)).await
+            }));
         }
         next += batch.len();
         for b in batch {
@@ -185,33 +224,58 @@ async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult>
             anyhow::ensure!(r.status == 200, "loading state: status {}", r.status);
         }
     }
-    eprintln!("loaded {} MB ({objects} objects) in {:.1} s", a.state_mb, started.elapsed().as_secs_f64());
+    eprintln!(
+        "loaded {} MB ({objects} objects) in {:.1} s",
+        a.state_mb,
+        started.elapsed().as_secs_f64()
+    );
 
     let mut to_answer = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut recovery = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for round in 0..a.incidents {
         let r = wait_steady(&http, info, &token, a.standby).await?;
         let victim = states(&r, "active").into_iter().next().context("an active replica")?;
-        let before = admin_get(&http, info, &token, "/v1/incidents").await?.as_array().map_or(0, Vec::len);
+        let before = admin_get(&http, info, &token, "/v1/incidents")
+            .await?
+            .as_array()
+            .map_or(0, Vec::len);
         let t0 = Instant::now();
-        admin_post(&http, info, &token, "/v1/faults", json!({"target": victim, "kind": "corrupt-reply"})).await?;
+        admin_post(
+            &http,
+            info,
+            &token,
+            "/v1/faults",
+            json!({"target": victim, "kind": "corrupt-reply"}),
+        )
+        .await?;
         // The next request after the fault: its certified answer must be right.
         let key = format!("/kv/r{round}");
         let want = format!("round {round}");
-        let put = client.call(app, AppRequest::new("PUT", &key, want.clone().into_bytes())).await;
+        let put = client
+            .call(app, AppRequest::new("PUT", &key, want.clone().into_bytes()))
+            .await;
         anyhow::ensure!(matches!(&put, Ok(p) if p.status == 200), "round {round}: PUT {put:?}");
         let got = client.call(app, AppRequest::new("GET", &key, Vec::new())).await;
-        anyhow::ensure!(matches!(&got, Ok(g) if g.body == want.as_bytes()), "round {round}: wrong answer {got:?}");
+        anyhow::ensure!(
+            matches!(&got, Ok(g) if g.body == want.as_bytes()),
+            "round {round}: wrong answer {got:?}"
+        );
         to_answer.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX).max(1))?;
         // Wait for the incident to be recorded with its recovery time.
         let deadline = Instant::now() + Duration::from_secs(60);
         let ms = loop {
             let inc = admin_get(&http, info, &token, "/v1/incidents").await?;
-            let fresh = inc.as_array().map(|v| v[before.min(v.len())..].to_vec()).unwrap_or_default();
+            let fresh = inc
+                .as_array()
+                .map(|v| v[before.min(v.len())..].to_vec())
+                .unwrap_or_default();
             if let Some(ms) = fresh.iter().find_map(|i| i["recovery_ms"].as_u64()) {
                 break ms;
             }
-            anyhow::ensure!(Instant::now() < deadline, "round {round}: no incident with a recovery time");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "round {round}: no incident with a recovery time"
+            );
             // Keep traffic flowing so the fault is seen and certified.
             let _ = client.call(app, AppRequest::new("GET", &key, Vec::new())).await;
         };
@@ -224,6 +288,8 @@ async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult>
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Ok(RecoveryResult {
         standby: a.standby,
+        backend: info.backend.name().to_string(),
+        accel,
         state_mb: a.state_mb,
         incidents: a.incidents,
         fault_to_answer_p50_ms: ms(&to_answer, 0.5),

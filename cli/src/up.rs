@@ -1,6 +1,6 @@
 //! `zz up` and the single-role commands (`agreement`, `orchestrator`, `keygen`).
 
-use crate::launch::{check_backend, keys_dir, orchestrator_config, LaunchOptions, Running};
+use crate::launch::{keys_dir, orchestrator_config, run_orchestrator, BackendArgs, LaunchOptions, Running};
 use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
@@ -11,10 +11,8 @@ use zz_wire::{Deployment, NodeId, Principal};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// Where replicas run: `process` (child processes, no hypervisor needed)
-    /// or `libvirt` (virtual machines).
-    #[arg(long, default_value = "process")]
-    pub backend: String,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Faults tolerated (3f+1 agreement nodes, 2f+1 replicas per app). Default 1.
     #[arg(long)]
     pub f: Option<usize>,
@@ -44,8 +42,8 @@ pub struct OrchestratorArgs {
     pub data_dir: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub admin: SocketAddr,
-    #[arg(long, default_value = "process")]
-    pub backend: String,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 pub async fn shutdown_signal() {
@@ -80,7 +78,12 @@ pub fn keygen(
     }
     let (dep, ids) = generate(&opts)?;
     let path = dep.write(out, &ids)?;
-    println!("wrote {} and {} keys in {}", path.display(), ids.len(), out.join("keys").display());
+    println!(
+        "wrote {} and {} keys in {}",
+        path.display(),
+        ids.len(),
+        out.join("keys").display()
+    );
     Ok(())
 }
 
@@ -114,17 +117,19 @@ pub async fn agreement(config: &Path, id: u16, data_dir: Option<PathBuf>) -> any
 }
 
 pub async fn orchestrator(a: OrchestratorArgs) -> anyhow::Result<()> {
-    check_backend(&a.backend)?;
+    let backend = a.backend.resolve()?;
     let dep = Deployment::load(&a.config)?;
     let data_dir = a
         .data_dir
         .unwrap_or_else(|| a.config.parent().unwrap_or(Path::new(".")).join("orchestrator"));
-    let cfg = orchestrator_config(&a.config, &dep, data_dir, None)?;
-    let admin = tokio::net::TcpListener::bind(a.admin).await.with_context(|| format!("binding {}", a.admin))?;
+    let cfg = orchestrator_config(&a.config, &dep, data_dir, None, &backend)?;
+    let admin = tokio::net::TcpListener::bind(a.admin)
+        .await
+        .with_context(|| format!("binding {}", a.admin))?;
     let links = tokio::net::TcpListener::bind(dep.orchestrator.addr)
         .await
         .with_context(|| format!("binding {}", dep.orchestrator.addr))?;
-    zz_orchestrator::run(cfg, admin, links, shutdown_signal()).await
+    run_orchestrator(cfg, backend, admin, links, shutdown_signal()).await
 }
 
 /// Loads the deployment in the data dir, or writes a fresh one.
@@ -170,7 +175,7 @@ fn prepare_deployment(a: &UpArgs) -> anyhow::Result<(Deployment, PathBuf)> {
 }
 
 pub async fn up(a: UpArgs) -> anyhow::Result<()> {
-    check_backend(&a.backend)?;
+    let backend = a.backend.resolve()?;
     std::fs::create_dir_all(&a.data_dir)?;
     let (dep, config) = prepare_deployment(&a)?;
     let mut running = Running::start(LaunchOptions {
@@ -180,13 +185,26 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         admin: a.admin,
         gateway: a.gateway,
         active_replicas: None,
+        backend,
     })
     .await?;
-    let (dep, gw, admin) = (running.info.dep.clone(), running.info.gateway_addr, running.info.admin_addr);
+    let (dep, gw, admin) = (
+        running.info.dep.clone(),
+        running.info.gateway_addr,
+        running.info.admin_addr,
+    );
     let apps: Vec<&str> = dep.apps.iter().map(|x| x.name.as_str()).collect();
-    println!("zz is up: f={}, apps {}, backend {}", dep.f, apps.join(", "), a.backend);
+    println!(
+        "zz is up: f={}, apps {}, backend {}",
+        dep.f,
+        apps.join(", "),
+        running.info.backend.name()
+    );
     println!("  gateway    http://{gw}/   e.g. curl -X PUT --data hello http://{gw}/kv/greeting");
-    println!("  admin API  http://{admin}/v1/   token in {}", a.data_dir.join("admin.token").display());
+    println!(
+        "  admin API  http://{admin}/v1/   token in {}",
+        a.data_dir.join("admin.token").display()
+    );
     println!("  dashboard  http://{admin}/");
     println!("  logs       {}", a.data_dir.join("logs").display());
     println!("Press Ctrl-C to stop.");

@@ -105,19 +105,13 @@ fn bench(c: &mut Criterion) {
 /// understates what one core does).
 fn thread_cpu() -> Option<Duration> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    s.split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-        .map(Duration::from_nanos)
+    s.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
 }
 
 /// Prints ops per wall second and per CPU second over 2,000 batches.
 fn cpu_figure() {
     let (mut r, client, nodes) = setup();
-    let batches: Vec<Vec<Msg>> = (1..=2000)
-        .map(|s| orders(s, &client, &nodes, 100_000))
-        .collect();
+    let batches: Vec<Vec<Msg>> = (1..=2000).map(|s| orders(s, &client, &nodes, 100_000)).collect();
     let from = Principal::Node(NodeId(0));
     let (wall, cpu) = (Instant::now(), thread_cpu());
     for msgs in batches {

@@ -50,10 +50,7 @@ fn replica(i: u16, reps: &[Identity], keys: &Keyring) -> Replica {
         nodes: (0..4).map(NodeId).collect(),
         peers: (0..3)
             .filter(|j| *j != i)
-            .map(|index| ReplicaId {
-                app: AppId(0),
-                index,
-            })
+            .map(|index| ReplicaId { app: AppId(0), index })
             .collect(),
         shape: Shape::default(),
     };

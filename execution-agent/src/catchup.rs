@@ -19,8 +19,8 @@ use crate::replica::{Out, Replica};
 use crate::source::StateSource;
 use std::collections::BTreeSet;
 use zz_wire::{
-    CheckpointCert, Digest, Msg, Principal, ReplicaFault, ReplicaId, Seq, Signed, StateGive,
-    StateRequest, StateResponse, StateWant, TreePath,
+    CheckpointCert, Digest, Msg, Principal, ReplicaFault, ReplicaId, Seq, Signed, StateGive, StateRequest,
+    StateResponse, StateWant, TreePath,
 };
 
 /// Most tree paths asked in one request.
@@ -75,18 +75,10 @@ impl Replica {
         if self.state.snapshot_root(c.seq) == Some(c.root) {
             return Some(c.seq);
         }
-        self.state
-            .snapshot_seqs()
-            .into_iter()
-            .rev()
-            .find(|s| *s <= c.seq)
+        self.state.snapshot_seqs().into_iter().rev().find(|s| *s <= c.seq)
     }
 
-    pub(crate) fn catch_up(
-        &mut self,
-        c: &CheckpointCert,
-        src: &mut dyn StateSource,
-    ) -> Result<(), CatchupError> {
+    pub(crate) fn catch_up(&mut self, c: &CheckpointCert, src: &mut dyn StateSource) -> Result<(), CatchupError> {
         self.stats.catchups += 1;
         let shape = self.state.shape();
         let mut differing: Vec<(u64, Vec<Entry>)> = Vec::new();
@@ -166,8 +158,7 @@ impl Replica {
         let shape = self.state.shape();
         if p.level == shape.depth() {
             unflatten(kids).is_some_and(|es| {
-                es.iter().all(|e| shape.bucket_of(&e.key_hash) == p.index)
-                    && bucket_hash(&es) == *want
+                es.iter().all(|e| shape.bucket_of(&e.key_hash) == p.index) && bucket_hash(&es) == *want
             })
         } else {
             kids.len() == shape.fanout() && inner_hash(kids) == *want
@@ -176,23 +167,12 @@ impl Replica {
 
     /// Fetches stale objects by key; installs each only if its leaf is the
     /// one the certified tree holds.
-    pub(crate) fn fetch_objects(
-        &mut self,
-        keys: Vec<Vec<u8>>,
-        src: &mut dyn StateSource,
-    ) -> Result<(), CatchupError> {
+    pub(crate) fn fetch_objects(&mut self, keys: Vec<Vec<u8>>, src: &mut dyn StateSource) -> Result<(), CatchupError> {
         let seq = self.fetch_checkpoint().unwrap_or(0);
-        let mut remaining: BTreeSet<Vec<u8>> = keys
-            .into_iter()
-            .filter(|k| self.state.is_stale(k))
-            .collect();
+        let mut remaining: BTreeSet<Vec<u8>> = keys.into_iter().filter(|k| self.state.is_stale(k)).collect();
         for peer in self.peer_order() {
             while !remaining.is_empty() {
-                let ask: Vec<Vec<u8>> = remaining
-                    .iter()
-                    .take(OBJECTS_PER_REQUEST)
-                    .cloned()
-                    .collect();
+                let ask: Vec<Vec<u8>> = remaining.iter().take(OBJECTS_PER_REQUEST).cloned().collect();
                 let r = src.fetch(peer, seq, StateWant::Objects(ask.clone()));
                 self.note_answer(peer, &r);
                 let got = match r {
@@ -241,11 +221,7 @@ impl Replica {
     /// `max` buckets holding objects known only by hash are fetched whole.
     /// Everything is installed only if it verifies. Returns how many objects
     /// were installed; call it when idle so it never starves execution.
-    pub fn background_sync(
-        &mut self,
-        max: usize,
-        src: &mut dyn StateSource,
-    ) -> Result<usize, CatchupError> {
+    pub fn background_sync(&mut self, max: usize, src: &mut dyn StateSource) -> Result<usize, CatchupError> {
         let known = self.state.stale_known_keys(max);
         if !known.is_empty() {
             let before = self.state.stale_count();
@@ -389,10 +365,7 @@ impl Replica {
             return Vec::new();
         };
         let b = &r.body;
-        if b.to != self.cfg.me
-            || b.from.app != self.app_id()
-            || b.from == self.cfg.me
-            || r.verify(self.keys()).is_err()
+        if b.to != self.cfg.me || b.from.app != self.app_id() || b.from == self.cfg.me || r.verify(self.keys()).is_err()
         {
             self.stats.dropped_msgs += 1;
             return Vec::new();

@@ -74,9 +74,7 @@ pub fn parse_cmdline(text: &str) -> Result<Settings, CliError> {
             Some(("zz.deployment", v)) => d = Some(PathBuf::from(v)),
             Some(("zz.key", v)) => k = Some(PathBuf::from(v)),
             Some(("zz.replica", v)) => r = Some(v.to_string()),
-            Some(("zz.host_alias", v)) => {
-                alias = Some(v.parse().map_err(|_| CliError::BadAlias(v.to_string()))?)
-            }
+            Some(("zz.host_alias", v)) => alias = Some(v.parse().map_err(|_| CliError::BadAlias(v.to_string()))?),
             _ => {}
         }
     }
@@ -98,9 +96,8 @@ impl Args {
             }
             None => None,
         };
-        let pick = |flag: &Option<PathBuf>, from: Option<PathBuf>, what| {
-            flag.clone().or(from).ok_or(CliError::Missing(what))
-        };
+        let pick =
+            |flag: &Option<PathBuf>, from: Option<PathBuf>, what| flag.clone().or(from).ok_or(CliError::Missing(what));
         Ok(Settings {
             deployment: pick(
                 &self.deployment,
@@ -138,12 +135,7 @@ pub fn load(s: &Settings) -> Result<Loaded, CliError> {
         .ok_or_else(|| CliError::UnknownReplica(s.replica.clone()))?;
     let app = crate::app::build(&entry.kind, &entry.name)
         .ok_or_else(|| CliError::UnknownApp(entry.name.clone(), entry.kind.clone()))?;
-    let replica = Replica::new(
-        Config::from_deployment(&d, me),
-        identity.clone(),
-        d.keyring(),
-        app,
-    );
+    let replica = Replica::new(Config::from_deployment(&d, me), identity.clone(), d.keyring(), app);
     Ok(Loaded {
         deployment: d,
         identity,
@@ -154,8 +146,7 @@ pub fn load(s: &Settings) -> Result<Loaded, CliError> {
 
 fn load_key(d: &Deployment, path: &Path, me: ReplicaId) -> Result<Identity, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| CliError::Read(path.into(), e))?;
-    let id = Identity::from_secret_hex(Principal::Replica(me), &text)
-        .map_err(|e| CliError::Key(path.into(), e))?;
+    let id = Identity::from_secret_hex(Principal::Replica(me), &text).map_err(|e| CliError::Key(path.into(), e))?;
     if d.public_key(id.who) != Some(id.public()) {
         return Err(CliError::Key(
             path.into(),
@@ -189,19 +180,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cmdline");
         std::fs::write(&p, "zz.deployment=/d zz.key=/k zz.replica=kv-e0").unwrap();
-        let a = Args::try_parse_from([
-            "zz-agent",
-            "--cmdline",
-            p.to_str().unwrap(),
-            "--replica",
-            "kv-e2",
-        ])
-        .unwrap();
+        let a = Args::try_parse_from(["zz-agent", "--cmdline", p.to_str().unwrap(), "--replica", "kv-e2"]).unwrap();
         let s = a.settings().unwrap();
-        assert_eq!(
-            (s.deployment.to_str(), s.replica.as_str()),
-            (Some("/d"), "kv-e2")
-        );
+        assert_eq!((s.deployment.to_str(), s.replica.as_str()), (Some("/d"), "kv-e2"));
         assert!(Args::try_parse_from(["zz-agent", "--replica", "kv-e0"]).is_err());
     }
 }

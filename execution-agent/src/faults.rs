@@ -56,12 +56,7 @@ pub fn corrupt_results(results: &mut [ReqResult], root: &mut Digest) {
 /// empty state) so the Merkle root diverges from the other replicas'.
 pub fn corrupt_state(state: &mut State) {
     let key = state.any_key().unwrap_or_else(|| b"zz-corrupt".to_vec());
-    let mut value = state
-        .get(&key)
-        .ok()
-        .flatten()
-        .map(<[u8]>::to_vec)
-        .unwrap_or_default();
+    let mut value = state.get(&key).ok().flatten().map(<[u8]>::to_vec).unwrap_or_default();
     flip_bytes(&mut value);
     if state.write(key, Some(value)).is_err() {
         tracing::warn!("corrupt-state picked a stale object; nothing changed");

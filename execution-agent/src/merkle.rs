@@ -33,10 +33,7 @@ pub fn key_hash(key: &[u8]) -> Digest {
 }
 
 pub fn leaf_hash(key: &[u8], value: &[u8]) -> Digest {
-    Hasher::new("zz/merkle/leaf/v1")
-        .bytes(key)
-        .bytes(value)
-        .finish()
+    Hasher::new("zz/merkle/leaf/v1").bytes(key).bytes(value).finish()
 }
 
 /// Covers the entries in order: their count, then each key hash and leaf.
@@ -259,13 +256,7 @@ impl Tree {
             (Ok(i), None) => {
                 entries.remove(i);
             }
-            (Err(i), Some(l)) => entries.insert(
-                i,
-                Entry {
-                    key_hash: kh,
-                    leaf: l,
-                },
-            ),
+            (Err(i), Some(l)) => entries.insert(i, Entry { key_hash: kh, leaf: l }),
             (Err(_), None) => return b,
         }
         self.dirty.push(b);
@@ -455,11 +446,7 @@ impl Proof {
         if self.path.len() != usize::from(shape.depth) {
             return false;
         }
-        if self
-            .bucket
-            .windows(2)
-            .any(|w| w[0].key_hash >= w[1].key_hash)
-        {
+        if self.bucket.windows(2).any(|w| w[0].key_hash >= w[1].key_hash) {
             return false;
         }
         let kh = key_hash(key);

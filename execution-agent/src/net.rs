@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use zz_wire::frame::{encode, handshake};
 use zz_wire::{
-    Deployment, Identity, Keyring, Msg, NodeId, Principal, ReplicaId, Seq, Signed, StateGive,
-    StateRequest, StateResponse, StateWant,
+    Deployment, Identity, Keyring, Msg, NodeId, Principal, ReplicaId, Seq, Signed, StateGive, StateRequest,
+    StateResponse, StateWant,
 };
 
 const OUTBOX: usize = 1024;
@@ -163,19 +163,12 @@ pub async fn run(
     tasks.shutdown().await;
     drop(in_tx);
     if thread.is_finished() {
-        thread
-            .join()
-            .map_err(|_| AgentError::Thread("panicked".into()))?;
+        thread.join().map_err(|_| AgentError::Thread("panicked".into()))?;
     }
     Ok(())
 }
 
-fn replica_loop(
-    mut r: Replica,
-    mut inbox: mpsc::Receiver<Input>,
-    links: Links,
-    mut src: NetSource,
-) {
+fn replica_loop(mut r: Replica, mut inbox: mpsc::Receiver<Input>, links: Links, mut src: NetSource) {
     let started = Instant::now();
     let mut last_hb = 0u64;
     let mut pending: Vec<Out> = r.start(now_ms());
@@ -188,12 +181,19 @@ fn replica_loop(
         pending = match input {
             Input::Msg(from, msg) => r.on_msg(now, from, msg, &mut src),
             Input::Connected(Principal::Node(_)) => r.start(now),
-            Input::Connected(_) => Vec::new(),
+            // The orchestrator link dropping and coming back means the VM
+            // was probably saved and restored, which silently kills every
+            // TCP connection of user-mode networking: probe the node links
+            // now so dead ones fail fast and redial.
+            Input::Connected(_) => r.heartbeat(now).map(Out::Broadcast).into_iter().collect(),
             Input::Tick => {
                 let mut out = r.on_tick(now, &mut src);
                 if now >= last_hb + HEARTBEAT_MS {
                     last_hb = now;
                     if let Some(hb) = r.heartbeat(now) {
+                        // To the nodes too: an idle link that died unnoticed
+                        // (restored VM) fails on this send and is redialled.
+                        out.push(Out::Broadcast(hb.clone()));
                         out.push(Out::ToOrchestrator(hb));
                     }
                 }
@@ -243,9 +243,7 @@ async fn link(
     let mut backoff = Duration::from_millis(50);
     loop {
         let conn = match TcpStream::connect(addr).await {
-            Ok(s) => handshake(s, &me, &keys, Some(peer))
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(s) => handshake(s, &me, &keys, Some(peer)).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         let (mut rd, mut wr) = match conn {
@@ -321,12 +319,7 @@ struct NetSource {
 }
 
 impl StateSource for NetSource {
-    fn fetch(
-        &mut self,
-        peer: ReplicaId,
-        checkpoint: Seq,
-        want: StateWant,
-    ) -> Result<StateGive, FetchError> {
+    fn fetch(&mut self, peer: ReplicaId, checkpoint: Seq, want: StateWant) -> Result<StateGive, FetchError> {
         let n = self.links.nodes.len();
         for timeout in FETCH_TIMEOUTS.iter().take(n.min(2)) {
             self.next_id += 1;

@@ -12,9 +12,8 @@ use crate::state::State;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use zz_wire::{
-    AppId, CheckpointCert, ControlCmd, Deployment, Digest, ExecCheckpoint, ExecReply, FetchOrders,
-    Heartbeat, Identity, Keyring, Msg, NodeId, Principal, ReplicaFault, ReplicaId, ReqResult, Seq,
-    Signed,
+    AppId, CheckpointCert, ControlCmd, Deployment, Digest, ExecCheckpoint, ExecReply, FetchOrders, Heartbeat, Identity,
+    Keyring, Msg, NodeId, Principal, ReplicaFault, ReplicaId, ReqResult, Seq, Signed,
 };
 
 /// Exit code of the `crash` fault.
@@ -178,13 +177,7 @@ impl Replica {
     }
 
     /// Handles one message from `from` (the link it came on).
-    pub fn on_msg(
-        &mut self,
-        now_ms: u64,
-        from: Principal,
-        msg: Msg,
-        src: &mut dyn StateSource,
-    ) -> Vec<Out> {
+    pub fn on_msg(&mut self, now_ms: u64, from: Principal, msg: Msg, src: &mut dyn StateSource) -> Vec<Out> {
         self.now_ms = now_ms;
         if let Msg::Control(c) = msg {
             return self.on_control(c);
@@ -253,10 +246,7 @@ impl Replica {
 
     /// A stable checkpoint certificate arrived (pushed, or in an ORDERS_REPLY).
     fn on_cert(&mut self, c: CheckpointCert) -> Vec<Out> {
-        if c.app != self.app_id()
-            || c.seq <= self.stable_seq()
-            || c.verify(&self.keys, self.cfg.f + 1).is_err()
-        {
+        if c.app != self.app_id() || c.seq <= self.stable_seq() || c.verify(&self.keys, self.cfg.f + 1).is_err() {
             return Vec::new();
         }
         if let Some(root) = self.state.snapshot_root(c.seq) {
@@ -354,12 +344,7 @@ impl Replica {
         let n = self.cfg.nodes.len();
         let k = (self.cfg.f + 1).min(n);
         let out = (0..k)
-            .map(|i| {
-                Out::ToNode(
-                    self.cfg.nodes[(self.fetch_rr + i) % n],
-                    Msg::FetchOrders(req.clone()),
-                )
-            })
+            .map(|i| Out::ToNode(self.cfg.nodes[(self.fetch_rr + i) % n], Msg::FetchOrders(req.clone())))
             .collect();
         self.fetch_rr = (self.fetch_rr + 1) % n.max(1);
         out
@@ -371,10 +356,7 @@ impl Replica {
         if self.faults.has(ReplicaFault::Slow) {
             out.push(Out::Delay(SLOW_DELAY));
         }
-        let ctx = Ctx {
-            seq,
-            nondet: p.nondet,
-        };
+        let ctx = Ctx { seq, nondet: p.nondet };
         let mut results = Vec::with_capacity(p.op_count());
         for batch in &p.requests {
             let b = &batch.body;
@@ -403,11 +385,7 @@ impl Replica {
         out.push(Out::Broadcast(Msg::ExecReply(reply)));
         if seq.is_multiple_of(self.cfg.checkpoint_interval) {
             let mut root = self.state.snapshot(seq);
-            if self
-                .stable
-                .as_ref()
-                .is_some_and(|c| c.seq == seq && c.root == root)
-            {
+            if self.stable.as_ref().is_some_and(|c| c.seq == seq && c.root == root) {
                 self.state.stabilize(seq);
             }
             if self.faults.has(ReplicaFault::BadCheckpoint) {
@@ -427,12 +405,7 @@ impl Replica {
     /// If no peer can provide it, the op answers 503: this replica's reply
     /// then disagrees and the agreement nodes treat it as faulty, which is
     /// better than stalling the whole log.
-    fn run_op(
-        &mut self,
-        ctx: &Ctx,
-        op: &zz_wire::AppRequest,
-        src: &mut dyn StateSource,
-    ) -> zz_wire::AppResponse {
+    fn run_op(&mut self, ctx: &Ctx, op: &zz_wire::AppRequest, src: &mut dyn StateSource) -> zz_wire::AppResponse {
         for _ in 0..4 {
             match app::run(self.app.as_ref(), &mut self.state, ctx, op) {
                 Ok(r) => return r,
@@ -451,11 +424,7 @@ impl Replica {
     /// together with those of the ready seqs right after it: one round trip
     /// for a whole replay run. Early is safe: a stale object is untouched
     /// since the checkpoint, so its checkpoint version is its current one.
-    fn prefetch(
-        &mut self,
-        seq: Seq,
-        src: &mut dyn StateSource,
-    ) -> Result<(), crate::catchup::CatchupError> {
+    fn prefetch(&mut self, seq: Seq, src: &mut dyn StateSource) -> Result<(), crate::catchup::CatchupError> {
         if self.state.stale_count() == 0 {
             return Ok(());
         }

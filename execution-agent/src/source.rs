@@ -16,12 +16,7 @@ pub enum FetchError {
 
 pub trait StateSource {
     /// Asks `peer` for part of its copy of checkpoint `checkpoint`.
-    fn fetch(
-        &mut self,
-        peer: ReplicaId,
-        checkpoint: Seq,
-        want: StateWant,
-    ) -> Result<StateGive, FetchError>;
+    fn fetch(&mut self, peer: ReplicaId, checkpoint: Seq, want: StateWant) -> Result<StateGive, FetchError>;
 }
 
 /// No peers at all: every fetch fails (a replica that never needs state).
@@ -55,12 +50,7 @@ impl<'a> LocalPeers<'a> {
 }
 
 impl StateSource for LocalPeers<'_> {
-    fn fetch(
-        &mut self,
-        peer: ReplicaId,
-        checkpoint: Seq,
-        want: StateWant,
-    ) -> Result<StateGive, FetchError> {
+    fn fetch(&mut self, peer: ReplicaId, checkpoint: Seq, want: StateWant) -> Result<StateGive, FetchError> {
         let p = self
             .peers
             .iter()
@@ -72,7 +62,6 @@ impl StateSource for LocalPeers<'_> {
             StateWant::Objects(ks) => self.objects_asked += ks.len() as u64,
             StateWant::Buckets(bs) => self.buckets_asked += bs.len() as u64,
         }
-        p.serve(checkpoint, &want)
-            .ok_or(FetchError::Unreachable(peer))
+        p.serve(checkpoint, &want).ok_or(FetchError::Unreachable(peer))
     }
 }

@@ -131,11 +131,8 @@ impl State {
         };
         let b = self.tree.shape().bucket_of(&kh);
         let objects = &self.objects;
-        s.old_objects
-            .entry(kh)
-            .or_insert_with(|| objects.get(&kh).cloned());
-        if let (std::collections::hash_map::Entry::Vacant(v), Some(bk)) =
-            (s.old_buckets.entry(b), self.tree.bucket(b))
+        s.old_objects.entry(kh).or_insert_with(|| objects.get(&kh).cloned());
+        if let (std::collections::hash_map::Entry::Vacant(v), Some(bk)) = (s.old_buckets.entry(b), self.tree.bucket(b))
         {
             v.insert(bk.clone());
         }
@@ -250,18 +247,14 @@ impl State {
         }
         let depth = shape.depth();
         if p.level == depth {
-            return Some(crate::merkle::flatten(
-                &self.bucket_at_idx(i, p.index)?.entries,
-            ));
+            return Some(crate::merkle::flatten(&self.bucket_at_idx(i, p.index)?.entries));
         }
         let kids = shape.children_of(p);
         if p.level + 1 == depth {
-            kids.map(|c| self.bucket_at_idx(i, c.index).map(|b| b.hash))
-                .collect()
+            kids.map(|c| self.bucket_at_idx(i, c.index).map(|b| b.hash)).collect()
         } else {
             let level = &self.snapshots[i].inner[usize::from(p.level) + 1];
-            kids.map(|c| level.get(crate::merkle::ix(c.index)).copied())
-                .collect()
+            kids.map(|c| level.get(crate::merkle::ix(c.index)).copied()).collect()
         }
     }
 
@@ -280,10 +273,7 @@ impl State {
                 None => continue,
             };
             for e in &local {
-                if remote
-                    .binary_search_by(|r| r.key_hash.cmp(&e.key_hash))
-                    .is_err()
-                {
+                if remote.binary_search_by(|r| r.key_hash.cmp(&e.key_hash)).is_err() {
                     self.objects.remove(&e.key_hash);
                     self.stale.remove(&e.key_hash);
                 }
@@ -298,8 +288,7 @@ impl State {
                         Some((k, _)) => Some(k),
                         None => self.stale.remove(&r.key_hash).and_then(|s| s.key),
                     };
-                    self.stale
-                        .insert(r.key_hash, StaleObject { leaf: r.leaf, key });
+                    self.stale.insert(r.key_hash, StaleObject { leaf: r.leaf, key });
                 }
             }
             self.tree.set_bucket(b, remote);
@@ -368,15 +357,9 @@ mod tests {
         let r2 = s.snapshot(20);
         s.write(b"a".to_vec(), None).unwrap();
         assert_ne!(r1, r2);
-        assert_eq!(
-            s.object_at(10, b"a"),
-            Some(AtCheckpoint::Present(b"a", b"1"))
-        );
+        assert_eq!(s.object_at(10, b"a"), Some(AtCheckpoint::Present(b"a", b"1")));
         assert_eq!(s.object_at(10, b"b"), Some(AtCheckpoint::Absent));
-        assert_eq!(
-            s.object_at(20, b"a"),
-            Some(AtCheckpoint::Present(b"a", b"2"))
-        );
+        assert_eq!(s.object_at(20, b"a"), Some(AtCheckpoint::Present(b"a", b"2")));
         assert_eq!(s.get(b"a"), Ok(None));
         // The snapshot's tree still hashes to its root.
         let root_children = s.children_at(10, TreePath { level: 0, index: 0 }).unwrap();

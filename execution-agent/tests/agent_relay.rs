@@ -74,13 +74,7 @@ async fn woken_agent_fetches_state_through_the_node_relay() {
     let mut sigs = Vec::new();
     for seq in 1..=17u64 {
         let ops = (0..10)
-            .map(|i| {
-                AppRequest::new(
-                    "PUT",
-                    &format!("/kv/k{}", (seq * 3 + i) % 40),
-                    vec![seq as u8; 64],
-                )
-            })
+            .map(|i| AppRequest::new("PUT", &format!("/kv/k{}", (seq * 3 + i) % 40), vec![seq as u8; 64]))
             .collect();
         let b = client.sign(ClientBatch {
             client: ClientId(0),
@@ -151,10 +145,7 @@ async fn woken_agent_fetches_state_through_the_node_relay() {
     let (relayed_tx, mut relayed_rx) = mpsc::channel::<()>(1024);
     let mut writers = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
-        let (s, _) = timeout(Duration::from_secs(20), l.accept())
-            .await
-            .unwrap()
-            .unwrap();
+        let (s, _) = timeout(Duration::from_secs(20), l.accept()).await.unwrap().unwrap();
         let (_, mut r, w) = handshake(s, &nodes[i], &keys, None).await.unwrap();
         let w = Arc::new(tokio::sync::Mutex::new(w));
         writers.push(w.clone());
@@ -208,8 +199,5 @@ async fn woken_agent_fetches_state_through_the_node_relay() {
     .expect("no reply for seq 17");
     assert_eq!(reply.replica, rep(1));
     assert_eq!(reply.root, want_root, "caught-up agent diverges");
-    assert!(
-        relayed_rx.try_recv().is_ok(),
-        "no state request went through the relay"
-    );
+    assert!(relayed_rx.try_recv().is_ok(), "no state request went through the relay");
 }

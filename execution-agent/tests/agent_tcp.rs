@@ -20,15 +20,8 @@ impl Drop for Kill {
     }
 }
 
-async fn accept(
-    l: &TcpListener,
-    me: &Identity,
-    keys: &Keyring,
-) -> (Principal, LinkReader, LinkWriter) {
-    let (s, _) = timeout(Duration::from_secs(20), l.accept())
-        .await
-        .unwrap()
-        .unwrap();
+async fn accept(l: &TcpListener, me: &Identity, keys: &Keyring) -> (Principal, LinkReader, LinkWriter) {
+    let (s, _) = timeout(Duration::from_secs(20), l.accept()).await.unwrap().unwrap();
     handshake(s, me, keys, None).await.unwrap()
 }
 
@@ -61,11 +54,7 @@ async fn agent_executes_orders_heartbeats_and_crashes_on_command() {
         .filter(|i| matches!(i.who, Principal::Node(_)))
         .cloned()
         .collect();
-    let orch = ids
-        .iter()
-        .find(|i| i.who == Principal::Orchestrator)
-        .unwrap()
-        .clone();
+    let orch = ids.iter().find(|i| i.who == Principal::Orchestrator).unwrap().clone();
     let client = ids
         .iter()
         .find(|i| matches!(i.who, Principal::Client(_)))

@@ -14,13 +14,7 @@ fn state() -> State {
 }
 
 fn call(a: &dyn App, s: &mut State, method: &str, path: &str, body: &[u8]) -> AppResponse {
-    app::run(
-        a,
-        s,
-        &Ctx::default(),
-        &AppRequest::new(method, path, body.to_vec()),
-    )
-    .unwrap()
+    app::run(a, s, &Ctx::default(), &AppRequest::new(method, path, body.to_vec())).unwrap()
 }
 
 fn json(r: &AppResponse) -> serde_json::Value {
@@ -58,60 +52,32 @@ fn kv_bad_input_changes_nothing() {
     assert_eq!(call(&*kv, s, "PUT", "", b"x").status, 404);
     assert_eq!(s.root(), before);
     // Exactly 1 MiB is allowed.
-    assert_eq!(
-        call(&*kv, s, "PUT", "/kv/a", &vec![1u8; MAX_BODY]).status,
-        200
-    );
+    assert_eq!(call(&*kv, s, "PUT", "/kv/a", &vec![1u8; MAX_BODY]).status, 200);
 }
 
 #[test]
 fn bank_routes() {
     let bank = app::build("bank", "bank").unwrap();
     let s = &mut state();
-    let r = call(
-        &*bank,
-        s,
-        "POST",
-        "/bank/accounts",
-        br#"{"id":"alice","balance":100}"#,
-    );
+    let r = call(&*bank, s, "POST", "/bank/accounts", br#"{"id":"alice","balance":100}"#);
     assert_eq!(r.status, 201);
     assert_eq!(json(&r), serde_json::json!({"id":"alice","balance":100}));
     assert_eq!(
-        call(
-            &*bank,
-            s,
-            "POST",
-            "/bank/accounts",
-            br#"{"id":"alice","balance":5}"#
-        )
-        .status,
+        call(&*bank, s, "POST", "/bank/accounts", br#"{"id":"alice","balance":5}"#).status,
         409
     );
     assert_eq!(
-        call(
-            &*bank,
-            s,
-            "POST",
-            "/bank/accounts",
-            br#"{"id":"bob","balance":0}"#
-        )
-        .status,
+        call(&*bank, s, "POST", "/bank/accounts", br#"{"id":"bob","balance":0}"#).status,
         201
     );
-    let t = |s: &mut State, body: &str| {
-        call(&*bank, s, "POST", "/bank/transfer", body.as_bytes()).status
-    };
+    let t = |s: &mut State, body: &str| call(&*bank, s, "POST", "/bank/transfer", body.as_bytes()).status;
     assert_eq!(t(s, r#"{"from":"alice","to":"bob","amount":30}"#), 200);
     assert_eq!(t(s, r#"{"from":"alice","to":"bob","amount":71}"#), 409);
     assert_eq!(t(s, r#"{"from":"alice","to":"carol","amount":1}"#), 404);
     assert_eq!(t(s, r#"{"from":"carol","to":"bob","amount":1}"#), 404);
     let r = call(&*bank, s, "GET", "/bank/accounts/bob", b"");
     assert_eq!(json(&r), serde_json::json!({"id":"bob","balance":30}));
-    assert_eq!(
-        call(&*bank, s, "GET", "/bank/accounts/carol", b"").status,
-        404
-    );
+    assert_eq!(call(&*bank, s, "GET", "/bank/accounts/carol", b"").status, 404);
     let r = call(&*bank, s, "GET", "/bank/audit", b"");
     assert_eq!(json(&r), serde_json::json!({"accounts":2,"total":100}));
 }
@@ -120,31 +86,15 @@ fn bank_routes() {
 fn bank_bad_input_changes_nothing() {
     let bank = app::build("bank", "bank").unwrap();
     let s = &mut state();
-    call(
-        &*bank,
-        s,
-        "POST",
-        "/bank/accounts",
-        br#"{"id":"alice","balance":100}"#,
-    );
+    call(&*bank, s, "POST", "/bank/accounts", br#"{"id":"alice","balance":100}"#);
     let before = s.root();
     for (m, p, b, want) in [
         ("POST", "/bank/accounts", &b"{not json"[..], 400),
         ("POST", "/bank/accounts", br#"{"id":"x","balance":-1}"#, 400),
         ("POST", "/bank/accounts", br#"{"id":"x"}"#, 400),
         ("POST", "/bank/accounts", br#"{"id":"","balance":1}"#, 400),
-        (
-            "POST",
-            "/bank/accounts",
-            br#"{"id":"a/b","balance":1}"#,
-            400,
-        ),
-        (
-            "POST",
-            "/bank/accounts",
-            br#"{"id":"x","balance":1,"extra":true}"#,
-            400,
-        ),
+        ("POST", "/bank/accounts", br#"{"id":"a/b","balance":1}"#, 400),
+        ("POST", "/bank/accounts", br#"{"id":"x","balance":1,"extra":true}"#, 400),
         (
             "POST",
             "/bank/accounts",

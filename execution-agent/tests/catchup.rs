@@ -70,9 +70,7 @@ fn replica_10k_behind_on_100k_objects_fetches_only_what_it_touches() {
     for i in 0..OBJECTS {
         let v = value(&mut rng);
         for r in [&mut a, &mut b, &mut c] {
-            r.state_mut()
-                .write(key(i).into_bytes(), Some(v.clone()))
-                .unwrap();
+            r.state_mut().write(key(i).into_bytes(), Some(v.clone())).unwrap();
         }
     }
     let mut ord = Orderer::default();
@@ -144,11 +142,7 @@ fn replica_10k_behind_on_100k_objects_fetches_only_what_it_touches() {
         peers.requests,
         peers.nodes_asked
     );
-    assert_eq!(
-        fetched,
-        touched.len() as u64,
-        "fetched more than the replay touched"
-    );
+    assert_eq!(fetched, touched.len() as u64, "fetched more than the replay touched");
     assert!(fetched < 1_000);
     assert_eq!(
         c.state().stale_count() as u64,
@@ -189,12 +183,7 @@ struct Tamper<'a> {
 }
 
 impl StateSource for Tamper<'_> {
-    fn fetch(
-        &mut self,
-        peer: ReplicaId,
-        cp: Seq,
-        want: StateWant,
-    ) -> Result<StateGive, FetchError> {
+    fn fetch(&mut self, peer: ReplicaId, cp: Seq, want: StateWant) -> Result<StateGive, FetchError> {
         let mut g = self.inner.fetch(peer, cp, want)?;
         if peer == self.bad {
             match (&mut g, self.kind) {
@@ -311,10 +300,7 @@ fn peer_serving_bad_nodes_objects_or_buckets_is_detected_and_skipped() {
         let mut a2 = a;
         assert_eq!(c.last_executed(), 45, "{kind}");
         assert_eq!(c.root(), a2.root(), "{kind}");
-        assert!(
-            c.stats().bad_state_from_peers >= 1,
-            "{kind}: bad peer not reported"
-        );
+        assert!(c.stats().bad_state_from_peers >= 1, "{kind}: bad peer not reported");
     }
 }
 

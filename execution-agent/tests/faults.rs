@@ -17,12 +17,7 @@ fn pair() -> (Replica, Replica) {
 
 fn set(r: &mut Replica, nonce: u64, k: ReplicaFault) -> Vec<Out> {
     let i = r.me().index;
-    r.on_msg(
-        0,
-        from_node(),
-        control(i, nonce, ControlCmd::SetFault(k)),
-        &mut NoPeers,
-    )
+    r.on_msg(0, from_node(), control(i, nonce, ControlCmd::SetFault(k)), &mut NoPeers)
 }
 
 fn batch(ord: &mut Orderer, n: usize) -> (Seq, Proposal) {
@@ -42,10 +37,7 @@ fn corrupt_reply_signs_responses_that_differ() {
     set(&mut bad, 1, ReplicaFault::CorruptReply);
     let mut ord = Orderer::default();
     let (s, p) = batch(&mut ord, 3);
-    let (rb, rg) = (
-        replies(&feed(&mut bad, s, &p)),
-        replies(&feed(&mut good, s, &p)),
-    );
+    let (rb, rg) = (replies(&feed(&mut bad, s, &p)), replies(&feed(&mut good, s, &p)));
     assert_eq!(rb[0].root, rg[0].root, "state is still right");
     assert_ne!(rb[0].result_digest(), rg[0].result_digest());
     assert!(rb[0]
@@ -55,23 +47,12 @@ fn corrupt_reply_signs_responses_that_differ() {
         .all(|(x, y)| x.response != y.response));
     // A null request still gets a reply that differs.
     let (s, p) = ord.propose(vec![]);
-    let (rb, rg) = (
-        replies(&feed(&mut bad, s, &p)),
-        replies(&feed(&mut good, s, &p)),
-    );
+    let (rb, rg) = (replies(&feed(&mut bad, s, &p)), replies(&feed(&mut good, s, &p)));
     assert_ne!(rb[0].result_digest(), rg[0].result_digest());
     // Cleared: replies agree again.
-    bad.on_msg(
-        0,
-        from_node(),
-        control(0, 2, ControlCmd::ClearFaults),
-        &mut NoPeers,
-    );
+    bad.on_msg(0, from_node(), control(0, 2, ControlCmd::ClearFaults), &mut NoPeers);
     let (s, p) = batch(&mut ord, 2);
-    let (rb, rg) = (
-        replies(&feed(&mut bad, s, &p)),
-        replies(&feed(&mut good, s, &p)),
-    );
+    let (rb, rg) = (replies(&feed(&mut bad, s, &p)), replies(&feed(&mut good, s, &p)));
     assert_eq!(rb[0].result_digest(), rg[0].result_digest());
 }
 
@@ -86,10 +67,7 @@ fn corrupt_state_makes_the_root_diverge() {
     set(&mut bad, 1, ReplicaFault::CorruptState);
     assert_ne!(bad.root(), good.root());
     let (s, p) = batch(&mut ord, 1);
-    let (rb, rg) = (
-        replies(&feed(&mut bad, s, &p)),
-        replies(&feed(&mut good, s, &p)),
-    );
+    let (rb, rg) = (replies(&feed(&mut bad, s, &p)), replies(&feed(&mut good, s, &p)));
     assert_ne!(rb[0].root, rg[0].root);
 }
 
@@ -137,12 +115,7 @@ fn hang_stops_executing_replying_and_serving_until_cleared() {
     assert_eq!(r.last_executed(), 0);
     assert!(r.heartbeat(1).is_none());
     assert!(r.serve(0, &StateWant::Buckets(vec![0])).is_none());
-    r.on_msg(
-        0,
-        from_node(),
-        control(0, 2, ControlCmd::ClearFaults),
-        &mut NoPeers,
-    );
+    r.on_msg(0, from_node(), control(0, 2, ControlCmd::ClearFaults), &mut NoPeers);
     assert!(r.heartbeat(1).is_some());
     // The orders sent while hung were not kept: it asks for them again.
     let out = r.on_tick(1_000, &mut NoPeers);
@@ -164,10 +137,7 @@ fn slow_delays_each_batch() {
     let mut ord = Orderer::default();
     let (s, p) = batch(&mut ord, 1);
     let out = feed(&mut r, s, &p);
-    assert_eq!(
-        out.first(),
-        Some(&Out::Delay(zz_agent::replica::SLOW_DELAY))
-    );
+    assert_eq!(out.first(), Some(&Out::Delay(zz_agent::replica::SLOW_DELAY)));
     assert_eq!(replies(&out).len(), 1);
 }
 
@@ -196,12 +166,7 @@ fn controls_must_be_signed_by_the_orchestrator_for_me_with_a_fresh_nonce() {
     // A fresh one works; replaying its nonce does not.
     set(&mut r, 7, ReplicaFault::Slow);
     assert!(r.faults().has(ReplicaFault::Slow));
-    r.on_msg(
-        0,
-        from_node(),
-        control(0, 8, ControlCmd::ClearFaults),
-        &mut NoPeers,
-    );
+    r.on_msg(0, from_node(), control(0, 8, ControlCmd::ClearFaults), &mut NoPeers);
     assert!(set(&mut r, 7, ReplicaFault::Crash).is_empty());
     assert!(!r.faults().has(ReplicaFault::Slow));
 }

@@ -33,10 +33,7 @@ fn build(shape: Shape, objs: &Objects) -> Tree {
 /// A write (Some) or a delete (None) of one of a few keys.
 fn edits() -> impl Strategy<Value = Vec<(Vec<u8>, Option<Vec<u8>>)>> {
     vec(
-        (
-            vec(any::<u8>(), 1..4),
-            proptest::option::of(vec(any::<u8>(), 0..8)),
-        ),
+        (vec(any::<u8>(), 1..4), proptest::option::of(vec(any::<u8>(), 0..8))),
         0..40,
     )
 }

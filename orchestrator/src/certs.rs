@@ -130,10 +130,7 @@ pub enum Decision {
     /// The incident got its certified reply (or its first fault certificate).
     Certified { incident: u64 },
     /// f+1 nodes name this replica faulty: destroy and replace it.
-    Fence {
-        replica: ReplicaId,
-        incident: Option<u64>,
-    },
+    Fence { replica: ReplicaId, incident: Option<u64> },
 }
 
 pub struct Tracker {
@@ -179,35 +176,23 @@ impl Tracker {
     }
 
     pub fn open_incident(&self, app: AppId) -> Option<&Incident> {
-        self.incidents
-            .iter()
-            .rev()
-            .find(|i| i.app == app && i.is_open())
+        self.incidents.iter().rev().find(|i| i.app == app && i.is_open())
     }
 
     /// Whether the app had an incident event within `window_ms` of `now`
     /// or has one open.
     pub fn busy(&self, app: AppId, now: u64, window_ms: u64) -> bool {
-        self.incidents.iter().any(|i| {
-            i.app == app
-                && (i.is_open()
-                    || i.certified_at
-                        .is_some_and(|c| now.saturating_sub(c) < window_ms))
-        })
+        self.incidents
+            .iter()
+            .any(|i| i.app == app && (i.is_open() || i.certified_at.is_some_and(|c| now.saturating_sub(c) < window_ms)))
     }
 
     pub fn on_wake(&mut self, w: &Wake, now: u64) -> Vec<Decision> {
-        let covered = self
-            .incidents
-            .iter()
-            .any(|i| i.app == w.app && i.covers(w.seq));
+        let covered = self.incidents.iter().any(|i| i.app == w.app && i.covers(w.seq));
         if covered {
             return Vec::new();
         }
-        let Some(tally) = self
-            .wakes
-            .vote((w.app, w.seq), w.node, w.seq, now, self.need())
-        else {
+        let Some(tally) = self.wakes.vote((w.app, w.seq), w.node, w.seq, now, self.need()) else {
             return Vec::new();
         };
         if let Some(open) = self.open_incident(w.app).map(|i| i.id) {
@@ -291,13 +276,7 @@ impl Tracker {
                 out.push(Decision::Certified { incident: i.id });
             }
         }
-        out.insert(
-            0,
-            Decision::Fence {
-                replica: r,
-                incident,
-            },
-        );
+        out.insert(0, Decision::Fence { replica: r, incident });
         out
     }
 

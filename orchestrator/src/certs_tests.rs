@@ -5,12 +5,7 @@ const APP: AppId = AppId(0);
 
 fn node_ids(n: u16) -> (Vec<Identity>, Keyring) {
     let ids: Vec<Identity> = (0..n)
-        .map(|i| {
-            Identity::from_seed(
-                Principal::Node(NodeId(i)),
-                [u8::try_from(i).unwrap() + 1; 32],
-            )
-        })
+        .map(|i| Identity::from_seed(Principal::Node(NodeId(i)), [u8::try_from(i).unwrap() + 1; 32]))
         .collect();
     let mut ring = Keyring::new();
     for id in &ids {
@@ -81,10 +76,7 @@ fn a_single_faulty_node_changes_nothing() {
     // Their pending votes stay bounded.
     assert!(t.wakes.votes.len() <= MAX_PENDING_PER_NODE);
     // A third, distinct node completes a certificate for a recent seq.
-    assert_eq!(
-        t.on_wake(&wake(2, 499), 600),
-        vec![Decision::Opened { incident: 1 }]
-    );
+    assert_eq!(t.on_wake(&wake(2, 499), 600), vec![Decision::Opened { incident: 1 }]);
 }
 
 #[test]
@@ -102,13 +94,7 @@ fn later_certificate_joins_the_open_incident() {
     t.on_wake(&wake(1, 10), 0);
     t.on_wake(&wake(2, 12), 5);
     let d = t.on_wake(&wake(3, 12), 6);
-    assert_eq!(
-        d,
-        vec![Decision::Joined {
-            incident: 1,
-            seq: 12
-        }]
-    );
+    assert_eq!(d, vec![Decision::Joined { incident: 1, seq: 12 }]);
     assert_eq!(t.incidents().count(), 1);
     assert_eq!(t.incident(1).unwrap().last_seq, 12);
 }
@@ -131,10 +117,7 @@ fn wakes_for_a_seq_inside_a_closed_incident_are_ignored() {
     assert_eq!(t.incidents().count(), 1);
     // A new seq after it closed opens a new one.
     t.on_wake(&wake(2, 20), 90);
-    assert_eq!(
-        t.on_wake(&wake(3, 20), 95),
-        vec![Decision::Opened { incident: 2 }]
-    );
+    assert_eq!(t.on_wake(&wake(3, 20), 95), vec![Decision::Opened { incident: 2 }]);
 }
 
 #[test]
@@ -237,10 +220,7 @@ fn check_rejects_messages_relayed_for_another_author() {
 #[test]
 fn check_rejects_kinds_a_role_may_not_send() {
     let (ids, mut ring) = node_ids(4);
-    let r = Identity::from_seed(
-        Principal::Replica(ReplicaId { app: APP, index: 0 }),
-        [77; 32],
-    );
+    let r = Identity::from_seed(Principal::Replica(ReplicaId { app: APP, index: 0 }), [77; 32]);
     ring.insert(r.who, r.public());
     // Only agreement nodes send WAKE; a replica cannot even sign one as itself.
     let msg = Msg::Wake(ids[0].sign(wake(0, 1)));

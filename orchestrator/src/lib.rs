@@ -85,8 +85,7 @@ pub async fn run_with_backend(
     };
     let dep = cfg.deployment;
     let data_dir = cfg.data_dir;
-    std::fs::create_dir_all(data_dir.join("logs"))
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir.join("logs")).with_context(|| format!("creating {}", data_dir.display()))?;
     let token = token::admin_token(cfg.admin_token, &data_dir)?;
     let identity = dep
         .load_identity(&cfg.keys_dir, Principal::Orchestrator)
@@ -94,19 +93,12 @@ pub async fn run_with_backend(
     let keys = dep.keyring();
     metrics::register(&dep.apps.iter().map(|a| a.name.clone()).collect::<Vec<_>>());
 
-    let store =
-        store::Store::open(&data_dir.join("orchestrator.redb")).context("opening the store")?;
+    let store = store::Store::open(&data_dir.join("orchestrator.redb")).context("opening the store")?;
     let controller = Controller::new(dep.clone(), identity.clone(), backend, store, tuning)?;
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let link_task = tokio::spawn(links::serve(
-        links,
-        identity,
-        keys,
-        cmd_tx.clone(),
-        stop_rx.clone(),
-    ));
+    let link_task = tokio::spawn(links::serve(links, identity, keys, cmd_tx.clone(), stop_rx.clone()));
     let state = api::ApiState {
         commands: cmd_tx,
         dep: Arc::new(dep),

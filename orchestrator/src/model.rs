@@ -9,9 +9,7 @@ use zz_wire::{AppId, ReplicaId};
 use crate::backend::Handle;
 
 /// Life of an execution replica as the API reports it.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplicaState {
     Provisioning,
@@ -154,8 +152,7 @@ pub struct Incident {
 
 impl Incident {
     pub fn recovery_ms(&self) -> Option<u64> {
-        self.certified_at
-            .map(|c| c.saturating_sub(self.detected_at))
+        self.certified_at.map(|c| c.saturating_sub(self.detected_at))
     }
 
     pub fn is_open(&self) -> bool {

@@ -94,8 +94,7 @@ impl Store {
         let mut snap = Snapshot::default();
         for item in tx.open_table(REPLICAS)?.iter()? {
             let (k, v) = item?;
-            snap.replicas
-                .insert(k.value().to_string(), decode(v.value())?);
+            snap.replicas.insert(k.value().to_string(), decode(v.value())?);
         }
         for item in tx.open_table(EVENTS)?.iter()? {
             snap.events.push(decode(item?.1.value())?);

@@ -7,8 +7,8 @@ use common::{children, deployment, marker, start, TOKEN};
 use futures::StreamExt;
 use std::time::Duration;
 use zz_wire::{
-    AppId, ControlCmd, Digest, Fault, Heartbeat, IncidentKind, Msg, NodeId, Principal,
-    ReplicaFault, ReplicaId, Resolved, Wake,
+    AppId, ControlCmd, Digest, Fault, Heartbeat, IncidentKind, Msg, NodeId, Principal, ReplicaFault, ReplicaId,
+    Resolved, Wake,
 };
 
 const KV: AppId = AppId(0);
@@ -39,20 +39,10 @@ async fn auth_validation_and_status_codes() {
 
     let health = c.get(format!("{}/v1/health", o.url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    assert_eq!(
-        health.json::<serde_json::Value>().await.unwrap()["status"],
-        "ok"
-    );
-    assert_eq!(
-        c.get(format!("{}/", o.url)).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(health.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+    assert_eq!(c.get(format!("{}/", o.url)).send().await.unwrap().status(), 200);
 
-    let none = c
-        .get(format!("{}/v1/replicas", o.url))
-        .send()
-        .await
-        .unwrap();
+    let none = c.get(format!("{}/v1/replicas", o.url)).send().await.unwrap();
     assert_eq!(none.status(), 401);
     let wrong = c
         .get(format!("{}/v1/replicas", o.url))
@@ -71,30 +61,18 @@ async fn auth_validation_and_status_codes() {
 
     for (body, why) in [
         ("{not json", "syntax"),
-        (
-            r#"{"target":"kv-e1","kind":"crash","extra":1}"#,
-            "unknown field",
-        ),
+        (r#"{"target":"kv-e1","kind":"crash","extra":1}"#, "unknown field"),
         (r#"{"target":"kv-e9","kind":"crash"}"#, "unknown replica"),
         (r#"{"target":"zz","kind":"crash"}"#, "unknown target"),
         (r#"{"target":"kv-e1","kind":"explode"}"#, "unknown kind"),
-        (
-            r#"{"target":"kv-e1","kind":"equivocate"}"#,
-            "node kind on a replica",
-        ),
-        (
-            r#"{"target":"a0","kind":"corrupt-reply"}"#,
-            "replica kind on a node",
-        ),
+        (r#"{"target":"kv-e1","kind":"equivocate"}"#, "node kind on a replica"),
+        (r#"{"target":"a0","kind":"corrupt-reply"}"#, "replica kind on a node"),
         (r#"{"kind":"crash"}"#, "missing target"),
     ] {
         let r = o.post("/v1/faults", body).await;
         assert_eq!(r.status(), 400, "{why}");
         let v: serde_json::Value = r.json().await.unwrap();
-        assert!(
-            v["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{why}: {v}"
-        );
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{why}: {v}");
     }
     assert_eq!(o.get("/v1/events?since=x").await.status(), 400);
     assert_eq!(o.get("/v1/events?sinse=1").await.status(), 400);
@@ -119,12 +97,7 @@ async fn auth_validation_and_status_codes() {
 
     // Waking an active replica is a conflict, not a silent success.
     o.wait_replicas("start-up", |v| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["state"] == "active")
-            .count()
-            == 2
+        v.as_array().unwrap().iter().filter(|r| r["state"] == "active").count() == 2
     })
     .await;
     assert_eq!(o.post("/v1/replicas/kv-e0/wake", "").await.status(), 409);
@@ -142,8 +115,7 @@ async fn start_up_pause_wake_and_nothing_left_after_shutdown() {
     let (dep, ids) = deployment(dir.path());
     let mut o = start(dir.path(), dep, ids, marker(2)).await;
     // e0, e1 active; e2 paused once its grace elapsed.
-    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused")
-        .await;
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
     let v = o.get_json("/v1/replicas").await;
     assert_eq!(v[0]["state"], "active");
     assert_eq!(v[1]["state"], "active");
@@ -152,15 +124,9 @@ async fn start_up_pause_wake_and_nothing_left_after_shutdown() {
 
     let r = o.post("/v1/replicas/kv-e2/wake", "").await;
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["state"],
-        "waking"
-    );
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["state"], "waking");
     let r = o.post("/v1/replicas/kv-e1/hibernate", "").await;
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["state"],
-        "hibernated"
-    );
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["state"], "hibernated");
     assert_eq!(children(&o.marker).len(), 2);
     let r = o.post("/v1/replicas/kv-e0/replace", "").await;
     assert_eq!(r.status(), 200);
@@ -169,10 +135,7 @@ async fn start_up_pause_wake_and_nothing_left_after_shutdown() {
     o.wait_event("fenced", Some("kv-e0")).await;
 
     o.shutdown().await;
-    assert!(
-        children(&o.marker).is_empty(),
-        "children left after shutdown"
-    );
+    assert!(children(&o.marker).is_empty(), "children left after shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,11 +150,8 @@ async fn faults_reach_a_connected_agent_and_expire() {
 
     // Its heartbeat shows up in the inventory.
     let me = o.id(e1);
-    tx.send(&Msg::Heartbeat(me.sign(heartbeat(e1, 42))))
-        .await
-        .unwrap();
-    o.wait_replicas("heartbeat", |v| v[1]["last_executed"] == 42)
-        .await;
+    tx.send(&Msg::Heartbeat(me.sign(heartbeat(e1, 42)))).await.unwrap();
+    o.wait_replicas("heartbeat", |v| v[1]["last_executed"] == 42).await;
     // A heartbeat signed by e0 on e1's link is dropped.
     let e0 = Principal::Replica(replica(0));
     tx.send(&Msg::Heartbeat(o.id(e0).sign(heartbeat(e0, 99))))
@@ -205,9 +165,7 @@ async fn faults_reach_a_connected_agent_and_expire() {
         )
         .await;
     assert_eq!(r.status(), 201);
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_u64()
-        .unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_u64().unwrap();
     let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .unwrap()
@@ -239,12 +197,8 @@ async fn faults_reach_a_connected_agent_and_expire() {
     assert_eq!(o.replica("kv-e1").await["last_executed"], 42);
 
     // DELETE clears one by id.
-    let r = o
-        .post("/v1/faults", r#"{"target":"kv-e1","kind":"slow"}"#)
-        .await;
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_u64()
-        .unwrap();
+    let r = o.post("/v1/faults", r#"{"target":"kv-e1","kind":"slow"}"#).await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_u64().unwrap();
     let _set = rx.recv().await.unwrap().unwrap();
     let r = o
         .http
@@ -259,12 +213,7 @@ async fn faults_reach_a_connected_agent_and_expire() {
     };
     assert_eq!(c.body.cmd, ControlCmd::ClearFaults);
 
-    let metrics = o
-        .http
-        .get(format!("{}/metrics", o.url))
-        .send()
-        .await
-        .unwrap();
+    let metrics = o.http.get(format!("{}/metrics", o.url)).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
     for series in [
@@ -290,8 +239,7 @@ async fn wake_certificate_opens_an_incident_and_fault_certificate_replaces() {
     let dir = tempfile::tempdir().unwrap();
     let (dep, ids) = deployment(dir.path());
     let mut o = start(dir.path(), dep, ids, marker(4)).await;
-    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused")
-        .await;
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
     let mut nodes = Vec::new();
     for n in 0..3 {
         let who = Principal::Node(NodeId(n));
@@ -322,8 +270,7 @@ async fn wake_certificate_opens_an_incident_and_fault_certificate_replaces() {
         let (id, tx) = &mut nodes[1];
         tx.send(&Msg::Wake(id.sign(wake(1)))).await.unwrap();
     }
-    o.wait_replicas("e2 woken", |v| v[2]["state"] != "paused")
-        .await;
+    o.wait_replicas("e2 woken", |v| v[2]["state"] != "paused").await;
     let inc = o.get_json("/v1/incidents").await;
     assert_eq!(inc.as_array().unwrap().len(), 1);
     assert_eq!(inc[0]["seq"], 5);
@@ -355,11 +302,9 @@ async fn wake_certificate_opens_an_incident_and_fault_certificate_replaces() {
         };
         tx.send(&Msg::Fault(id.sign(f))).await.unwrap();
     }
-    o.wait_replicas("e1 replaced", |v| v[1]["generation"] == 2)
-        .await;
+    o.wait_replicas("e1 replaced", |v| v[1]["generation"] == 2).await;
     // The replacement becomes the standby; e0 and e2 are the active pair.
-    o.wait_replicas("e1 standby", |v| v[1]["state"] == "paused")
-        .await;
+    o.wait_replicas("e1 standby", |v| v[1]["state"] == "paused").await;
     let inc = o.get_json("/v1/incidents").await;
     assert!(inc[0]["certified_at"].as_u64().is_some());
     assert!(inc[0]["recovery_ms"].as_u64().is_some());
@@ -388,8 +333,7 @@ async fn event_stream_yields_backlog_and_live_events() {
     let dir = tempfile::tempdir().unwrap();
     let (dep, ids) = deployment(dir.path());
     let mut o = start(dir.path(), dep, ids, marker(5)).await;
-    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused")
-        .await;
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
     let resp = o.get("/v1/events/stream?since=0").await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
@@ -402,12 +346,7 @@ async fn event_stream_yields_backlog_and_live_events() {
     assert!(seen.contains("data: {\"seq\":1,"), "{seen}");
     // A live one.
     assert_eq!(o.post("/v1/replicas/kv-e0/pause", "").await.status(), 200);
-    read_until(
-        &mut body,
-        &mut seen,
-        "\"detail\":\"active -> paused: operator\"",
-    )
-    .await;
+    read_until(&mut body, &mut seen, "\"detail\":\"active -> paused: operator\"").await;
     o.shutdown().await;
 }
 
@@ -416,8 +355,7 @@ async fn restart_keeps_events_and_reattaches_running_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let (dep, ids) = deployment(dir.path());
     let mut o = start(dir.path(), dep.clone(), ids.clone(), marker(6)).await;
-    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused")
-        .await;
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
     o.shutdown().await;
 
     // A "crashed" run left kv-e0 running: record it in the store by hand.
@@ -447,17 +385,12 @@ async fn restart_keeps_events_and_reattaches_running_replicas() {
             generation: rec.generation,
             token: format!("{pid}:{start_ticks}"),
         });
-        store
-            .apply(&[zz_orchestrator::store::Change::Replica(rec)])
-            .unwrap();
+        store.apply(&[zz_orchestrator::store::Change::Replica(rec)]).unwrap();
     }
 
     let mut o = start(dir.path(), dep, ids, marker(6)).await;
     let ev = o.wait_event("attached", Some("kv-e0")).await;
-    assert!(
-        ev["seq"].as_u64().unwrap() > last_seq,
-        "event seqs restart: {ev}"
-    );
+    assert!(ev["seq"].as_u64().unwrap() > last_seq, "event seqs restart: {ev}");
     // Earlier events are still served.
     let evs = o.get_json("/v1/events?since=0").await;
     assert_eq!(evs[0]["seq"], 1);

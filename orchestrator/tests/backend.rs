@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 use tokio::sync::mpsc;
-use zz_orchestrator::backend::{
-    Backend, BackendEvent, BackendState, Handle, Launch, ProcessBackend, ReplicaSpec,
-};
+use zz_orchestrator::backend::{Backend, BackendEvent, BackendState, Handle, Launch, ProcessBackend, ReplicaSpec};
 
 fn proc_state(pid: u32) -> Option<(char, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -119,10 +117,7 @@ async fn shutdown_leaves_nothing_running() {
 async fn reattaches_to_a_process_started_by_an_earlier_run() {
     let dir = tempfile::tempdir().unwrap();
     // Started "by a previous orchestrator": not through this backend.
-    let mut child = std::process::Command::new("/bin/sleep")
-        .arg("1000")
-        .spawn()
-        .unwrap();
+    let mut child = std::process::Command::new("/bin/sleep").arg("1000").spawn().unwrap();
     let pid = child.id();
     let start = proc_state(pid).unwrap().1;
     let (b, mut events) = sleeper(dir.path());
@@ -151,10 +146,7 @@ async fn reattaches_to_a_process_started_by_an_earlier_run() {
 #[tokio::test]
 async fn an_attached_process_that_dies_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new("/bin/sleep")
-        .arg("1000")
-        .spawn()
-        .unwrap();
+    let mut child = std::process::Command::new("/bin/sleep").arg("1000").spawn().unwrap();
     let pid = child.id();
     let start = proc_state(pid).unwrap().1;
     let (b, mut events) = sleeper(dir.path());

@@ -23,10 +23,7 @@ const URI: &str = "qemu:///system";
 static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn virsh(args: &[&str]) -> std::io::Result<std::process::Output> {
-    Command::new("virsh")
-        .args(["-q", "-c", URI])
-        .args(args)
-        .output()
+    Command::new("virsh").args(["-q", "-c", URI]).args(args).output()
 }
 
 /// `true` if the test should run; panics when libvirt is required but absent.
@@ -135,9 +132,7 @@ async fn fixture(tag: &str, accel: AccelMode) -> Fixture {
     let keys_dir = tmp.path().join("keys");
     let me = d.load_identity(&keys_dir, Principal::Orchestrator).unwrap();
     let keyring = d.keyring();
-    let listener = tokio::net::TcpListener::bind(d.orchestrator.addr)
-        .await
-        .unwrap();
+    let listener = tokio::net::TcpListener::bind(d.orchestrator.addr).await.unwrap();
     let (tx, conns) = mpsc::channel(64);
     tokio::spawn(async move {
         let mut links = Vec::new();
@@ -150,13 +145,7 @@ async fn fixture(tag: &str, accel: AccelMode) -> Fixture {
             }
         }
     });
-    let mut cfg = LibvirtConfig::new(
-        tag,
-        deployment,
-        keys_dir,
-        image_dir(),
-        tmp.path().join("state"),
-    );
+    let mut cfg = LibvirtConfig::new(tag, deployment, keys_dir, image_dir(), tmp.path().join("state"));
     cfg.accel = accel;
     Fixture {
         _tmp: tmp,
@@ -214,9 +203,7 @@ fn replica_vm_lifecycle() {
     if !libvirt_available() {
         return;
     }
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(lifecycle());
+    tokio::runtime::Runtime::new().unwrap().block_on(lifecycle());
 }
 
 async fn lifecycle() {
@@ -254,11 +241,7 @@ async fn lifecycle() {
     let h = backend.start(&spec).await.unwrap();
     let start_call = t.elapsed();
     assert_eq!(backend.state(&h).await, BackendState::Running);
-    assert!(
-        domstate(&domain).starts_with("running"),
-        "{}",
-        domstate(&domain)
-    );
+    assert!(domstate(&domain).starts_with("running"), "{}", domstate(&domain));
     assert!(
         wait_marker(&backend.serial_log(&spec), Duration::from_secs(90)).await,
         "no boot marker in {}",
@@ -287,11 +270,7 @@ async fn lifecycle() {
     backend.pause(&h).await.unwrap();
     let pause = t.elapsed();
     assert_eq!(backend.state(&h).await, BackendState::Paused);
-    assert!(
-        domstate(&domain).starts_with("paused"),
-        "{}",
-        domstate(&domain)
-    );
+    assert!(domstate(&domain).starts_with("paused"), "{}", domstate(&domain));
     let t = Instant::now();
     backend.resume(&h).await.unwrap();
     let resume = t.elapsed();
@@ -356,11 +335,7 @@ async fn lifecycle() {
 
     // destroy: domain undefined, directory gone.
     backend.destroy(&h).await.unwrap();
-    assert!(
-        domains_with(&domain).is_empty(),
-        "{:?}",
-        domains_with(&domain)
-    );
+    assert!(domains_with(&domain).is_empty(), "{:?}", domains_with(&domain));
     assert!(!dir.exists());
     assert!(events.try_recv().is_err());
 

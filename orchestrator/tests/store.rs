@@ -7,10 +7,7 @@ use zz_wire::{AppId, IncidentKind, ReplicaId};
 
 fn record(index: u16, state: ReplicaState) -> ReplicaRecord {
     ReplicaRecord {
-        id: ReplicaId {
-            app: AppId(0),
-            index,
-        },
+        id: ReplicaId { app: AppId(0), index },
         name: format!("kv-e{index}"),
         app_name: "kv".into(),
         state,

@@ -15,7 +15,9 @@ async fn kv_requests_are_ordered_executed_and_certified_over_tcp() {
     let client = c.client("gateway", Duration::from_secs(20));
     let app = c.dep.app_by_name("kv").expect("kv app");
 
-    let put = client.call(app, AppRequest::new("PUT", "/kv/greeting", b"hello".to_vec())).await;
+    let put = client
+        .call(app, AppRequest::new("PUT", "/kv/greeting", b"hello".to_vec()))
+        .await;
     if put.as_ref().map(|r| r.status) != Ok(200) {
         c.dump_logs();
         panic!("PUT failed: {put:?}");

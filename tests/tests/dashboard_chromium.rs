@@ -51,8 +51,7 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
-        let log = std::fs::File::create(profile.path().join("chromedriver.log"))
-            .map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(profile.path().join("chromedriver.log")).map_err(|e| e.to_string())?;
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
@@ -78,10 +77,7 @@ impl Browser {
                 }
             }
             if start.elapsed() > Duration::from_secs(15) {
-                return Err(format!(
-                    "chromedriver not ready on port {port}:\n{}",
-                    b.driver_log()
-                ));
+                return Err(format!("chromedriver not ready on port {port}:\n{}", b.driver_log()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -109,9 +105,7 @@ impl Browser {
             .cmd(reqwest::Method::POST, "/session", Some(caps))
             .await
             .map_err(|e| format!("new session: {e}\n{}", b.driver_log()))?;
-        let id = v["sessionId"]
-            .as_str()
-            .ok_or_else(|| format!("no sessionId in {v}"))?;
+        let id = v["sessionId"].as_str().ok_or_else(|| format!("no sessionId in {v}"))?;
         println!(
             "chromium session {id} via chromedriver on port {port} ({})",
             v["capabilities"]["browserVersion"]
@@ -121,12 +115,7 @@ impl Browser {
     }
 
     /// One WebDriver command: the `value` of the answer, or its error.
-    async fn cmd(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, String> {
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
@@ -137,22 +126,13 @@ impl Browser {
         if status.is_success() {
             Ok(v["value"].clone())
         } else {
-            Err(format!(
-                "{status} {}: {}",
-                v["value"]["error"], v["value"]["message"]
-            ))
+            Err(format!("{status} {}: {}", v["value"]["error"], v["value"]["message"]))
         }
     }
 
-    async fn session_cmd(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, String> {
+    async fn session_cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
         let id = self.session.as_deref().ok_or("no session")?;
-        self.cmd(method, &format!("/session/{id}{path}"), body)
-            .await
+        self.cmd(method, &format!("/session/{id}{path}"), body).await
     }
 
     async fn goto(&self, url: &str) -> Result<(), String> {
@@ -177,11 +157,7 @@ impl Browser {
 
     async fn text(&self, element: &str) -> Result<String, String> {
         let v = self
-            .session_cmd(
-                reqwest::Method::GET,
-                &format!("/element/{element}/text"),
-                None,
-            )
+            .session_cmd(reqwest::Method::GET, &format!("/element/{element}/text"), None)
             .await?;
         Ok(v.as_str().unwrap_or_default().to_string())
     }
@@ -209,17 +185,12 @@ impl Browser {
             return format!("(no evidence saved: {e})");
         }
         let mut saved = Vec::new();
-        match self
-            .session_cmd(reqwest::Method::GET, "/screenshot", None)
-            .await
-        {
+        match self.session_cmd(reqwest::Method::GET, "/screenshot", None).await {
             Ok(v) => {
                 let png = base64::engine::general_purpose::STANDARD
                     .decode(v.as_str().unwrap_or_default())
                     .map_err(|e| e.to_string())
-                    .and_then(|png| {
-                        std::fs::write(dir.join("screenshot.png"), png).map_err(|e| e.to_string())
-                    });
+                    .and_then(|png| std::fs::write(dir.join("screenshot.png"), png).map_err(|e| e.to_string()));
                 match png {
                     Ok(()) => saved.push(dir.join("screenshot.png")),
                     Err(e) => eprintln!("screenshot not saved: {e}"),
@@ -227,10 +198,7 @@ impl Browser {
             }
             Err(e) => eprintln!("screenshot failed: {e}"),
         }
-        if let Ok(v) = self
-            .session_cmd(reqwest::Method::GET, "/source", None)
-            .await
-        {
+        if let Ok(v) = self.session_cmd(reqwest::Method::GET, "/source", None).await {
             if std::fs::write(dir.join("page.html"), v.as_str().unwrap_or_default()).is_ok() {
                 saved.push(dir.join("page.html"));
             }
@@ -285,11 +253,7 @@ fn browser_required() -> bool {
 fn start_traffic(
     up: &ZzUp,
     stop: Arc<AtomicBool>,
-) -> (
-    tokio::task::JoinHandle<()>,
-    Arc<AtomicUsize>,
-    Arc<AtomicUsize>,
-) {
+) -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let ok = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let (http, base) = (support::http(), up.gateway_url("/kv/"));
@@ -298,15 +262,9 @@ fn start_traffic(
         let mut i = 0u64;
         while !stop.load(Ordering::SeqCst) {
             i += 1;
-            let r = http
-                .put(format!("{base}t{i}"))
-                .body(format!("v{i}"))
-                .send()
-                .await;
+            let r = http.put(format!("{base}t{i}")).body(format!("v{i}")).send().await;
             match r {
-                Ok(r) if r.status() == reqwest::StatusCode::OK => {
-                    ok2.fetch_add(1, Ordering::SeqCst)
-                }
+                Ok(r) if r.status() == reqwest::StatusCode::OK => ok2.fetch_add(1, Ordering::SeqCst),
                 _ => failed2.fetch_add(1, Ordering::SeqCst),
             };
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -414,9 +372,7 @@ async fn drive(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Result<(
         Ok(f) => f,
         Err(e) => {
             let msg = browser.find_text("#msg").await.unwrap_or_default();
-            return Err(format!(
-                "the click injected nothing ({e}); page message: {msg:?}"
-            ));
+            return Err(format!("the click injected nothing ({e}); page message: {msg:?}"));
         }
     };
     println!("fault injected through the page: {fault}");
@@ -445,9 +401,7 @@ async fn drive(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Result<(
     let row = row.map_err(|e| format!("no incident on the dashboard: {e}"))?;
     println!("incident row after {:?}: {row}", start.elapsed());
     if !row.contains("kv") {
-        return Err(format!(
-            "the incident row does not name the kv app: {row:?}"
-        ));
+        return Err(format!("the incident row does not name the kv app: {row:?}"));
     }
     Ok(())
 }

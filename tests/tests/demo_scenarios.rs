@@ -9,7 +9,15 @@ fn run(scenario: &str) {
     let seed = 20261123u64;
     let start = Instant::now();
     let out = Command::new(zz_tests::bin("zz"))
-        .args(["demo", "--scenario", scenario, "--seed", &seed.to_string(), "--workers", "4"])
+        .args([
+            "demo",
+            "--scenario",
+            scenario,
+            "--seed",
+            &seed.to_string(),
+            "--workers",
+            "4",
+        ])
         .env("RUST_BACKTRACE", "0")
         .output()
         .expect("running zz demo");
@@ -21,7 +29,10 @@ fn run(scenario: &str) {
         "zz demo --scenario {scenario} --seed {seed} failed after {:?}:\n{stdout}\n{stderr}",
         start.elapsed()
     );
-    assert!(stdout.contains(&format!("PASSED {scenario}")), "no PASSED line:\n{stdout}");
+    assert!(
+        stdout.contains(&format!("PASSED {scenario}")),
+        "no PASSED line:\n{stdout}"
+    );
 }
 
 #[test]

@@ -74,20 +74,12 @@ impl Gateway {
     }
 
     fn fail(&self, msg: impl std::fmt::Display) -> ! {
-        eprintln!(
-            "==== gateway log\n{}",
-            tail(&self.dir.path().join("gateway.log"), 40)
-        );
+        eprintln!("==== gateway log\n{}", tail(&self.dir.path().join("gateway.log"), 40));
         panic!("{msg}");
     }
 
     /// Fails unless the response is `want` with a JSON `{"error": "<non-empty>"}` body.
-    async fn expect_json_error(
-        &self,
-        resp: reqwest::Result<reqwest::Response>,
-        what: &str,
-        want: StatusCode,
-    ) {
+    async fn expect_json_error(&self, resp: reqwest::Result<reqwest::Response>, what: &str, want: StatusCode) {
         let resp = match resp {
             Ok(r) => r,
             Err(e) => self.fail(format!("{what}: {e}")),
@@ -168,24 +160,16 @@ async fn no_cluster_is_503_with_json_error_within_the_deadline() {
         tokio::time::timeout(DEADLINE_LIMIT, http.put(gw.url("/kv/x")).body("v").send()),
         tokio::time::timeout(
             DEADLINE_LIMIT,
-            http.put(gw.url("/kv/full"))
-                .body(vec![b'x'; MAX_BODY])
-                .send()
+            http.put(gw.url("/kv/full")).body(vec![b'x'; MAX_BODY]).send()
         ),
     );
     let elapsed = start.elapsed();
     println!("503s after {elapsed:?}");
     let (Ok(small), Ok(full)) = (small, full) else {
-        gw.fail(format!(
-            "the gateway did not answer within {DEADLINE_LIMIT:?}"
-        ));
+        gw.fail(format!("the gateway did not answer within {DEADLINE_LIMIT:?}"));
     };
-    gw.expect_json_error(
-        small,
-        "PUT /kv/x with no cluster",
-        StatusCode::SERVICE_UNAVAILABLE,
-    )
-    .await;
+    gw.expect_json_error(small, "PUT /kv/x with no cluster", StatusCode::SERVICE_UNAVAILABLE)
+        .await;
     gw.expect_json_error(
         full,
         "PUT of exactly 1 MiB with no cluster",

@@ -23,14 +23,8 @@ async fn up_serves_kv_and_bank_and_leaves_no_process_after_sigint() {
 
     // The scan must see what `zz up` started, or "nothing left" proves nothing.
     let running = up.descendants();
-    let nodes = running
-        .iter()
-        .filter(|p| p.cmdline.contains(" agreement "))
-        .count();
-    let agents = running
-        .iter()
-        .filter(|p| p.cmdline.contains("zz-agent"))
-        .count();
+    let nodes = running.iter().filter(|p| p.cmdline.contains(" agreement ")).count();
+    let agents = running.iter().filter(|p| p.cmdline.contains("zz-agent")).count();
     println!(
         "before SIGINT: {nodes} agreement nodes, {agents} agents, {} processes",
         running.len()
@@ -54,10 +48,7 @@ async fn up_serves_kv_and_bank_and_leaves_no_process_after_sigint() {
         left = up.descendants();
     }
     if !left.is_empty() {
-        up.fail(format!(
-            "processes left behind after zz up exited:\n{}",
-            list(&left)
-        ));
+        up.fail(format!("processes left behind after zz up exited:\n{}", list(&left)));
     }
     if !up.stdout_lines().iter().any(|l| l.trim() == "stopped") {
         up.fail("zz up did not print `stopped`");
@@ -66,16 +57,14 @@ async fn up_serves_kv_and_bank_and_leaves_no_process_after_sigint() {
 
 async fn kv_round_trip(up: &ZzUp, http: &reqwest::Client) {
     let url = up.gateway_url("/kv/greeting");
-    up.expect(http.put(&url).body("hello, zz"), "kv PUT", 200)
-        .await;
+    up.expect(http.put(&url).body("hello, zz"), "kv PUT", 200).await;
     let got = up.expect(http.get(&url), "kv GET", 200).await;
     if got != "hello, zz" {
         up.fail(format!("kv GET returned {got:?}, expected the PUT body"));
     }
     up.expect(http.delete(&url), "kv DELETE", 204).await;
     up.expect(http.get(&url), "kv GET after DELETE", 404).await;
-    up.expect(http.delete(&url), "kv DELETE of a missing key", 404)
-        .await;
+    up.expect(http.delete(&url), "kv DELETE of a missing key", 404).await;
 }
 
 async fn bank_conserves_money(up: &ZzUp, http: &reqwest::Client) {
@@ -83,12 +72,8 @@ async fn bank_conserves_money(up: &ZzUp, http: &reqwest::Client) {
     let transfer = up.gateway_url("/bank/transfer");
     for (id, balance) in [("alice", 100), ("bob", 50)] {
         let body = json!({ "id": id, "balance": balance });
-        up.expect(
-            http.post(&accounts).json(&body),
-            &format!("create {id}"),
-            201,
-        )
-        .await;
+        up.expect(http.post(&accounts).json(&body), &format!("create {id}"), 201)
+            .await;
     }
     let ok = json!({ "from": "alice", "to": "bob", "amount": 30 });
     up.expect(http.post(&transfer).json(&ok), "transfer 30 alice→bob", 200)
@@ -110,14 +95,10 @@ async fn bank_conserves_money(up: &ZzUp, http: &reqwest::Client) {
             up.fail(format!("account {id}: expected balance {want}, got {body}"));
         }
     }
-    let audit = up
-        .expect(http.get(up.gateway_url("/bank/audit")), "audit", 200)
-        .await;
+    let audit = up.expect(http.get(up.gateway_url("/bank/audit")), "audit", 200).await;
     let v = parse(up, &audit);
     if v["accounts"] != 2 || v["total"] != 150 {
-        up.fail(format!(
-            "audit: expected 2 accounts holding 150 in total, got {audit}"
-        ));
+        up.fail(format!("audit: expected 2 accounts holding 150 in total, got {audit}"));
     }
 }
 

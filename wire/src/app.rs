@@ -33,10 +33,7 @@ impl AppRequest {
     }
 
     pub fn hash_into(&self, mut h: Hasher) -> Hasher {
-        h = h
-            .str(&self.method)
-            .str(&self.path)
-            .u64(self.headers.len() as u64);
+        h = h.str(&self.method).str(&self.path).u64(self.headers.len() as u64);
         for (k, v) in &self.headers {
             h = h.str(k).str(v);
         }

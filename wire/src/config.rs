@@ -11,20 +11,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("writing {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("invalid deployment: {0}")]
     Invalid(String),
     #[error("key file {path}: {reason}")]
@@ -135,15 +126,10 @@ impl GenerateOptions {
     /// Loopback addresses on free ephemeral ports, for tests and `zz up`.
     pub fn local(f: usize, apps: &[&str]) -> std::io::Result<Self> {
         let ports = free_ports(3 * f + 2)?;
-        let (orch, nodes) = ports
-            .split_last()
-            .ok_or_else(|| std::io::Error::other("no ports"))?;
+        let (orch, nodes) = ports.split_last().ok_or_else(|| std::io::Error::other("no ports"))?;
         Ok(GenerateOptions {
             f,
-            apps: apps
-                .iter()
-                .map(|a| (a.to_string(), a.to_string()))
-                .collect(),
+            apps: apps.iter().map(|a| (a.to_string(), a.to_string())).collect(),
             clients: vec!["gateway".into(), "bench".into()],
             node_addrs: nodes.to_vec(),
             orchestrator_addr: *orch,
@@ -271,10 +257,7 @@ impl Deployment {
         }
         for (i, n) in self.nodes.iter().enumerate() {
             if usize::from(n.id) != i {
-                return bad(format!(
-                    "nodes must be listed in id order: entry {i} has id {}",
-                    n.id
-                ));
+                return bad(format!("nodes must be listed in id order: entry {i} has id {}", n.id));
             }
         }
         if self.apps.is_empty() {
@@ -308,10 +291,7 @@ impl Deployment {
         }
         for (i, c) in self.clients.iter().enumerate() {
             if usize::from(c.id) != i {
-                return bad(format!(
-                    "clients must be listed in id order: entry {i} has id {}",
-                    c.id
-                ));
+                return bad(format!("clients must be listed in id order: entry {i} has id {}", c.id));
             }
         }
         if self.checkpoint_interval == 0 {
@@ -372,10 +352,7 @@ impl Deployment {
             Some(pk) if pk == id.public() => Ok(id),
             Some(_) => Err(ConfigError::Key {
                 path,
-                reason: format!(
-                    "does not match the public key of {} in the deployment",
-                    self.name(who)
-                ),
+                reason: format!("does not match the public key of {} in the deployment", self.name(who)),
             }),
             None => Err(ConfigError::Key {
                 path,
@@ -425,14 +402,8 @@ impl Deployment {
     }
 
     pub fn replicas(&self, app: AppId) -> impl Iterator<Item = ReplicaId> + '_ {
-        let n = self
-            .apps
-            .get(usize::from(app.0))
-            .map_or(0, |a| a.replicas.len());
-        (0..n).map(move |i| ReplicaId {
-            app,
-            index: small(i),
-        })
+        let n = self.apps.get(usize::from(app.0)).map_or(0, |a| a.replicas.len());
+        (0..n).map(move |i| ReplicaId { app, index: small(i) })
     }
 
     pub fn all_replicas(&self) -> Vec<ReplicaId> {
@@ -446,10 +417,7 @@ impl Deployment {
     }
 
     pub fn app_by_name(&self, name: &str) -> Option<AppId> {
-        self.apps
-            .iter()
-            .position(|a| a.name == name)
-            .map(|i| AppId(small(i)))
+        self.apps.iter().position(|a| a.name == name).map(|i| AppId(small(i)))
     }
 
     pub fn node_addr(&self, n: NodeId) -> Option<SocketAddr> {
@@ -512,11 +480,10 @@ fn write_secret(path: &Path, text: &str) -> Result<(), ConfigError> {
         path: path.into(),
         source,
     })?;
-    f.write_all(text.as_bytes())
-        .map_err(|source| ConfigError::Write {
-            path: path.into(),
-            source,
-        })
+    f.write_all(text.as_bytes()).map_err(|source| ConfigError::Write {
+        path: path.into(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -540,20 +507,13 @@ mod tests {
         });
         assert_eq!(loaded.name(r), "bank-e2");
         assert_eq!(loaded.parse_principal("bank-e2"), Some(r));
-        assert_eq!(
-            loaded.parse_principal("a3"),
-            Some(Principal::Node(NodeId(3)))
-        );
+        assert_eq!(loaded.parse_principal("a3"), Some(Principal::Node(NodeId(3))));
         assert_eq!(loaded.parse_principal("a4"), None);
         assert_eq!(loaded.parse_principal("kv-e3"), None);
         let id = loaded.load_identity(&dir.path().join("keys"), r).unwrap();
         assert_eq!(id.public(), loaded.apps[1].replicas[2]);
         // A key file holding someone else's key is refused.
-        std::fs::copy(
-            dir.path().join("keys/a0.key"),
-            dir.path().join("keys/a1.key"),
-        )
-        .unwrap();
+        std::fs::copy(dir.path().join("keys/a0.key"), dir.path().join("keys/a1.key")).unwrap();
         assert!(loaded
             .load_identity(&dir.path().join("keys"), Principal::Node(NodeId(1)))
             .is_err());
@@ -563,9 +523,7 @@ mod tests {
     fn unknown_fields_and_wrong_counts_are_rejected() {
         let opts = GenerateOptions::local(1, &["kv"]).unwrap();
         let (d, _) = generate(&opts).unwrap();
-        let text = d
-            .to_toml()
-            .replace("checkpoint_interval", "checkpoint_intervall");
+        let text = d.to_toml().replace("checkpoint_interval", "checkpoint_intervall");
         assert!(toml::from_str::<Deployment>(&text).is_err());
         let mut short = d.clone();
         short.nodes.pop();

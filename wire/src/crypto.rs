@@ -107,11 +107,7 @@ impl Identity {
     }
 
     pub fn sign<T: Signable>(&self, body: T) -> Signed<T> {
-        debug_assert_eq!(
-            body.author(),
-            self.who,
-            "signing a body authored by someone else"
-        );
+        debug_assert_eq!(body.author(), self.who, "signing a body authored by someone else");
         let sig = self.sign_digest(&body.digest());
         Signed { body, sig }
     }
@@ -195,16 +191,9 @@ impl Keyring {
     }
 
     /// Verifies a raw signature over a digest by a named principal.
-    pub fn verify_digest(
-        &self,
-        who: Principal,
-        d: &Digest,
-        sig: &Signature,
-    ) -> Result<(), SigError> {
+    pub fn verify_digest(&self, who: Principal, d: &Digest, sig: &Signature) -> Result<(), SigError> {
         let key = self.get(&who).ok_or(SigError::UnknownKey(who))?;
-        key.0
-            .verify(&d.0, sig)
-            .map_err(|_| SigError::BadSignature(who))
+        key.0.verify(&d.0, sig).map_err(|_| SigError::BadSignature(who))
     }
 }
 
@@ -226,10 +215,7 @@ mod tests {
             Principal::Node(self.from)
         }
         fn digest(&self) -> Digest {
-            Hasher::new("zz/test/note")
-                .u16(self.from.0)
-                .str(&self.text)
-                .finish()
+            Hasher::new("zz/test/note").u16(self.from.0).str(&self.text).finish()
         }
     }
 
@@ -253,10 +239,7 @@ mod tests {
         });
         assert_eq!(s.verify(&ring), Ok(()));
         s.body.text = "ho".into();
-        assert_eq!(
-            s.verify(&ring),
-            Err(SigError::BadSignature(Principal::Node(NodeId(0))))
-        );
+        assert_eq!(s.verify(&ring), Err(SigError::BadSignature(Principal::Node(NodeId(0)))));
     }
 
     #[test]
@@ -278,10 +261,7 @@ mod tests {
             from: NodeId(9),
             text: "x".into(),
         });
-        assert_eq!(
-            s.verify(&ring),
-            Err(SigError::UnknownKey(Principal::Node(NodeId(9))))
-        );
+        assert_eq!(s.verify(&ring), Err(SigError::UnknownKey(Principal::Node(NodeId(9)))));
     }
 
     #[test]

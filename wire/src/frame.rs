@@ -128,9 +128,7 @@ impl LinkWriter {
     }
 
     pub async fn flush(&mut self) -> Result<(), FrameError> {
-        SinkExt::<Bytes>::flush(&mut self.inner)
-            .await
-            .map_err(io_to_frame)
+        SinkExt::<Bytes>::flush(&mut self.inner).await.map_err(io_to_frame)
     }
 
     async fn send_raw<T: Serialize>(&mut self, v: &T) -> Result<(), FrameError> {
@@ -151,11 +149,7 @@ struct Proof {
     sig: Signature,
 }
 
-fn proof_digest(
-    prover: Principal,
-    prover_nonce: &[u8; 32],
-    verifier_nonce: &[u8; 32],
-) -> crate::Digest {
+fn proof_digest(prover: Principal, prover_nonce: &[u8; 32], verifier_nonce: &[u8; 32]) -> crate::Digest {
     let h = Hasher::new("zz/handshake/v1");
     let h = match prover {
         Principal::Node(n) => h.u8(0).u16(n.0),
@@ -212,12 +206,8 @@ pub async fn handshake(
         let sig = me.sign_digest(&proof_digest(me.who, &nonce, &hello.nonce));
         writer.send_raw(&Proof { sig }).await?;
         let proof: Proof = reader.recv_raw().await?;
-        keys.verify_digest(
-            hello.who,
-            &proof_digest(hello.who, &hello.nonce, &nonce),
-            &proof.sig,
-        )
-        .map_err(|_| LinkError::BadProof(hello.who))?;
+        keys.verify_digest(hello.who, &proof_digest(hello.who, &hello.nonce, &nonce), &proof.sig)
+            .map_err(|_| LinkError::BadProof(hello.who))?;
         Ok(hello.who)
     };
     let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
@@ -253,9 +243,7 @@ mod tests {
             handshake(s, &b, &ring2, None).await.map(|x| x.0)
         });
         let s = TcpStream::connect(addr).await.unwrap();
-        let (peer, _, _) = handshake(s, &a, &ring, Some(Principal::Node(NodeId(1))))
-            .await
-            .unwrap();
+        let (peer, _, _) = handshake(s, &a, &ring, Some(Principal::Node(NodeId(1)))).await.unwrap();
         assert_eq!(peer, Principal::Node(NodeId(1)));
         assert_eq!(server.await.unwrap().unwrap(), Principal::Node(NodeId(0)));
     }
@@ -294,10 +282,7 @@ mod tests {
         let mut raw = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
         raw.extend_from_slice(&[0u8; 64]);
         w.inner.get_mut().try_write(&raw).ok();
-        assert!(matches!(
-            server.await.unwrap(),
-            Err(FrameError::TooLarge(_))
-        ));
+        assert!(matches!(server.await.unwrap(), Err(FrameError::TooLarge(_))));
     }
 
     #[test]

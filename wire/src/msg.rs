@@ -237,9 +237,7 @@ impl Signable for ViewChange {
         }
         h = h.u64(self.prepared.len() as u64);
         for p in &self.prepared {
-            h = h
-                .digest(&p.pre_prepare.body.digest())
-                .u64(p.prepares.len() as u64);
+            h = h.digest(&p.pre_prepare.body.digest()).u64(p.prepares.len() as u64);
             for v in &p.prepares {
                 h = h.digest(&v.body.digest());
             }

@@ -77,12 +77,7 @@ impl Core {
 
     /// PBFT §4.3: 2f+1 matching checkpoints make `seq` stable: the low
     /// watermark moves up and the log below it is discarded.
-    pub(super) fn make_stable(
-        &mut self,
-        seq: Seq,
-        digest: zz_wire::Digest,
-        proof: Vec<Signed<LogCheckpoint>>,
-    ) {
+    pub(super) fn make_stable(&mut self, seq: Seq, digest: zz_wire::Digest, proof: Vec<Signed<LogCheckpoint>>) {
         if seq <= self.stable.seq {
             return;
         }
@@ -132,10 +127,7 @@ impl Core {
         }
         let from = self.last_committed + 1;
         let used_up = from >= self.fetch.sent_from + MAX_ENTRIES as u64;
-        let quiet = self
-            .fetch
-            .sent_ms
-            .is_none_or(|t| self.now >= t + self.retransmit_ms());
+        let quiet = self.fetch.sent_ms.is_none_or(|t| self.now >= t + self.retransmit_ms());
         if !(used_up || quiet) {
             return;
         }
@@ -172,8 +164,7 @@ impl Core {
         let mut entries: Vec<(Seq, Proposal)> = Vec::new();
         let mut bytes = 0usize;
         let mut next = from;
-        while next <= self.last_committed && entries.len() < MAX_ENTRIES && bytes < MAX_ENTRY_BYTES
-        {
+        while next <= self.last_committed && entries.len() < MAX_ENTRIES && bytes < MAX_ENTRY_BYTES {
             let p = match self.archive.get(&next) {
                 Some((_, p)) => p,
                 None => match self.log.get(&next).and_then(Slot::committed_proposal) {
@@ -286,17 +277,9 @@ impl Core {
                 }
                 _ => {}
             }
-            let mine = s
-                .prepares
-                .matching(&d)
-                .find(|p| p.body.0.node == me)
-                .cloned();
+            let mine = s.prepares.matching(&d).find(|p| p.body.0.node == me).cloned();
             msgs.extend(mine.map(Msg::Prepare));
-            let mine = s
-                .commits
-                .matching(&d)
-                .find(|c| c.body.0.node == me)
-                .cloned();
+            let mine = s.commits.matching(&d).find(|c| c.body.0.node == me).cloned();
             msgs.extend(mine.map(Msg::Commit));
         }
         self.out.extend(msgs.into_iter().map(Action::Broadcast));

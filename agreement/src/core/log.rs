@@ -3,9 +3,7 @@
 //! survives a view change (the last prepared certificate, PBFT §4.4's P set).
 
 use super::quorum::Votes;
-use zz_wire::{
-    Commit, Digest, Hasher, PrePrepare, Prepare, PreparedProof, Proposal, Seq, Signed, View,
-};
+use zz_wire::{Commit, Digest, Hasher, PrePrepare, Prepare, PreparedProof, Proposal, Seq, Signed, View};
 
 #[derive(Debug)]
 pub struct Slot {

@@ -30,8 +30,8 @@ use log::Slot;
 use quorum::{Thresholds, Votes};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use zz_wire::{
-    AppId, ClientBatch, Digest, Hasher, Identity, Keyring, LogCheckpoint, Msg, NewView, NodeFault,
-    NodeId, Principal, Proposal, Seq, Signable, Signed, Timing, View, ViewChange,
+    AppId, ClientBatch, Digest, Hasher, Identity, Keyring, LogCheckpoint, Msg, NewView, NodeFault, NodeId, Principal,
+    Proposal, Seq, Signable, Signed, Timing, View, ViewChange,
 };
 
 pub use validate::Reject;

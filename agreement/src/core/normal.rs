@@ -7,8 +7,8 @@ use super::quorum::Insert;
 use super::{Action, Core, Pooled, Status, TimerId, MAX_POOL};
 use std::collections::BTreeSet;
 use zz_wire::{
-    verify_all, ClientBatch, Commit, Msg, NodeFault, NonDet, PrePrepare, Prepare, Principal,
-    Proposal, Seq, Signed, Vote,
+    verify_all, ClientBatch, Commit, Msg, NodeFault, NonDet, PrePrepare, Prepare, Principal, Proposal, Seq, Signed,
+    Vote,
 };
 
 impl Core {
@@ -59,15 +59,11 @@ impl Core {
     /// requests, at most `batch_max` per proposal and `pipeline` proposals
     /// above the last committed one, inside the watermarks.
     pub(super) fn try_propose(&mut self) {
-        if !self.is_primary()
-            || self.status != Status::Normal
-            || !self.can_vote(self.view, self.next_seq)
-        {
+        if !self.is_primary() || self.status != Status::Normal || !self.can_vote(self.view, self.next_seq) {
             return;
         }
         let t = &self.cfg.timing;
-        let (batch_max, pipeline, delay_us) =
-            (t.batch_max.max(1), t.pipeline.max(1), t.batch_delay_us);
+        let (batch_max, pipeline, delay_us) = (t.batch_max.max(1), t.pipeline.max(1), t.batch_delay_us);
         // A primary behind its stable checkpoint cannot tell what is committed.
         while self.last_committed >= self.low()
             && self.next_seq <= self.last_committed + pipeline
@@ -81,8 +77,7 @@ impl Core {
             if self.queue.len() < batch_max && !self.batch_due {
                 if !self.batch_armed {
                     self.batch_armed = true;
-                    self.out
-                        .push(Action::SetTimer(TimerId::Batch, delay_us.div_ceil(1000)));
+                    self.out.push(Action::SetTimer(TimerId::Batch, delay_us.div_ceil(1000)));
                 }
                 break;
             }
@@ -154,12 +149,7 @@ impl Core {
         self.check_prepared(seq);
     }
 
-    pub(super) fn make_pre_prepare(
-        &self,
-        view: u64,
-        seq: Seq,
-        proposal: Proposal,
-    ) -> Signed<PrePrepare> {
+    pub(super) fn make_pre_prepare(&self, view: u64, seq: Seq, proposal: Proposal) -> Signed<PrePrepare> {
         let digest = proposal.digest();
         self.sign(PrePrepare {
             node: self.cfg.me,
@@ -242,10 +232,7 @@ impl Core {
             if b.app != self.cfg.app {
                 return Err(Reject::WrongApp);
             }
-            if !seen.insert(key)
-                || self.dedup.contains(key)
-                || self.in_log.get(&key).is_some_and(|s| *s != seq)
-            {
+            if !seen.insert(key) || self.dedup.contains(key) || self.in_log.get(&key).is_some_and(|s| *s != seq) {
                 return Err(Reject::Duplicate);
             }
             // Requests we received ourselves were verified by the driver.
@@ -306,10 +293,7 @@ impl Core {
             return;
         }
         let now = self.now;
-        let slot = self
-            .log
-            .entry(v.seq)
-            .or_insert_with(|| Slot::new(v.view, now));
+        let slot = self.log.entry(v.seq).or_insert_with(|| Slot::new(v.view, now));
         slot.enter_view(v.view, now);
         if slot.prepares.insert(v.node, v.digest, m) == Insert::Conflict {
             self.stats.dropped_invalid += 1;
@@ -324,10 +308,7 @@ impl Core {
             return;
         }
         let now = self.now;
-        let slot = self
-            .log
-            .entry(v.seq)
-            .or_insert_with(|| Slot::new(v.view, now));
+        let slot = self.log.entry(v.seq).or_insert_with(|| Slot::new(v.view, now));
         slot.enter_view(v.view, now);
         if slot.commits.insert(v.node, v.digest, m) == Insert::Conflict {
             self.stats.dropped_invalid += 1;
@@ -418,11 +399,7 @@ impl Core {
                 self.dedup.insert(key);
             }
             self.stats.committed += 1;
-            self.out.push(Action::Deliver {
-                seq,
-                digest,
-                proposal,
-            });
+            self.out.push(Action::Deliver { seq, digest, proposal });
             delivered = true;
             if seq.is_multiple_of(self.cfg.checkpoint_interval.max(1)) {
                 self.take_checkpoint(seq);
@@ -442,24 +419,13 @@ impl Core {
 
     /// PBFT §4.4: a backup waiting for a request arms its view-change timer.
     pub(super) fn refresh_view_change_timer(&mut self) {
-        if self.vc_armed
-            || self.status != Status::Normal
-            || self.is_primary()
-            || self.pool.is_empty()
-        {
+        if self.vc_armed || self.status != Status::Normal || self.is_primary() || self.pool.is_empty() {
             return;
         }
         self.vc_armed = true;
-        let oldest = self
-            .ages
-            .first()
-            .map_or(self.now, |(t, _)| *t)
-            .max(self.age_floor);
-        let due = (oldest + self.view_change_timeout())
-            .saturating_sub(self.now)
-            .max(1);
-        self.out
-            .push(Action::SetTimer(TimerId::ViewChange(self.view), due));
+        let oldest = self.ages.first().map_or(self.now, |(t, _)| *t).max(self.age_floor);
+        let due = (oldest + self.view_change_timeout()).saturating_sub(self.now).max(1);
+        self.out.push(Action::SetTimer(TimerId::ViewChange(self.view), due));
     }
 
     /// The view-change timer: in a normal view, a request waited too long;
@@ -477,9 +443,7 @@ impl Core {
                 }
                 let oldest = self.ages.first().map(|(t, _)| (*t).max(self.age_floor));
                 match oldest {
-                    Some(t) if t + self.view_change_timeout() <= self.now => {
-                        self.start_view_change(self.view + 1)
-                    }
+                    Some(t) if t + self.view_change_timeout() <= self.now => self.start_view_change(self.view + 1),
                     _ => self.refresh_view_change_timer(),
                 }
             }

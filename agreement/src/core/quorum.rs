@@ -55,9 +55,7 @@ pub struct Votes<T> {
 
 impl<T> Default for Votes<T> {
     fn default() -> Self {
-        Votes {
-            entries: Vec::new(),
-        }
+        Votes { entries: Vec::new() }
     }
 }
 
@@ -91,10 +89,7 @@ impl<T> Votes<T> {
 
     /// A digest with at least `need` votes, if any.
     pub fn winner(&self, need: usize) -> Option<Digest> {
-        self.entries
-            .iter()
-            .map(|(_, d, _)| *d)
-            .find(|d| self.count(d) >= need)
+        self.entries.iter().map(|(_, d, _)| *d).find(|d| self.count(d) >= need)
     }
 
     pub fn clear(&mut self) {
@@ -112,10 +107,7 @@ impl<T> Votes<T> {
 
 /// Number of distinct nodes in `nodes`.
 pub fn distinct(nodes: impl IntoIterator<Item = NodeId>) -> usize {
-    nodes
-        .into_iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
+    nodes.into_iter().collect::<std::collections::BTreeSet<_>>().len()
 }
 
 #[cfg(test)]

@@ -120,9 +120,7 @@ fn broadcasts(acts: &[Action]) -> Vec<&Msg> {
 }
 
 fn sent_prepare(acts: &[Action]) -> bool {
-    broadcasts(acts)
-        .iter()
-        .any(|m| matches!(m, Msg::Prepare(_)))
+    broadcasts(acts).iter().any(|m| matches!(m, Msg::Prepare(_)))
 }
 
 fn sent_commit(acts: &[Action]) -> bool {
@@ -153,9 +151,7 @@ fn primary_cuts_a_full_batch_at_once_and_a_partial_one_on_the_timer() {
     let mut p = core(0);
     let acts = p.step(T0, Input::Request(req(1)));
     assert!(broadcasts(&acts).is_empty());
-    assert!(acts
-        .iter()
-        .any(|a| matches!(a, Action::SetTimer(TimerId::Batch, 1))));
+    assert!(acts.iter().any(|a| matches!(a, Action::SetTimer(TimerId::Batch, 1))));
     let acts = p.step(T0, Input::Request(req(2)));
     let pps: Vec<_> = broadcasts(&acts)
         .into_iter()
@@ -167,11 +163,7 @@ fn primary_cuts_a_full_batch_at_once_and_a_partial_one_on_the_timer() {
     assert_eq!(pps, vec![2], "batch_max client batches in one proposal");
     p.step(T0, Input::Request(req(3)));
     let acts = p.step(T0 + 1, Input::Timer(TimerId::Batch));
-    assert_eq!(
-        broadcasts(&acts).len(),
-        1,
-        "the timer cuts the partial batch"
-    );
+    assert_eq!(broadcasts(&acts).len(), 1, "the timer cuts the partial batch");
 }
 
 #[test]
@@ -248,10 +240,7 @@ fn pre_prepare_repeating_a_pending_client_batch_is_refused() {
 #[test]
 fn pre_prepare_repeating_a_committed_client_batch_is_refused() {
     let mut b = core(1);
-    assert_eq!(
-        delivered(&commit_at(&mut b, 1, proposal(&[1], T0))),
-        vec![1]
-    );
+    assert_eq!(delivered(&commit_at(&mut b, 1, proposal(&[1], T0))), vec![1]);
     let acts = peer(&mut b, Msg::PrePrepare(pp(0, 0, 2, proposal(&[1], T0))));
     assert!(!sent_prepare(&acts));
     assert_eq!(b.stats().rejected_duplicates, 1);
@@ -260,10 +249,7 @@ fn pre_prepare_repeating_a_committed_client_batch_is_refused() {
 #[test]
 fn timestamp_beyond_the_clock_skew_gets_no_prepare() {
     let mut b = core(1);
-    let acts = peer(
-        &mut b,
-        Msg::PrePrepare(pp(0, 0, 1, proposal(&[1], T0 + 5_000))),
-    );
+    let acts = peer(&mut b, Msg::PrePrepare(pp(0, 0, 1, proposal(&[1], T0 + 5_000))));
     assert!(!sent_prepare(&acts));
     assert_eq!(b.stats().rejected_timestamps, 1);
 }
@@ -275,10 +261,7 @@ fn timestamp_lower_than_the_previous_one_gets_no_prepare() {
         &mut b,
         Msg::PrePrepare(pp(0, 0, 1, proposal(&[1], T0)))
     )));
-    let acts = peer(
-        &mut b,
-        Msg::PrePrepare(pp(0, 0, 2, proposal(&[2], T0 - 10))),
-    );
+    let acts = peer(&mut b, Msg::PrePrepare(pp(0, 0, 2, proposal(&[2], T0 - 10))));
     assert!(!sent_prepare(&acts));
     assert_eq!(b.stats().rejected_timestamps, 1);
 }
@@ -292,10 +275,7 @@ fn prepared_needs_2f_prepares_from_distinct_backups() {
     // The primary's prepare and a repeated one do not count.
     assert!(!sent_commit(&peer(&mut b, prepare(0, 0, 1, d))));
     assert_eq!(b.stats().dropped_invalid, 1);
-    assert!(
-        !sent_commit(&peer(&mut b, prepare(1, 0, 1, d))),
-        "own id from a peer"
-    );
+    assert!(!sent_commit(&peer(&mut b, prepare(1, 0, 1, d))), "own id from a peer");
     assert!(sent_commit(&peer(&mut b, prepare(2, 0, 1, d))));
 }
 
@@ -343,15 +323,8 @@ fn checkpoint_with_2f_plus_1_matching_digests_becomes_stable_and_truncates() {
     });
     let d = mine.expect("checkpoint at K=4");
     assert_eq!(b.stable_checkpoint(), 0);
-    peer(
-        &mut b,
-        Msg::LogCheckpoint(checkpoint(2, 4, Digest([5; 32]))),
-    );
-    assert_eq!(
-        b.stable_checkpoint(),
-        0,
-        "a mismatching digest does not count"
-    );
+    peer(&mut b, Msg::LogCheckpoint(checkpoint(2, 4, Digest([5; 32]))));
+    assert_eq!(b.stable_checkpoint(), 0, "a mismatching digest does not count");
     peer(&mut b, Msg::LogCheckpoint(checkpoint(3, 4, d)));
     assert_eq!(b.stable_checkpoint(), 0, "2f matching are not enough");
     let acts = peer(&mut b, Msg::LogCheckpoint(checkpoint(0, 4, d)));
@@ -359,11 +332,7 @@ fn checkpoint_with_2f_plus_1_matching_digests_becomes_stable_and_truncates() {
         .iter()
         .any(|a| matches!(a, Action::Persist(p) if p.stable_checkpoint == 4)));
     assert_eq!(b.stable_checkpoint(), 4);
-    assert_eq!(
-        b.log_len(),
-        0,
-        "slots at or below the stable checkpoint are gone"
-    );
+    assert_eq!(b.log_len(), 0, "slots at or below the stable checkpoint are gone");
     assert_eq!(b.archive_len(), 4);
 }
 
@@ -378,9 +347,7 @@ fn backup_forwards_a_request_and_starts_its_view_change_timer() {
         .iter()
         .any(|a| matches!(a, Action::SetTimer(TimerId::ViewChange(0), 100))));
     let acts = b.step(T0 + 100, Input::Timer(TimerId::ViewChange(0)));
-    let persist = acts
-        .iter()
-        .position(|a| matches!(a, Action::Persist(d) if d.view == 1));
+    let persist = acts.iter().position(|a| matches!(a, Action::Persist(d) if d.view == 1));
     let vc = acts
         .iter()
         .position(|a| matches!(a, Action::Broadcast(Msg::ViewChange(v)) if v.body.new_view == 1));
@@ -403,11 +370,7 @@ fn view_change_timeouts_double_for_successive_views() {
         .any(|a| matches!(a, Action::SetTimer(TimerId::ViewChange(2), 200))));
 }
 
-fn view_change(
-    from: usize,
-    new_view: View,
-    prepared: Vec<zz_wire::PreparedProof>,
-) -> Signed<ViewChange> {
+fn view_change(from: usize, new_view: View, prepared: Vec<zz_wire::PreparedProof>) -> Signed<ViewChange> {
     node_id(from).sign(ViewChange {
         node: NodeId(from as u16),
         app: AppId(0),
@@ -436,9 +399,7 @@ fn prepared_proof(p: Proposal) -> zz_wire::PreparedProof {
     let d = p.digest();
     zz_wire::PreparedProof {
         pre_prepare: pp(0, 0, 1, p),
-        prepares: (1..=2)
-            .map(|i| node_id(i).sign(Prepare(vote(i, 0, 1, d))))
-            .collect(),
+        prepares: (1..=2).map(|i| node_id(i).sign(Prepare(vote(i, 0, 1, d)))).collect(),
     }
 }
 
@@ -506,14 +467,9 @@ fn restored_node_does_not_vote_again_in_its_old_view() {
     };
     let mut b = Core::restore(config(1), node_id(1), durable);
     let acts = b.start(T0);
-    assert!(broadcasts(&acts)
-        .iter()
-        .any(|m| matches!(m, Msg::LogFetch(_))));
+    assert!(broadcasts(&acts).iter().any(|m| matches!(m, Msg::LogFetch(_))));
     let acts = peer(&mut b, Msg::PrePrepare(pp(0, 0, 1, proposal(&[1], T0))));
-    assert!(
-        !sent_prepare(&acts),
-        "passive in the view it may have voted in"
-    );
+    assert!(!sent_prepare(&acts), "passive in the view it may have voted in");
 }
 
 #[test]

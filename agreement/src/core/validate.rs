@@ -4,10 +4,7 @@
 
 use super::quorum::distinct;
 use super::Core;
-use zz_wire::{
-    verify_all, Digest, LogCheckpoint, NewView, PreparedProof, Proposal, Seq, Signed, View,
-    ViewChange,
-};
+use zz_wire::{verify_all, Digest, LogCheckpoint, NewView, PreparedProof, Proposal, Seq, Signed, View, ViewChange};
 
 /// Why an input was refused.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +45,9 @@ impl Plan {
     /// for each n above it, the certificate of the highest view, else null.
     pub fn compute(vcs: &[&ViewChange]) -> Plan {
         let best = vcs.iter().max_by_key(|v| v.stable_seq);
-        let (min_s, stable_digest, stable_proof) = best
-            .map_or((0, Digest::ZERO, Vec::new()), |v| {
-                (v.stable_seq, v.stable_digest, v.checkpoint_proof.clone())
-            });
+        let (min_s, stable_digest, stable_proof) = best.map_or((0, Digest::ZERO, Vec::new()), |v| {
+            (v.stable_seq, v.stable_digest, v.checkpoint_proof.clone())
+        });
         let mut chosen: std::collections::BTreeMap<Seq, &PreparedProof> = Default::default();
         for vc in vcs {
             for p in &vc.prepared {
@@ -148,10 +144,7 @@ impl Core {
         let ok = seq.is_multiple_of(self.cfg.checkpoint_interval.max(1))
             && proof.iter().all(|c| {
                 let b = &c.body;
-                b.app == self.cfg.app
-                    && b.seq == seq
-                    && b.log_digest == *digest
-                    && self.th.is_node(b.node)
+                b.app == self.cfg.app && b.seq == seq && b.log_digest == *digest && self.th.is_node(b.node)
             })
             && distinct(proof.iter().map(|c| c.body.node)) >= self.th.quorum();
         if !ok {

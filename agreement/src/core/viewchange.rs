@@ -37,8 +37,7 @@ impl Core {
         self.view_changes.insert(self.cfg.me, vc);
         self.vc_armed = true;
         let t = self.view_change_timeout();
-        self.out
-            .push(Action::SetTimer(TimerId::ViewChange(target), t));
+        self.out.push(Action::SetTimer(TimerId::ViewChange(target), t));
         self.try_send_new_view();
     }
 
@@ -57,11 +56,7 @@ impl Core {
             self.stats.dropped_old += 1;
             return;
         }
-        if self
-            .view_changes
-            .get(&node)
-            .is_some_and(|h| h.body.new_view >= target)
-        {
+        if self.view_changes.get(&node).is_some_and(|h| h.body.new_view >= target) {
             self.stats.dropped_old += 1;
             return;
         }
@@ -92,11 +87,7 @@ impl Core {
         }
         let view = self.view;
         let mut chosen: Vec<Signed<ViewChange>> = Vec::with_capacity(self.th.quorum());
-        if let Some(mine) = self
-            .view_changes
-            .get(&self.cfg.me)
-            .filter(|v| v.body.new_view == view)
-        {
+        if let Some(mine) = self.view_changes.get(&self.cfg.me).filter(|v| v.body.new_view == view) {
             chosen.push(mine.clone());
         } else {
             return;
@@ -157,8 +148,7 @@ impl Core {
             self.make_stable(plan.min_s, plan.stable_digest, plan.stable_proof.clone());
         }
         if view > self.view || self.status == Status::ViewChange {
-            self.out
-                .push(Action::CancelTimer(TimerId::ViewChange(self.view)));
+            self.out.push(Action::CancelTimer(TimerId::ViewChange(self.view)));
         }
         self.view = view;
         self.status = Status::Normal;
@@ -200,11 +190,7 @@ impl Core {
         self.view_changes.retain(|_, v| v.body.new_view > view);
         self.my_view_change = None;
         self.out.push(Action::ViewChanged(view));
-        let seqs: Vec<Seq> = self
-            .log
-            .range(self.last_committed + 1..)
-            .map(|(s, _)| *s)
-            .collect();
+        let seqs: Vec<Seq> = self.log.range(self.last_committed + 1..).map(|(s, _)| *s).collect();
         for s in seqs {
             self.check_prepared(s);
         }
@@ -228,12 +214,8 @@ impl Core {
         self.queue.clear();
         if self.is_primary() {
             let in_log = &self.in_log;
-            self.queue.extend(
-                self.ages
-                    .iter()
-                    .map(|(_, k)| *k)
-                    .filter(|k| !in_log.contains_key(k)),
-            );
+            self.queue
+                .extend(self.ages.iter().map(|(_, k)| *k).filter(|k| !in_log.contains_key(k)));
         }
         self.batch_due = !self.queue.is_empty();
     }

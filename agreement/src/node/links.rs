@@ -47,12 +47,7 @@ pub fn allowed(peer: Principal, msg: &Msg) -> bool {
     }
 }
 
-async fn read_loop(
-    peer: Principal,
-    mut reader: LinkReader,
-    keys: Arc<Keyring>,
-    events: mpsc::Sender<Event>,
-) {
+async fn read_loop(peer: Principal, mut reader: LinkReader, keys: Arc<Keyring>, events: mpsc::Sender<Event>) {
     loop {
         let msg = match reader.recv().await {
             Ok(Some(m)) => m,
@@ -64,17 +59,12 @@ async fn read_loop(
             }
         };
         if !allowed(peer, &msg) {
-            metrics::counter!("zz_agreement_invalid_messages_total", "reason" => "author")
-                .increment(1);
+            metrics::counter!("zz_agreement_invalid_messages_total", "reason" => "author").increment(1);
             tracing::warn!(%peer, kind = msg.kind(), "message not authored by the link's peer; closing link");
             return;
         }
-        if let Err(e) = msg
-            .verify(&keys)
-            .and_then(|()| verify_client_requests(&msg, &keys))
-        {
-            metrics::counter!("zz_agreement_invalid_messages_total", "reason" => "signature")
-                .increment(1);
+        if let Err(e) = msg.verify(&keys).and_then(|()| verify_client_requests(&msg, &keys)) {
+            metrics::counter!("zz_agreement_invalid_messages_total", "reason" => "signature").increment(1);
             tracing::warn!(%peer, kind = msg.kind(), error = %e, "bad signature; closing link");
             return;
         }
@@ -104,10 +94,7 @@ pub fn verify_client_requests(msg: &Msg, keys: &Keyring) -> Result<(), zz_wire::
     }
 }
 
-async fn write_loop(
-    mut writer: LinkWriter,
-    rx: &mut mpsc::Receiver<Bytes>,
-) -> Result<(), zz_wire::frame::FrameError> {
+async fn write_loop(mut writer: LinkWriter, rx: &mut mpsc::Receiver<Bytes>) -> Result<(), zz_wire::frame::FrameError> {
     while let Some(first) = rx.recv().await {
         writer.feed_encoded(first).await?;
         while let Ok(more) = rx.try_recv() {
@@ -119,12 +106,7 @@ async fn write_loop(
 }
 
 /// Accepts links from anyone in the deployment (peers, replicas, clients).
-pub async fn accept_loop(
-    listener: TcpListener,
-    me: Identity,
-    keys: Arc<Keyring>,
-    events: mpsc::Sender<Event>,
-) {
+pub async fn accept_loop(listener: TcpListener, me: Identity, keys: Arc<Keyring>, events: mpsc::Sender<Event>) {
     let mut conns = JoinSet::new();
     let mut next_conn = 0u64;
     loop {
@@ -187,14 +169,11 @@ pub async fn dial_loop(
 ) {
     let mut backoff = Duration::from_millis(20);
     loop {
-        let link =
-            match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => handshake(s, &me, &keys, Some(target))
-                    .await
-                    .map_err(|e| e.to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("connect timed out".into()),
-            };
+        let link = match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => handshake(s, &me, &keys, Some(target)).await.map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("connect timed out".into()),
+        };
         match link {
             Ok((_, reader, writer)) => {
                 backoff = Duration::from_millis(20);

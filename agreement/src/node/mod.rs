@@ -27,8 +27,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use zz_wire::frame::encode;
 use zz_wire::{
-    AppId, ClientReply, ControlCmd, Deployment, Fault, Heartbeat, Identity, Keyring, Msg,
-    NodeFault, NodeId, OrdersReply, Principal, ReplicaId, Resolved, Seq, Wake,
+    AppId, ClientReply, ControlCmd, Deployment, Fault, Heartbeat, Identity, Keyring, Msg, NodeFault, NodeId,
+    OrdersReply, Principal, ReplicaId, Resolved, Seq, Wake,
 };
 
 pub struct NodeConfig {
@@ -77,11 +77,7 @@ struct Node {
 }
 
 /// Runs an agreement node until `shutdown` resolves.
-pub async fn run(
-    cfg: NodeConfig,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let dep = cfg.deployment.clone();
     let me = match cfg.identity.who {
         Principal::Node(n) => n,
@@ -101,9 +97,7 @@ pub async fn run(
     let mut peers = BTreeMap::new();
     for n in dep.node_ids().filter(|n| *n != me) {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        let addr = dep
-            .node_addr(n)
-            .ok_or_else(|| anyhow::anyhow!("no address for {n}"))?;
+        let addr = dep.node_addr(n).ok_or_else(|| anyhow::anyhow!("no address for {n}"))?;
         tasks.spawn(links::dial_loop(
             addr,
             Principal::Node(n),
@@ -152,14 +146,7 @@ pub async fn run(
             checkpoint_interval: dep.checkpoint_interval,
         });
         let orders = OrderLog::new(app, me, dep.n(), dep.f);
-        apps.insert(
-            app,
-            App {
-                core,
-                voter,
-                orders,
-            },
-        );
+        apps.insert(app, App { core, voter, orders });
     }
     let mut node = Node {
         me,
@@ -174,8 +161,7 @@ pub async fn run(
         fault: None,
         control_nonce: 0,
     };
-    node.timers
-        .set(TimerKey::Heartbeat, Instant::now() + HEARTBEAT);
+    node.timers.set(TimerKey::Heartbeat, Instant::now() + HEARTBEAT);
     let now = now_ms();
     let apps: Vec<AppId> = node.apps.keys().copied().collect();
     for app in apps {
@@ -247,9 +233,7 @@ impl Node {
             Msg::PrePrepare(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
             Msg::Prepare(ref m) => self.core_step(m.body.0.app, now, Input::Peer(msg.clone()))?,
             Msg::Commit(ref m) => self.core_step(m.body.0.app, now, Input::Peer(msg.clone()))?,
-            Msg::LogCheckpoint(ref m) => {
-                self.core_step(m.body.app, now, Input::Peer(msg.clone()))?
-            }
+            Msg::LogCheckpoint(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
             Msg::ViewChange(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
             Msg::NewView(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
             Msg::LogFetch(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
@@ -272,25 +256,20 @@ impl Node {
                 self.send_inbound(to, &msg);
             }
             Msg::Control(c) => self.on_control(c.body.target, c.body.nonce, c.body.cmd, now)?,
+            // Replicas heartbeat their node links so a link that died unseen
+            // (a restored VM) fails on send; nothing to do with it here.
+            Msg::Heartbeat(_) => {}
             other => {
-                metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unexpected")
-                    .increment(1);
+                metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unexpected").increment(1);
                 tracing::debug!(%from, kind = other.kind(), "unexpected message kind");
             }
         }
         Ok(())
     }
 
-    fn on_control(
-        &mut self,
-        target: Principal,
-        nonce: u64,
-        cmd: ControlCmd,
-        now: u64,
-    ) -> anyhow::Result<()> {
+    fn on_control(&mut self, target: Principal, nonce: u64, cmd: ControlCmd, now: u64) -> anyhow::Result<()> {
         if target != Principal::Node(self.me) || nonce <= self.control_nonce {
-            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "control")
-                .increment(1);
+            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "control").increment(1);
             return Ok(());
         }
         self.control_nonce = nonce;
@@ -328,8 +307,7 @@ impl Node {
 
     fn core_step(&mut self, app: AppId, now: u64, input: Input) -> anyhow::Result<()> {
         let Some(a) = self.apps.get_mut(&app) else {
-            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unknown-app")
-                .increment(1);
+            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unknown-app").increment(1);
             return Ok(());
         };
         let actions = a.core.step(now, input);
@@ -353,17 +331,12 @@ impl Node {
                         }
                     }
                 }
-                Action::SetTimer(t, ms) => self.timers.set(
-                    TimerKey::Core(app, t),
-                    Instant::now() + Duration::from_millis(ms),
-                ),
+                Action::SetTimer(t, ms) => self
+                    .timers
+                    .set(TimerKey::Core(app, t), Instant::now() + Duration::from_millis(ms)),
                 Action::CancelTimer(t) => self.timers.cancel(TimerKey::Core(app, t)),
                 Action::Persist(d) => self.store.save(app, &d)?,
-                Action::Deliver {
-                    seq,
-                    digest,
-                    proposal,
-                } => {
+                Action::Deliver { seq, digest, proposal } => {
                     metrics::counter!("zz_agreement_committed_total").increment(1);
                     let Some(a) = self.apps.get_mut(&app) else {
                         continue;
@@ -384,16 +357,13 @@ impl Node {
 
     fn vote_step(&mut self, app: AppId, now: u64, input: VoteInput) {
         let Some(a) = self.apps.get_mut(&app) else {
-            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unknown-app")
-                .increment(1);
+            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unknown-app").increment(1);
             return;
         };
         let actions = a.voter.step(now, input);
         for action in actions {
             match action {
-                VoteAction::ClientReply {
-                    client, results, ..
-                } => {
+                VoteAction::ClientReply { client, results, .. } => {
                     let view = self.apps.get(&app).map_or(0, |a| a.core.view());
                     let msg = Msg::Reply(self.id.sign(ClientReply {
                         node: self.me,
@@ -461,8 +431,7 @@ impl Node {
                 TimerKey::Reply(app, seq) => self.vote_step(app, now, VoteInput::Timer(seq)),
                 TimerKey::Heartbeat => {
                     self.heartbeat(now);
-                    self.timers
-                        .set(TimerKey::Heartbeat, Instant::now() + HEARTBEAT);
+                    self.timers.set(TimerKey::Heartbeat, Instant::now() + HEARTBEAT);
                 }
             }
         }
@@ -518,7 +487,6 @@ fn push(tx: &mpsc::Sender<Bytes>, b: Bytes, muted: bool) {
         return;
     }
     if tx.try_send(b).is_err() {
-        metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "queue-full")
-            .increment(1);
+        metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "queue-full").increment(1);
     }
 }

@@ -35,13 +35,7 @@ impl OrderLog {
     /// replicas now: with the body if this node is one of the f+1 designated
     /// body senders for `seq`, digest only otherwise. The signature does not
     /// cover the body (the digest does), so both versions carry it.
-    pub fn commit(
-        &mut self,
-        id: &Identity,
-        seq: Seq,
-        digest: Digest,
-        proposal: Proposal,
-    ) -> Signed<Order> {
+    pub fn commit(&mut self, id: &Identity, seq: Seq, digest: Digest, proposal: Proposal) -> Signed<Order> {
         let full = id.sign(Order {
             node: self.me,
             app: self.app,
@@ -82,9 +76,7 @@ impl OrderLog {
                     .map(|op| op.body.len() + 64)
                     .sum()
             });
-            if out.len() >= MAX_ORDERS_PER_REPLY
-                || (bytes + size > MAX_REPLY_BYTES && !out.is_empty())
-            {
+            if out.len() >= MAX_ORDERS_PER_REPLY || (bytes + size > MAX_REPLY_BYTES && !out.is_empty()) {
                 break;
             }
             bytes += size;
@@ -153,10 +145,7 @@ mod tests {
         });
         assert_eq!(log.len(), 6);
         let r = log.range(1, 7);
-        assert_eq!(
-            r.iter().map(|o| o.body.seq).collect::<Vec<_>>(),
-            vec![5, 6, 7]
-        );
+        assert_eq!(r.iter().map(|o| o.body.seq).collect::<Vec<_>>(), vec![5, 6, 7]);
         assert!(r.iter().all(|o| o.body.proposal.is_some()));
     }
 }

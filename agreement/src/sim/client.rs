@@ -42,11 +42,7 @@ impl SimClient {
         let ops = (0..ops as u64)
             .map(|i| {
                 let id = first_id + i;
-                AppRequest::new(
-                    "PUT",
-                    &format!("/kv/{}-{id}", self.client),
-                    id.to_le_bytes().to_vec(),
-                )
+                AppRequest::new("PUT", &format!("/kv/{}-{id}", self.client), id.to_le_bytes().to_vec())
             })
             .collect();
         self.submitted += 1;

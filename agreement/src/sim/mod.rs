@@ -22,10 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use zz_wire::{
-    AppId, ClientId, Digest, Identity, Keyring, Msg, NodeFault, NodeId, Principal, Seq, Timing,
-    View,
-};
+use zz_wire::{AppId, ClientId, Digest, Identity, Keyring, Msg, NodeFault, NodeId, Principal, Seq, Timing, View};
 
 /// Knobs of one simulated run.
 #[derive(Clone, Debug)]
@@ -298,9 +295,7 @@ impl Sim {
     }
 
     pub fn all_clients_done(&self) -> bool {
-        self.clients
-            .iter()
-            .all(|c| c.done >= self.cfg.batches_per_client)
+        self.clients.iter().all(|c| c.done >= self.cfg.batches_per_client)
     }
 
     pub fn client_batches_done(&self) -> u64 {
@@ -313,11 +308,7 @@ impl Sim {
 
     /// Highest seq delivered by every node in `nodes`.
     pub fn min_committed(&self, nodes: &[usize]) -> Seq {
-        nodes
-            .iter()
-            .map(|i| self.nodes[*i].next_deliver - 1)
-            .min()
-            .unwrap_or(0)
+        nodes.iter().map(|i| self.nodes[*i].next_deliver - 1).min().unwrap_or(0)
     }
 
     /// Runs until `pred` holds (true) or `max_ms` of virtual time passed (false).
@@ -417,11 +408,7 @@ impl Sim {
                     self.nodes[i].timers.remove(&id);
                 }
                 Action::Persist(d) => self.nodes[i].durable = Some(d),
-                Action::Deliver {
-                    seq,
-                    digest,
-                    proposal,
-                } => self.on_deliver(i, seq, digest, &proposal),
+                Action::Deliver { seq, digest, proposal } => self.on_deliver(i, seq, digest, &proposal),
                 Action::ViewChanged(_) => {}
             }
         }
@@ -471,16 +458,10 @@ impl Sim {
             .gen_range(self.cfg.min_delay_ms..=self.cfg.max_delay_ms.max(self.cfg.min_delay_ms));
         if self.cfg.duplicate > 0.0 && self.rng.gen_bool(self.cfg.duplicate) {
             self.net.duplicated += 1;
-            let d2 = self.rng.gen_range(
-                self.cfg.min_delay_ms..=self.cfg.max_delay_ms.max(self.cfg.min_delay_ms) * 2,
-            );
-            self.push(
-                self.now + d2 + extra_ms,
-                Event::ToNode {
-                    to,
-                    msg: msg.clone(),
-                },
-            );
+            let d2 = self
+                .rng
+                .gen_range(self.cfg.min_delay_ms..=self.cfg.max_delay_ms.max(self.cfg.min_delay_ms) * 2);
+            self.push(self.now + d2 + extra_ms, Event::ToNode { to, msg: msg.clone() });
         }
         self.push(self.now + d + extra_ms, Event::ToNode { to, msg });
     }
@@ -491,19 +472,17 @@ impl Sim {
         node.delivered.push((seq, digest));
         if !node.byzantine {
             if seq != node.next_deliver {
-                self.violations.push(format!(
-                    "a{i} delivered seq {seq}, expected {}",
-                    node.next_deliver
-                ));
+                self.violations
+                    .push(format!("a{i} delivered seq {seq}, expected {}", node.next_deliver));
             }
             if p.digest() != digest {
                 self.violations
                     .push(format!("a{i} seq {seq}: digest does not match proposal"));
             }
             match self.agreed.get(&seq) {
-                Some(d) if *d != digest => self.violations.push(format!(
-                    "a{i} seq {seq}: delivered {digest:?}, others {d:?}"
-                )),
+                Some(d) if *d != digest => self
+                    .violations
+                    .push(format!("a{i} seq {seq}: delivered {digest:?}, others {d:?}")),
                 Some(_) => {}
                 None => {
                     self.agreed.insert(seq, digest);

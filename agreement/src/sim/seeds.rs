@@ -11,10 +11,7 @@ pub fn seed_count(default: u64) -> u64 {
 /// Runs `scenario` for seeds `0..count`; panics naming every failing seed.
 /// `ZZ_SIM_SEED=n` runs just seed n (to reproduce a failure).
 pub fn for_seeds(name: &str, default: u64, mut scenario: impl FnMut(u64) -> Result<(), String>) {
-    let seeds: Vec<u64> = match std::env::var("ZZ_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    let seeds: Vec<u64> = match std::env::var("ZZ_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         Some(one) => vec![one],
         None => (0..seed_count(default)).collect(),
     };

@@ -5,12 +5,7 @@ const APP: AppId = AppId(0);
 
 fn ids() -> Vec<Identity> {
     (0..5u16)
-        .map(|i| {
-            Identity::from_seed(
-                Principal::Replica(ReplicaId { app: APP, index: i }),
-                [i as u8 + 7; 32],
-            )
-        })
+        .map(|i| Identity::from_seed(Principal::Replica(ReplicaId { app: APP, index: i }), [i as u8 + 7; 32]))
         .collect()
 }
 
@@ -26,10 +21,7 @@ fn voter(f: usize) -> Voter {
 
 fn reply(ids: &[Identity], idx: u16, seq: Seq, body: &str) -> Signed<ExecReply> {
     ids[usize::from(idx)].sign(ExecReply {
-        replica: ReplicaId {
-            app: APP,
-            index: idx,
-        },
+        replica: ReplicaId { app: APP, index: idx },
         seq,
         results: vec![ReqResult {
             client: ClientId(0),
@@ -42,10 +34,7 @@ fn reply(ids: &[Identity], idx: u16, seq: Seq, body: &str) -> Signed<ExecReply> 
 
 fn ckpt(ids: &[Identity], idx: u16, seq: Seq, root: u8) -> Signed<ExecCheckpoint> {
     ids[usize::from(idx)].sign(ExecCheckpoint {
-        replica: ReplicaId {
-            app: APP,
-            index: idx,
-        },
+        replica: ReplicaId { app: APP, index: idx },
         seq,
         root: Digest([root; 32]),
     })
@@ -147,11 +136,7 @@ fn reply_timeout_raises_incident_and_names_the_silent_active_replica() {
     // The standby e2 catches up and answers.
     all.extend(v.step(150, VoteInput::Reply(reply(&ids, 2, 2, "b"))));
     assert_eq!(client_replies(&all), vec![b"b".to_vec()]);
-    assert_eq!(
-        faults(&all),
-        vec![1],
-        "silent e1 is named, never-active e2 is not"
-    );
+    assert_eq!(faults(&all), vec![1], "silent e1 is named, never-active e2 is not");
 }
 
 #[test]

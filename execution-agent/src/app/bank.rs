@@ -95,16 +95,10 @@ impl Bank {
 
     fn create(&self, txn: &mut Txn<'_>, body: &[u8]) -> Result<AppResponse, Stale> {
         let Ok(a) = serde_json::from_slice::<NewAccount>(body) else {
-            return Ok(error(
-                400,
-                "expected {\"id\": string, \"balance\": integer}",
-            ));
+            return Ok(error(400, "expected {\"id\": string, \"balance\": integer}"));
         };
         if !valid_id(&a.id) {
-            return Ok(error(
-                400,
-                "account id must be 1-128 characters without '/'",
-            ));
+            return Ok(error(400, "account id must be 1-128 characters without '/'"));
         }
         if read_balance(txn, &a.id)?.is_some() {
             return Ok(error(409, "account exists"));
@@ -115,10 +109,7 @@ impl Bank {
         };
         txn.put(&account_key(&a.id), a.balance.to_le_bytes().to_vec())?;
         write_totals(txn, accounts.saturating_add(1), total)?;
-        Ok(AppResponse::json(
-            201,
-            &json!({ "id": a.id, "balance": a.balance }),
-        ))
+        Ok(AppResponse::json(201, &json!({ "id": a.id, "balance": a.balance })))
     }
 
     fn transfer(&self, txn: &mut Txn<'_>, body: &[u8]) -> Result<AppResponse, Stale> {
@@ -131,8 +122,7 @@ impl Bank {
         if !valid_id(&t.from) || !valid_id(&t.to) {
             return Ok(error(404, "unknown account"));
         }
-        let (Some(from), Some(to)) = (read_balance(txn, &t.from)?, read_balance(txn, &t.to)?)
-        else {
+        let (Some(from), Some(to)) = (read_balance(txn, &t.from)?, read_balance(txn, &t.to)?) else {
             return Ok(error(404, "unknown account"));
         };
         if from < t.amount {
@@ -141,10 +131,7 @@ impl Bank {
         if t.from != t.to {
             // `to + amount` cannot overflow: both are part of a total that fits in u64.
             let to_after = to.saturating_add(t.amount);
-            txn.put(
-                &account_key(&t.from),
-                (from - t.amount).to_le_bytes().to_vec(),
-            )?;
+            txn.put(&account_key(&t.from), (from - t.amount).to_le_bytes().to_vec())?;
             txn.put(&account_key(&t.to), to_after.to_le_bytes().to_vec())?;
         }
         Ok(AppResponse::json(
@@ -178,12 +165,7 @@ impl App for Bank {
         }
     }
 
-    fn execute(
-        &self,
-        _ctx: &Ctx,
-        txn: &mut Txn<'_>,
-        req: &AppRequest,
-    ) -> Result<AppResponse, Stale> {
+    fn execute(&self, _ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale> {
         match self.route(req) {
             Some(Route::Create) => self.create(txn, &req.body),
             Some(Route::Transfer) => self.transfer(txn, &req.body),
@@ -193,10 +175,7 @@ impl App for Bank {
             }),
             Some(Route::Audit) => {
                 let (accounts, total) = read_totals(txn)?;
-                Ok(AppResponse::json(
-                    200,
-                    &json!({ "accounts": accounts, "total": total }),
-                ))
+                Ok(AppResponse::json(200, &json!({ "accounts": accounts, "total": total })))
             }
             None => Ok(error(404, "no such route")),
         }

@@ -19,9 +19,7 @@ impl Kv {
 
     /// The object key of a request: the path after `/{prefix}/`, non-empty.
     fn key<'p>(&self, path: &'p str) -> Option<&'p str> {
-        strip(path, &self.prefix)?
-            .strip_prefix('/')
-            .filter(|k| !k.is_empty())
+        strip(path, &self.prefix)?.strip_prefix('/').filter(|k| !k.is_empty())
     }
 }
 
@@ -36,12 +34,7 @@ impl App for Kv {
             .unwrap_or_default()
     }
 
-    fn execute(
-        &self,
-        _ctx: &Ctx,
-        txn: &mut Txn<'_>,
-        req: &AppRequest,
-    ) -> Result<AppResponse, Stale> {
+    fn execute(&self, _ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale> {
         let Some(key) = self.key(&req.path) else {
             return Ok(error(404, "no such route"));
         };

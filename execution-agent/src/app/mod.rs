@@ -88,8 +88,7 @@ pub trait App: Send {
     /// Keys the request will read or write, so stale ones are fetched first.
     fn keys(&self, req: &AppRequest) -> Vec<Key>;
     /// Runs one request. `Err(Stale)` only when it touched a stale key.
-    fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest)
-        -> Result<AppResponse, Stale>;
+    fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale>;
 }
 
 /// Builds the built-in app of `kind`, serving paths under `/{prefix}/`.
@@ -106,12 +105,7 @@ pub fn error(status: u16, msg: &str) -> AppResponse {
 }
 
 /// Runs a request against the state and applies its writes if it finished.
-pub fn run(
-    app: &dyn App,
-    state: &mut State,
-    ctx: &Ctx,
-    req: &AppRequest,
-) -> Result<AppResponse, Stale> {
+pub fn run(app: &dyn App, state: &mut State, ctx: &Ctx, req: &AppRequest) -> Result<AppResponse, Stale> {
     let mut txn = Txn::new(state);
     let resp = app.execute(ctx, &mut txn, req)?;
     for (k, v) in txn.into_writes() {

@@ -56,23 +56,14 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 
 fn parse_since(q: Option<String>) -> Result<u64, ApiError> {
     let mut since = 0;
-    for pair in q
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
+    for pair in q.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("since", v)) => {
                 since = v
                     .parse()
                     .map_err(|_| ApiError::BadRequest(format!("since={v:?} is not a number")))?;
             }
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {pair:?}"
-                )))
-            }
+            _ => return Err(ApiError::BadRequest(format!("unknown query parameter {pair:?}"))),
         }
     }
     Ok(since)
@@ -100,9 +91,7 @@ fn fault_target(state: &ApiState, req: &FaultRequest) -> Result<FaultTarget, Api
 #[utoipa::path(get, path = "/v1/health", tag = "status",
     responses((status = 200, description = "Alive", body = Health)))]
 pub async fn health() -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
-    })
+    Json(Health { status: "ok".into() })
 }
 
 #[utoipa::path(get, path = "/", tag = "status",
@@ -115,10 +104,7 @@ pub async fn dashboard() -> Html<&'static str> {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics() -> Response {
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(),
     )
         .into_response()
@@ -156,10 +142,7 @@ async fn act(s: ApiState, id: &str, action: ReplicaAction) -> Result<Json<Replic
     params(("id" = String, Path, description = "Replica, e.g. kv-e1")),
     responses((status = 200, body = ReplicaView), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-pub async fn pause(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<ReplicaView>, ApiError> {
+pub async fn pause(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<ReplicaView>, ApiError> {
     act(s, &id, ReplicaAction::Pause).await
 }
 
@@ -167,10 +150,7 @@ pub async fn pause(
     params(("id" = String, Path, description = "Replica, e.g. kv-e1")),
     responses((status = 200, body = ReplicaView), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-pub async fn wake(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<ReplicaView>, ApiError> {
+pub async fn wake(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<ReplicaView>, ApiError> {
     act(s, &id, ReplicaAction::Wake).await
 }
 
@@ -178,20 +158,14 @@ pub async fn wake(
     params(("id" = String, Path, description = "Replica, e.g. kv-e1")),
     responses((status = 200, body = ReplicaView), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-pub async fn hibernate(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<ReplicaView>, ApiError> {
+pub async fn hibernate(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<ReplicaView>, ApiError> {
     act(s, &id, ReplicaAction::Hibernate).await
 }
 
 #[utoipa::path(post, path = "/v1/replicas/{id}/replace", tag = "replicas", security(("bearer" = [])),
     params(("id" = String, Path, description = "Replica, e.g. kv-e1")),
     responses((status = 200, body = ReplicaView), (status = 404, body = ErrorBody)))]
-pub async fn replace(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<ReplicaView>, ApiError> {
+pub async fn replace(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<ReplicaView>, ApiError> {
     act(s, &id, ReplicaAction::Replace).await
 }
 
@@ -221,10 +195,7 @@ pub async fn faults(State(s): State<ApiState>) -> Result<Json<Vec<FaultView>>, A
 #[utoipa::path(delete, path = "/v1/faults/{id}", tag = "faults", security(("bearer" = [])),
     params(("id" = u64, Path, description = "Fault id from POST /v1/faults")),
     responses((status = 200, body = Created), (status = 404, body = ErrorBody)))]
-pub async fn clear_fault(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<Created>, ApiError> {
+pub async fn clear_fault(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Created>, ApiError> {
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("fault id {id:?} is not a number")))?;
@@ -241,10 +212,7 @@ pub async fn incidents(State(s): State<ApiState>) -> Result<Json<Vec<IncidentVie
 #[utoipa::path(get, path = "/v1/events", tag = "events", security(("bearer" = [])),
     params(SinceQuery),
     responses((status = 200, body = Vec<Event>), (status = 400, body = ErrorBody)))]
-pub async fn events(
-    State(s): State<ApiState>,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Vec<Event>>, ApiError> {
+pub async fn events(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Json<Vec<Event>>, ApiError> {
     let since = parse_since(q)?;
     Ok(Json(s.ask(|reply| ApiCmd::Events { since, reply }).await?))
 }

@@ -96,10 +96,8 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if matches!(self, ApiError::Unauthorized) {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
         resp
     }
@@ -113,10 +111,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/replicas/{id}/wake", post(handlers::wake))
         .route("/v1/replicas/{id}/hibernate", post(handlers::hibernate))
         .route("/v1/replicas/{id}/replace", post(handlers::replace))
-        .route(
-            "/v1/faults",
-            post(handlers::inject_fault).get(handlers::faults),
-        )
+        .route("/v1/faults", post(handlers::inject_fault).get(handlers::faults))
         .route("/v1/faults/{id}", delete(handlers::clear_fault))
         .route("/v1/incidents", get(handlers::incidents))
         .route("/v1/events", get(handlers::events))
@@ -140,9 +135,7 @@ async fn auth(State(state): State<ApiState>, req: Request, next: Next) -> Respon
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(t) if constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => {
-            next.run(req).await
-        }
+        Some(t) if constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => next.run(req).await,
         _ => ApiError::Unauthorized.into_response(),
     }
 }

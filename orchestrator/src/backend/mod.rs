@@ -49,10 +49,7 @@ pub enum BackendEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("spawning {name}: {source}")]
-    Spawn {
-        name: String,
-        source: std::io::Error,
-    },
+    Spawn { name: String, source: std::io::Error },
     #[error("{0} is not running")]
     NotRunning(String),
     #[error("signal to {name}: {errno}")]

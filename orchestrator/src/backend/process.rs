@@ -51,10 +51,7 @@ impl Launch {
     }
 
     pub fn args_for(&self, name: &str) -> Vec<String> {
-        self.args
-            .iter()
-            .map(|a| a.replace("{name}", name))
-            .collect()
+        self.args.iter().map(|a| a.replace("{name}", name)).collect()
     }
 }
 
@@ -121,10 +118,7 @@ impl ProcessBackend {
         let out = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             use std::io::Write;
             std::fs::create_dir_all(&logs_dir)?;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)?;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
             f.write_all(header.as_bytes())?;
             Ok(f)
         })
@@ -142,9 +136,7 @@ impl ProcessBackend {
                 name: spec.name.clone(),
                 source,
             })?;
-        let pid = child
-            .id()
-            .ok_or_else(|| BackendError::NotRunning(spec.name.clone()))?;
+        let pid = child.id().ok_or_else(|| BackendError::NotRunning(spec.name.clone()))?;
         // A process that already exited has no stat; its waiter reports it.
         let start_ticks = procfs::stat(pid).map_or(0, |s| s.start_ticks);
         let handle = Handle {
@@ -217,10 +209,7 @@ impl Drop for ProcessBackend {
 fn parse_token(token: &str) -> Result<(u32, u64), BackendError> {
     let bad = || BackendError::BadHandle(token.to_string());
     let (pid, start) = token.split_once(':').ok_or_else(bad)?;
-    Ok((
-        pid.parse().map_err(|_| bad())?,
-        start.parse().map_err(|_| bad())?,
-    ))
+    Ok((pid.parse().map_err(|_| bad())?, start.parse().map_err(|_| bad())?))
 }
 
 fn send_signal(name: &str, pid: u32, sig: Signal) -> Result<(), BackendError> {

@@ -37,8 +37,7 @@ mod tests {
 
     #[test]
     fn parses_names_with_spaces_and_parens() {
-        let line =
-            "4242 (a (b) c) T 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        let line = "4242 (a (b) c) T 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
         let s = parse(line).unwrap();
         assert_eq!(s.state, 'T');
         assert_eq!(s.start_ticks, 987654);

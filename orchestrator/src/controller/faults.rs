@@ -84,11 +84,7 @@ impl Controller {
         self.emit_for(
             rec.target,
             "fault-cleared",
-            format!(
-                "fault {id}: {} on {} ({why})",
-                rec.kind.as_str(),
-                rec.target_name
-            ),
+            format!("fault {id}: {} on {} ({why})", rec.kind.as_str(), rec.target_name),
         );
         Ok(())
     }
@@ -103,7 +99,11 @@ impl Controller {
                 self.emit_for(
                     who,
                     "fault-cleared",
-                    format!("fault {id}: {} on {} (instance fenced)", rec.kind.as_str(), rec.target_name),
+                    format!(
+                        "fault {id}: {} on {} (instance fenced)",
+                        rec.kind.as_str(),
+                        rec.target_name
+                    ),
                 );
             }
         }

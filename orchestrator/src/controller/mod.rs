@@ -9,8 +9,8 @@ use crate::backend::{Backend, BackendEvent};
 use crate::certs::{Decision, Tracker};
 use crate::metrics as m;
 use crate::model::{
-    now_ms, ClusterView, Event, FaultRecord, FaultView, Incident, IncidentView, NodeAppStatus,
-    NodeView, ReplicaRecord, ReplicaState, ReplicaView,
+    now_ms, ClusterView, Event, FaultRecord, FaultView, Incident, IncidentView, NodeAppStatus, NodeView, ReplicaRecord,
+    ReplicaState, ReplicaView,
 };
 use crate::store::{Change, Store, StoreError, MAX_EVENTS};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -181,11 +181,7 @@ impl Controller {
         let replicas = snap
             .replicas
             .into_values()
-            .filter_map(|r| {
-                by_name
-                    .get(&r.name)
-                    .map(|id| (*id, ReplicaRecord { id: *id, ..r }))
-            })
+            .filter_map(|r| by_name.get(&r.name).map(|id| (*id, ReplicaRecord { id: *id, ..r })))
             .collect();
         let next_event = snap.events.last().map_or(1, |e| e.seq + 1);
         let next_fault = snap.faults.iter().map(|f| f.id + 1).max().unwrap_or(1);
@@ -295,8 +291,7 @@ impl Controller {
             Decision::Opened { incident } => {
                 if let Some(i) = self.tracker.incident(incident).cloned() {
                     let app = self.app_name(i.app);
-                    metrics::counter!(m::INCIDENTS, "app" => app.clone(), "kind" => i.kind.as_str())
-                        .increment(1);
+                    metrics::counter!(m::INCIDENTS, "app" => app.clone(), "kind" => i.kind.as_str()).increment(1);
                     self.emit(
                         None,
                         Some(i.app),
@@ -383,11 +378,7 @@ impl Controller {
                 let _ = reply.send(self.clear_fault(id, "cleared by operator"));
             }
             ApiCmd::Incidents(reply) => {
-                let v = self
-                    .tracker
-                    .incidents()
-                    .map(|i| self.incident_view(i))
-                    .collect();
+                let v = self.tracker.incidents().map(|i| self.incident_view(i)).collect();
                 let _ = reply.send(v);
             }
             ApiCmd::Events { since, reply } => {
@@ -400,11 +391,7 @@ impl Controller {
     }
 
     fn events_since(&self, since: u64) -> Vec<Event> {
-        self.events
-            .iter()
-            .filter(|e| e.seq > since)
-            .cloned()
-            .collect()
+        self.events.iter().filter(|e| e.seq > since).cloned().collect()
     }
 
     fn app_name(&self, app: AppId) -> String {
@@ -424,11 +411,7 @@ impl Controller {
             woken: i.woken,
             certified_at: i.certified_at,
             faulty: i.faulty.iter().map(|r| self.dep.replica_name(*r)).collect(),
-            replaced: i
-                .replaced
-                .iter()
-                .map(|r| self.dep.replica_name(*r))
-                .collect(),
+            replaced: i.replaced.iter().map(|r| self.dep.replica_name(*r)).collect(),
             recovery_ms: i.recovery_ms(),
         }
     }
@@ -441,8 +424,7 @@ impl Controller {
             .map(|n| {
                 let id = NodeId(n.id);
                 let status = self.nodes.get(&id);
-                let apps: Vec<NodeAppStatus> =
-                    status.map_or_else(Vec::new, |s| s.apps.values().cloned().collect());
+                let apps: Vec<NodeAppStatus> = status.map_or_else(Vec::new, |s| s.apps.values().cloned().collect());
                 NodeView {
                     id: id.to_string(),
                     addr: n.addr.to_string(),
@@ -548,8 +530,7 @@ impl Controller {
                     .values()
                     .filter(|r| r.id.app == app && r.state == state)
                     .count();
-                metrics::gauge!(m::REPLICAS, "app" => name.clone(), "state" => state.as_str())
-                    .set(n as f64);
+                metrics::gauge!(m::REPLICAS, "app" => name.clone(), "state" => state.as_str()).set(n as f64);
             }
         }
     }

@@ -38,12 +38,7 @@ impl Controller {
             let existing = self.replicas.get(&id).cloned();
             let live = matches!(
                 existing.as_ref().map(|r| r.state),
-                Some(
-                    ReplicaState::Active
-                        | ReplicaState::Paused
-                        | ReplicaState::Waking
-                        | ReplicaState::Provisioning
-                )
+                Some(ReplicaState::Active | ReplicaState::Paused | ReplicaState::Waking | ReplicaState::Provisioning)
             );
             if let (true, Some(rec), Some(h)) = (
                 live,
@@ -124,12 +119,7 @@ impl Controller {
                     r.handle = Some(h);
                 }
                 if role == Role::Active {
-                    self.set_state(
-                        id,
-                        ReplicaState::Active,
-                        "started",
-                        "process started".into(),
-                    );
+                    self.set_state(id, ReplicaState::Active, "started", "process started".into());
                 } else {
                     self.save_replica(id);
                 }
@@ -141,14 +131,12 @@ impl Controller {
     }
 
     /// Operator actions from the API.
-    pub(super) async fn act(
-        &mut self,
-        id: ReplicaId,
-        action: ReplicaAction,
-    ) -> Result<ReplicaView, CommandError> {
-        let rec = self.replicas.get(&id).cloned().ok_or_else(|| {
-            CommandError::NotFound(format!("replica {}", self.dep.replica_name(id)))
-        })?;
+    pub(super) async fn act(&mut self, id: ReplicaId, action: ReplicaAction) -> Result<ReplicaView, CommandError> {
+        let rec = self
+            .replicas
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| CommandError::NotFound(format!("replica {}", self.dep.replica_name(id))))?;
         match action {
             ReplicaAction::Pause => self.pause(id, "operator").await?,
             ReplicaAction::Wake => {
@@ -173,16 +161,10 @@ impl Controller {
     }
 
     async fn pause(&mut self, id: ReplicaId, why: &str) -> Result<(), CommandError> {
-        let rec = self
-            .replicas
-            .get(&id)
-            .cloned()
-            .ok_or(CommandError::Unavailable)?;
+        let rec = self.replicas.get(&id).cloned().ok_or(CommandError::Unavailable)?;
         let h = match (rec.state, rec.handle) {
             (ReplicaState::Paused, _) => return Ok(()),
-            (ReplicaState::Active | ReplicaState::Waking | ReplicaState::Provisioning, Some(h)) => {
-                h
-            }
+            (ReplicaState::Active | ReplicaState::Waking | ReplicaState::Provisioning, Some(h)) => h,
             (s, _) => {
                 return Err(CommandError::Conflict(format!(
                     "{} is {}, cannot pause",
@@ -200,11 +182,7 @@ impl Controller {
     }
 
     async fn hibernate(&mut self, id: ReplicaId) -> Result<(), CommandError> {
-        let rec = self
-            .replicas
-            .get(&id)
-            .cloned()
-            .ok_or(CommandError::Unavailable)?;
+        let rec = self.replicas.get(&id).cloned().ok_or(CommandError::Unavailable)?;
         match rec.state {
             ReplicaState::Hibernated => return Ok(()),
             ReplicaState::Faulty | ReplicaState::Stopped => {
@@ -223,27 +201,13 @@ impl Controller {
             r.handle = None;
             r.role = Role::Standby;
         }
-        self.set_state(
-            id,
-            ReplicaState::Hibernated,
-            "hibernated",
-            "operator".into(),
-        );
+        self.set_state(id, ReplicaState::Hibernated, "hibernated", "operator".into());
         Ok(())
     }
 
     /// Resumes a paused replica or restores a hibernated one.
-    async fn wake(
-        &mut self,
-        id: ReplicaId,
-        incident: Option<u64>,
-        why: &str,
-    ) -> Result<(), CommandError> {
-        let rec = self
-            .replicas
-            .get(&id)
-            .cloned()
-            .ok_or(CommandError::Unavailable)?;
+    async fn wake(&mut self, id: ReplicaId, incident: Option<u64>, why: &str) -> Result<(), CommandError> {
+        let rec = self.replicas.get(&id).cloned().ok_or(CommandError::Unavailable)?;
         match (rec.state, &rec.handle) {
             (ReplicaState::Paused, Some(h)) => self.backend.resume(h).await?,
             (ReplicaState::Hibernated, _) => {
@@ -286,12 +250,7 @@ impl Controller {
     }
 
     /// Destroys the instance and starts a clean one as the next standby.
-    pub(super) async fn fence_and_replace(
-        &mut self,
-        id: ReplicaId,
-        incident: Option<u64>,
-        why: &str,
-    ) {
+    pub(super) async fn fence_and_replace(&mut self, id: ReplicaId, incident: Option<u64>, why: &str) {
         let Some(rec) = self.replicas.get(&id).cloned() else {
             return;
         };
@@ -365,12 +324,7 @@ impl Controller {
         let (state, role, since) = (r.state, r.role, r.since_ms);
         match (state, role) {
             (ReplicaState::Waking, _) => {
-                self.set_state(
-                    id,
-                    ReplicaState::Active,
-                    "active",
-                    "heartbeat after wake".into(),
-                );
+                self.set_state(id, ReplicaState::Active, "active", "heartbeat after wake".into());
             }
             (ReplicaState::Provisioning, Role::Standby) => {
                 let caught_up = hb.last_checkpoint >= stable;
@@ -429,9 +383,7 @@ impl Controller {
                 (ReplicaState::Active, _) if now.saturating_sub(quiet_since) > limit => {
                     silent.push((r.id, now.saturating_sub(quiet_since)));
                 }
-                (ReplicaState::Provisioning, Role::Standby)
-                    if now.saturating_sub(r.since_ms) > t.standby_grace_ms =>
-                {
+                (ReplicaState::Provisioning, Role::Standby) if now.saturating_sub(r.since_ms) > t.standby_grace_ms => {
                     ready.push(r.id);
                 }
                 (ReplicaState::Waking, _) if now.saturating_sub(r.since_ms) > t.waking_grace_ms => {
@@ -441,16 +393,10 @@ impl Controller {
             }
         }
         for id in settled {
-            self.set_state(
-                id,
-                ReplicaState::Active,
-                "active",
-                "wake grace elapsed".into(),
-            );
+            self.set_state(id, ReplicaState::Active, "active", "wake grace elapsed".into());
         }
         for (id, ms) in silent {
-            self.fence_and_replace(id, None, &format!("silent for {ms} ms"))
-                .await;
+            self.fence_and_replace(id, None, &format!("silent for {ms} ms")).await;
         }
         for id in ready {
             if let Err(e) = self.pause(id, "standby grace elapsed").await {
@@ -499,12 +445,7 @@ impl Controller {
                 continue;
             }
             r.handle = None;
-            self.set_state(
-                id,
-                ReplicaState::Stopped,
-                "stopped",
-                "orchestrator shutdown".into(),
-            );
+            self.set_state(id, ReplicaState::Stopped, "stopped", "orchestrator shutdown".into());
         }
     }
 }

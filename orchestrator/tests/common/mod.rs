@@ -139,10 +139,7 @@ impl Orch {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!(
-            "timed out waiting for {what}: {}",
-            self.get_json("/v1/replicas").await
-        );
+        panic!("timed out waiting for {what}: {}", self.get_json("/v1/replicas").await);
     }
 
     pub async fn wait_event(&self, kind: &str, replica: Option<&str>) -> serde_json::Value {
@@ -164,9 +161,7 @@ impl Orch {
     /// Opens a zz link as `who` (a fake agent or agreement node).
     pub async fn connect(&self, who: Principal) -> (LinkReader, LinkWriter) {
         let me = self.id(who);
-        let s = TcpStream::connect(self.dep.orchestrator.addr)
-            .await
-            .unwrap();
+        let s = TcpStream::connect(self.dep.orchestrator.addr).await.unwrap();
         let (peer, r, w) = handshake(s, &me, &self.dep.keyring(), Some(Principal::Orchestrator))
             .await
             .unwrap();

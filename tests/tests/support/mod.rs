@@ -64,10 +64,7 @@ impl ZzUp {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--admin", "127.0.0.1:0", "--gateway", "127.0.0.1:0"])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .env_remove("ZZ_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -114,9 +111,7 @@ impl ZzUp {
                 up.fail(format!("zz up exited before printing its URLs: {status}"));
             }
             if start.elapsed() > STARTUP {
-                up.fail(format!(
-                    "zz up printed no gateway/admin URLs within {STARTUP:?}"
-                ));
+                up.fail(format!("zz up printed no gateway/admin URLs within {STARTUP:?}"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -173,29 +168,16 @@ impl ZzUp {
             }
             self.check_alive(&last);
             if start.elapsed() > READY {
-                self.fail(format!(
-                    "replicas not active within {READY:?}; last: {last}"
-                ));
+                self.fail(format!("replicas not active within {READY:?}; last: {last}"));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // The first request may race the replicas' first connections;
         // a probe key keeps the test's own keys untouched.
         loop {
-            match http
-                .put(self.gateway_url("/kv/__ready"))
-                .body("1")
-                .send()
-                .await
-            {
+            match http.put(self.gateway_url("/kv/__ready")).body("1").send().await {
                 Ok(r) if r.status() == StatusCode::OK => break,
-                Ok(r) => {
-                    last = format!(
-                        "probe PUT: {} {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    )
-                }
+                Ok(r) => last = format!("probe PUT: {} {}", r.status(), r.text().await.unwrap_or_default()),
                 Err(e) => last = format!("probe PUT: {e}"),
             }
             self.check_alive(&last);
@@ -289,10 +271,7 @@ impl ZzUp {
             .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
             .unwrap_or_default();
         files.sort();
-        for f in files
-            .iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "log"))
-        {
+        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "log")) {
             s += &format!("==== {} (tail)\n{}", f.display(), tail(f, 30));
         }
         s
@@ -413,10 +392,7 @@ pub fn processes() -> Vec<Proc> {
                 return None;
             }
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&raw)
-                .replace('\0', " ")
-                .trim()
-                .to_string();
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_string();
             Some(Proc { pid, ppid, cmdline })
         })
         .collect()

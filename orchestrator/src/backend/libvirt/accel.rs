@@ -64,19 +64,10 @@ impl std::str::FromStr for AccelMode {
 /// only if the boot marker reaches its serial log within the probe timeout.
 pub async fn probe(inner: &Arc<Inner>, uri: &str) -> Result<Accel, BackendError> {
     let name = format!("{}accel-probe", domain::prefix(&inner.cfg.tag));
-    let dir = inner
-        .cfg
-        .state_dir
-        .join(format!("{name}-{}", host_slug(uri)));
+    let dir = inner.cfg.state_dir.join(format!("{name}-{}", host_slug(uri)));
     let log = dir.join("serial.log");
     let started = {
-        let (inner, uri, name, dir, log) = (
-            inner.clone(),
-            uri.to_string(),
-            name.clone(),
-            dir.clone(),
-            log.clone(),
-        );
+        let (inner, uri, name, dir, log) = (inner.clone(), uri.to_string(), name.clone(), dir.clone(), log.clone());
         blocking(move || {
             let conn = inner.hosts.conn(&uri)?;
             if !hv::offers_kvm(&conn) {
@@ -123,10 +114,7 @@ pub async fn probe(inner: &Arc<Inner>, uri: &str) -> Result<Accel, BackendError>
         );
         Ok(Accel::Qemu)
     } else {
-        tracing::warn!(
-            host = uri,
-            "kvm is not available; using qemu software emulation"
-        );
+        tracing::warn!(host = uri, "kvm is not available; using qemu software emulation");
         Ok(Accel::Qemu)
     }
 }

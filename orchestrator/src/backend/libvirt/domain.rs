@@ -27,9 +27,7 @@ pub struct DomainSpec<'a> {
 /// domain name, a file name and a kernel command line word.
 pub fn valid_word(s: &str) -> bool {
     let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
@@ -52,10 +50,13 @@ pub fn parse_domain_name<'a>(tag: &str, domain: &'a str) -> Option<(&'a str, u64
 }
 
 /// The guest's kernel command line; `zz-agent --cmdline /proc/cmdline` reads it.
+/// `no_timer_check`: under loaded software emulation the kernel's IO-APIC
+/// timer check can fail and panic the boot; `panic=-1` makes any panic end
+/// the domain at once, so the watcher reports it instead of it hanging.
 pub fn cmdline(replica: &str) -> String {
     format!(
-        "console=ttyS0 zz.deployment=/etc/zz/deployment.toml zz.key=/etc/zz/replica.key \
-         zz.replica={replica} zz.host_alias=10.0.2.2 quiet"
+        "console=ttyS0 no_timer_check panic=-1 zz.deployment=/etc/zz/deployment.toml \
+         zz.key=/etc/zz/replica.key zz.replica={replica} zz.host_alias=10.0.2.2 quiet"
     )
 }
 

@@ -104,9 +104,7 @@ pub fn define_and_boot(conn: &Connect, name: &str, xml: &str) -> Result<(), Back
                 .map_err(|e| fail("managedsave-remove", name, &e))?;
         }
     }
-    let d = conn
-        .define_domain_xml(xml)
-        .map_err(|e| fail("define", name, &e))?;
+    let d = conn.define_domain_xml(xml).map_err(|e| fail("define", name, &e))?;
     d.create().map_err(|e| fail("start", name, &e))?;
     Ok(())
 }
@@ -132,7 +130,9 @@ pub fn resume(conn: &Connect, name: &str) -> Result<(), BackendError> {
 
 pub fn managed_save(conn: &Connect, name: &str) -> Result<(), BackendError> {
     let d = running(conn, name)?;
-    d.managed_save(0)
+    // A standby is paused when it is hibernated; restore it running, so
+    // waking a hibernated standby is one call.
+    d.managed_save(virt::sys::VIR_DOMAIN_SAVE_RUNNING)
         .map_err(|e| not_running_or(e, "managedsave", name))
 }
 
@@ -154,9 +154,7 @@ pub fn remove(conn: &Connect, name: &str) -> Result<(), BackendError> {
 
 /// Names of every domain on the host (defined or running) starting with `prefix`.
 pub fn list_prefixed(conn: &Connect, prefix: &str) -> Result<Vec<String>, BackendError> {
-    let all = conn
-        .list_all_domains(0)
-        .map_err(|e| fail("list", prefix, &e))?;
+    let all = conn.list_all_domains(0).map_err(|e| fail("list", prefix, &e))?;
     Ok(all
         .iter()
         .filter_map(|d| d.name().ok())
@@ -166,14 +164,12 @@ pub fn list_prefixed(conn: &Connect, prefix: &str) -> Result<Vec<String>, Backen
 
 /// Boots a throwaway (transient) domain: it is gone once destroyed.
 pub fn boot_transient(conn: &Connect, name: &str, xml: &str) -> Result<Domain, BackendError> {
-    conn.create_domain_xml(xml, 0)
-        .map_err(|e| fail("create", name, &e))
+    conn.create_domain_xml(xml, 0).map_err(|e| fail("create", name, &e))
 }
 
 /// Whether the host's hypervisor offers domain type `kvm` at all.
 pub fn offers_kvm(conn: &Connect) -> bool {
-    conn.domain_capabilities(None, None, None, Some("kvm"), 0)
-        .is_ok()
+    conn.domain_capabilities(None, None, None, Some("kvm"), 0).is_ok()
 }
 
 /// Destroys a running or paused instance; one that is not running is fine.

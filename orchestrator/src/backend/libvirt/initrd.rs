@@ -44,9 +44,7 @@ impl Newc {
             self.ino += 1;
         }
         // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
-        let fields = [
-            self.ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, namesize, 0,
-        ];
+        let fields = [self.ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, namesize, 0];
         self.buf.extend_from_slice(b"070701");
         for f in fields {
             write!(self.buf, "{f:08x}")?;

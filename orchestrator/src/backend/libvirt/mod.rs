@@ -57,13 +57,7 @@ pub struct LibvirtConfig {
 
 impl LibvirtConfig {
     /// One local host (`qemu:///system`), `auto` accelerator, 256 MiB.
-    pub fn new(
-        tag: &str,
-        deployment: PathBuf,
-        keys_dir: PathBuf,
-        image_dir: PathBuf,
-        state_dir: PathBuf,
-    ) -> Self {
+    pub fn new(tag: &str, deployment: PathBuf, keys_dir: PathBuf, image_dir: PathBuf, state_dir: PathBuf) -> Self {
         LibvirtConfig {
             hosts: vec!["qemu:///system".into()],
             accel: AccelMode::Auto,
@@ -117,10 +111,7 @@ pub struct LibvirtBackend {
 impl LibvirtBackend {
     /// Checks the configuration and starts the state watcher; must be called
     /// inside a tokio runtime. Connects to no host yet.
-    pub fn new(
-        mut cfg: LibvirtConfig,
-        events: mpsc::Sender<BackendEvent>,
-    ) -> Result<Self, BackendError> {
+    pub fn new(mut cfg: LibvirtConfig, events: mpsc::Sender<BackendEvent>) -> Result<Self, BackendError> {
         if cfg.hosts.is_empty() {
             return Err(BackendError::Config("no libvirt hosts".into()));
         }
@@ -272,10 +263,7 @@ impl LibvirtBackend {
         if domain::valid_word(&spec.name) {
             Ok(())
         } else {
-            Err(BackendError::Config(format!(
-                "bad replica name {:?}",
-                spec.name
-            )))
+            Err(BackendError::Config(format!("bad replica name {:?}", spec.name)))
         }
     }
 
@@ -301,10 +289,8 @@ impl LibvirtBackend {
             }
             let dir = inner.vm_dir(&domain);
             files::fresh_dir(&dir)?;
-            let read = |p: &Path| {
-                std::fs::read(p)
-                    .map_err(|e| BackendError::Config(format!("reading {}: {e}", p.display())))
-            };
+            let read =
+                |p: &Path| std::fs::read(p).map_err(|e| BackendError::Config(format!("reading {}: {e}", p.display())));
             let shared = read(&cfg.image_dir.join("initramfs.cpio.gz"))?;
             let deployment = read(&cfg.deployment)?;
             let key = read(&cfg.keys_dir.join(format!("{name}.key")))?;
@@ -384,12 +370,7 @@ impl LibvirtBackend {
 
     async fn remove_vm(&self, h: &Handle) -> Result<(), BackendError> {
         let (uri, domain) = self.locate(h)?;
-        if self
-            .inner
-            .tracked()
-            .get(&h.name)
-            .is_some_and(|t| t.handle == *h)
-        {
+        if self.inner.tracked().get(&h.name).is_some_and(|t| t.handle == *h) {
             self.untrack(&h.name);
         }
         let inner = self.inner.clone();
@@ -409,11 +390,7 @@ impl LibvirtBackend {
         let done = blocking(move || {
             let prefix = domain::prefix(&inner.cfg.tag);
             for uri in &uris {
-                let names = match inner
-                    .hosts
-                    .conn(uri)
-                    .and_then(|c| hv::list_prefixed(&c, &prefix))
-                {
+                let names = match inner.hosts.conn(uri).and_then(|c| hv::list_prefixed(&c, &prefix)) {
                     Ok(n) => n,
                     Err(e) => {
                         tracing::error!(host = %uri, "shutdown: {e}");
@@ -487,8 +464,7 @@ impl Backend for LibvirtBackend {
     /// one app's replicas share a host only when there are fewer hosts.
     fn host(&self, spec: &ReplicaSpec) -> String {
         let hosts = &self.inner.cfg.hosts;
-        let i = replica_index(&spec.name)
-            .unwrap_or_else(|| spec.name.bytes().map(usize::from).sum::<usize>());
+        let i = replica_index(&spec.name).unwrap_or_else(|| spec.name.bytes().map(usize::from).sum::<usize>());
         hosts[i % hosts.len()].clone()
     }
 

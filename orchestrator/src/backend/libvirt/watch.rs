@@ -42,10 +42,7 @@ pub async fn run(inner: Weak<Inner>, every: Duration) {
             probes
                 .into_iter()
                 .map(|p| {
-                    let seen = worker
-                        .hosts
-                        .conn(&p.uri)
-                        .and_then(|c| hv::seen(&c, &p.domain));
+                    let seen = worker.hosts.conn(&p.uri).and_then(|c| hv::seen(&c, &p.domain));
                     (p, seen)
                 })
                 .collect::<Vec<_>>()
