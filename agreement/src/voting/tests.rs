@@ -4,8 +4,8 @@ use zz_wire::{AppResponse, ClientId, Identity, Principal, ReqResult};
 const APP: AppId = AppId(0);
 
 fn ids() -> Vec<Identity> {
-    (0..5u16)
-        .map(|i| Identity::from_seed(Principal::Replica(ReplicaId { app: APP, index: i }), [i as u8 + 7; 32]))
+    (0..5u8)
+        .map(|i| Identity::from_seed(Principal::Replica(ReplicaId { app: APP, index: i.into() }), [i + 7; 32]))
         .collect()
 }
 
