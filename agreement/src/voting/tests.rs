@@ -5,7 +5,15 @@ const APP: AppId = AppId(0);
 
 fn ids() -> Vec<Identity> {
     (0..5u8)
-        .map(|i| Identity::from_seed(Principal::Replica(ReplicaId { app: APP, index: i.into() }), [i + 7; 32]))
+        .map(|i| {
+            Identity::from_seed(
+                Principal::Replica(ReplicaId {
+                    app: APP,
+                    index: i.into(),
+                }),
+                [i + 7; 32],
+            )
+        })
         .collect()
 }
 
