@@ -359,6 +359,10 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
         .map_or(0, |e| e.iter().filter_map(|x| x["seq"].as_u64()).max().unwrap_or(0));
     let cluster_before = admin.get("/v1/cluster").await?;
     let t0 = Instant::now();
+    // Events carry the orchestrator's wall-clock time; narrate relative to the injection.
+    let t0_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
     for (target, kind) in s.faults {
         admin
             .post("/v1/faults", json!({"target": target, "kind": kind}))
@@ -391,9 +395,12 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
             if e["kind"] == "fenced" {
                 fenced.insert(e["replica"].as_str().unwrap_or("").to_string());
             }
+            let at = e["at_ms"]
+                .as_u64()
+                .map_or(t0.elapsed().as_millis() as i128, |a| i128::from(a) - i128::from(t0_ms));
             println!(
                 "[{:>6} ms] {:<22} {} {}",
-                t0.elapsed().as_millis(),
+                at,
                 e["kind"].as_str().unwrap_or("?"),
                 e["replica"].as_str().unwrap_or(""),
                 e["detail"].as_str().unwrap_or("")

@@ -318,10 +318,24 @@ impl Controller {
         };
         r.last_executed = hb.last_executed;
         r.last_checkpoint = hb.last_checkpoint;
+        let fetched = hb.fetched_objects.saturating_sub(r.fetched_objects);
         r.fetched_objects = hb.fetched_objects;
         r.stale_objects = hb.stale_objects;
         r.last_heartbeat_ms = Some(now);
         let (state, role, since) = (r.state, r.role, r.since_ms);
+        // The catch-up work of a replica just woken is part of an incident's
+        // story; later background sync is not worth an event each heartbeat.
+        if fetched > 0
+            && matches!(state, ReplicaState::Waking | ReplicaState::Active)
+            && now.saturating_sub(since) < 10_000
+        {
+            self.emit(
+                Some(id),
+                None,
+                "fetched",
+                format!("{fetched} objects fetched from peers, {} still stale", hb.stale_objects),
+            );
+        }
         match (state, role) {
             (ReplicaState::Waking, _) => {
                 self.set_state(id, ReplicaState::Active, "active", "heartbeat after wake".into());
