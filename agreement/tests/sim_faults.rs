@@ -1,6 +1,7 @@
 //! Faulty agreement nodes: crashed, equivocating, slow, silent, forging and
 //! replaying nodes, and a primary with an implausible clock. Safety must hold
 //! and the correct nodes must keep committing.
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 
 use zz_agreement::sim::byz::{self, DelayPrePrepares, Equivocate, Forge, Replay, Silent, SkewTimestamps};
 use zz_agreement::sim::seeds::for_seeds;

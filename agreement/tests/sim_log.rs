@@ -1,4 +1,5 @@
 //! Checkpoints bound the log; a node restarted from its durable state rejoins.
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 
 use zz_agreement::sim::seeds::for_seeds;
 use zz_agreement::sim::{Sim, SimConfig};

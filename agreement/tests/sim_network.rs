@@ -1,5 +1,6 @@
 //! An unreliable network: loss, duplication, reordering, partitions that
 //! heal, and a node cut off long enough to fall behind and catch up.
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 
 use zz_agreement::sim::seeds::for_seeds;
 use zz_agreement::sim::{Sim, SimConfig};

@@ -1,4 +1,5 @@
 //! Normal-case liveness and safety under a well-behaved and a lossy network.
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 
 use zz_agreement::sim::seeds::for_seeds;
 use zz_agreement::sim::{Sim, SimConfig};

@@ -1,6 +1,7 @@
 //! Throughput of the real core in the simulator (all 4 nodes on one thread,
 //! every signature made and checked). Not a CI test: run with
 //! `cargo test --release -p zz-agreement --test sim_throughput -- --ignored --nocapture`.
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 
 use std::time::Instant;
 use zz_agreement::sim::{Sim, SimConfig};

@@ -1,7 +1,7 @@
 //! Execution throughput of one kv replica: 64-byte values, batches of 100
 //! ops, ordered by f+1 signed ORDERs (signature checks and reply signing
 //! included). Run: `cargo bench -p zz-agent --bench exec`.
-
+#![allow(clippy::unwrap_used)] // a benchmark harness: a failed setup should stop it loudly
 #![allow(clippy::cast_possible_truncation)] // test-sized numbers
 
 use criterion::{criterion_group, Criterion, Throughput};

@@ -1,7 +1,7 @@
 //! Time from wake to the first correct reply as the state grows, against a
 //! full-state-transfer baseline, with in-process peers.
 //! Run: `cargo bench -p zz-agent --bench wake` (ZZ_WAKE_MB=10,100 to choose sizes).
-
+#![allow(clippy::unwrap_used)] // a benchmark harness: a failed setup should stop it loudly
 #![allow(clippy::cast_possible_truncation)] // test-sized numbers
 
 use rand::{Rng, SeedableRng};

@@ -1,7 +1,7 @@
 //! A `zz-agent` process woken behind a certified checkpoint catches up
 //! through the agreement nodes' relay: the fake nodes here forward its
 //! STATE_REQUESTs to an in-process peer replica and return the answers.
-
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 #![allow(clippy::cast_possible_truncation)] // test-sized numbers
 
 use std::process::{Child, Command, Stdio};

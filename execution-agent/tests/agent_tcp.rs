@@ -1,6 +1,6 @@
 //! The `zz-agent` binary over TCP: it dials fake agreement nodes and a fake
 //! orchestrator, executes what they order, heartbeats, and obeys `crash`.
-
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 #![allow(clippy::cast_possible_truncation)] // test-sized numbers
 
 use std::process::{Child, Command, Stdio};

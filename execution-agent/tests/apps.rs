@@ -1,5 +1,5 @@
 //! The built-in apps: routes, errors, and bad input that changes nothing.
-
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 #![allow(clippy::cast_possible_truncation)] // test-sized numbers
 
 use proptest::prelude::*;

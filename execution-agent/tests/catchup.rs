@@ -1,5 +1,5 @@
 //! Wake-up and catch-up with in-process peers.
-
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 #![allow(clippy::cast_possible_truncation)] // test-sized numbers
 
 mod common;

@@ -1,5 +1,5 @@
 //! Two replicas fed the same orders end with the same root and replies.
-
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 #![allow(clippy::cast_possible_truncation)] // test-sized numbers
 
 mod common;

@@ -1,6 +1,6 @@
 //! Each fault mode produces the misbehaviour it names; controls that are not
 //! the orchestrator's, not for me, or replayed, are ignored.
-
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 #![allow(clippy::cast_possible_truncation)] // test-sized numbers
 
 mod common;

@@ -1,5 +1,5 @@
 //! Properties of the bucketed Merkle tree.
-
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 #![allow(clippy::cast_possible_truncation)] // test-sized numbers
 
 use proptest::collection::{btree_map, vec};

@@ -1,5 +1,6 @@
 //! The frame decoder under random, truncated and bit-flipped input: an error
 //! or a message, never a panic. (The libFuzzer target in wire/fuzz digs deeper.)
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 
 use proptest::prelude::*;
 use zz_wire::frame::{decode, encode};

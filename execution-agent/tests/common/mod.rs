@@ -1,5 +1,6 @@
 //! An in-process harness: f=1 (4 agreement nodes, 3 replicas of app 0),
 //! deterministic keys, and helpers that play the agreement nodes' part.
+#![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 #![allow(dead_code)]
 
 use zz_agent::merkle::Shape;
