@@ -232,8 +232,9 @@ impl Controller {
         Ok(())
     }
 
-    /// Wakes standbys of `app` (up to f), paused ones first.
-    pub(super) async fn wake_standbys(&mut self, app: AppId, incident: Option<u64>, _now: u64) {
+    /// The standbys of `app` in the order to wake them: paused ones (a
+    /// resume) before hibernated ones (a restore), then by index.
+    fn standbys_in_wake_order(&self, app: AppId) -> Vec<ReplicaId> {
         let mut standbys: Vec<(u8, ReplicaId)> = self
             .replicas
             .values()
@@ -241,8 +242,14 @@ impl Controller {
             .map(|r| (u8::from(r.state == ReplicaState::Hibernated), r.id))
             .collect();
         standbys.sort();
+        standbys.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Wakes standbys of `app` (up to f), paused ones first.
+    pub(super) async fn wake_standbys(&mut self, app: AppId, incident: Option<u64>, _now: u64) {
+        let standbys = self.standbys_in_wake_order(app);
         let why = incident.map_or_else(|| "capacity".to_string(), |i| format!("incident {i}"));
-        for (_, id) in standbys.into_iter().take(self.dep.f) {
+        for id in standbys.into_iter().take(self.dep.f) {
             if let Err(e) = self.wake(id, incident, &why).await {
                 self.emit(Some(id), None, "wake-failed", e.to_string());
             }
@@ -295,15 +302,9 @@ impl Controller {
         if missing == 0 {
             return;
         }
-        let mut standbys: Vec<(u8, ReplicaId)> = self
-            .replicas
-            .values()
-            .filter(|r| r.id.app == app && r.state.is_standby())
-            .map(|r| (u8::from(r.state == ReplicaState::Hibernated), r.id))
-            .collect();
-        standbys.sort();
+        let standbys = self.standbys_in_wake_order(app);
         let incident = self.tracker.open_incident(app).map(|i| i.id);
-        for (_, id) in standbys.into_iter().take(missing) {
+        for id in standbys.into_iter().take(missing) {
             if let Err(e) = self.wake(id, incident, "capacity").await {
                 self.emit(Some(id), None, "wake-failed", e.to_string());
             }
