@@ -3,7 +3,7 @@
 //! agreement nodes vouch for the same response. Used by the gateway, the
 //! benchmark and the tests.
 
-use crate::node::links::{self, Event, EVENT_QUEUE, LINK_QUEUE};
+use crate::node::links::{self, Event, EVENT_QUEUE};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -83,20 +83,7 @@ impl Client {
         let keys = Arc::new(dep.keyring());
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let mut tasks = JoinSet::new();
-        let mut nodes = BTreeMap::new();
-        for n in dep.node_ids() {
-            let (tx, rx) = mpsc::channel(LINK_QUEUE);
-            let addr = dep.node_addr(n).ok_or_else(|| anyhow::anyhow!("no address for {n}"))?;
-            tasks.spawn(links::dial_loop(
-                addr,
-                Principal::Node(n),
-                rx,
-                id.clone(),
-                keys.clone(),
-                ev_tx.clone(),
-            ));
-            nodes.insert(n, tx);
-        }
+        let nodes = links::dial_nodes(&dep, None, &id, &keys, &ev_tx, &mut tasks)?;
         let (tx, rx) = mpsc::channel(4096);
         let timeout = opts.timeout;
         let state = Loop {

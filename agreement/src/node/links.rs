@@ -4,6 +4,7 @@
 //! Frames for a full queue are dropped and counted, never waited for.
 
 use bytes::Bytes;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use zz_wire::frame::{handshake, LinkReader, LinkWriter};
-use zz_wire::{Identity, Keyring, Msg, Principal};
+use zz_wire::{Deployment, Identity, Keyring, Msg, NodeId, Principal};
 
 /// Frames queued per link before new ones are dropped (a paused replica's
 /// link just fills and drops).
@@ -154,6 +155,33 @@ async fn serve_inbound(
         _ = write_loop(writer, &mut rx) => {}
     }
     let _ = events.send(Event::Down { who, conn }).await;
+}
+
+/// Keeps a link up to every agreement node of `dep` except `except` (a node
+/// does not dial itself), each with its own bounded queue; returns the queues.
+pub fn dial_nodes(
+    dep: &Deployment,
+    except: Option<NodeId>,
+    me: &Identity,
+    keys: &Arc<Keyring>,
+    events: &mpsc::Sender<Event>,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<BTreeMap<NodeId, mpsc::Sender<Bytes>>> {
+    let mut queues = BTreeMap::new();
+    for n in dep.node_ids().filter(|n| Some(*n) != except) {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let addr = dep.node_addr(n).ok_or_else(|| anyhow::anyhow!("no address for {n}"))?;
+        tasks.spawn(dial_loop(
+            addr,
+            Principal::Node(n),
+            rx,
+            me.clone(),
+            keys.clone(),
+            events.clone(),
+        ));
+        queues.insert(n, tx);
+    }
+    Ok(queues)
 }
 
 /// Keeps a link to `target` at `addr` up, reconnecting with backoff, and

@@ -94,20 +94,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         keys.clone(),
         ev_tx.clone(),
     ));
-    let mut peers = BTreeMap::new();
-    for n in dep.node_ids().filter(|n| *n != me) {
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        let addr = dep.node_addr(n).ok_or_else(|| anyhow::anyhow!("no address for {n}"))?;
-        tasks.spawn(links::dial_loop(
-            addr,
-            Principal::Node(n),
-            rx,
-            cfg.identity.clone(),
-            keys.clone(),
-            ev_tx.clone(),
-        ));
-        peers.insert(n, tx);
-    }
+    let peers = links::dial_nodes(&dep, Some(me), &cfg.identity, &keys, &ev_tx, &mut tasks)?;
     let (orch_tx, orch_rx) = mpsc::channel(LINK_QUEUE);
     tasks.spawn(links::dial_loop(
         dep.orchestrator.addr,
