@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use serde_json::Value;
 use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
@@ -31,37 +32,65 @@ impl AdminArgs {
         Ok(t.trim().to_string())
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.admin_url.trim_end_matches('/'), path)
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        Ok(AdminClient::new(&self.admin_url, self.token()?))
     }
 }
 
-async fn get(a: &AdminArgs, path: &str) -> anyhow::Result<serde_json::Value> {
-    let resp = reqwest::Client::new()
-        .get(a.url(path))
-        .bearer_auth(a.token()?)
-        .send()
-        .await
-        .with_context(|| format!("contacting the admin API at {}", a.admin_url))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-    if !status.is_success() {
-        anyhow::bail!("{path}: {status}: {body}");
-    }
-    Ok(body)
+/// A client of the admin REST API: bearer token, JSON bodies; an answer
+/// that is not 2xx is an error naming the route, the status and the body.
+#[derive(Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
 }
 
-fn s(v: &serde_json::Value, k: &str) -> String {
+impl AdminClient {
+    /// `base` like `http://127.0.0.1:7070`.
+    pub fn new(base: &str, token: String) -> Self {
+        AdminClient {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)), "GET", path)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body), "POST", path)
+            .await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, method: &str, path: &str) -> anyhow::Result<Value> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("contacting the admin API at {}", self.base))?;
+        let status = resp.status();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "{method} {path}: {status} {body}");
+        Ok(body)
+    }
+}
+
+fn s(v: &Value, k: &str) -> String {
     match &v[k] {
-        serde_json::Value::String(x) => x.clone(),
-        serde_json::Value::Null => "-".into(),
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
         other => other.to_string(),
     }
 }
 
 pub async fn status(a: &AdminArgs) -> anyhow::Result<()> {
-    let cluster = get(a, "/v1/cluster").await?;
-    let replicas = get(a, "/v1/replicas").await?;
+    let admin = a.client()?;
+    let cluster = admin.get("/v1/cluster").await?;
+    let replicas = admin.get("/v1/replicas").await?;
     println!("f = {}", cluster["f"]);
     println!(
         "{:<6} {:<22} {:>6} {:>14} {:>10}",
@@ -101,18 +130,7 @@ pub async fn inject(a: &AdminArgs, target: &str, kind: &str, duration_ms: Option
     if let Some(d) = duration_ms {
         body["duration_ms"] = d.into();
     }
-    let resp = reqwest::Client::new()
-        .post(a.url("/v1/faults"))
-        .bearer_auth(a.token()?)
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("contacting the admin API at {}", a.admin_url))?;
-    let status = resp.status();
-    let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-    if !status.is_success() {
-        anyhow::bail!("inject failed: {status}: {}", s(&v, "error"));
-    }
+    let v = a.client()?.post("/v1/faults", body).await.context("inject failed")?;
     println!("injected {kind} into {target}: fault id {}", s(&v, "id"));
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! the scenario's fault, narrates the timeline from the orchestrator's event
 //! log, then checks its expectations and fails if any does not hold.
 
+use crate::admin::AdminClient;
 use crate::launch::{BackendArgs, Info, LaunchOptions, Running};
 use anyhow::Context;
 use clap::Args;
@@ -109,41 +110,6 @@ struct Counters {
     wrong: AtomicU64,
 }
 
-struct Admin {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Admin {
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        let status = r.status();
-        let v = r.json::<Value>().await.unwrap_or(Value::Null);
-        anyhow::ensure!(status.is_success(), "GET {path}: {status} {v}");
-        Ok(v)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = r.status();
-        let v = r.json::<Value>().await.unwrap_or(Value::Null);
-        anyhow::ensure!(status.is_success(), "POST {path}: {status} {v}");
-        Ok(v)
-    }
-}
-
 pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     // Checked once, before any scenario starts anything.
     a.backend.resolve()?;
@@ -231,11 +197,7 @@ async fn run_scenario(s: &Scenario, a: &DemoArgs) -> anyhow::Result<()> {
 
 async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow::Result<()> {
     let f = s.f;
-    let admin = Admin {
-        http: reqwest::Client::new(),
-        base: format!("http://{}", running.admin_addr),
-        token: running.token()?,
-    };
+    let admin = AdminClient::new(&format!("http://{}", running.admin_addr), running.token()?);
     let gw = format!("http://{}", running.gateway_addr);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let start = Instant::now();
@@ -328,11 +290,7 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
     }
     let progress = {
         let (c, stop) = (counters.clone(), stop.clone());
-        let admin = Admin {
-            http: admin.http.clone(),
-            base: admin.base.clone(),
-            token: admin.token.clone(),
-        };
+        let admin = admin.clone();
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -463,7 +421,7 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
 /// to f+1 active + f paused; or, for a faulty primary, a new view.
 async fn healed(
     s: &Scenario,
-    admin: &Admin,
+    admin: &AdminClient,
     f: usize,
     before: &Value,
     fenced: &std::collections::BTreeSet<String>,

@@ -4,6 +4,7 @@
 //! answer, and records the orchestrator's `recovery_ms` (detection → first
 //! certified reply) once the system has healed.
 
+use crate::admin::AdminClient;
 use crate::launch::{BackendArgs, Info, LaunchOptions, Running};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -58,35 +59,6 @@ pub struct RecoveryResult {
     pub recovery_p50_ms: f64,
     pub recovery_p99_ms: f64,
     pub machine: String,
-}
-
-async fn admin_get(http: &reqwest::Client, info: &Info, token: &str, path: &str) -> anyhow::Result<Value> {
-    let r = http
-        .get(format!("http://{}{path}", info.admin_addr))
-        .bearer_auth(token)
-        .send()
-        .await?;
-    anyhow::ensure!(r.status().is_success(), "GET {path}: {}", r.status());
-    Ok(r.json().await?)
-}
-
-async fn admin_post(
-    http: &reqwest::Client,
-    info: &Info,
-    token: &str,
-    path: &str,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let r = http
-        .post(format!("http://{}{path}", info.admin_addr))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await?;
-    let status = r.status();
-    let v = r.json().await.unwrap_or(Value::Null);
-    anyhow::ensure!(status.is_success(), "POST {path}: {status} {v}");
-    Ok(v)
 }
 
 fn states(v: &Value, state: &str) -> Vec<String> {
@@ -156,11 +128,11 @@ fn vm_accel(info: &Info) -> Option<String> {
     })
 }
 
-async fn wait_steady(http: &reqwest::Client, info: &Info, token: &str, standby: Standby) -> anyhow::Result<Value> {
+async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby) -> anyhow::Result<Value> {
     // A replacement VM boots before the app is steady again.
     let deadline = Instant::now() + info.backend.ready_timeout().max(Duration::from_secs(120));
     loop {
-        let r = admin_get(http, info, token, "/v1/replicas").await?;
+        let r = admin.get("/v1/replicas").await?;
         let active = states(&r, "active");
         let paused = states(&r, "paused");
         let hibernated = states(&r, "hibernated");
@@ -169,14 +141,9 @@ async fn wait_steady(http: &reqwest::Client, info: &Info, token: &str, standby: 
                 Standby::Paused if paused.len() == 1 => return Ok(r),
                 Standby::Hibernated if hibernated.len() == 1 => return Ok(r),
                 Standby::Hibernated if paused.len() == 1 => {
-                    admin_post(
-                        http,
-                        info,
-                        token,
-                        &format!("/v1/replicas/{}/hibernate", paused[0]),
-                        json!({}),
-                    )
-                    .await?;
+                    admin
+                        .post(&format!("/v1/replicas/{}/hibernate", paused[0]), json!({}))
+                        .await?;
                 }
                 _ => {}
             }
@@ -190,8 +157,7 @@ async fn wait_steady(http: &reqwest::Client, info: &Info, token: &str, standby: 
 }
 
 async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult> {
-    let http = reqwest::Client::new();
-    let token = info.token()?;
+    let admin = AdminClient::new(&format!("http://{}", info.admin_addr), info.token()?);
     let client = crate::launch::start_client(
         &info.dep,
         &info.config,
@@ -202,7 +168,7 @@ async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult>
         },
     )?;
     let app = info.dep.app_by_name("kv").context("kv app")?;
-    wait_steady(&http, info, &token, a.standby).await?;
+    wait_steady(&admin, info, a.standby).await?;
     let accel = vm_accel(info);
 
     // Load the state: 1 KiB values, many concurrent PUTs.
@@ -233,21 +199,13 @@ async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult>
     let mut to_answer = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut recovery = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for round in 0..a.incidents {
-        let r = wait_steady(&http, info, &token, a.standby).await?;
+        let r = wait_steady(&admin, info, a.standby).await?;
         let victim = states(&r, "active").into_iter().next().context("an active replica")?;
-        let before = admin_get(&http, info, &token, "/v1/incidents")
-            .await?
-            .as_array()
-            .map_or(0, Vec::len);
+        let before = admin.get("/v1/incidents").await?.as_array().map_or(0, Vec::len);
         let t0 = Instant::now();
-        admin_post(
-            &http,
-            info,
-            &token,
-            "/v1/faults",
-            json!({"target": victim, "kind": "corrupt-reply"}),
-        )
-        .await?;
+        admin
+            .post("/v1/faults", json!({"target": victim, "kind": "corrupt-reply"}))
+            .await?;
         // The next request after the fault: its certified answer must be right.
         let key = format!("/kv/r{round}");
         let want = format!("round {round}");
@@ -264,7 +222,7 @@ async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult>
         // Wait for the incident to be recorded with its recovery time.
         let deadline = Instant::now() + Duration::from_secs(60);
         let ms = loop {
-            let inc = admin_get(&http, info, &token, "/v1/incidents").await?;
+            let inc = admin.get("/v1/incidents").await?;
             let fresh = inc
                 .as_array()
                 .map(|v| v[before.min(v.len())..].to_vec())
