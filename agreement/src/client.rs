@@ -13,7 +13,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use zz_wire::frame::encode;
 use zz_wire::{
-    AppId, AppRequest, AppResponse, ClientBatch, ClientId, Deployment, Digest, Hasher, Identity, Msg, NodeId, Principal,
+    AppId, AppRequest, AppResponse, ClientBatch, ClientId, Deployment, Digest, Hasher, Identity, Msg, NodeId,
+    Principal, View,
 };
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -32,8 +33,12 @@ pub struct ClientOptions {
     pub batch_max: usize,
     /// Longest a request waits for others to share its batch.
     pub batch_delay: Duration,
-    /// Re-send to every node when no answer came this long.
-    pub retry: Duration,
+    /// Re-send to every node when no answer came this long: four times the
+    /// recent answer latency (so a crashed primary is noticed within a few
+    /// round trips), at most this; `None` takes the deployment's
+    /// `timing.client_retry_ms`. Each further re-send of a batch waits twice
+    /// as long as the one before.
+    pub retry: Option<Duration>,
     /// Give up (ClientError::Timeout) after this long.
     pub timeout: Duration,
 }
@@ -43,16 +48,19 @@ impl Default for ClientOptions {
         ClientOptions {
             batch_max: 128,
             batch_delay: Duration::from_micros(300),
-            retry: Duration::from_millis(500),
+            retry: None,
             timeout: Duration::from_secs(10),
         }
     }
 }
 
+/// A certified answer and the view it was certified in.
+type Answer = Result<(AppResponse, View), ClientError>;
+
 struct Call {
     app: AppId,
     req: AppRequest,
-    reply: oneshot::Sender<Result<AppResponse, ClientError>>,
+    reply: oneshot::Sender<Answer>,
 }
 
 #[derive(Clone)]
@@ -85,6 +93,12 @@ impl Client {
         let mut tasks = JoinSet::new();
         let nodes = links::dial_nodes(&dep, None, &id, &keys, &ev_tx, &mut tasks)?;
         let (tx, rx) = mpsc::channel(4096);
+        let mut opts = opts;
+        opts.retry = Some(
+            opts.retry
+                .unwrap_or(Duration::from_millis(dep.timing.client_retry_ms))
+                .max(Duration::from_millis(1)),
+        );
         let timeout = opts.timeout;
         let state = Loop {
             me,
@@ -95,6 +109,8 @@ impl Client {
             nodes,
             next_id: start_id(),
             view: 0,
+            latency: Duration::ZERO,
+            tick_at: Instant::now(),
             filling: BTreeMap::new(),
             pending: HashMap::new(),
             batches: BTreeMap::new(),
@@ -109,6 +125,13 @@ impl Client {
 
     /// Submits one request and waits for its certified answer.
     pub async fn call(&self, app: AppId, req: AppRequest) -> Result<AppResponse, ClientError> {
+        self.call_with_view(app, req).await.map(|(r, _)| r)
+    }
+
+    /// Like `call`, also returning the view the answer was certified in: the
+    /// lowest view among the f+1 matching answers, so at least one correct
+    /// node was in that view when it answered.
+    pub async fn call_with_view(&self, app: AppId, req: AppRequest) -> Answer {
         if req.body.len() > zz_wire::app::MAX_BODY + 4096 {
             return Err(ClientError::TooLarge);
         }
@@ -125,6 +148,14 @@ impl Client {
     }
 }
 
+/// The first re-send to every node waits this many recent latencies...
+const RETRY_LATENCIES: u32 = 4;
+/// ...and at least this long, so scheduling noise on a busy machine does
+/// not make every request go to every node.
+const MIN_RETRY: Duration = Duration::from_millis(25);
+/// Longest wait between two re-sends of one batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
 /// Request ids grow across restarts of a client that keeps its key: start
 /// from the wall clock in nanoseconds.
 fn start_id() -> u64 {
@@ -134,9 +165,10 @@ fn start_id() -> u64 {
 }
 
 struct Pending {
-    reply: oneshot::Sender<Result<AppResponse, ClientError>>,
+    reply: oneshot::Sender<Answer>,
     batch: u64,
-    votes: BTreeMap<NodeId, Digest>,
+    sent: Instant,
+    votes: BTreeMap<NodeId, (Digest, View)>,
     answers: BTreeMap<Digest, AppResponse>,
     deadline: Instant,
 }
@@ -145,6 +177,8 @@ struct Sent {
     frame: Bytes,
     left: usize,
     sent_at: Instant,
+    /// Wait before the next re-send; `None` until the first one.
+    backoff: Option<Duration>,
 }
 
 struct Loop {
@@ -156,6 +190,10 @@ struct Loop {
     nodes: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
     next_id: u64,
     view: u64,
+    /// Recent answer latency, for the retry period.
+    latency: Duration,
+    /// Next look for late batches and expired requests.
+    tick_at: Instant,
     filling: BTreeMap<AppId, (Instant, Vec<Call>)>,
     pending: HashMap<(AppId, u64), Pending>,
     batches: BTreeMap<u64, Sent>,
@@ -166,10 +204,19 @@ fn response_digest(r: &AppResponse) -> Digest {
 }
 
 impl Loop {
+    /// When a first re-send to every node is due: a few times the recent
+    /// latency, never below `MIN_RETRY`, at most the configured retry.
+    fn retry(&self) -> Duration {
+        let cap = self.opts.retry.unwrap_or(Duration::from_millis(500));
+        (self.latency * RETRY_LATENCIES).clamp(MIN_RETRY.min(cap), cap)
+    }
+
+    /// How often late batches are looked for.
+    fn tick(&self) -> Duration {
+        (self.retry() / 4).max(Duration::from_millis(2))
+    }
+
     async fn run(mut self, mut calls: mpsc::Receiver<Call>, mut events: mpsc::Receiver<Event>) {
-        let tick = (self.opts.retry / 4).max(Duration::from_millis(5));
-        let mut ticker = tokio::time::interval(tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let flush_at = self
                 .filling
@@ -192,7 +239,12 @@ impl Loop {
                     }
                 }
                 _ = tokio::time::sleep_until(flush_at) => self.flush_due(),
-                _ = ticker.tick() => self.retry_and_expire(),
+                _ = tokio::time::sleep_until(self.tick_at) => {
+                    self.retry_and_expire();
+                    // Idle: nothing to re-send until `flush` brings it forward.
+                    let idle = self.batches.is_empty() && self.pending.is_empty();
+                    self.tick_at = Instant::now() + if idle { Duration::from_secs(1) } else { self.tick() };
+                }
             }
         }
     }
@@ -258,6 +310,7 @@ impl Loop {
                 Pending {
                     reply,
                     batch: first_id,
+                    sent: now,
                     votes: BTreeMap::new(),
                     answers: BTreeMap::new(),
                     deadline,
@@ -268,12 +321,14 @@ impl Loop {
         if let Some(tx) = self.nodes.get(&primary) {
             let _ = tx.try_send(frame.clone());
         }
+        self.tick_at = self.tick_at.min(now + self.tick());
         self.batches.insert(
             first_id,
             Sent {
                 frame,
                 left: count,
                 sent_at: now,
+                backoff: None,
             },
         );
     }
@@ -296,24 +351,31 @@ impl Loop {
                 continue;
             };
             let d = response_digest(&resp);
-            if p.votes.insert(node, d).is_some() {
+            if p.votes.insert(node, (d, r.view)).is_some() {
                 continue; // a node's first answer counts
             }
             p.answers.entry(d).or_insert(resp);
-            let matching = p.votes.values().filter(|v| **v == d).count();
-            if matching > self.f {
-                if r.view > self.view {
-                    self.view = r.view;
-                }
+            let views: Vec<View> = p.votes.values().filter(|(v, _)| *v == d).map(|(_, w)| *w).collect();
+            if views.len() > self.f {
+                // One lying node cannot steer the client: the lowest of f+1
+                // views was reported by a correct node.
+                let view = views.iter().copied().min().unwrap_or(0);
+                self.view = self.view.max(view);
                 if let Some(p) = self.pending.remove(&key) {
+                    self.note_latency(p.sent.elapsed());
                     let answer = p.answers.get(&d).cloned();
                     self.done(p.batch);
                     if let Some(a) = answer {
-                        let _ = p.reply.send(Ok(a));
+                        let _ = p.reply.send(Ok((a, view)));
                     }
                 }
             }
         }
+    }
+
+    /// Moving average of answer latency (weight 1/8 per answer).
+    fn note_latency(&mut self, l: Duration) {
+        self.latency = (self.latency * 7 + l) / 8;
     }
 
     fn done(&mut self, batch: u64) {
@@ -329,12 +391,16 @@ impl Loop {
     /// timers); requests past their deadline fail.
     fn retry_and_expire(&mut self) {
         let now = Instant::now();
+        let retry = self.retry();
         for b in self.batches.values_mut() {
-            if now.duration_since(b.sent_at) >= self.opts.retry {
+            let wait = b.backoff.unwrap_or(retry);
+            if now.duration_since(b.sent_at) >= wait {
                 for tx in self.nodes.values() {
                     let _ = tx.try_send(b.frame.clone());
                 }
                 b.sent_at = now;
+                // A view change takes a timeout or more: do not flood it.
+                b.backoff = Some((wait * 2).min(MAX_BACKOFF));
             }
         }
         let expired: Vec<(AppId, u64)> = self

@@ -36,7 +36,8 @@ pub struct Timing {
     pub view_change_timeout_ms: u64,
     /// No f+1 matching execution replies this long after ordering: an incident.
     pub reply_timeout_ms: u64,
-    /// A client re-sends a request to all nodes when no answer came this long.
+    /// A client re-sends a request to all nodes when no answer came this long
+    /// (at most: the client adapts the wait to its recent answer latency).
     pub client_retry_ms: u64,
     /// Backups reject a primary timestamp further than this from their clock.
     pub max_clock_skew_ms: u64,
@@ -50,7 +51,7 @@ impl Default for Timing {
             batch_max: 256,
             batch_delay_us: 200,
             pipeline: 8,
-            view_change_timeout_ms: 1000,
+            view_change_timeout_ms: 300,
             reply_timeout_ms: 400,
             client_retry_ms: 500,
             max_clock_skew_ms: 5_000,

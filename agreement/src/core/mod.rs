@@ -234,6 +234,11 @@ pub struct Core {
     /// After a restart: no prepare/commit in views up to `.0` for seqs up to `.1`.
     passive: Option<(View, Seq)>,
     fault: Option<NodeFault>,
+    /// Normal-case messages for the view being changed into that arrived
+    /// before its new view; replayed once it is installed.
+    early: Vec<Msg>,
+    /// Highest view each peer sent normal-case messages in, above ours.
+    ahead: BTreeMap<NodeId, View>,
     out: Vec<Action>,
     tick_committed: Seq,
     stats: Stats,
@@ -276,6 +281,8 @@ impl Core {
             served: BTreeMap::new(),
             passive: None,
             fault: None,
+            early: Vec::new(),
+            ahead: BTreeMap::new(),
             out: Vec::new(),
             tick_committed: 0,
             stats: Stats::default(),

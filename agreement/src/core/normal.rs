@@ -7,8 +7,8 @@ use super::quorum::Insert;
 use super::{Action, Core, Pooled, Status, TimerId, MAX_POOL};
 use std::collections::BTreeSet;
 use zz_wire::{
-    verify_all, ClientBatch, Commit, Msg, NodeFault, NonDet, PrePrepare, Prepare, Principal, Proposal, Seq, Signed,
-    Vote,
+    verify_all, ClientBatch, Commit, Msg, NodeFault, NodeId, NonDet, PrePrepare, Prepare, Principal, Proposal, Seq,
+    Signed, Vote,
 };
 
 impl Core {
@@ -165,6 +165,9 @@ impl Core {
     /// watermarks, with a correct digest, no conflicting pre-prepare, no
     /// repeated client batch and a plausible timestamp; then it prepares.
     pub(super) fn on_pre_prepare(&mut self, m: Signed<PrePrepare>) {
+        if self.awaits_new_view(m.body.view) {
+            return self.hold_early(Msg::PrePrepare(m));
+        }
         let pp = &m.body;
         if pp.view < self.view || pp.seq <= self.low().max(self.last_committed) {
             self.stats.dropped_old += 1;
@@ -172,6 +175,8 @@ impl Core {
         }
         if pp.view > self.view || self.status != Status::Normal {
             self.stats.dropped_future += 1;
+            let (node, view) = (pp.node, pp.view);
+            self.note_ahead(node, view);
             return;
         }
         if pp.node != self.primary() {
@@ -285,7 +290,10 @@ impl Core {
     /// PBFT §4.2: a prepare from a backup of the current view.
     pub(super) fn on_prepare(&mut self, m: Signed<Prepare>) {
         let v = m.body.0;
-        if !self.vote_in_window(v.view, v.seq) {
+        if self.awaits_new_view(v.view) {
+            return self.hold_early(Msg::Prepare(m));
+        }
+        if !self.vote_in_window(v.node, v.view, v.seq) {
             return;
         }
         if v.node == self.primary() {
@@ -304,7 +312,10 @@ impl Core {
     /// PBFT §4.2: a commit from any node of the current view.
     pub(super) fn on_commit(&mut self, m: Signed<Commit>) {
         let v = m.body.0;
-        if !self.vote_in_window(v.view, v.seq) {
+        if self.awaits_new_view(v.view) {
+            return self.hold_early(Msg::Commit(m));
+        }
+        if !self.vote_in_window(v.node, v.view, v.seq) {
             return;
         }
         let now = self.now;
@@ -316,13 +327,14 @@ impl Core {
         self.check_committed(v.seq);
     }
 
-    fn vote_in_window(&mut self, view: u64, seq: Seq) -> bool {
+    fn vote_in_window(&mut self, from: NodeId, view: u64, seq: Seq) -> bool {
         if view < self.view || seq <= self.low().max(self.last_committed) {
             self.stats.dropped_old += 1;
             return false;
         }
         if view > self.view || self.status != Status::Normal || seq > self.high() {
             self.stats.dropped_future += 1;
+            self.note_ahead(from, view);
             return false;
         }
         true

@@ -5,6 +5,9 @@ use super::validate::Plan;
 use super::{Action, Core, Status, TimerId};
 use zz_wire::{Msg, NewView, Seq, Signed, View, ViewChange};
 
+/// Most early messages held while waiting for a new view.
+const MAX_EARLY: usize = 4096;
+
 impl Core {
     /// PBFT §4.4: move to `target`, stop accepting normal-case messages and
     /// multicast a view change with the stable checkpoint proof and the P set.
@@ -14,6 +17,8 @@ impl Core {
         }
         self.view = target;
         self.status = Status::ViewChange;
+        self.early.clear();
+        self.ahead.retain(|_, v| *v > target);
         self.stats.view_changes_started += 1;
         self.batch_due = false;
         let prepared = self
@@ -190,12 +195,58 @@ impl Core {
         self.view_changes.retain(|_, v| v.body.new_view > view);
         self.my_view_change = None;
         self.out.push(Action::ViewChanged(view));
+        // Checked now like any message of this view.
+        for m in std::mem::take(&mut self.early) {
+            self.on_peer(m);
+        }
         let seqs: Vec<Seq> = self.log.range(self.last_committed + 1..).map(|(s, _)| *s).collect();
         for s in seqs {
             self.check_prepared(s);
         }
         self.try_propose();
         self.refresh_view_change_timer();
+    }
+
+    /// Waiting for the new view of `view`: its primary's pre-prepares and
+    /// the other backups' votes can overtake the new view on other links.
+    pub(super) fn awaits_new_view(&self, view: View) -> bool {
+        self.status == Status::ViewChange && view == self.view
+    }
+
+    /// Keeps a message for the view being changed into, up to a bound (what
+    /// every node can send for one pipeline); past it, dropped as before.
+    pub(super) fn hold_early(&mut self, m: Msg) {
+        let cap = usize::try_from(self.cfg.timing.pipeline.max(1))
+            .unwrap_or(usize::MAX)
+            .saturating_mul(3 * self.th.n);
+        if self.early.len() < cap.min(MAX_EARLY) {
+            self.early.push(m);
+        } else {
+            self.stats.dropped_future += 1;
+        }
+    }
+
+    /// PBFT §4.5.2, applied to normal-case messages: f+1 nodes working in
+    /// views above ours include a correct one, so a new view exists that
+    /// this node missed (it was down or cut off). It asks for it with a view
+    /// change to the lowest such view; that view's primary answers with its
+    /// new view (`on_view_change`). Without this a restarted node would stay
+    /// in its old view for good and never count for a quorum again.
+    pub(super) fn note_ahead(&mut self, from: zz_wire::NodeId, view: View) {
+        if view <= self.view || from == self.cfg.me {
+            return;
+        }
+        let seen = self.ahead.entry(from).or_insert(view);
+        *seen = (*seen).max(view);
+        let mut views: Vec<View> = self.ahead.values().copied().filter(|v| *v > self.view).collect();
+        if views.len() < self.th.weak() {
+            return;
+        }
+        views.sort_unstable_by(|a, b| b.cmp(a));
+        // The (f+1)-th highest: at least one correct node is that far.
+        if let Some(&target) = views.get(self.th.weak() - 1) {
+            self.start_view_change(target);
+        }
     }
 
     /// Requests in this view's pre-prepares are pending; the rest of the

@@ -39,10 +39,13 @@ pub enum Event {
 }
 
 /// Whether `peer` may deliver `msg` on its link: the author must be the
-/// peer itself, except client requests that a backup forwards to the primary.
+/// peer itself, except client requests that a backup forwards to the
+/// primary, and other nodes' checkpoint votes that a node serving a log
+/// fetch sends as the stable checkpoint's proof (signatures still checked).
 pub fn allowed(peer: Principal, msg: &Msg) -> bool {
     match (peer, msg) {
         (Principal::Node(_), Msg::Request(_)) => true,
+        (Principal::Node(_), Msg::LogCheckpoint(c)) => matches!(c.author(), Principal::Node(_)),
         (_, Msg::CheckpointCert(_)) => false,
         (p, m) => m.author() == Some(p),
     }
@@ -219,5 +222,28 @@ pub async fn dial_loop(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed;
+    use zz_wire::{AppId, ClientId, Digest, Identity, LogCheckpoint, Msg, NodeId, Principal};
+
+    fn log_checkpoint(by: u16) -> Msg {
+        let id = Identity::from_seed(Principal::Node(NodeId(by)), [7; 32]);
+        Msg::LogCheckpoint(id.sign(LogCheckpoint {
+            node: NodeId(by),
+            app: AppId(0),
+            seq: 128,
+            log_digest: Digest::ZERO,
+        }))
+    }
+
+    #[test]
+    fn a_node_may_relay_other_nodes_checkpoint_votes_as_a_log_fetch_proof() {
+        assert!(allowed(Principal::Node(NodeId(1)), &log_checkpoint(1)));
+        assert!(allowed(Principal::Node(NodeId(1)), &log_checkpoint(2)));
+        assert!(!allowed(Principal::Client(ClientId(0)), &log_checkpoint(2)));
     }
 }

@@ -96,6 +96,9 @@ pub struct SimNode {
     pub max_timestamp: u64,
     /// Largest |timestamp - local clock| seen in a delivered proposal.
     pub max_skew_seen: u64,
+    /// Virtual time of the node's first delivery of a client batch while in
+    /// each view: when a new view started serving clients.
+    pub first_commit_in_view: BTreeMap<View, u64>,
 }
 
 pub struct Sim {
@@ -175,6 +178,7 @@ impl Sim {
                     batches: BTreeMap::new(),
                     max_timestamp: 0,
                     max_skew_seen: 0,
+                    first_commit_in_view: BTreeMap::new(),
                 }
             })
             .collect();
@@ -304,6 +308,18 @@ impl Sim {
 
     pub fn client_retries(&self) -> u64 {
         self.clients.iter().map(|c| c.retries).sum()
+    }
+
+    /// Virtual time at which `need` correct nodes had delivered a client
+    /// batch in a view of at least `view`: when clients can get f+1 answers
+    /// from that view.
+    pub fn commit_in_view_at(&self, view: View, need: usize) -> Option<u64> {
+        let mut at: Vec<u64> = self
+            .correct_nodes()
+            .filter_map(|i| self.nodes[i].first_commit_in_view.range(view..).map(|(_, t)| *t).min())
+            .collect();
+        at.sort_unstable();
+        at.get(need.checked_sub(1)?).copied()
     }
 
     /// Highest seq delivered by every node in `nodes`.
@@ -470,6 +486,9 @@ impl Sim {
         let view = self.nodes[i].core.as_ref().map_or(0, Core::view);
         let node = &mut self.nodes[i];
         node.delivered.push((seq, digest));
+        if !p.requests.is_empty() {
+            node.first_commit_in_view.entry(view).or_insert(self.now);
+        }
         if !node.byzantine {
             if seq != node.next_deliver {
                 self.violations
