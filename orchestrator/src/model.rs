@@ -84,6 +84,10 @@ pub struct ReplicaRecord {
     pub last_heartbeat_ms: Option<u64>,
     /// When the current state was entered (unix ms).
     pub since_ms: u64,
+    /// Hibernated with no instance kept (no saved memory image): a wake
+    /// provisions a clean one. Absent in stores written before it existed.
+    #[serde(default)]
+    pub cold: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -101,6 +105,8 @@ pub struct ReplicaView {
     pub fetched_objects: u64,
     pub stale_objects: u64,
     pub last_heartbeat_ms: Option<u64>,
+    /// A hibernated replica with no instance at all (cold standby).
+    pub cold: bool,
 }
 
 impl From<&ReplicaRecord> for ReplicaView {
@@ -118,6 +124,7 @@ impl From<&ReplicaRecord> for ReplicaView {
             fetched_objects: r.fetched_objects,
             stale_objects: r.stale_objects,
             last_heartbeat_ms: r.last_heartbeat_ms,
+            cold: r.cold,
         }
     }
 }

@@ -39,6 +39,10 @@ fn every_route_is_documented() {
     for field in ["target", "kind", "duration_ms"] {
         assert!(fault.get(field).is_some(), "FaultRequest.{field}");
     }
+    let hibernate = &doc["components"]["schemas"]["HibernateRequest"]["properties"];
+    assert!(hibernate.get("cold").is_some(), "HibernateRequest.cold");
+    let view = &doc["components"]["schemas"]["ReplicaView"]["properties"];
+    assert!(view.get("cold").is_some(), "ReplicaView.cold");
 }
 
 #[test]

@@ -26,6 +26,7 @@ fn record(index: u16, state: ReplicaState) -> ReplicaRecord {
         stale_objects: 1,
         last_heartbeat_ms: Some(1000),
         since_ms: 900,
+        cold: false,
     }
 }
 
@@ -97,4 +98,16 @@ fn the_event_log_is_bounded() {
     assert_eq!(events.len() as u64, MAX_EVENTS);
     assert_eq!(events.first().unwrap().seq, total - MAX_EVENTS + 1);
     assert_eq!(events.last().unwrap().seq, total);
+}
+
+#[test]
+fn records_written_before_the_cold_flag_still_load() {
+    let mut v = serde_json::to_value(record(2, ReplicaState::Hibernated)).unwrap();
+    v.as_object_mut().unwrap().remove("cold");
+    let r: ReplicaRecord = serde_json::from_value(v).unwrap();
+    assert!(!r.cold);
+    let mut cold = record(2, ReplicaState::Hibernated);
+    cold.cold = true;
+    let back: ReplicaRecord = serde_json::from_slice(&serde_json::to_vec(&cold).unwrap()).unwrap();
+    assert!(back.cold);
 }

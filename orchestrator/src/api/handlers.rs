@@ -35,6 +35,18 @@ pub struct FaultRequest {
     pub duration_ms: Option<u64>,
 }
 
+/// `POST /v1/replicas/{id}/hibernate` (the body is optional).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HibernateRequest {
+    /// Destroy the instance instead of suspending it to disk: a wake then
+    /// provisions a clean one from the image, which fetches its state from
+    /// peers. On the process backend a hibernated replica keeps no process
+    /// either, so both behave alike there.
+    #[serde(default)]
+    pub cold: bool,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Created {
     pub id: u64,
@@ -156,10 +168,20 @@ pub async fn wake(State(s): State<ApiState>, Path(id): Path<String>) -> Result<J
 
 #[utoipa::path(post, path = "/v1/replicas/{id}/hibernate", tag = "replicas", security(("bearer" = [])),
     params(("id" = String, Path, description = "Replica, e.g. kv-e1")),
-    responses((status = 200, body = ReplicaView), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody)))]
-pub async fn hibernate(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<ReplicaView>, ApiError> {
-    act(s, &id, ReplicaAction::Hibernate).await
+    request_body(content = Option<HibernateRequest>, description = "Optional; an empty body hibernates warm"),
+    responses((status = 200, body = ReplicaView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn hibernate(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ReplicaView>, ApiError> {
+    let req: HibernateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        HibernateRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    act(s, &id, ReplicaAction::Hibernate { cold: req.cold }).await
 }
 
 #[utoipa::path(post, path = "/v1/replicas/{id}/replace", tag = "replicas", security(("bearer" = [])),

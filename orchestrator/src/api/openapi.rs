@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
     components(schemas(
         handlers::Health,
         handlers::FaultRequest,
+        handlers::HibernateRequest,
         handlers::Created,
         super::ErrorBody,
         crate::model::ReplicaState,

@@ -1,6 +1,7 @@
 //! The embedded backend: each replica is a child process. Pause is SIGSTOP,
-//! resume SIGCONT, hibernate stops the process (a cold standby that re-syncs
-//! when started again), destroy is SIGKILL and reap.
+//! resume SIGCONT, hibernate stops the process and restore spawns a fresh one
+//! that re-syncs (a process has no memory image to keep, so hibernated and
+//! cold standbys behave alike here), destroy is SIGKILL and reap.
 //!
 //! A process is named by pid and start time, so a restarted orchestrator
 //! re-attaches to the right process even if the pid was reused.

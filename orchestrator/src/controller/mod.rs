@@ -61,7 +61,11 @@ impl Default for Tuning {
 pub enum ReplicaAction {
     Pause,
     Wake,
-    Hibernate,
+    /// `cold`: destroy the instance instead of suspending it to disk; a
+    /// wake then provisions a clean one from the image.
+    Hibernate {
+        cold: bool,
+    },
     Replace,
 }
 

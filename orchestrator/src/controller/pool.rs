@@ -97,6 +97,7 @@ impl Controller {
             stale_objects: 0,
             last_heartbeat_ms: None,
             since_ms: now,
+            cold: false,
         };
         let from = self.replicas.insert(id, rec).map(|r| r.state);
         self.save_replica(id);
@@ -149,7 +150,7 @@ impl Controller {
                 }
                 self.wake(id, None, "operator").await?;
             }
-            ReplicaAction::Hibernate => self.hibernate(id).await?,
+            ReplicaAction::Hibernate { cold } => self.hibernate(id, cold).await?,
             ReplicaAction::Replace => {
                 self.fence_and_replace(id, None, "operator").await;
             }
@@ -181,10 +182,19 @@ impl Controller {
         Ok(())
     }
 
-    async fn hibernate(&mut self, id: ReplicaId) -> Result<(), CommandError> {
+    /// Suspends to disk (`backend.hibernate`), or with `cold` destroys the
+    /// instance so that nothing of it is left until a wake provisions anew.
+    async fn hibernate(&mut self, id: ReplicaId, cold: bool) -> Result<(), CommandError> {
         let rec = self.replicas.get(&id).cloned().ok_or(CommandError::Unavailable)?;
         match rec.state {
-            ReplicaState::Hibernated => return Ok(()),
+            ReplicaState::Hibernated if rec.cold == cold => return Ok(()),
+            ReplicaState::Hibernated => {
+                return Err(CommandError::Conflict(format!(
+                    "{} is already hibernated {}; wake it first",
+                    rec.name,
+                    if rec.cold { "cold" } else { "warm" }
+                )))
+            }
             ReplicaState::Faulty | ReplicaState::Stopped => {
                 return Err(CommandError::Conflict(format!(
                     "{} is {}, cannot hibernate",
@@ -194,26 +204,42 @@ impl Controller {
             }
             _ => {}
         }
-        if let Some(h) = &rec.handle {
-            self.backend.hibernate(h).await?;
+        match (&rec.handle, cold) {
+            (Some(h), true) => self.backend.destroy(h).await?,
+            (Some(h), false) => self.backend.hibernate(h).await?,
+            (None, _) => {}
         }
         if let Some(r) = self.replicas.get_mut(&id) {
             r.handle = None;
             r.role = Role::Standby;
+            r.cold = cold;
         }
-        self.set_state(id, ReplicaState::Hibernated, "hibernated", "operator".into());
+        let why = if cold {
+            "operator (cold: instance destroyed)"
+        } else {
+            "operator"
+        };
+        self.set_state(id, ReplicaState::Hibernated, "hibernated", why.into());
         Ok(())
     }
 
-    /// Resumes a paused replica or restores a hibernated one.
+    /// Resumes a paused replica, restores a hibernated one, or provisions a
+    /// clean instance for a cold one (it then fetches state like any other).
     async fn wake(&mut self, id: ReplicaId, incident: Option<u64>, why: &str) -> Result<(), CommandError> {
         let rec = self.replicas.get(&id).cloned().ok_or(CommandError::Unavailable)?;
         match (rec.state, &rec.handle) {
             (ReplicaState::Paused, Some(h)) => self.backend.resume(h).await?,
             (ReplicaState::Hibernated, _) => {
-                let h = self.backend.restore(&self.spec(id, rec.generation)).await?;
+                let spec = self.spec(id, rec.generation);
+                let h = if rec.cold {
+                    self.backend.provision(&spec).await?;
+                    self.backend.start(&spec).await?
+                } else {
+                    self.backend.restore(&spec).await?
+                };
                 if let Some(r) = self.replicas.get_mut(&id) {
                     r.handle = Some(h);
+                    r.cold = false;
                 }
             }
             _ => return Ok(()),
@@ -233,13 +259,14 @@ impl Controller {
     }
 
     /// The standbys of `app` in the order to wake them: paused ones (a
-    /// resume) before hibernated ones (a restore), then by index.
+    /// resume), hibernated ones (a restore), cold ones (a fresh instance),
+    /// then by index.
     fn standbys_in_wake_order(&self, app: AppId) -> Vec<ReplicaId> {
         let mut standbys: Vec<(u8, ReplicaId)> = self
             .replicas
             .values()
             .filter(|r| r.id.app == app && r.state.is_standby())
-            .map(|r| (u8::from(r.state == ReplicaState::Hibernated), r.id))
+            .map(|r| (u8::from(r.state == ReplicaState::Hibernated) + u8::from(r.cold), r.id))
             .collect();
         standbys.sort();
         standbys.into_iter().map(|(_, id)| id).collect()
@@ -288,6 +315,36 @@ impl Controller {
         }
         if rec.state.is_running() {
             self.ensure_capacity(id.app).await;
+        }
+    }
+
+    /// A new standby is up: it is paused, unless an open incident of its
+    /// app still lacks the replicas that break the tie (no standby was left
+    /// when it opened; its WAKEs were spent), in which case it joins now.
+    async fn standby_ready(&mut self, id: ReplicaId, why: &str) {
+        let running = self
+            .replicas
+            .values()
+            .filter(|r| r.id.app == id.app && r.state.is_running())
+            .count();
+        let incident = self.tracker.open_incident(id.app).map(|i| i.id);
+        if let Some(i) = incident.filter(|_| running < 2 * self.dep.f + 1) {
+            if let Some(r) = self.replicas.get_mut(&id) {
+                r.role = Role::Active;
+            }
+            if self.tracker.mark_woken(i, now_ms()) {
+                self.save_incident(i);
+            }
+            self.set_state(
+                id,
+                ReplicaState::Active,
+                "active",
+                format!("ready while incident {i} is open"),
+            );
+            return;
+        }
+        if let Err(e) = self.pause(id, why).await {
+            self.emit(Some(id), None, "pause-failed", e.to_string());
         }
     }
 
@@ -342,11 +399,11 @@ impl Controller {
                 self.set_state(id, ReplicaState::Active, "active", "heartbeat after wake".into());
             }
             (ReplicaState::Provisioning, Role::Standby) => {
-                let caught_up = hb.last_checkpoint >= stable;
+                // A standby must hold the whole checkpoint before it is
+                // paused: after the next fencing it may be the only copy.
+                let caught_up = hb.last_checkpoint >= stable && hb.stale_objects == 0;
                 if caught_up || now.saturating_sub(since) > grace {
-                    if let Err(e) = self.pause(id, "standby ready").await {
-                        self.emit(Some(id), None, "pause-failed", e.to_string());
-                    }
+                    self.standby_ready(id, "standby ready").await;
                 }
             }
             _ => {}
@@ -414,9 +471,7 @@ impl Controller {
             self.fence_and_replace(id, None, &format!("silent for {ms} ms")).await;
         }
         for id in ready {
-            if let Err(e) = self.pause(id, "standby grace elapsed").await {
-                self.emit(Some(id), None, "pause-failed", e.to_string());
-            }
+            self.standby_ready(id, "standby grace elapsed").await;
         }
         for app in self.dep.app_ids().collect::<Vec<_>>() {
             self.rebalance(app, now).await;
