@@ -12,6 +12,10 @@
 //!
 //! A peer that serves anything that does not verify is reported (log and
 //! counter) and the next peer is asked.
+//!
+//! `CatchupMode::Full` is the classic baseline ZZ is measured against: the
+//! replica transfers every stale object of the checkpoint (for a fresh
+//! instance, the whole checkpoint) before it executes anything.
 
 use crate::faults::corrupt_give;
 use crate::merkle::{bucket_hash, inner_hash, key_hash, leaf_hash, unflatten, Entry};
@@ -29,6 +33,50 @@ pub const NODES_PER_REQUEST: usize = 4096;
 pub const OBJECTS_PER_REQUEST: usize = 1024;
 /// A server stops adding to an answer past this many bytes (frames are ≤ 16 MiB).
 const MAX_SERVE_BYTES: usize = 8 << 20;
+/// Buckets asked per request by a full transfer (answers are capped by bytes).
+pub const FULL_BUCKETS_PER_STEP: usize = 4096;
+/// Requests of a full transfer per `drive`, so heartbeats and messages are
+/// still handled between them and a long transfer is not taken for silence.
+const FULL_STEPS_PER_DRIVE: usize = 4;
+/// Names the environment variable the agent reads its catch-up mode from.
+pub const CATCHUP_ENV: &str = "ZZ_AGENT_CATCHUP";
+
+/// How a replica behind a certified checkpoint gets the state it lacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CatchupMode {
+    /// Fetch what the replayed requests touch first, the rest in the background.
+    #[default]
+    OnDemand,
+    /// Fetch every stale object before executing (the full-transfer baseline).
+    Full,
+}
+
+impl CatchupMode {
+    /// `full` or `on-demand`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "full" => Some(CatchupMode::Full),
+            "on-demand" => Some(CatchupMode::OnDemand),
+            _ => None,
+        }
+    }
+
+    /// From `ZZ_AGENT_CATCHUP` (how the process backend's bench reaches its
+    /// agents); unset means on-demand, an unknown value is logged and ignored.
+    pub fn from_env() -> Self {
+        let Ok(v) = std::env::var(CATCHUP_ENV) else {
+            return CatchupMode::OnDemand;
+        };
+        let mode = CatchupMode::parse(&v).unwrap_or_else(|| {
+            tracing::warn!(value = %v, "{CATCHUP_ENV} is neither full nor on-demand; using on-demand");
+            CatchupMode::OnDemand
+        });
+        if mode == CatchupMode::Full {
+            tracing::info!("{CATCHUP_ENV}=full: the whole checkpoint is fetched before executing");
+        }
+        mode
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CatchupError {
@@ -273,6 +321,36 @@ impl Replica {
             }
         }
         Err(CatchupError::NoPeer(seq))
+    }
+
+    /// In `Full` mode, fetches stale objects (a few requests per call);
+    /// true while some are left, so execution must wait.
+    pub(crate) fn holding_for_full_transfer(&mut self, src: &mut dyn StateSource) -> bool {
+        if self.catchup != CatchupMode::Full {
+            return false;
+        }
+        for _ in 0..FULL_STEPS_PER_DRIVE {
+            if self.state.stale_count() == 0 {
+                break;
+            }
+            self.transferring = true;
+            match self.background_sync(FULL_BUCKETS_PER_STEP, src) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("full transfer: {e}");
+                    break;
+                }
+            }
+        }
+        let left = self.state.stale_count();
+        if left == 0 && std::mem::take(&mut self.transferring) {
+            tracing::info!(
+                fetched = self.stats.fetched_objects,
+                "full transfer complete; executing"
+            );
+        }
+        left > 0
     }
 
     fn bucket_verifies(&self, seq: Seq, b: u64, objs: &[(Vec<u8>, Vec<u8>)]) -> bool {

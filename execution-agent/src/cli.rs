@@ -3,8 +3,8 @@
 //! zz.host_alias=IP`) so a VM image needs no configuration of its own.
 
 use crate::replica::{Config, Replica};
-use clap::Parser;
-use std::net::IpAddr;
+use clap::{Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use zz_wire::{Deployment, Identity, Principal, ReplicaId};
 
@@ -15,9 +15,14 @@ use zz_wire::{Deployment, Identity, Principal, ReplicaId};
     long_about = "Runs one execution replica: executes the ordered requests of its app, \
                   signs replies and checkpoints, serves checkpoint state to peers, and \
                   catches up on demand after a pause. It dials out to every agreement \
-                  node and to the orchestrator."
+                  node and to the orchestrator. `zz-agent serve` instead runs one app \
+                  alone, unreplicated, for benchmarks.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
     /// The deployment file (deployment.toml).
     #[arg(long, required_unless_present = "cmdline")]
     pub deployment: Option<PathBuf>,
@@ -34,6 +39,36 @@ pub struct Args {
     /// Read the settings from a kernel command line file, e.g. /proc/cmdline.
     #[arg(long)]
     pub cmdline: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    /// Execute one app alone: no agreement, no signatures, no voting (the
+    /// ceiling of `zz bench --mode unreplicated`).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct ServeArgs {
+    /// The app kind: kv or bank.
+    #[arg(long)]
+    pub app: String,
+    /// The app's path prefix (its name in a deployment); defaults to the kind.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub listen: SocketAddr,
+    /// Executed batches between two state snapshots (as a replica's
+    /// checkpoint interval, in sequence numbers).
+    #[arg(long, default_value_t = 128)]
+    pub checkpoint_interval: u64,
+}
+
+impl ServeArgs {
+    pub fn build_app(&self) -> Result<Box<dyn crate::app::App>, CliError> {
+        let name = self.name.as_deref().unwrap_or(&self.app);
+        crate::app::build(&self.app, name).ok_or_else(|| CliError::UnknownApp(name.to_string(), self.app.clone()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,5 +219,26 @@ mod tests {
         let s = a.settings().unwrap();
         assert_eq!((s.deployment.to_str(), s.replica.as_str()), (Some("/d"), "kv-e2"));
         assert!(Args::try_parse_from(["zz-agent", "--replica", "kv-e0"]).is_err());
+    }
+
+    #[test]
+    fn serve_is_a_subcommand_and_the_replica_flags_still_parse() {
+        let a = Args::try_parse_from(["zz-agent", "serve", "--app", "bank", "--listen", "127.0.0.1:9"]).unwrap();
+        let Some(Cmd::Serve(s)) = a.cmd else {
+            panic!("not serve: {a:?}")
+        };
+        assert_eq!(
+            (s.app.as_str(), s.listen.port(), s.checkpoint_interval),
+            ("bank", 9, 128)
+        );
+        assert!(s.build_app().is_ok());
+        let a = Args::try_parse_from(["zz-agent", "serve", "--app", "nope"]).unwrap();
+        let Some(Cmd::Serve(s)) = a.cmd else {
+            panic!("not serve")
+        };
+        assert!(s.build_app().is_err());
+        let a = Args::try_parse_from(["zz-agent", "--deployment", "d", "--key", "k", "--replica", "kv-e0"]).unwrap();
+        assert_eq!((&a.cmd, a.settings().unwrap().replica.as_str()), (&None, "kv-e0"));
+        assert!(Args::try_parse_from(["zz-agent", "serve"]).is_err());
     }
 }

@@ -8,7 +8,8 @@
 //!   by on-demand, hash-verified state fetch;
 //! - `source`: where fetched state comes from (network or in-memory peers);
 //! - `faults`: the fault modes the orchestrator can switch on;
-//! - `net`, `cli`: the TCP driver and the command line of `zz-agent`.
+//! - `net`, `cli`: the TCP driver and the command line of `zz-agent`;
+//! - `unreplicated`: `zz-agent serve`, one app alone, the benchmark ceiling.
 
 pub mod app;
 pub mod catchup;
@@ -20,6 +21,7 @@ pub mod orders;
 pub mod replica;
 pub mod source;
 pub mod state;
+pub mod unreplicated;
 
 pub use replica::{Config, Out, Replica, Stats};
 pub use source::{FetchError, LocalPeers, StateSource};

@@ -1,9 +1,11 @@
 //! `zz-agent`: one execution replica (inside a VM, or a child process of the
-//! `process` backend).
+//! `process` backend); `zz-agent serve`: one app alone, unreplicated.
 
 use anyhow::Context;
 use clap::Parser;
-use zz_agent::cli::{load, Args};
+use std::sync::Arc;
+use zz_agent::cli::{load, Args, Cmd, ServeArgs};
+use zz_agent::unreplicated::{self, Counters, ServeOptions};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -11,6 +13,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(Cmd::Serve(s)) = &args.cmd {
+        return serve(s);
+    }
     let settings = args.settings()?;
     let loaded = load(&settings).context("loading the replica's configuration")?;
     tracing::info!(
@@ -31,6 +36,34 @@ fn main() -> anyhow::Result<()> {
         shutdown(),
     ))?;
     Ok(())
+}
+
+fn serve(s: &ServeArgs) -> anyhow::Result<()> {
+    let app = s.build_app()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(s.listen)
+            .await
+            .with_context(|| format!("listening on {}", s.listen))?;
+        tracing::info!(app = %s.app, addr = %listener.local_addr()?, "zz-agent serving unreplicated");
+        let counters = Arc::new(Counters::default());
+        let opts = ServeOptions {
+            checkpoint_interval: s.checkpoint_interval,
+            ..ServeOptions::default()
+        };
+        unreplicated::serve(listener, app, opts, counters.clone(), shutdown()).await?;
+        tracing::info!(
+            executed = Counters::get(&counters.executed),
+            batches = Counters::get(&counters.batches),
+            connections = Counters::get(&counters.connections),
+            malformed = Counters::get(&counters.malformed),
+            "zz-agent stopped"
+        );
+        Ok(())
+    })
 }
 
 async fn shutdown() {

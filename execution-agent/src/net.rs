@@ -33,8 +33,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// the first try is short so a paused or fenced peer costs little, the
 /// second is long enough for a large answer on a loaded host.
 const FETCH_TIMEOUTS: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(1500)];
-/// Buckets fetched per tick by the background sync (rate limit).
-const BACKGROUND_BUCKETS: usize = 128;
+/// The background sync is not urgent: a peer that does not answer at once
+/// is skipped until the next round, so the replica thread never stalls.
+const BACKGROUND_FETCH_TIMEOUT: Duration = Duration::from_millis(100);
+/// A peer never heard from may be paused or fenced (a woken replica's first
+/// peer often is): one short try, then the next peer. A late answer marks
+/// it alive, and later requests to it get `FETCH_TIMEOUTS`.
+const UNKNOWN_PEER_TIMEOUT: Duration = Duration::from_millis(150);
+/// Buckets asked for in one background request.
+const BACKGROUND_BUCKETS: usize = 1024;
+/// Longest the background sync may hold the replica thread per tick.
+const BACKGROUND_BUDGET: Duration = Duration::from_millis(25);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -151,6 +160,10 @@ pub async fn run(
         responses: resp_rx,
         next_id: 0,
         rr: 0,
+        background: false,
+        heartbeat: None,
+        last_heartbeat: Instant::now(),
+        heard_from: Default::default(),
     };
     let thread = std::thread::Builder::new()
         .name("replica".into())
@@ -190,29 +203,44 @@ fn replica_loop(mut r: Replica, mut inbox: mpsc::Receiver<Input>, links: Links, 
                 let mut out = r.on_tick(now, &mut src);
                 if now >= last_hb + HEARTBEAT_MS {
                     last_hb = now;
-                    if let Some(hb) = r.heartbeat(now) {
+                    src.heartbeat = r.heartbeat(now);
+                    src.last_heartbeat = Instant::now();
+                    if let Some(hb) = src.heartbeat.clone() {
                         // To the nodes too: an idle link that died unnoticed
                         // (restored VM) fails on this send and is redialled.
                         out.push(Out::Broadcast(hb.clone()));
                         out.push(Out::ToOrchestrator(hb));
                     }
                 }
-                // Background sync only when nothing else is waiting.
-                if inbox.is_empty() && r.state().stale_count() > 0 {
-                    match r.background_sync(BACKGROUND_BUCKETS, &mut src) {
-                        Ok(n) if r.state().stale_count() == 0 => tracing::info!(
-                            installed = n,
-                            secs = started.elapsed().as_secs_f64(),
-                            "background sync complete"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => tracing::debug!("background sync: {e}"),
-                    }
-                }
+                background_sync(&mut r, &inbox, &mut src, started);
                 out
             }
         };
     }
+}
+
+/// Fills stale buckets while nothing else is waiting, within a time budget,
+/// so a woken replica soon holds the whole checkpoint again (it may be the
+/// only correct copy after the next fencing) without delaying execution.
+fn background_sync(r: &mut Replica, inbox: &mpsc::Receiver<Input>, src: &mut NetSource, started: Instant) {
+    let t0 = Instant::now();
+    src.background = true;
+    while inbox.is_empty() && r.state().stale_count() > 0 && t0.elapsed() < BACKGROUND_BUDGET {
+        match r.background_sync(BACKGROUND_BUCKETS, src) {
+            Ok(n) if r.state().stale_count() == 0 => tracing::info!(
+                installed = n,
+                secs = started.elapsed().as_secs_f64(),
+                "background sync complete"
+            ),
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("background sync: {e}");
+                break;
+            }
+        }
+    }
+    src.background = false;
 }
 
 fn carry_out(out: Vec<Out>, links: &Links) {
@@ -316,12 +344,39 @@ struct NetSource {
     responses: stdmpsc::Receiver<Signed<StateResponse>>,
     next_id: u64,
     rr: usize,
+    /// Set while the background sync asks: one short try per peer.
+    background: bool,
+    /// The replica's latest heartbeat, re-sent while a fetch blocks the
+    /// replica thread, so a replica busy catching up is not taken for dead.
+    heartbeat: Option<Msg>,
+    last_heartbeat: Instant,
+    /// Peers that have answered a state request (possibly late).
+    heard_from: std::collections::HashSet<ReplicaId>,
+}
+
+impl NetSource {
+    fn keep_alive(&mut self) {
+        if self.last_heartbeat.elapsed() < Duration::from_millis(HEARTBEAT_MS) {
+            return;
+        }
+        self.last_heartbeat = Instant::now();
+        if let Some(hb) = &self.heartbeat {
+            self.links.to_orchestrator(hb);
+        }
+    }
 }
 
 impl StateSource for NetSource {
     fn fetch(&mut self, peer: ReplicaId, checkpoint: Seq, want: StateWant) -> Result<StateGive, FetchError> {
         let n = self.links.nodes.len();
-        for timeout in FETCH_TIMEOUTS.iter().take(n.min(2)) {
+        let timeouts: &[Duration] = if self.background {
+            std::slice::from_ref(&BACKGROUND_FETCH_TIMEOUT)
+        } else if !self.heard_from.contains(&peer) {
+            std::slice::from_ref(&UNKNOWN_PEER_TIMEOUT)
+        } else {
+            &FETCH_TIMEOUTS[..n.min(2)]
+        };
+        for timeout in timeouts {
             self.next_id += 1;
             let id = self.next_id;
             let req = self.identity.sign(StateRequest {
@@ -336,11 +391,21 @@ impl StateSource for NetSource {
             self.links.send(Some(via), &Msg::StateRequest(req));
             let deadline = Instant::now() + *timeout;
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                let Ok(r) = self.responses.recv_timeout(left) else {
-                    break;
+                self.keep_alive();
+                let r = match self
+                    .responses
+                    .recv_timeout(left.min(Duration::from_millis(HEARTBEAT_MS)))
+                {
+                    Ok(r) => r,
+                    Err(stdmpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(stdmpsc::RecvTimeoutError::Disconnected) => break,
                 };
                 let b = &r.body;
-                if b.id == id && b.from == peer && b.to == self.me && r.verify(&self.keys).is_ok() {
+                if b.to != self.me || r.verify(&self.keys).is_err() {
+                    continue;
+                }
+                self.heard_from.insert(b.from);
+                if b.id == id && b.from == peer {
                     return Ok(r.body.give);
                 }
             }

@@ -4,6 +4,7 @@
 //! (over the network in the agent, from in-memory replicas in tests).
 
 use crate::app::{self, App, Ctx};
+use crate::catchup::CatchupMode;
 use crate::faults::Faults;
 use crate::merkle::Shape;
 use crate::orders::OrderBook;
@@ -101,9 +102,13 @@ pub struct Replica {
     /// fenced or gone); such peers are asked last.
     pub(crate) silent_peers: BTreeMap<ReplicaId, u64>,
     pub(crate) stats: Stats,
+    pub(crate) catchup: CatchupMode,
+    /// A full transfer is holding execution back (for its one log line).
+    pub(crate) transferring: bool,
 }
 
 impl Replica {
+    /// The catch-up mode comes from `ZZ_AGENT_CATCHUP` (see `CatchupMode::from_env`).
     pub fn new(cfg: Config, identity: Identity, keys: Keyring, app: Box<dyn App>) -> Self {
         let f = cfg.f;
         let shape = cfg.shape;
@@ -126,6 +131,8 @@ impl Replica {
             bad_peers: BTreeMap::new(),
             silent_peers: BTreeMap::new(),
             stats: Stats::default(),
+            catchup: CatchupMode::from_env(),
+            transferring: false,
         }
     }
 
@@ -143,6 +150,14 @@ impl Replica {
 
     pub fn last_executed(&self) -> Seq {
         self.last_executed
+    }
+
+    pub fn catchup_mode(&self) -> CatchupMode {
+        self.catchup
+    }
+
+    pub fn set_catchup_mode(&mut self, mode: CatchupMode) {
+        self.catchup = mode;
     }
 
     pub fn stats(&self) -> &Stats {
@@ -272,7 +287,7 @@ impl Replica {
             if let Some(c) = self.pending_cert.clone() {
                 if c.seq <= self.last_executed {
                     self.pending_cert = None;
-                } else if !self.ready_through(c.seq) {
+                } else if !self.ready_through(c.seq) || self.mid_full_transfer() {
                     match self.catch_up(&c, src) {
                         Ok(()) => {
                             self.pending_cert = None;
@@ -286,6 +301,9 @@ impl Replica {
                         }
                     }
                 }
+            }
+            if self.holding_for_full_transfer(src) {
+                return out;
             }
             let next = self.last_executed + 1;
             if self.book.ready(next).is_none() {
@@ -322,6 +340,12 @@ impl Replica {
                 false
             }
         }
+    }
+
+    /// A full transfer is still under way from an older checkpoint: catch up
+    /// to the newer one rather than replay, as peers may drop the older one.
+    fn mid_full_transfer(&self) -> bool {
+        self.catchup == CatchupMode::Full && self.state.stale_count() > 0
     }
 
     fn ready_through(&self, seq: Seq) -> bool {
