@@ -1,9 +1,12 @@
 //! `zz bench`: load on a real deployment, as a BFT client directly or
 //! through the HTTP gateway. Reports throughput, latency percentiles
-//! (hdrhistogram), CPU seconds per request and memory by role.
+//! (hdrhistogram), CPU seconds per request and memory by role. The
+//! `unreplicated` mode runs the same load against one `zz-agent serve` per
+//! app instead: the same app code, no agreement and no voting.
 
 use crate::launch::{Info, LaunchOptions, Running};
 use crate::procstat;
+use crate::unreplicated::UnreplicatedClient;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
@@ -51,6 +54,10 @@ pub enum Workload {
 pub enum BenchCmd {
     /// Repeated incidents: fault → first certified correct answer.
     Recovery(crate::recovery::RecoveryArgs),
+    /// Plots (PNG) and markdown tables from a directory of result JSON.
+    Report(crate::report::ReportArgs),
+    /// Primary crash → first commit in the new view, over repeated rounds.
+    ViewChange(crate::viewchange::ViewChangeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -186,6 +193,7 @@ fn make_request(w: Workload, rng: &mut impl Rng, value: &[u8]) -> AppRequest {
 enum Target {
     Client(Client, Vec<AppId>, Vec<String>),
     Gateway(reqwest::Client, String, Vec<String>),
+    Unreplicated(Arc<UnreplicatedClient>, Vec<String>),
 }
 
 impl Target {
@@ -210,6 +218,10 @@ impl Target {
                 }
                 matches!(b.send().await, Ok(r) if r.status().as_u16() < 500)
             }
+            Target::Unreplicated(c, names) => {
+                req.path = Self::path_for(names, app, &req.path);
+                c.call(app, req).await
+            }
         }
     }
 }
@@ -222,34 +234,10 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<BenchResult> {
         .map(|i| if i == 0 { kind.to_string() } else { format!("{kind}{i}") })
         .collect();
     eprintln!("bench: mode {:?}, f={}, {} app(s), seed {seed}", a.mode, a.f, a.apps);
-    let dir = tempfile::Builder::new().prefix("zz-bench-").tempdir()?;
-    let mut opts = GenerateOptions::local(a.f, &[])?;
-    opts.apps = names.iter().map(|n| (n.clone(), kind.to_string())).collect();
-    let (dep, ids) = generate(&opts)?;
-    let config = dep.write(dir.path(), &ids)?;
-    let ports = free_ports(2)?;
-    let active = match a.mode {
-        Mode::Zz => a.f + 1,
-        Mode::Full => 2 * a.f + 1,
-        Mode::Unreplicated => anyhow::bail!("--mode unreplicated is not available in this build yet"),
+    let result = match a.mode {
+        Mode::Zz | Mode::Full => bench_deployment(&a, seed, kind, &names).await?,
+        Mode::Unreplicated => bench_unreplicated(&a, seed, kind, &names).await?,
     };
-    let mut running = Running::start(LaunchOptions {
-        dep: Arc::new(dep),
-        config: config.clone(),
-        data_dir: dir.path().to_path_buf(),
-        admin: ports[0],
-        gateway: ports[1],
-        active_replicas: Some(active),
-        backend: crate::launch::Backend::Process,
-    })
-    .await?;
-    let info = running.info.clone();
-    let result = tokio::select! {
-        r = run_load(&a, seed, &info, &names, active) => r,
-        e = running.failed() => Err(e),
-    };
-    running.stop().await;
-    let result = result?;
     println!("{}", BenchResult::table_header());
     println!("{}", result.table_row());
     for r in &result.roles {
@@ -262,6 +250,43 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<BenchResult> {
         std::fs::write(p, serde_json::to_vec_pretty(&result)?).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(result)
+}
+
+/// `zz` and `full`: a whole local deployment, loaded through the BFT client
+/// or the gateway.
+async fn bench_deployment(a: &BenchArgs, seed: u64, kind: &str, names: &[String]) -> anyhow::Result<BenchResult> {
+    let dir = tempfile::Builder::new().prefix("zz-bench-").tempdir()?;
+    let mut opts = GenerateOptions::local(a.f, &[])?;
+    opts.apps = names.iter().map(|n| (n.clone(), kind.to_string())).collect();
+    let (dep, ids) = generate(&opts)?;
+    let config = dep.write(dir.path(), &ids)?;
+    let ports = free_ports(2)?;
+    let active = match a.mode {
+        Mode::Zz => a.f + 1,
+        Mode::Full => 2 * a.f + 1,
+        Mode::Unreplicated => anyhow::bail!("--mode unreplicated runs no deployment"),
+    };
+    let mut running = Running::start(LaunchOptions {
+        dep: Arc::new(dep),
+        config: config.clone(),
+        data_dir: dir.path().to_path_buf(),
+        admin: ports[0],
+        gateway: ports[1],
+        active_replicas: Some(active),
+        backend: crate::launch::Backend::Process,
+    })
+    .await?;
+    let info = running.info.clone();
+    let load = async {
+        let target = deployment_target(a, &info, names, active).await?;
+        run_load(a, seed, &target, names.len()).await
+    };
+    let result = tokio::select! {
+        r = load => r,
+        e = running.failed() => Err(e),
+    };
+    running.stop().await;
+    result
 }
 
 async fn wait_ready(running: &Info, names: &[String], active: usize) -> anyhow::Result<()> {
@@ -290,13 +315,44 @@ async fn wait_ready(running: &Info, names: &[String], active: usize) -> anyhow::
     }
 }
 
-async fn run_load(
-    a: &BenchArgs,
-    seed: u64,
-    running: &Info,
-    names: &[String],
-    active: usize,
-) -> anyhow::Result<BenchResult> {
+/// Connections to each app's server; a few, so the server's connection
+/// readers can run on both of its threads.
+const UNREPLICATED_CONNS: usize = 4;
+
+/// `unreplicated`: one `zz-agent serve` per app, no agreement, no voting.
+async fn bench_unreplicated(a: &BenchArgs, seed: u64, kind: &str, names: &[String]) -> anyhow::Result<BenchResult> {
+    anyhow::ensure!(
+        a.via == Via::Client,
+        "--mode unreplicated has no gateway (one agent serves its own wire protocol); use --via client"
+    );
+    let mut servers = crate::unreplicated::Servers::start(kind, names)?;
+    let addrs = servers.addrs.clone();
+    let load = async {
+        crate::unreplicated::wait_accepting(&addrs).await?;
+        let client = UnreplicatedClient::connect(&addrs, UNREPLICATED_CONNS).await?;
+        let target = Target::Unreplicated(Arc::new(client), names.to_vec());
+        run_load(a, seed, &target, names.len()).await
+    };
+    let result = tokio::select! {
+        r = load => r,
+        e = servers.exited() => Err(e),
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    servers.stop().await;
+    let mut result = result?;
+    // Nothing here tolerates a fault, and the only process of ours is the client.
+    result.f = 0;
+    for r in &mut result.roles {
+        if r.role == procstat::SELF_ROLE {
+            r.role = "bench client".into();
+        }
+    }
+    Ok(result)
+}
+
+/// Waits until every app has `active` active replicas, then connects the
+/// kind of client `--via` asks for.
+async fn deployment_target(a: &BenchArgs, running: &Info, names: &[String], active: usize) -> anyhow::Result<Target> {
     wait_ready(running, names, active).await?;
     let dep = running.dep.clone();
     let app_ids: Vec<AppId> = names.iter().filter_map(|n| dep.app_by_name(n)).collect();
@@ -319,8 +375,14 @@ async fn run_load(
             names.to_vec(),
         ),
     };
+    Ok(target)
+}
+
+/// The load itself, the same for every mode: set up the workload's
+/// accounts, warm up, then measure `--duration` seconds.
+async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> anyhow::Result<BenchResult> {
     if a.workload == Workload::Bank {
-        for app in 0..names.len() {
+        for app in 0..apps {
             for i in 0..16 {
                 let mut r = AppRequest::new(
                     "POST",
@@ -361,7 +423,6 @@ async fn run_load(
                 let (target, stop, value, record) = (target.clone(), stop.clone(), value.clone(), record.clone());
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(w as u64));
                 let workload = a.workload;
-                let apps = names.len();
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let app = rng.gen_range(0..apps);
@@ -377,7 +438,6 @@ async fn run_load(
             let (target, stop, value, record) = (target.clone(), stop.clone(), value.clone(), record.clone());
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
             let workload = a.workload;
-            let apps = names.len();
             tasks.push(tokio::spawn(async move {
                 let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
                 let start = Instant::now();

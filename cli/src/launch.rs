@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use zz_agreement::client::{Client, ClientOptions};
-use zz_wire::{Deployment, Principal};
+use zz_wire::{Deployment, NodeId, Principal};
 
 pub fn keys_dir(config: &Path) -> PathBuf {
     config
@@ -211,44 +211,51 @@ pub fn orchestrator_config(
 
 /// The agreement nodes run as child processes.
 struct Nodes {
-    children: Vec<Child>,
+    children: Vec<(NodeId, Child)>,
 }
 
 impl Nodes {
     fn spawn(dep: &Deployment, config: &Path, data_dir: &Path) -> anyhow::Result<Nodes> {
-        let exe = std::env::current_exe()?;
-        let logs = data_dir.join("logs");
-        std::fs::create_dir_all(&logs)?;
-        let mut children = Vec::new();
-        for n in dep.node_ids() {
-            let log = std::fs::File::create(logs.join(format!("{n}.log")))?;
-            let child = Command::new(&exe)
-                .arg("agreement")
-                .arg("--config")
-                .arg(config)
-                .arg("--id")
-                .arg(n.0.to_string())
-                .arg("--data-dir")
-                .arg(data_dir.join("nodes").join(n.to_string()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone()?))
-                .stderr(Stdio::from(log))
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting agreement node {n}"))?;
-            children.push(child);
-        }
+        std::fs::create_dir_all(data_dir.join("logs"))?;
+        let children = dep
+            .node_ids()
+            .map(|n| Ok((n, Self::spawn_one(config, data_dir, n)?)))
+            .collect::<anyhow::Result<_>>()?;
         Ok(Nodes { children })
+    }
+
+    /// One node: `zz agreement` with its own data dir; the log is appended
+    /// to, so a restarted node's earlier life stays readable.
+    fn spawn_one(config: &Path, data_dir: &Path, n: NodeId) -> anyhow::Result<Child> {
+        let exe = std::env::current_exe()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("logs").join(format!("{n}.log")))?;
+        Command::new(&exe)
+            .arg("agreement")
+            .arg("--config")
+            .arg(config)
+            .arg("--id")
+            .arg(n.0.to_string())
+            .arg("--data-dir")
+            .arg(data_dir.join("nodes").join(n.to_string()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting agreement node {n}"))
     }
 
     /// SIGTERM, then SIGKILL after a grace period; always reaps.
     async fn stop(mut self) {
-        for c in &self.children {
+        for (_, c) in &self.children {
             if let Some(pid) = c.id().and_then(|p| i32::try_from(p).ok()) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
             }
         }
-        for c in &mut self.children {
+        for (_, c) in &mut self.children {
             if tokio::time::timeout(Duration::from_secs(3), c.wait()).await.is_err() {
                 let _ = c.kill().await;
             }
@@ -371,6 +378,23 @@ impl Running {
             Ok(Err(e)) => e.context("orchestrator failed"),
             Err(e) => e.into(),
         }
+    }
+
+    /// Starts node `n` again with the same command and data dir (it
+    /// restores from its store), after reaping its previous process; kills
+    /// that process first if it is still running.
+    pub async fn restart_node(&mut self, n: NodeId) -> anyhow::Result<()> {
+        let (_, child) = self
+            .nodes
+            .children
+            .iter_mut()
+            .find(|(id, _)| *id == n)
+            .with_context(|| format!("no agreement node {n}"))?;
+        if child.try_wait()?.is_none() {
+            child.kill().await?;
+        }
+        *child = Nodes::spawn_one(&self.info.config, &self.info.data_dir, n)?;
+        Ok(())
     }
 
     /// Stops the gateway, the orchestrator (which kills and reaps its

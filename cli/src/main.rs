@@ -5,9 +5,13 @@ mod bench;
 mod demo;
 mod gateway;
 mod launch;
+mod plot;
 mod procstat;
 mod recovery;
+mod report;
+mod unreplicated;
 mod up;
+mod viewchange;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -116,6 +120,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Demo(a) => demo::demo(a).await,
         Cmd::Bench(a) => match a.cmd.clone() {
             Some(bench::BenchCmd::Recovery(r)) => recovery::recovery(r).await.map(|_| ()),
+            Some(bench::BenchCmd::ViewChange(v)) => viewchange::view_change(v).await.map(|_| ()),
+            Some(bench::BenchCmd::Report(r)) => report::report(&r),
             None => bench::bench(a).await.map(|_| ()),
         },
         Cmd::Status(a) => admin::status(&a).await,

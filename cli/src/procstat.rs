@@ -44,13 +44,24 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The role of this process itself.
+pub const SELF_ROLE: &str = "client+gateway+orchestrator";
+
 fn role(pid: u32, me: u32) -> &'static str {
     if pid == me {
-        return "client+gateway+orchestrator";
+        return SELF_ROLE;
     }
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let cmd = String::from_utf8_lossy(&cmd);
-    if cmd.contains("zz-agent") {
+    role_of_cmdline(&String::from_utf8_lossy(&cmd))
+}
+
+/// Classifies a child by its command line (NUL-separated, as in /proc).
+fn role_of_cmdline(cmd: &str) -> &'static str {
+    let mut args = cmd.split('\0');
+    let exe = args.next().unwrap_or("");
+    if exe.ends_with("zz-agent") && args.next() == Some("serve") {
+        "unreplicated agent"
+    } else if cmd.contains("zz-agent") {
         "execution replicas"
     } else if cmd.contains("agreement") {
         "agreement nodes"
@@ -89,4 +100,25 @@ pub fn snapshot() -> BTreeMap<&'static str, Usage> {
         u.processes += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::role_of_cmdline;
+
+    #[test]
+    fn serve_agents_are_their_own_role() {
+        assert_eq!(
+            role_of_cmdline("/t/release/zz-agent\0serve\0--app\0kv\0"),
+            "unreplicated agent"
+        );
+        assert_eq!(
+            role_of_cmdline("/t/release/zz-agent\0--deployment\0d\0--replica\0kv-e0\0"),
+            "execution replicas"
+        );
+        assert_eq!(
+            role_of_cmdline("/t/release/zz\0agreement\0--config\0c.toml\0"),
+            "agreement nodes"
+        );
+    }
 }

@@ -3,6 +3,11 @@
 //! client's side, the time from the fault to the first certified correct
 //! answer, and records the orchestrator's `recovery_ms` (detection → first
 //! certified reply) once the system has healed.
+//!
+//! `--baseline` is the classic approach ZZ improves on: the woken replica
+//! transfers the whole certified checkpoint before it executes and answers.
+//! Its agents learn that from `ZZ_AGENT_CATCHUP=full`, inherited from this
+//! process, so the baseline runs on the process backend only.
 
 use crate::admin::AdminClient;
 use crate::launch::{BackendArgs, Info, LaunchOptions, Running};
@@ -24,12 +29,32 @@ pub enum Standby {
     Paused,
     /// Not running (process backend: stopped; libvirt: managed save).
     Hibernated,
+    /// No instance at all: a wake provisions a clean one from the image
+    /// (process backend: a fresh process, as for hibernated; libvirt:
+    /// define + boot), which fetches its state on demand.
+    Cold,
+}
+
+impl Standby {
+    /// A standby that wakes without any state of its own.
+    fn starts_empty(self) -> bool {
+        matches!(self, Standby::Hibernated | Standby::Cold)
+    }
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct RecoveryArgs {
-    #[arg(long, value_enum, default_value = "paused")]
-    pub standby: Standby,
+    /// The standby tier woken on each incident [default: paused, or cold
+    /// with --baseline]. On the process backend a process keeps no memory
+    /// image, so hibernated and cold both start a fresh process and behave
+    /// alike; on libvirt hibernated is a managed save, cold a fresh boot.
+    #[arg(long, value_enum)]
+    pub standby: Option<Standby>,
+    /// Full-transfer baseline: the woken replica fetches the whole certified
+    /// checkpoint before it executes or answers (process backend only;
+    /// needs a standby that starts empty: cold or hibernated).
+    #[arg(long)]
+    pub baseline: bool,
     /// kv state loaded before the first incident, in MB (1 KiB values).
     #[arg(long, default_value_t = 10)]
     pub state_mb: usize,
@@ -46,7 +71,13 @@ pub struct RecoveryArgs {
 
 #[derive(Debug, Serialize)]
 pub struct RecoveryResult {
+    /// Always `recovery`: tells these results from throughput ones.
+    pub kind: &'static str,
     pub standby: Standby,
+    /// The full-transfer baseline (`catchup` is then `full`).
+    pub baseline: bool,
+    /// How the woken replica got its state: `on-demand` or `full`.
+    pub catchup: &'static str,
     pub backend: String,
     /// The libvirt domain type used (`kvm` or `qemu`), if VMs ran.
     pub accel: Option<String>,
@@ -70,9 +101,30 @@ fn states(v: &Value, state: &str) -> Vec<String> {
         .collect()
 }
 
+/// The standby tier the run uses, checked against `--baseline`.
+fn standby_for(a: &RecoveryArgs) -> anyhow::Result<Standby> {
+    let standby = a
+        .standby
+        .unwrap_or(if a.baseline { Standby::Cold } else { Standby::Paused });
+    anyhow::ensure!(
+        !a.baseline || standby.starts_empty(),
+        "--baseline transfers the whole checkpoint to a replica that starts empty: \
+         use --standby cold or hibernated (a paused standby keeps its state)"
+    );
+    Ok(standby)
+}
+
 pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
     anyhow::ensure!(a.incidents >= 1, "--incidents must be at least 1");
+    let standby = standby_for(&a)?;
     let backend = a.backend.resolve()?;
+    anyhow::ensure!(
+        !a.baseline || backend.name() == "process",
+        "--baseline runs on the process backend only: its agents learn the catch-up \
+         mode from the environment of this process, which a VM does not inherit"
+    );
+    // Set either way, so an inherited value cannot mislabel the run.
+    std::env::set_var(zz_agent::catchup::CATCHUP_ENV, catchup(a.baseline));
     let dir = tempfile::Builder::new().prefix("zz-recovery-").tempdir()?;
     let opts = GenerateOptions::local(1, &["kv"])?;
     let (dep, ids) = generate(&opts)?;
@@ -90,7 +142,7 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
     .await?;
     let info = running.info.clone();
     let result = tokio::select! {
-        r = rounds(&a, &info) => r,
+        r = rounds(&a, standby, &info) => r,
         e = running.failed() => Err(e),
     };
     running.stop().await;
@@ -98,13 +150,14 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
         eprintln!("data kept in {}", dir.keep().display());
     }
     let result = result?;
-    println!("| backend | standby | state | incidents | fault → answer p50 | p99 | recovery_ms p50 | p99 |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| backend | standby | catch-up | state | incidents | fault → answer p50 | p99 | recovery_ms p50 | p99 |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {}{} | {:?} | {} MB | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+        "| {}{} | {:?} | {} | {} MB | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
         result.backend,
         result.accel.as_deref().map(|a| format!(" ({a})")).unwrap_or_default(),
         result.standby,
+        result.catchup,
         result.state_mb,
         result.incidents,
         result.fault_to_answer_p50_ms,
@@ -118,6 +171,14 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
     Ok(result)
 }
 
+fn catchup(baseline: bool) -> &'static str {
+    if baseline {
+        "full"
+    } else {
+        "on-demand"
+    }
+}
+
 /// The domain type of the replica VMs (from their domain XML), if any ran.
 fn vm_accel(info: &Info) -> Option<String> {
     let vms = std::fs::read_dir(info.data_dir.join("libvirt").join("vms")).ok()?;
@@ -128,6 +189,16 @@ fn vm_accel(info: &Info) -> Option<String> {
     })
 }
 
+/// Hibernated kv replicas with no instance kept.
+fn cold_ones(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["app"] == "kv" && r["state"] == "hibernated" && r["cold"] == true)
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .collect()
+}
+
 async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby) -> anyhow::Result<Value> {
     // A replacement VM boots before the app is steady again.
     let deadline = Instant::now() + info.backend.ready_timeout().max(Duration::from_secs(120));
@@ -136,13 +207,18 @@ async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby) -> anyh
         let active = states(&r, "active");
         let paused = states(&r, "paused");
         let hibernated = states(&r, "hibernated");
+        let cold = cold_ones(&r);
         if active.len() == 2 {
             match standby {
                 Standby::Paused if paused.len() == 1 => return Ok(r),
-                Standby::Hibernated if hibernated.len() == 1 => return Ok(r),
-                Standby::Hibernated if paused.len() == 1 => {
+                Standby::Hibernated if hibernated.len() == 1 && cold.is_empty() => return Ok(r),
+                Standby::Cold if cold.len() == 1 => return Ok(r),
+                Standby::Hibernated | Standby::Cold if paused.len() == 1 => {
                     admin
-                        .post(&format!("/v1/replicas/{}/hibernate", paused[0]), json!({}))
+                        .post(
+                            &format!("/v1/replicas/{}/hibernate", paused[0]),
+                            json!({"cold": standby == Standby::Cold}),
+                        )
                         .await?;
                 }
                 _ => {}
@@ -156,7 +232,7 @@ async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby) -> anyh
     }
 }
 
-async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult> {
+async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Result<RecoveryResult> {
     let admin = AdminClient::new(&format!("http://{}", info.admin_addr), info.token()?);
     let client = crate::launch::start_client(
         &info.dep,
@@ -168,7 +244,7 @@ async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult>
         },
     )?;
     let app = info.dep.app_by_name("kv").context("kv app")?;
-    wait_steady(&admin, info, a.standby).await?;
+    wait_steady(&admin, info, standby).await?;
     let accel = vm_accel(info);
 
     // Load the state: 1 KiB values, many concurrent PUTs.
@@ -195,11 +271,21 @@ async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult>
         a.state_mb,
         started.elapsed().as_secs_f64()
     );
+    // One request per seq past a checkpoint interval: the loaded state then
+    // lies below a stable checkpoint, as in a long-running system, and a
+    // woken replica fetches state instead of replaying the loading log.
+    for i in 0..=info.dep.checkpoint_interval {
+        let r = client
+            .call(app, AppRequest::new("GET", &format!("/kv/s{i}"), Vec::new()))
+            .await
+            .map_err(|e| anyhow::anyhow!("settling past a checkpoint: {e}"))?;
+        anyhow::ensure!(r.status == 200 || r.status == 404, "settling: status {}", r.status);
+    }
 
     let mut to_answer = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut recovery = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for round in 0..a.incidents {
-        let r = wait_steady(&admin, info, a.standby).await?;
+        let r = wait_steady(&admin, info, standby).await?;
         let victim = states(&r, "active").into_iter().next().context("an active replica")?;
         let before = admin.get("/v1/incidents").await?.as_array().map_or(0, Vec::len);
         let t0 = Instant::now();
@@ -245,7 +331,10 @@ async fn rounds(a: &RecoveryArgs, info: &Info) -> anyhow::Result<RecoveryResult>
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Ok(RecoveryResult {
-        standby: a.standby,
+        kind: "recovery",
+        standby,
+        baseline: a.baseline,
+        catchup: catchup(a.baseline),
         backend: info.backend.name().to_string(),
         accel,
         state_mb: a.state_mb,

@@ -165,3 +165,76 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// What a `zz` subcommand run printed, and how it ended.
+pub struct ZzRun {
+    pub output: String,
+    pub success: bool,
+}
+
+/// Runs the built `zz ARGS` in its own process group, stdout and stderr
+/// into `log`; the whole group is killed if it outlives `limit` (a bench
+/// that hangs must fail the test, not the CI job). `ZZ_*` tuning variables
+/// of the caller's environment are not passed on, so runs are reproducible.
+pub fn run_zz(args: &[&str], log: &Path, limit: Duration) -> ZzRun {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::File::create(log).expect("create the log file");
+    let t = Instant::now();
+    let mut child = Command::new(bin("zz"))
+        .args(args)
+        .env_remove("ZZ_AGENT_CATCHUP")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone the log file"))
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .expect("start zz");
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for zz") {
+            break s;
+        }
+        if t.elapsed() > limit {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = child.wait();
+            panic!(
+                "zz {} did not finish in {limit:?}:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    println!(
+        "zz {} ({:.1} s, {status}):\n{output}",
+        args.join(" "),
+        t.elapsed().as_secs_f64()
+    );
+    ZzRun {
+        output,
+        success: status.success(),
+    }
+}
+
+/// Like [`run_zz`], and the run must succeed.
+pub fn zz_ok(args: &[&str], log: &Path, limit: Duration) -> String {
+    let r = run_zz(args, log, limit);
+    assert!(r.success, "zz {} failed", args.join(" "));
+    r.output
+}
+
+/// A JSON result file a bench wrote.
+pub fn read_json(p: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", p.display()))
+}
+
+/// A numeric field of a bench result.
+pub fn num(v: &serde_json::Value, field: &str) -> f64 {
+    v[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} missing or not a number in {v}"))
+}

@@ -1,0 +1,170 @@
+//! CI smoke run of `zz bench`: every bench mode runs for a few seconds on a
+//! real local deployment and reports sane numbers (no speed thresholds:
+//! the CI machine's speed is not what is tested), then `zz bench report`
+//! turns those results into PNG plots and a markdown table.
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A bench run starts a whole deployment; on a loaded 2-core machine that
+/// plus a few measured seconds stays well under this.
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+/// Plot sizes, as `cli/src/plot.rs` draws them (`THROUGHPUT_SIZE`,
+/// `RECOVERY_SIZE`).
+const THROUGHPUT_SIZE: (u32, u32) = (1400, 640);
+const RECOVERY_SIZE: (u32, u32) = (1000, 680);
+
+/// Runs `zz ARGS` in its own process group; on timeout the whole group
+/// (the deployment it started too) is killed and the test fails.
+fn zz(args: &[&str], dir: &Path) -> String {
+    let log = dir.join(format!("{}.log", args.join("_").replace(['/', ' '], "_")));
+    let out = std::fs::File::create(&log).unwrap();
+    let t = Instant::now();
+    let mut child = Command::new(zz_tests::bin("zz"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > RUN_LIMIT {
+            let _ = killpg(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGKILL);
+            let _ = child.wait();
+            panic!(
+                "zz {} did not finish in {RUN_LIMIT:?}:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    println!("zz {} ({:.1} s):\n{text}", args.join(" "), t.elapsed().as_secs_f64());
+    assert!(status.success(), "zz {} exited with {status}", args.join(" "));
+    text
+}
+
+fn read_json(p: &Path) -> Value {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn num(v: &Value, field: &str) -> f64 {
+    v[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} missing or not a number in {v}"))
+}
+
+fn check_throughput(v: &Value, mode: &str) {
+    assert_eq!(v["mode"], mode, "{v}");
+    assert!(num(v, "requests") > 0.0, "no request completed: {v}");
+    assert_eq!(num(v, "errors"), 0.0, "{v}");
+    assert!(num(v, "throughput_ops") > 0.0, "{v}");
+    let (p50, p99, p999) = (num(v, "p50_ms"), num(v, "p99_ms"), num(v, "p999_ms"));
+    assert!(p50 > 0.0 && p99 >= p50 && p999 >= p99, "percentiles out of order: {v}");
+    let roles = v["roles"].as_array().expect("roles");
+    assert!(!roles.is_empty(), "no role usage: {v}");
+    for r in roles {
+        assert!(num(r, "cpu_secs") >= 0.0 && num(r, "cpu_us_per_request") >= 0.0, "{r}");
+        assert!(num(r, "rss_mib") > 0.0 && num(r, "processes") >= 1.0, "{r}");
+    }
+}
+
+fn check_recovery(v: &Value, standby: &str) {
+    assert_eq!(v["standby"], standby, "{v}");
+    assert_eq!(num(v, "incidents"), 2.0, "{v}");
+    for what in ["recovery", "fault_to_answer"] {
+        let (p50, p99) = (num(v, &format!("{what}_p50_ms")), num(v, &format!("{what}_p99_ms")));
+        assert!(p50 > 0.0 && p99 >= p50, "{what}: p50 {p50}, p99 {p99}: {v}");
+    }
+}
+
+/// Decodes a PNG fully and returns its size, checking it is not blank.
+fn png_size(p: &Path) -> (u32, u32) {
+    let file = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut reader = png::Decoder::new(file).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let pixels = &buf[..info.buffer_size()];
+    assert!(
+        pixels.iter().any(|&b| b < 128),
+        "{} has no dark pixel: nothing drawn",
+        p.display()
+    );
+    (info.width, info.height)
+}
+
+#[test]
+fn every_bench_mode_reports_sane_numbers_and_the_report_plots_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |name: &str| d.join(name).to_string_lossy().into_owned();
+
+    for mode in ["zz", "full"] {
+        let json = path(&format!("{mode}.json"));
+        let load = ["--duration", "2", "--warmup", "1", "--clients", "8", "--seed", "7"];
+        let mut args = vec!["bench", "--mode", mode, "--json", &json];
+        args.extend(load);
+        zz(&args, d);
+        check_throughput(&read_json(Path::new(&json)), mode);
+    }
+    for standby in ["paused", "hibernated"] {
+        let json = path(&format!("recovery-{standby}.json"));
+        let args = [
+            "bench",
+            "recovery",
+            "--standby",
+            standby,
+            "--state-mb",
+            "1",
+            "--incidents",
+            "2",
+            "--json",
+            &json,
+        ];
+        zz(&args, d);
+        check_recovery(&read_json(Path::new(&json)), standby);
+    }
+
+    // A file that is no bench result must be skipped with a warning.
+    std::fs::write(d.join("other.json"), r#"{"hello": "world"}"#).unwrap();
+    let out = d.join("report");
+    let printed = zz(
+        &[
+            "bench",
+            "report",
+            "--results",
+            &path(""),
+            "--out",
+            &out.to_string_lossy(),
+        ],
+        d,
+    );
+    assert!(printed.contains("skipping other.json"), "{printed}");
+    assert_eq!(png_size(&out.join("throughput-latency.png")), THROUGHPUT_SIZE);
+    assert_eq!(png_size(&out.join("recovery.png")), RECOVERY_SIZE);
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    println!("{md}");
+    for f in [
+        "zz.json",
+        "full.json",
+        "recovery-paused.json",
+        "recovery-hibernated.json",
+    ] {
+        let rows = md.lines().filter(|l| l.starts_with(&format!("| {f} |"))).count();
+        assert_eq!(rows, 1, "expected one row for {f} in results.md:\n{md}");
+    }
+    assert!(!md.contains("other.json"), "{md}");
+    assert!(md.contains("Measured on: "), "{md}");
+}
