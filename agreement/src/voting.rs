@@ -72,6 +72,8 @@ pub struct VoteStats {
     pub incidents: u64,
     pub faults: u64,
     pub dropped: u64,
+    /// Checkpoints whose f+1 roots matched while an incident held them.
+    pub held_checkpoints: u64,
 }
 
 #[derive(Default)]
@@ -109,6 +111,9 @@ pub struct Voter {
 /// How far behind the incident a replica's last answer may be for its silence
 /// to count as a fault (it was active then).
 const SILENCE_WINDOW: Seq = 64;
+
+/// Checkpoint intervals an unanswered incident may hold its checkpoint.
+const INCIDENT_HOLD: Seq = 4;
 
 impl Voter {
     pub fn new(cfg: VoterConfig) -> Self {
@@ -182,6 +187,7 @@ impl Voter {
     /// the replies for `seq` allow.
     fn evaluate(&mut self, now_ms: u64, seq: Seq, out: &mut Vec<VoteAction>) {
         let q = self.quorum();
+        let mut released = false;
         let Some(slot) = self.slots.get_mut(&seq) else {
             return;
         };
@@ -201,6 +207,7 @@ impl Voter {
                 }
                 if slot.incident {
                     out.push(VoteAction::Resolved { seq });
+                    released = true;
                 }
                 if self.open_incident.is_some_and(|(s, _)| s <= seq) {
                     self.open_incident = None;
@@ -237,6 +244,9 @@ impl Voter {
             if slot.incident {
                 self.blame_silent(seq, cert, out);
             }
+        }
+        if released {
+            self.release_held(out);
         }
     }
 
@@ -305,14 +315,10 @@ impl Voter {
             return;
         }
         let (seq, idx) = (b.seq, b.replica.index);
-        let q = self.quorum();
         let slot = self.checkpoints.entry(seq).or_default();
         slot.sigs.entry(idx).or_insert(c);
-        let mut groups: BTreeMap<Digest, Vec<u16>> = BTreeMap::new();
-        for (i, s) in &slot.sigs {
-            groups.entry(s.body.root).or_default().push(*i);
-        }
-        if groups.len() > 1 && !slot.incident {
+        let roots: BTreeSet<Digest> = slot.sigs.values().map(|s| s.body.root).collect();
+        if roots.len() > 1 && !slot.incident {
             slot.incident = true;
             self.stats.incidents += 1;
             out.push(VoteAction::Wake {
@@ -320,22 +326,55 @@ impl Voter {
                 kind: IncidentKind::Checkpoint,
             });
         }
+        self.try_stabilize(seq, out);
+    }
+
+    /// Whether an incident at or below `seq` still waits for its certified
+    /// answer. Its checkpoint must not become stable yet: replicas woken for
+    /// it would jump to that checkpoint by state transfer, never execute the
+    /// incident's seq, and nobody could answer it (the nodes truncate its
+    /// orders). A bounded wait: past `INCIDENT_HOLD` intervals the system
+    /// moves on without that answer rather than stall.
+    fn holds_checkpoint(&self, seq: Seq) -> bool {
+        let hold = INCIDENT_HOLD * self.cfg.checkpoint_interval.max(1);
+        self.slots
+            .range(..=seq)
+            .any(|(s, slot)| slot.incident && slot.certified.is_none() && seq < s + hold)
+    }
+
+    /// Certifies the checkpoint at `seq` once f+1 roots match and no open
+    /// incident holds it; blames replicas with another root.
+    fn try_stabilize(&mut self, seq: Seq, out: &mut Vec<VoteAction>) {
+        let q = self.quorum();
+        let held = self.holds_checkpoint(seq);
+        let Some(slot) = self.checkpoints.get_mut(&seq) else {
+            return;
+        };
         if slot.stable.is_none() {
-            if let Some((root, members)) = groups.iter().find(|(_, m)| m.len() >= q) {
-                let root = *root;
-                slot.stable = Some(root);
-                let sigs = members.iter().filter_map(|i| slot.sigs.get(i).cloned()).collect();
-                let cert = CheckpointCert {
-                    app: self.cfg.app,
-                    seq,
-                    root,
-                    sigs,
-                };
-                if slot.incident {
-                    out.push(VoteAction::Resolved { seq });
-                }
-                out.push(VoteAction::Stable(cert));
+            let mut groups: BTreeMap<Digest, Vec<u16>> = BTreeMap::new();
+            for (i, s) in &slot.sigs {
+                groups.entry(s.body.root).or_default().push(*i);
             }
+            let Some((root, members)) = groups.iter().find(|(_, m)| m.len() >= q) else {
+                return;
+            };
+            if held {
+                self.stats.held_checkpoints += 1;
+                return;
+            }
+            let root = *root;
+            slot.stable = Some(root);
+            let sigs = members.iter().filter_map(|i| slot.sigs.get(i).cloned()).collect();
+            let cert = CheckpointCert {
+                app: self.cfg.app,
+                seq,
+                root,
+                sigs,
+            };
+            if slot.incident {
+                out.push(VoteAction::Resolved { seq });
+            }
+            out.push(VoteAction::Stable(cert));
         }
         if let Some(root) = slot.stable {
             for (i, s) in &slot.sigs {
@@ -353,6 +392,19 @@ impl Voter {
                 }
             }
             self.advance_stable(seq);
+        }
+    }
+
+    /// An incident got its answer: checkpoints it held may become stable.
+    fn release_held(&mut self, out: &mut Vec<VoteAction>) {
+        let pending: Vec<Seq> = self
+            .checkpoints
+            .iter()
+            .filter(|(s, c)| **s > self.stable && c.stable.is_none())
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in pending {
+            self.try_stabilize(seq, out);
         }
     }
 

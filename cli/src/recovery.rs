@@ -211,6 +211,24 @@ fn fully_synced(v: &Value) -> bool {
         .all(|r| r["stale_objects"].as_u64() == Some(0))
 }
 
+/// The orchestrator's last events, to show where a failed round stopped.
+async fn print_recent_events(admin: &AdminClient) {
+    let Ok(v) = admin.get("/v1/events").await else {
+        return;
+    };
+    let events = v.as_array().cloned().unwrap_or_default();
+    eprintln!("last orchestrator events:");
+    for e in events.iter().rev().take(30).rev() {
+        eprintln!(
+            "  {} {:<8} {:<20} {}",
+            e["at_ms"],
+            e["replica"].as_str().unwrap_or(""),
+            e["kind"].as_str().unwrap_or(""),
+            e["detail"].as_str().unwrap_or("")
+        );
+    }
+}
+
 async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby) -> anyhow::Result<Value> {
     // A replacement VM boots before the app is steady again.
     let deadline = Instant::now() + info.backend.ready_timeout().max(Duration::from_secs(120));
@@ -323,7 +341,10 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
         let put = client
             .call(app, AppRequest::new("PUT", &key, want.clone().into_bytes()))
             .await;
-        anyhow::ensure!(matches!(&put, Ok(p) if p.status == 200), "round {round}: PUT {put:?}");
+        if !matches!(&put, Ok(p) if p.status == 200) {
+            print_recent_events(&admin).await;
+            anyhow::bail!("round {round}: PUT {put:?}");
+        }
         let got = client.call(app, AppRequest::new("GET", &key, Vec::new())).await;
         anyhow::ensure!(
             matches!(&got, Ok(g) if g.body == want.as_bytes()),

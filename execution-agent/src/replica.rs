@@ -23,6 +23,8 @@ pub const CRASH_EXIT: i32 = 101;
 pub const SLOW_DELAY: Duration = Duration::from_millis(100);
 /// Least time between two FETCH_ORDERS for the same gap.
 const REFETCH_MS: u64 = 300;
+/// Wait before retrying a catch-up that failed for the same checkpoint.
+const CATCH_UP_RETRY_MS: u64 = 50;
 /// How many ready seqs one prefetch looks ahead.
 const PREFETCH_SEQS: u64 = 64;
 /// Most orders one FETCH_ORDERS asks for (nodes answer at most 512).
@@ -89,6 +91,10 @@ pub struct Replica {
     pub(crate) stable: Option<CheckpointCert>,
     /// A certified checkpoint above `last_executed` not yet caught up to.
     pending_cert: Option<CheckpointCert>,
+    /// The checkpoint a catch-up last failed for, and when: it is retried
+    /// on a timer, not on every message, so a woken replica reading a
+    /// backlog reaches the newer certificates in it quickly.
+    catch_up_failed: Option<(Seq, u64)>,
     pub(crate) faults: Faults,
     last_nonce: u64,
     last_fetch_orders_ms: Option<u64>,
@@ -122,6 +128,7 @@ impl Replica {
             last_executed: 0,
             stable: None,
             pending_cert: None,
+            catch_up_failed: None,
             faults: Faults::default(),
             last_nonce: 0,
             last_fetch_orders_ms: None,
@@ -288,8 +295,15 @@ impl Replica {
                 if c.seq <= self.last_executed {
                     self.pending_cert = None;
                 } else if !self.ready_through(c.seq) || self.mid_full_transfer() {
+                    if self
+                        .catch_up_failed
+                        .is_some_and(|(s, at)| s == c.seq && self.now_ms < at + CATCH_UP_RETRY_MS)
+                    {
+                        return out;
+                    }
                     match self.catch_up(&c, src) {
                         Ok(()) => {
+                            self.catch_up_failed = None;
                             self.pending_cert = None;
                             self.book.prune_below(self.last_executed + 1);
                             self.last_fetch_orders_ms = None;
@@ -297,6 +311,10 @@ impl Replica {
                         }
                         Err(e) => {
                             tracing::warn!(seq = c.seq, "catch-up failed: {e}");
+                            self.catch_up_failed = Some((c.seq, self.now_ms));
+                            // The nodes' answer carries their newest stable
+                            // certificate, which peers may still serve.
+                            out.extend(self.fetch_orders(self.last_executed + 1));
                             return out;
                         }
                     }

@@ -211,3 +211,48 @@ fn replies_from_other_apps_or_unknown_indices_are_dropped() {
     v.step(0, VoteInput::Reply(far));
     assert_eq!(v.stats().dropped, 2);
 }
+
+fn stables(a: &[VoteAction]) -> Vec<Seq> {
+    a.iter()
+        .filter_map(|x| match x {
+            VoteAction::Stable(c) => Some(c.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_unanswered_incident_holds_its_checkpoint_until_it_is_certified() {
+    let ids = ids();
+    let mut v = voter(1);
+    // seq 3 disagrees: the woken standby must execute it, so the checkpoint
+    // at 4 (whose state it would otherwise jump to) waits for its answer.
+    let mut all = v.step(0, VoteInput::Committed { seq: 3 });
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 3, "ok"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 1, 3, "evil"))));
+    all.extend(v.step(2, VoteInput::Checkpoint(ckpt(&ids, 0, 4, 1))));
+    all.extend(v.step(2, VoteInput::Checkpoint(ckpt(&ids, 1, 4, 1))));
+    assert!(stables(&all).is_empty(), "held while seq 3 is unanswered");
+    assert_eq!(v.stable_seq(), 0);
+    assert_eq!(v.stats().held_checkpoints, 1);
+    let answered = v.step(5, VoteInput::Reply(reply(&ids, 2, 3, "ok")));
+    assert_eq!(client_replies(&answered), vec![b"ok".to_vec()]);
+    assert_eq!(stables(&answered), vec![4], "released once seq 3 is certified");
+    assert_eq!(v.stable_seq(), 4);
+}
+
+#[test]
+fn an_incident_never_answered_holds_checkpoints_only_for_a_while() {
+    let ids = ids();
+    let mut v = voter(1);
+    let mut all = v.step(0, VoteInput::Committed { seq: 3 });
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 3, "ok"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 1, 3, "evil"))));
+    // Checkpoint interval 4, hold 4 intervals: 4..=16 are held, 20 is not.
+    for seq in [4, 8, 12, 16, 20] {
+        all.extend(v.step(2, VoteInput::Checkpoint(ckpt(&ids, 0, seq, 1))));
+        all.extend(v.step(2, VoteInput::Checkpoint(ckpt(&ids, 1, seq, 1))));
+    }
+    assert_eq!(stables(&all), vec![20]);
+    assert_eq!(v.stable_seq(), 20);
+}

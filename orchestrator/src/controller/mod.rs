@@ -41,6 +41,12 @@ pub struct Tuning {
     /// Replicas each app keeps executing: f+1 (zz) unless set; 2f+1 runs
     /// classic BFT with no standby (the benchmark's `full` mode).
     pub active_replicas: Option<usize>,
+    /// A paused standby this many checkpoints behind the stable one is
+    /// resumed to catch up and paused again, so an incident wakes it into a
+    /// short replay rather than a long catch-up; `None` never refreshes.
+    pub refresh_checkpoints: Option<u64>,
+    /// ... but not sooner than this after it was paused.
+    pub refresh_after_ms: u64,
 }
 
 impl Default for Tuning {
@@ -53,6 +59,8 @@ impl Default for Tuning {
             waking_grace_ms: 3_000,
             settle_ms: 3_000,
             active_replicas: None,
+            refresh_checkpoints: Some(1),
+            refresh_after_ms: 2_000,
         }
     }
 }

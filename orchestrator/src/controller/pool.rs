@@ -348,6 +348,28 @@ impl Controller {
         }
     }
 
+    /// Resumes a paused standby that fell far behind so it catches up in a
+    /// quiet moment; the heartbeat path pauses it again once it holds the
+    /// whole checkpoint, and an incident meanwhile takes it as it is.
+    async fn refresh(&mut self, id: ReplicaId, behind: u64) {
+        let Some(h) = self.replicas.get(&id).and_then(|r| r.handle.clone()) else {
+            return;
+        };
+        if let Err(e) = self.backend.resume(&h).await {
+            self.emit(Some(id), None, "refresh-failed", e.to_string());
+            return;
+        }
+        if let Some(r) = self.replicas.get_mut(&id) {
+            r.role = Role::Standby;
+        }
+        self.set_state(
+            id,
+            ReplicaState::Provisioning,
+            "refresh",
+            format!("paused -> provisioning: catching up, {behind} seqs behind"),
+        );
+    }
+
     /// Keeps f+1 replicas of `app` executing while any standby is left.
     async fn ensure_capacity(&mut self, app: AppId) {
         let running = self
@@ -463,6 +485,23 @@ impl Controller {
                 }
                 _ => {}
             }
+        }
+        let mut refresh = Vec::new();
+        if let Some(lag) = t.refresh_checkpoints.map(|n| n * self.dep.checkpoint_interval.max(1)) {
+            for r in self.replicas.values() {
+                if r.state == ReplicaState::Paused
+                    && now.saturating_sub(r.since_ms) > t.refresh_after_ms
+                    && !self.tracker.busy(r.id.app, now, t.settle_ms)
+                {
+                    let behind = self.stable_checkpoint(r.id.app).saturating_sub(r.last_checkpoint);
+                    if behind >= lag {
+                        refresh.push((r.id, behind));
+                    }
+                }
+            }
+        }
+        for (id, behind) in refresh {
+            self.refresh(id, behind).await;
         }
         for id in settled {
             self.set_state(id, ReplicaState::Active, "active", "wake grace elapsed".into());
