@@ -229,7 +229,25 @@ async fn print_recent_events(admin: &AdminClient) {
     }
 }
 
+/// Whether the paused standby is at most two checkpoints behind the active
+/// replicas: the orchestrator refreshes a standby that fell behind, so in a
+/// running system a paused standby is this current. Without the wait the
+/// first round would measure a standby that slept through the state load.
+fn standby_current(v: &Value, interval: u64) -> bool {
+    let checkpoints = |state: &str| -> Vec<u64> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["app"] == "kv" && r["state"] == state)
+            .filter_map(|r| r["last_checkpoint"].as_u64())
+            .collect()
+    };
+    let newest = checkpoints("active").into_iter().max().unwrap_or(0);
+    checkpoints("paused").into_iter().all(|c| c + 2 * interval >= newest)
+}
+
 async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby) -> anyhow::Result<Value> {
+    let interval = info.dep.checkpoint_interval;
     // A replacement VM boots before the app is steady again.
     let deadline = Instant::now() + info.backend.ready_timeout().max(Duration::from_secs(120));
     loop {
@@ -240,7 +258,7 @@ async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby) -> anyh
         let cold = cold_ones(&r);
         if active.len() == 2 && fully_synced(&r) {
             match standby {
-                Standby::Paused if paused.len() == 1 => return Ok(r),
+                Standby::Paused if paused.len() == 1 && standby_current(&r, interval) => return Ok(r),
                 Standby::Hibernated if hibernated.len() == 1 && cold.is_empty() => return Ok(r),
                 Standby::Cold if cold.len() == 1 => return Ok(r),
                 Standby::Hibernated | Standby::Cold if paused.len() == 1 => {

@@ -238,3 +238,13 @@ pub fn num(v: &serde_json::Value, field: &str) -> f64 {
         .as_f64()
         .unwrap_or_else(|| panic!("{field} missing or not a number in {v}"))
 }
+
+/// The data dir a bench run with `--keep` left, from its "data kept in DIR"
+/// line.
+pub fn kept_dir(output: &str) -> PathBuf {
+    let line = output
+        .lines()
+        .find_map(|l| l.strip_prefix("data kept in "))
+        .unwrap_or_else(|| panic!("no 'data kept in' line:\n{output}"));
+    PathBuf::from(line.trim())
+}

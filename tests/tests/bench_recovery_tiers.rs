@@ -3,68 +3,15 @@
 //! must really run in full mode: their logs say so, and the on-demand run's
 //! do not.
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
+use zz_tests::{kept_dir, num};
 
 /// A run starts a whole deployment and waits for fresh processes to catch up.
 const RUN_LIMIT: Duration = Duration::from_secs(240);
-/// What an agent in full catch-up mode logs at start.
-const FULL_DONE: &str = "ZZ_AGENT_CATCHUP=full";
-
-/// Runs `zz ARGS` in its own process group (killed whole on timeout);
-/// returns its combined output.
-fn zz(args: &[&str], log: &Path) -> String {
-    let out = std::fs::File::create(log).unwrap();
-    let t = Instant::now();
-    let mut child = Command::new(zz_tests::bin("zz"))
-        .args(args)
-        .env_remove("ZZ_AGENT_CATCHUP")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > RUN_LIMIT {
-            let _ = killpg(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGKILL);
-            let _ = child.wait();
-            panic!(
-                "zz {} did not finish in {RUN_LIMIT:?}:\n{}",
-                args.join(" "),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    println!("zz {} ({:.1} s):\n{text}", args.join(" "), t.elapsed().as_secs_f64());
-    assert!(status.success(), "zz {} exited with {status}", args.join(" "));
-    text
-}
-
-fn num(v: &Value, field: &str) -> f64 {
-    v[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{field} missing or not a number in {v}"))
-}
-
-/// The data dir `--keep` left, from its "data kept in DIR" line.
-fn kept_dir(output: &str) -> PathBuf {
-    let line = output
-        .lines()
-        .find_map(|l| l.strip_prefix("data kept in "))
-        .unwrap_or_else(|| panic!("no 'data kept in' line:\n{output}"));
-    PathBuf::from(line.trim())
-}
+/// What an agent logs once a full transfer let it execute.
+const FULL_DONE: &str = "full transfer complete";
 
 /// Whether any replica log (`kv-e*.log`) under `dir` contains `needle`.
 fn replica_logs_say(dir: &Path, needle: &str) -> bool {
@@ -104,9 +51,9 @@ fn run(baseline: bool) {
     if baseline {
         args.push("--baseline");
     }
-    let output = zz(&args, &dir.path().join("zz.log"));
+    let output = zz_tests::zz_ok(&args, &dir.path().join("zz.log"), RUN_LIMIT);
     let kept = kept_dir(&output);
-    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let v: Value = zz_tests::read_json(&json);
     let full_logged = replica_logs_say(&kept, FULL_DONE);
     let _ = std::fs::remove_dir_all(&kept);
 
@@ -138,8 +85,9 @@ fn cold_standby_full_transfer_baseline_recovers() {
 
 #[test]
 fn baseline_refuses_a_paused_standby() {
-    let out = Command::new(zz_tests::bin("zz"))
-        .args([
+    let dir = tempfile::tempdir().unwrap();
+    let r = zz_tests::run_zz(
+        &[
             "bench",
             "recovery",
             "--baseline",
@@ -147,10 +95,10 @@ fn baseline_refuses_a_paused_standby() {
             "paused",
             "--incidents",
             "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--standby cold or hibernated"), "{err}");
+        ],
+        &dir.path().join("zz.log"),
+        RUN_LIMIT,
+    );
+    assert!(!r.success);
+    assert!(r.output.contains("--standby cold or hibernated"), "{}", r.output);
 }

@@ -3,13 +3,10 @@
 //! the CI machine's speed is not what is tested), then `zz bench report`
 //! turns those results into PNG plots and a markdown table.
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use zz_tests::{num, read_json};
 
 /// A bench run starts a whole deployment; on a loaded 2-core machine that
 /// plus a few measured seconds stays well under this.
@@ -20,50 +17,10 @@ const RUN_LIMIT: Duration = Duration::from_secs(180);
 const THROUGHPUT_SIZE: (u32, u32) = (1400, 640);
 const RECOVERY_SIZE: (u32, u32) = (1000, 680);
 
-/// Runs `zz ARGS` in its own process group; on timeout the whole group
-/// (the deployment it started too) is killed and the test fails.
+/// Runs `zz ARGS` (killed whole on timeout); must succeed.
 fn zz(args: &[&str], dir: &Path) -> String {
     let log = dir.join(format!("{}.log", args.join("_").replace(['/', ' '], "_")));
-    let out = std::fs::File::create(&log).unwrap();
-    let t = Instant::now();
-    let mut child = Command::new(zz_tests::bin("zz"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > RUN_LIMIT {
-            let _ = killpg(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGKILL);
-            let _ = child.wait();
-            panic!(
-                "zz {} did not finish in {RUN_LIMIT:?}:\n{}",
-                args.join(" "),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    println!("zz {} ({:.1} s):\n{text}", args.join(" "), t.elapsed().as_secs_f64());
-    assert!(status.success(), "zz {} exited with {status}", args.join(" "));
-    text
-}
-
-fn read_json(p: &Path) -> Value {
-    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-fn num(v: &Value, field: &str) -> f64 {
-    v[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{field} missing or not a number in {v}"))
+    zz_tests::zz_ok(args, &log, RUN_LIMIT)
 }
 
 fn check_throughput(v: &Value, mode: &str) {

@@ -3,30 +3,19 @@
 //! No speed thresholds: the machine is shared.
 
 use serde_json::Value;
-use std::process::Command;
-use zz_tests::bin;
+use std::time::Duration;
+
+/// Starting one agent and a few seconds of load stay well under this.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 fn run(extra: &[&str]) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("result.json");
-    let out = Command::new(bin("zz"))
-        .args(["bench", "--mode", "unreplicated", "--duration", "2", "--warmup", "1"])
-        .args(["--clients", "8", "--seed", "7", "--json"])
-        .arg(&json)
-        .args(extra)
-        // Beside `zz` in the same target dir, as `launch::agent_bin` expects.
-        .env("ZZ_AGENT_BIN", bin("zz-agent"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        out.status.success(),
-        "zz bench failed: {}\n{stdout}\n{stderr}",
-        out.status
-    );
-    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    (v, stdout)
+    let mut args = vec!["bench", "--mode", "unreplicated", "--duration", "2", "--warmup", "1"];
+    args.extend(["--clients", "8", "--seed", "7", "--json", json.to_str().unwrap()]);
+    args.extend(extra);
+    let out = zz_tests::zz_ok(&args, &dir.path().join("zz.log"), RUN_LIMIT);
+    (zz_tests::read_json(&json), out)
 }
 
 fn check(v: &Value) {
@@ -69,12 +58,12 @@ fn bank_transfers_on_two_apps_complete_without_errors() {
 
 #[test]
 fn gateway_is_refused_with_a_clear_error() {
-    let out = Command::new(bin("zz"))
-        .args(["bench", "--mode", "unreplicated", "--via", "gateway", "--duration", "1"])
-        .env("ZZ_AGENT_BIN", bin("zz-agent"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("use --via client"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let r = zz_tests::run_zz(
+        &["bench", "--mode", "unreplicated", "--via", "gateway", "--duration", "1"],
+        &dir.path().join("zz.log"),
+        RUN_LIMIT,
+    );
+    assert!(!r.success);
+    assert!(r.output.contains("use --via client"), "{}", r.output);
 }

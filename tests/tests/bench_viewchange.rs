@@ -4,12 +4,8 @@
 //! (the bench fails otherwise); no speed threshold, the CI machine's speed is
 //! not what is tested.
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Starting a deployment and two crash/restart rounds on a loaded 2-core
 /// machine stay well under this.
@@ -19,38 +15,14 @@ const RUN_LIMIT: Duration = Duration::from_secs(240);
 fn two_primary_crashes_each_end_in_a_higher_view() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("viewchange.json");
-    let log = dir.path().join("bench.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let t = Instant::now();
-    // Its own process group, so a timeout kills the deployment it started too.
-    let mut child = Command::new(zz_tests::bin("zz"))
-        .args(["bench", "view-change", "--rounds", "2", "--json"])
-        .arg(&json)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > RUN_LIMIT {
-            let _ = killpg(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGKILL);
-            let _ = child.wait();
-            panic!(
-                "zz bench view-change did not finish in {RUN_LIMIT:?}:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    println!("zz bench view-change ({:.1} s):\n{text}", t.elapsed().as_secs_f64());
-    assert!(status.success(), "zz bench view-change exited with {status}");
+    let json_arg = json.to_str().unwrap();
+    zz_tests::zz_ok(
+        &["bench", "view-change", "--rounds", "2", "--json", json_arg],
+        &dir.path().join("bench.log"),
+        RUN_LIMIT,
+    );
 
-    let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let r: Value = zz_tests::read_json(&json);
     assert_eq!(r["kind"], "view-change", "{r}");
     assert_eq!(r["rounds"], 2, "{r}");
     assert_eq!(r["f"], 1, "{r}");

@@ -34,15 +34,10 @@ fn eight_incidents_in_a_row_each_end_in_a_correct_answer() {
     assert_eq!(out.matches("corrupt-reply → correct answer").count(), 8, "{out}");
     // Exactly one instance fenced and replaced per round: a replica taken
     // for dead while it fetched state would add instances.
-    let kept = out
-        .lines()
-        .find_map(|l| l.strip_prefix("data kept in "))
-        .unwrap_or_else(|| panic!("no 'data kept in' line:\n{out}"))
-        .trim()
-        .to_string();
+    let kept = zz_tests::kept_dir(&out);
     let mut started = 0;
     for i in 0..3 {
-        let log = std::fs::read_to_string(format!("{kept}/logs/kv-e{i}.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(kept.join(format!("logs/kv-e{i}.log"))).unwrap_or_default();
         started += log.matches("zz orchestrator: starting").count();
     }
     let _ = std::fs::remove_dir_all(&kept);
