@@ -60,7 +60,7 @@ impl Default for Tuning {
             settle_ms: 3_000,
             active_replicas: None,
             refresh_checkpoints: Some(1),
-            refresh_after_ms: 2_000,
+            refresh_after_ms: 10_000,
         }
     }
 }
