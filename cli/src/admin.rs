@@ -66,6 +66,11 @@ impl AdminClient {
             .await
     }
 
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.delete(format!("{}{path}", self.base)), "DELETE", path)
+            .await
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder, method: &str, path: &str) -> anyhow::Result<Value> {
         let resp = req
             .bearer_auth(&self.token)

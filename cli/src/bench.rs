@@ -15,7 +15,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use zz_agreement::client::{Client, ClientOptions};
+use zz_agreement::client::Client;
 use zz_wire::config::{free_ports, generate, GenerateOptions};
 use zz_wire::{AppId, AppRequest};
 
@@ -358,15 +358,7 @@ async fn deployment_target(a: &BenchArgs, running: &Info, names: &[String], acti
     let app_ids: Vec<AppId> = names.iter().filter_map(|n| dep.app_by_name(n)).collect();
     let target = match a.via {
         Via::Client => {
-            let c = crate::launch::start_client(
-                &dep,
-                &running.config,
-                "bench",
-                ClientOptions {
-                    timeout: Duration::from_secs(10),
-                    ..ClientOptions::default()
-                },
-            )?;
+            let c = running.bench_client(Duration::from_secs(10))?;
             Target::Client(c, app_ids, names.to_vec())
         }
         Via::Gateway => Target::Gateway(

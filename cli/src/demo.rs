@@ -197,7 +197,7 @@ async fn run_scenario(s: &Scenario, a: &DemoArgs) -> anyhow::Result<()> {
 
 async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow::Result<()> {
     let f = s.f;
-    let admin = AdminClient::new(&format!("http://{}", running.admin_addr), running.token()?);
+    let admin = running.admin()?;
     let gw = format!("http://{}", running.gateway_addr);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let start = Instant::now();

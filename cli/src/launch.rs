@@ -287,6 +287,27 @@ pub struct Info {
 }
 
 impl Info {
+    /// A client of this deployment's admin API.
+    pub fn admin(&self) -> anyhow::Result<crate::admin::AdminClient> {
+        Ok(crate::admin::AdminClient::new(
+            &format!("http://{}", self.admin_addr),
+            self.token()?,
+        ))
+    }
+
+    /// The BFT client the benches load the deployment with, as `bench`.
+    pub fn bench_client(&self, timeout: Duration) -> anyhow::Result<Client> {
+        start_client(
+            &self.dep,
+            &self.config,
+            "bench",
+            ClientOptions {
+                timeout,
+                ..ClientOptions::default()
+            },
+        )
+    }
+
     pub fn token(&self) -> anyhow::Result<String> {
         if let Ok(t) = std::env::var("ZZ_ADMIN_TOKEN") {
             return Ok(t);

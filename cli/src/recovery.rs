@@ -18,7 +18,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zz_agreement::client::ClientOptions;
 use zz_wire::config::{free_ports, generate, GenerateOptions};
 use zz_wire::AppRequest;
 
@@ -281,16 +280,8 @@ async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby) -> anyh
 }
 
 async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Result<RecoveryResult> {
-    let admin = AdminClient::new(&format!("http://{}", info.admin_addr), info.token()?);
-    let client = crate::launch::start_client(
-        &info.dep,
-        &info.config,
-        "bench",
-        ClientOptions {
-            timeout: Duration::from_secs(30),
-            ..ClientOptions::default()
-        },
-    )?;
+    let admin = info.admin()?;
+    let client = info.bench_client(Duration::from_secs(30))?;
     let app = info.dep.app_by_name("kv").context("kv app")?;
     wait_steady(&admin, info, standby).await?;
     let accel = vm_accel(info);

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use zz_agreement::client::{Client, ClientOptions};
+use zz_agreement::client::Client;
 use zz_wire::config::{free_ports, generate, GenerateOptions};
 use zz_wire::{AppId, AppRequest, NodeId, View};
 
@@ -210,16 +210,8 @@ impl Load {
 
 async fn rounds(a: &ViewChangeArgs, running: &mut Running) -> anyhow::Result<ViewChangeResult> {
     let info = running.info.clone();
-    let admin = AdminClient::new(&format!("http://{}", info.admin_addr), info.token()?);
-    let client = crate::launch::start_client(
-        &info.dep,
-        &info.config,
-        "bench",
-        ClientOptions {
-            timeout: Duration::from_secs(30),
-            ..ClientOptions::default()
-        },
-    )?;
+    let admin = info.admin()?;
+    let client = info.bench_client(Duration::from_secs(30))?;
     let app = info.dep.app_by_name("kv").context("kv app")?;
     wait_active(&admin, info.dep.f + 1).await?;
     let load = Load::start(&client, app, a.clients);
@@ -278,7 +270,7 @@ async fn measure(
         let gap = longest_gap(&load.answers.since(from.saturating_sub(1)));
         // The fault would be re-sent to the restarted node: clear it first.
         if let Some(id) = fault["id"].as_u64() {
-            delete(info, &format!("/v1/faults/{id}")).await?;
+            admin.delete(&format!("/v1/faults/{id}")).await?;
         }
         let committed = cluster_nodes(&admin.get("/v1/cluster").await?)
             .iter()
@@ -414,16 +406,4 @@ fn longest_gap(answers: &[(Instant, View)]) -> Duration {
         .map(|w| w[1].0.saturating_duration_since(w[0].0))
         .max()
         .unwrap_or_default()
-}
-
-/// `DELETE` on the admin API (the shared `AdminClient` has GET and POST).
-async fn delete(info: &Info, path: &str) -> anyhow::Result<()> {
-    let resp = reqwest::Client::new()
-        .delete(format!("http://{}{path}", info.admin_addr))
-        .bearer_auth(info.token()?)
-        .send()
-        .await
-        .with_context(|| format!("DELETE {path}"))?;
-    anyhow::ensure!(resp.status().is_success(), "DELETE {path}: {}", resp.status());
-    Ok(())
 }

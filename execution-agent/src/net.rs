@@ -33,15 +33,16 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// the first try is short so a paused or fenced peer costs little, the
 /// second is long enough for a large answer on a loaded host.
 const FETCH_TIMEOUTS: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(1500)];
-/// The background sync is not urgent: a peer that does not answer at once
-/// is skipped until the next round, so the replica thread never stalls.
-const BACKGROUND_FETCH_TIMEOUT: Duration = Duration::from_millis(100);
+/// The background sync is not urgent: a peer that does not answer within
+/// this is skipped until the next round, so the replica thread never stalls
+/// long (a live peer on a slow host may need most of it for 512 buckets).
+const BACKGROUND_FETCH_TIMEOUT: Duration = Duration::from_millis(1000);
 /// A peer never heard from may be paused or fenced (a woken replica's first
 /// peer often is): one short try, then the next peer. A late answer marks
 /// it alive, and later requests to it get `FETCH_TIMEOUTS`.
 const UNKNOWN_PEER_TIMEOUT: Duration = Duration::from_millis(150);
 /// Buckets asked for in one background request.
-const BACKGROUND_BUCKETS: usize = 1024;
+const BACKGROUND_BUCKETS: usize = 512;
 /// Longest the background sync may hold the replica thread per tick.
 const BACKGROUND_BUDGET: Duration = Duration::from_millis(25);
 
@@ -369,10 +370,10 @@ impl NetSource {
 impl StateSource for NetSource {
     fn fetch(&mut self, peer: ReplicaId, checkpoint: Seq, want: StateWant) -> Result<StateGive, FetchError> {
         let n = self.links.nodes.len();
-        let timeouts: &[Duration] = if self.background {
-            std::slice::from_ref(&BACKGROUND_FETCH_TIMEOUT)
-        } else if !self.heard_from.contains(&peer) {
+        let timeouts: &[Duration] = if !self.heard_from.contains(&peer) {
             std::slice::from_ref(&UNKNOWN_PEER_TIMEOUT)
+        } else if self.background {
+            std::slice::from_ref(&BACKGROUND_FETCH_TIMEOUT)
         } else {
             &FETCH_TIMEOUTS[..n.min(2)]
         };
