@@ -345,7 +345,7 @@ struct NetSource {
     responses: stdmpsc::Receiver<Signed<StateResponse>>,
     next_id: u64,
     rr: usize,
-    /// Set while the background sync asks: one short try per peer.
+    /// Set while the background sync asks: one try per peer, no long retry.
     background: bool,
     /// The replica's latest heartbeat, re-sent while a fetch blocks the
     /// replica thread, so a replica busy catching up is not taken for dead.
