@@ -103,6 +103,11 @@ pub struct Voter {
     /// standbys are not.
     last_reply: BTreeMap<u16, Seq>,
     stable: Seq,
+    /// Highest seq the core delivered. A restarted node's voter starts with
+    /// no stable checkpoint; its horizons count from here so the replicas'
+    /// checkpoints far above zero are still taken (and the node recovers
+    /// its stable checkpoint instead of refusing every later reply).
+    committed_high: Seq,
     /// The open incident (its seq); new problems while it is open join it.
     open_incident: Option<(Seq, u64)>,
     stats: VoteStats,
@@ -123,6 +128,7 @@ impl Voter {
             checkpoints: BTreeMap::new(),
             last_reply: BTreeMap::new(),
             stable: 0,
+            committed_high: 0,
             open_incident: None,
             stats: VoteStats::default(),
         }
@@ -144,6 +150,7 @@ impl Voter {
         let mut out = Vec::new();
         match input {
             VoteInput::Committed { seq } => {
+                self.committed_high = self.committed_high.max(seq);
                 if seq <= self.stable {
                     return out;
                 }
@@ -161,6 +168,11 @@ impl Voter {
         out
     }
 
+    /// Where the far-future horizons for replies and checkpoints count from.
+    fn base(&self) -> Seq {
+        self.stable.max(self.committed_high)
+    }
+
     fn valid_replica(&self, r: ReplicaId) -> bool {
         r.app == self.cfg.app && usize::from(r.index) < self.cfg.replicas
     }
@@ -168,7 +180,7 @@ impl Voter {
     fn on_reply(&mut self, now_ms: u64, r: Signed<ExecReply>, out: &mut Vec<VoteAction>) {
         let b = &r.body;
         // Far-future replies are refused so a faulty replica cannot fill memory.
-        let horizon = self.stable + 4 * self.cfg.checkpoint_interval.max(1) + 4096;
+        let horizon = self.base() + 4 * self.cfg.checkpoint_interval.max(1) + 4096;
         if !self.valid_replica(b.replica) || b.seq <= self.stable || b.seq > horizon {
             self.stats.dropped += 1;
             return;
@@ -304,7 +316,7 @@ impl Voter {
 
     fn on_checkpoint(&mut self, c: Signed<ExecCheckpoint>, out: &mut Vec<VoteAction>) {
         let b = c.body;
-        let horizon = self.stable + 8 * self.cfg.checkpoint_interval.max(1);
+        let horizon = self.base() + 8 * self.cfg.checkpoint_interval.max(1);
         let known = self.checkpoints.contains_key(&b.seq);
         if !self.valid_replica(b.replica)
             || (b.seq <= self.stable && !known)

@@ -256,3 +256,27 @@ fn an_incident_never_answered_holds_checkpoints_only_for_a_while() {
     assert_eq!(stables(&all), vec![20]);
     assert_eq!(v.stable_seq(), 20);
 }
+
+#[test]
+fn a_restarted_voter_takes_checkpoints_and_replies_far_above_zero_once_its_core_commits_there() {
+    // A node restarted at seq 10_000 has a fresh voter (stable 0); its
+    // horizons must count from what its core delivers, or it refuses every
+    // checkpoint and, past the reply horizon, every reply for good.
+    let ids = ids();
+    let mut v = voter(1);
+    v.step(0, VoteInput::Committed { seq: 10_001 });
+    let mut out = Vec::new();
+    for idx in 0..2 {
+        out.extend(v.step(0, VoteInput::Checkpoint(ckpt(&ids, idx, 10_004, 9))));
+    }
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, VoteAction::Stable(c) if c.seq == 10_004)),
+        "{out:?}"
+    );
+    assert_eq!(v.stable_seq(), 10_004);
+    v.step(0, VoteInput::Committed { seq: 10_005 });
+    let mut out = v.step(0, VoteInput::Reply(reply(&ids, 0, 10_005, "ok")));
+    out.extend(v.step(0, VoteInput::Reply(reply(&ids, 1, 10_005, "ok"))));
+    assert_eq!(client_replies(&out), vec![b"ok".to_vec()]);
+}
