@@ -51,7 +51,7 @@ impl Default for Timing {
             batch_max: 256,
             batch_delay_us: 200,
             pipeline: 8,
-            view_change_timeout_ms: 1000,
+            view_change_timeout_ms: 300,
             reply_timeout_ms: 400,
             client_retry_ms: 500,
             max_clock_skew_ms: 5_000,

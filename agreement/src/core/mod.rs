@@ -216,6 +216,9 @@ pub struct Core {
     ages: BTreeSet<(u64, ReqKey)>,
     /// Requests older than this count from here (timers restart in a new view).
     age_floor: u64,
+    /// Last time a delivered batch served a pooled request (restarts the
+    /// backups' view-change timer, PBFT §4.5.2).
+    last_progress: u64,
     /// Primary: pooled requests not yet proposed in this view, in arrival order.
     queue: VecDeque<ReqKey>,
     /// Requests in a pre-prepare of the current view not yet delivered.
@@ -266,6 +269,7 @@ impl Core {
             pool: BTreeMap::new(),
             ages: BTreeSet::new(),
             age_floor: 0,
+            last_progress: 0,
             queue: VecDeque::new(),
             in_log: BTreeMap::new(),
             dedup: Dedup::default(),

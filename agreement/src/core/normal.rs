@@ -5,6 +5,10 @@ use super::dedup::ReqKey;
 use super::log::{chain, Slot};
 use super::quorum::Insert;
 use super::{Action, Core, Pooled, Status, TimerId, MAX_POOL};
+
+/// A request left out this many view-change timeouts while others are
+/// served makes a backup suspect the primary of censoring it.
+const CENSOR_FACTOR: u64 = 10;
 use std::collections::BTreeSet;
 use zz_wire::{
     verify_all, ClientBatch, Commit, Msg, NodeFault, NodeId, NonDet, PrePrepare, Prepare, Principal, Proposal, Seq,
@@ -406,6 +410,8 @@ impl Core {
                 let key = (r.body.client, r.body.first_id);
                 if let Some(p) = self.pool.remove(&key) {
                     self.ages.remove(&(p.since_ms, key));
+                    // A request some node waited for was served.
+                    self.last_progress = self.now;
                 }
                 self.in_log.remove(&key);
                 self.dedup.insert(key);
@@ -431,13 +437,30 @@ impl Core {
 
     /// PBFT §4.4: a backup waiting for a request arms its view-change timer.
     pub(super) fn refresh_view_change_timer(&mut self) {
-        if self.vc_armed || self.status != Status::Normal || self.is_primary() || self.pool.is_empty() {
+        if self.vc_armed || self.status != Status::Normal || self.is_primary() {
             return;
         }
+        let Some(at) = self.suspect_at() else {
+            return;
+        };
         self.vc_armed = true;
-        let oldest = self.ages.first().map_or(self.now, |(t, _)| *t).max(self.age_floor);
-        let due = (oldest + self.view_change_timeout()).saturating_sub(self.now).max(1);
+        let due = at.saturating_sub(self.now).max(1);
         self.out.push(Action::SetTimer(TimerId::ViewChange(self.view), due));
+    }
+
+    /// When a backup holding unordered requests gives up on the primary.
+    /// PBFT §4.5.2 (as in Castro's thesis) restarts the timer whenever a
+    /// request executes, so a primary that keeps serving pending requests is
+    /// not suspected for the queueing delay of a loaded system: the timeout
+    /// counts from the oldest wait or the last progress, whichever is later.
+    /// A primary that serves others but leaves one request out is still
+    /// suspected once that request has waited `CENSOR_FACTOR` timeouts.
+    pub(super) fn suspect_at(&self) -> Option<u64> {
+        let oldest = self.ages.first().map(|(t, _)| (*t).max(self.age_floor))?;
+        let t = self.view_change_timeout();
+        let quiet = oldest.max(self.last_progress) + t;
+        let censored = oldest + t.saturating_mul(CENSOR_FACTOR);
+        Some(quiet.min(censored))
     }
 
     /// The view-change timer: in a normal view, a request waited too long;
@@ -453,9 +476,8 @@ impl Core {
                 if self.is_primary() {
                     return;
                 }
-                let oldest = self.ages.first().map(|(t, _)| (*t).max(self.age_floor));
-                match oldest {
-                    Some(t) if t + self.view_change_timeout() <= self.now => self.start_view_change(self.view + 1),
+                match self.suspect_at() {
+                    Some(at) if at <= self.now => self.start_view_change(self.view + 1),
                     _ => self.refresh_view_change_timer(),
                 }
             }

@@ -359,6 +359,60 @@ fn backup_forwards_a_request_and_starts_its_view_change_timer() {
     assert!(b.in_view_change());
 }
 
+/// Drives backup `c` to commit `seq` with proposal `p` in view 0 at `now`.
+fn commit_at_time(c: &mut Core, now: u64, seq: Seq, p: Proposal) -> Vec<Action> {
+    let d = p.digest();
+    let mut acts = c.step(now, Input::Peer(Msg::PrePrepare(pp(0, 0, seq, p))));
+    for m in [prepare(2, 0, seq, d), commit(0, 0, seq, d), commit(2, 0, seq, d)] {
+        acts.extend(c.step(now, Input::Peer(m)));
+    }
+    acts
+}
+
+#[test]
+fn a_backup_restarts_its_view_change_timer_when_a_pending_request_is_served() {
+    let mut b = core(1);
+    b.step(T0, Input::Request(req(1)));
+    b.step(T0, Input::Request(req(2)));
+    assert_eq!(
+        delivered(&commit_at_time(&mut b, T0 + 80, 1, proposal(&[1], T0))),
+        vec![1]
+    );
+    // Request 2 has waited the whole timeout, but the primary served one 20 ms ago.
+    let acts = b.step(T0 + 100, Input::Timer(TimerId::ViewChange(0)));
+    assert_eq!(b.view(), 0, "progress 20 ms ago: no suspicion yet");
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::SetTimer(TimerId::ViewChange(0), 80))));
+    // Nothing served for a whole timeout since: suspect.
+    b.step(T0 + 180, Input::Timer(TimerId::ViewChange(0)));
+    assert_eq!(b.view(), 1);
+    assert!(b.in_view_change());
+}
+
+#[test]
+fn a_request_left_out_while_others_are_served_is_suspected_after_ten_timeouts() {
+    let mut b = core(1);
+    b.step(T0, Input::Request(req(1)));
+    let mut seq = 1;
+    let mut now = T0;
+    // Every 90 ms another request is served (the log window holds them all).
+    while b.view() == 0 {
+        now += 90;
+        assert!(now <= T0 + 10 * 100 + 90, "still in view 0 after ten timeouts");
+        let other = 100 + seq;
+        b.step(now, Input::Request(req(other)));
+        commit_at_time(&mut b, now, seq, proposal(&[other], now));
+        seq += 1;
+        b.step(now, Input::Timer(TimerId::ViewChange(0)));
+    }
+    assert_eq!(
+        now,
+        T0 + 1080,
+        "suspected at the first timer after request 1 waited ten timeouts"
+    );
+}
+
 #[test]
 fn view_change_timeouts_double_for_successive_views() {
     let mut b = core(1);
