@@ -66,6 +66,37 @@ impl AdminClient {
             .await
     }
 
+    /// Prints the replicas and the orchestrator's last events to stderr, to
+    /// show where a failed benchmark round stopped.
+    pub async fn print_recent_events(&self) {
+        if let Ok(r) = self.get("/v1/replicas").await {
+            eprintln!("replicas:");
+            for r in r.as_array().into_iter().flatten() {
+                eprintln!(
+                    "  {:<8} {:<12} last_executed {} last_checkpoint {}",
+                    r["id"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    r["last_executed"],
+                    r["last_checkpoint"]
+                );
+            }
+        }
+        let Ok(v) = self.get("/v1/events").await else {
+            return;
+        };
+        let events = v.as_array().cloned().unwrap_or_default();
+        eprintln!("last orchestrator events:");
+        for e in events.iter().rev().take(30).rev() {
+            eprintln!(
+                "  {} {:<8} {:<20} {}",
+                e["at_ms"],
+                e["replica"].as_str().unwrap_or(""),
+                e["kind"].as_str().unwrap_or(""),
+                e["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.http.delete(format!("{}{path}", self.base)), "DELETE", path)
             .await

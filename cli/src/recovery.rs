@@ -210,24 +210,6 @@ fn fully_synced(v: &Value) -> bool {
         .all(|r| r["stale_objects"].as_u64() == Some(0))
 }
 
-/// The orchestrator's last events, to show where a failed round stopped.
-async fn print_recent_events(admin: &AdminClient) {
-    let Ok(v) = admin.get("/v1/events").await else {
-        return;
-    };
-    let events = v.as_array().cloned().unwrap_or_default();
-    eprintln!("last orchestrator events:");
-    for e in events.iter().rev().take(30).rev() {
-        eprintln!(
-            "  {} {:<8} {:<20} {}",
-            e["at_ms"],
-            e["replica"].as_str().unwrap_or(""),
-            e["kind"].as_str().unwrap_or(""),
-            e["detail"].as_str().unwrap_or("")
-        );
-    }
-}
-
 /// Whether the paused standby is at most two checkpoints behind the active
 /// replicas: the orchestrator refreshes a standby that fell behind, so in a
 /// running system a paused standby is this current. Without the wait the
@@ -351,7 +333,7 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
             .call(app, AppRequest::new("PUT", &key, want.clone().into_bytes()))
             .await;
         if !matches!(&put, Ok(p) if p.status == 200) {
-            print_recent_events(&admin).await;
+            admin.print_recent_events().await;
             anyhow::bail!("round {round}: PUT {put:?}");
         }
         let got = client.call(app, AppRequest::new("GET", &key, Vec::new())).await;

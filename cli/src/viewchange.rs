@@ -379,7 +379,10 @@ async fn wait_steady(admin: &AdminClient, load: &Load, rejoining: Option<&Rejoin
                 return Ok(view);
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "the cluster did not settle within 60 s: {c}");
+        if Instant::now() >= deadline {
+            admin.print_recent_events().await;
+            anyhow::bail!("the cluster did not settle within 60 s: {c}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
