@@ -198,15 +198,16 @@ fn cold_ones(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Whether every active kv replica holds the whole checkpoint: until a
-/// woken replica's background sync is done, the replica fenced last round
-/// may have held the only copy of some objects, so a second fault would
-/// test more than f.
+/// Whether every active and paused kv replica holds the whole checkpoint:
+/// until a woken replica's background sync is done, the replica fenced last
+/// round may have held the only copy of some objects, so a second fault
+/// would test more than f; and a standby paused half-synced would make the
+/// next round measure a standby no running system keeps.
 fn fully_synced(v: &Value) -> bool {
     v.as_array()
         .into_iter()
         .flatten()
-        .filter(|r| r["app"] == "kv" && r["state"] == "active")
+        .filter(|r| r["app"] == "kv" && (r["state"] == "active" || r["state"] == "paused"))
         .all(|r| r["stale_objects"].as_u64() == Some(0))
 }
 

@@ -88,6 +88,18 @@ pub struct ReplicaRecord {
     /// provisions a clean one. Absent in stores written before it existed.
     #[serde(default)]
     pub cold: bool,
+    /// Last time (unix ms) a syncing replica's heartbeat showed progress
+    /// (objects fetched or fewer stale), so a standby still copying a large
+    /// checkpoint is not paused half-synced when its grace runs out.
+    #[serde(default)]
+    pub sync_progress_ms: u64,
+}
+
+impl ReplicaRecord {
+    /// How long the replica has been in its state without sync progress.
+    pub fn idle_ms(&self, now: u64) -> u64 {
+        now.saturating_sub(self.since_ms.max(self.sync_progress_ms))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

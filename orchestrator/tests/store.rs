@@ -27,6 +27,7 @@ fn record(index: u16, state: ReplicaState) -> ReplicaRecord {
         last_heartbeat_ms: Some(1000),
         since_ms: 900,
         cold: false,
+        sync_progress_ms: 950,
     }
 }
 
@@ -110,4 +111,12 @@ fn records_written_before_the_cold_flag_still_load() {
     cold.cold = true;
     let back: ReplicaRecord = serde_json::from_slice(&serde_json::to_vec(&cold).unwrap()).unwrap();
     assert!(back.cold);
+}
+
+#[test]
+fn a_syncing_replica_is_idle_only_since_its_last_progress() {
+    let mut r = record(0, ReplicaState::Provisioning);
+    assert_eq!(r.idle_ms(10_000), 10_000 - 950, "from its last progress");
+    r.sync_progress_ms = 0;
+    assert_eq!(r.idle_ms(10_000), 10_000 - 900, "from entering its state");
 }

@@ -98,6 +98,7 @@ impl Controller {
             last_heartbeat_ms: None,
             since_ms: now,
             cold: false,
+            sync_progress_ms: 0,
         };
         let from = self.replicas.insert(id, rec).map(|r| r.state);
         self.save_replica(id);
@@ -399,10 +400,13 @@ impl Controller {
         r.last_executed = hb.last_executed;
         r.last_checkpoint = hb.last_checkpoint;
         let fetched = hb.fetched_objects.saturating_sub(r.fetched_objects);
+        if fetched > 0 || hb.stale_objects < r.stale_objects {
+            r.sync_progress_ms = now;
+        }
         r.fetched_objects = hb.fetched_objects;
         r.stale_objects = hb.stale_objects;
         r.last_heartbeat_ms = Some(now);
-        let (state, role, since) = (r.state, r.role, r.since_ms);
+        let (state, role, since, idle) = (r.state, r.role, r.since_ms, r.idle_ms(now));
         // The catch-up work of a replica just woken is part of an incident's
         // story; later background sync is not worth an event each heartbeat.
         if fetched > 0
@@ -423,8 +427,10 @@ impl Controller {
             (ReplicaState::Provisioning, Role::Standby) => {
                 // A standby must hold the whole checkpoint before it is
                 // paused: after the next fencing it may be the only copy.
+                // The grace counts from its last progress: a large
+                // checkpoint takes a while to copy, a stuck sync does not.
                 let caught_up = hb.last_checkpoint >= stable && hb.stale_objects == 0;
-                if caught_up || now.saturating_sub(since) > grace {
+                if caught_up || idle > grace {
                     self.standby_ready(id, "standby ready").await;
                 }
             }
@@ -477,7 +483,7 @@ impl Controller {
                 (ReplicaState::Active, _) if now.saturating_sub(quiet_since) > limit => {
                     silent.push((r.id, now.saturating_sub(quiet_since)));
                 }
-                (ReplicaState::Provisioning, Role::Standby) if now.saturating_sub(r.since_ms) > t.standby_grace_ms => {
+                (ReplicaState::Provisioning, Role::Standby) if r.idle_ms(now) > t.standby_grace_ms => {
                     ready.push(r.id);
                 }
                 (ReplicaState::Waking, _) if now.saturating_sub(r.since_ms) > t.waking_grace_ms => {
