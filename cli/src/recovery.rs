@@ -215,11 +215,10 @@ fn fully_synced(v: &Value) -> bool {
         .all(|r| r["stale_objects"].as_u64() == Some(0))
 }
 
-/// Whether the paused standby is at most two checkpoints behind the active
-/// replicas: the orchestrator refreshes a standby that fell behind, so in a
-/// running system a paused standby is this current. Without the wait the
-/// first round would measure a standby that slept through the state load.
-fn standby_current(v: &Value, interval: u64) -> bool {
+/// Whether the paused standby is at most `lag` seqs of checkpoints behind
+/// the active replicas: the orchestrator refreshes a standby that fell
+/// behind, so in a running system a paused standby is this current.
+fn standby_current(v: &Value, lag: u64) -> bool {
     let checkpoints = |state: &str| -> Vec<u64> {
         v.as_array()
             .into_iter()
@@ -229,11 +228,16 @@ fn standby_current(v: &Value, interval: u64) -> bool {
             .collect()
     };
     let newest = checkpoints("active").into_iter().max().unwrap_or(0);
-    checkpoints("paused").into_iter().all(|c| c + 2 * interval >= newest)
+    checkpoints("paused").into_iter().all(|c| c + lag >= newest)
 }
 
-async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby) -> anyhow::Result<Value> {
-    let interval = info.dep.checkpoint_interval;
+/// Until kv has 2 fully synced active replicas and one standby of the tier.
+/// A paused standby may be two checkpoints behind (each round's churn moves
+/// one), or none with `current`: before the first round, so that it does
+/// not measure a standby that slept through the whole state load (which
+/// can fit in fewer seqs than two checkpoints).
+async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby, current: bool) -> anyhow::Result<Value> {
+    let lag = if current { 0 } else { 2 * info.dep.checkpoint_interval };
     // A replacement VM boots before the app is steady again.
     let deadline = Instant::now() + info.backend.ready_timeout().max(Duration::from_secs(120));
     loop {
@@ -244,7 +248,7 @@ async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby) -> anyh
         let cold = cold_ones(&r);
         if active.len() == 2 && fully_synced(&r) {
             match standby {
-                Standby::Paused if paused.len() == 1 && standby_current(&r, interval) => return Ok(r),
+                Standby::Paused if paused.len() == 1 && standby_current(&r, lag) => return Ok(r),
                 Standby::Hibernated if hibernated.len() == 1 && cold.is_empty() => return Ok(r),
                 Standby::Cold if cold.len() == 1 => return Ok(r),
                 Standby::Hibernated | Standby::Cold if paused.len() == 1 => {
@@ -270,7 +274,7 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
     let admin = info.admin()?;
     let client = info.bench_client(Duration::from_secs(30))?;
     let app = info.dep.app_by_name("kv").context("kv app")?;
-    wait_steady(&admin, info, standby).await?;
+    wait_steady(&admin, info, standby, false).await?;
     let accel = vm_accel(info);
 
     // Load the state: 1 KiB values, many concurrent PUTs.
@@ -312,7 +316,7 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
     let mut recovery = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut to_detection = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for round in 0..a.incidents {
-        wait_steady(&admin, info, standby).await?;
+        wait_steady(&admin, info, standby, round == 0).await?;
         // The standby was paused a while ago: the system moved on past a
         // checkpoint since, overwriting objects the woken replica must then
         // fetch on demand (as in a long-running system, not a fresh one).
@@ -380,7 +384,7 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
         );
     }
     // The last replacement is done before the deployment stops.
-    wait_steady(&admin, info, standby).await?;
+    wait_steady(&admin, info, standby, false).await?;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Ok(RecoveryResult {
         kind: "recovery",

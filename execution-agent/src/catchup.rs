@@ -130,6 +130,7 @@ impl Replica {
         self.stats.catchups += 1;
         let shape = self.state.shape();
         let mut differing: Vec<(u64, Vec<Entry>)> = Vec::new();
+        let mut opaque: Vec<(u64, Digest)> = Vec::new();
         let mut frontier = Vec::new();
         if self.state.root() != c.root {
             frontier.push((TreePath { level: 0, index: 0 }, c.root));
@@ -144,7 +145,23 @@ impl Replica {
                         continue;
                     }
                     for (child, h) in shape.children_of(*p).zip(kids) {
-                        if self.state.tree().node(child) != Some(h) {
+                        if self.state.tree().node(child) == Some(h) {
+                            continue;
+                        }
+                        // A bucket this replica holds nothing of has nothing
+                        // to compare: its hash (verified with its parent)
+                        // stands in until a request or the background sync
+                        // fetches it. A fresh replica's walk thus stops above
+                        // the leaf level, whatever the size of the state.
+                        let empty_here = child.level == shape.depth()
+                            && self
+                                .state
+                                .tree()
+                                .bucket(child.index)
+                                .is_some_and(|b| b.entries.is_empty());
+                        if empty_here {
+                            opaque.push((child.index, h));
+                        } else {
                             next.push((child, h));
                         }
                     }
@@ -152,7 +169,7 @@ impl Replica {
             }
             frontier = next;
         }
-        let root = self.state.adopt(c.seq, differing);
+        let root = self.state.adopt(c.seq, differing, opaque);
         if root != c.root {
             return Err(CatchupError::Inconsistent {
                 got: root,
@@ -216,6 +233,15 @@ impl Replica {
     /// Fetches stale objects by key; installs each only if its leaf is the
     /// one the certified tree holds.
     pub(crate) fn fetch_objects(&mut self, keys: Vec<Vec<u8>>, src: &mut dyn StateSource) -> Result<(), CatchupError> {
+        let opaque: BTreeSet<u64> = keys.iter().filter_map(|k| self.state.opaque_bucket_of(k)).collect();
+        if !opaque.is_empty() {
+            self.fetch_buckets(opaque.into_iter().collect(), src)?;
+            // An opaque bucket is fetched whole or not at all: its objects
+            // cannot be asked for by key.
+            if keys.iter().any(|k| self.state.opaque_bucket_of(k).is_some()) {
+                return Err(CatchupError::NoPeer(self.fetch_checkpoint().unwrap_or(0)));
+            }
+        }
         let seq = self.fetch_checkpoint().unwrap_or(0);
         let mut remaining: BTreeSet<Vec<u8>> = keys.into_iter().filter(|k| self.state.is_stale(k)).collect();
         for peer in self.peer_order() {
@@ -284,11 +310,26 @@ impl Replica {
         if buckets.is_empty() {
             return Ok(0);
         }
+        self.fetch_buckets(buckets, src)
+    }
+
+    /// Fetches whole buckets from a peer's checkpoint: an opaque bucket is
+    /// installed whole if it hashes to the bucket hash its parent vouched
+    /// for; in any other, the stale objects whose leaves match are installed.
+    /// A peer still catching up omits buckets it lacks; the next is asked
+    /// for those. Returns how many objects were installed.
+    fn fetch_buckets(&mut self, buckets: Vec<u64>, src: &mut dyn StateSource) -> Result<usize, CatchupError> {
         let Some(seq) = self.fetch_checkpoint() else {
             return Ok(0);
         };
+        let mut want = buckets;
+        let mut total = 0;
         for peer in self.peer_order() {
-            let r = src.fetch(peer, seq, StateWant::Buckets(buckets.clone()));
+            want.retain(|b| self.state.bucket_is_stale(*b));
+            if want.is_empty() {
+                break;
+            }
+            let r = src.fetch(peer, seq, StateWant::Buckets(want.clone()));
             self.note_answer(peer, &r);
             let got = match r {
                 Ok(StateGive::Buckets(bs)) => bs,
@@ -301,6 +342,14 @@ impl Replica {
             let mut installed = 0;
             let mut bad = false;
             for (b, objs) in got {
+                if self.state.tree().is_opaque(b) {
+                    if self.state.install_bucket(b, &objs) {
+                        installed += objs.len();
+                    } else {
+                        bad = true;
+                    }
+                    continue;
+                }
                 if !self.bucket_verifies(seq, b, &objs) {
                     bad = true;
                     continue;
@@ -312,15 +361,17 @@ impl Replica {
                 }
             }
             self.stats.fetched_objects += installed as u64;
+            total += installed;
             if bad {
                 self.report_bad(peer, "buckets");
             }
-            // A peer that is itself still catching up omits what it lacks.
-            if installed > 0 {
-                return Ok(installed);
-            }
         }
-        Err(CatchupError::NoPeer(seq))
+        want.retain(|b| self.state.bucket_is_stale(*b));
+        if total > 0 || want.is_empty() {
+            Ok(total)
+        } else {
+            Err(CatchupError::NoPeer(seq))
+        }
     }
 
     /// In `Full` mode, fetches stale objects (a few requests per call);

@@ -8,7 +8,7 @@
 //! describe a bucket's contents in fixed-size digests, so a diff walk can
 //! name differing objects without copying any value.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
 use zz_wire::{Digest, Hasher, TreePath};
 
@@ -218,6 +218,9 @@ pub struct Tree {
     buckets: Vec<Bucket>,
     /// Buckets written since the last flush (with repeats; sorted at flush).
     dirty: Vec<u64>,
+    /// Buckets known only by their certified hash (a catching-up replica
+    /// that held nothing there): no entries, and the hash is kept as given.
+    opaque: BTreeSet<u64>,
 }
 
 impl Tree {
@@ -239,6 +242,7 @@ impl Tree {
             inner,
             buckets: vec![empty; ix(shape.buckets())],
             dirty: Vec::new(),
+            opaque: BTreeSet::new(),
         }
     }
 
@@ -267,8 +271,34 @@ impl Tree {
     pub fn set_bucket(&mut self, b: u64, entries: Vec<Entry>) {
         if let Some(bk) = self.buckets.get_mut(ix(b)) {
             bk.entries = entries;
+            self.opaque.remove(&b);
             self.dirty.push(b);
         }
+    }
+
+    /// Takes a bucket's hash on trust from a verified parent, without its
+    /// entries: they are fetched when a request touches the bucket, or in
+    /// the background. Until then its keys are stale.
+    pub fn set_opaque(&mut self, b: u64, hash: Digest) {
+        if let Some(bk) = self.buckets.get_mut(ix(b)) {
+            bk.entries.clear();
+            bk.hash = hash;
+            self.opaque.insert(b);
+            self.dirty.push(b);
+        }
+    }
+
+    pub fn is_opaque(&self, b: u64) -> bool {
+        !self.opaque.is_empty() && self.opaque.contains(&b)
+    }
+
+    /// Opaque buckets, lowest first, at most `limit`.
+    pub fn opaque_buckets(&self, limit: usize) -> Vec<u64> {
+        self.opaque.iter().take(limit).copied().collect()
+    }
+
+    pub fn opaque_count(&self) -> usize {
+        self.opaque.len()
     }
 
     pub fn bucket(&self, b: u64) -> Option<&Bucket> {
@@ -293,6 +323,9 @@ impl Tree {
         level_dirty.sort_unstable();
         level_dirty.dedup();
         for &b in &level_dirty {
+            if self.opaque.contains(&b) {
+                continue;
+            }
             let bk = &mut self.buckets[ix(b)];
             bk.hash = bucket_hash(&bk.entries);
         }
@@ -339,9 +372,10 @@ impl Tree {
         })
     }
 
-    /// Children hashes of an inner node, or the flattened entries of a bucket.
+    /// Children hashes of an inner node, or the flattened entries of a bucket
+    /// (`None` for an opaque one: its entries are not here).
     pub fn children(&self, p: TreePath) -> Option<Vec<Digest>> {
-        if !self.shape.is_valid(p) {
+        if !self.shape.is_valid(p) || (p.level == self.shape.depth && self.is_opaque(p.index)) {
             return None;
         }
         Some(if p.level == self.shape.depth {

@@ -7,7 +7,7 @@
 //! in the logs of `c` and every newer snapshot in order, then falls through
 //! to the current state (untouched since the newest snapshot).
 
-use crate::merkle::{key_hash, leaf_hash, Bucket, DigestMap, Entry, Key, Shape, Tree};
+use crate::merkle::{bucket_hash, key_hash, leaf_hash, Bucket, DigestMap, Entry, Key, Shape, Tree};
 use std::collections::{HashMap, VecDeque};
 use zz_wire::{Digest, Seq, TreePath};
 
@@ -88,17 +88,39 @@ impl State {
         self.tree.object_count()
     }
 
+    /// Stale objects, plus opaque buckets (whose objects are not even
+    /// known by hash yet): zero once the replica holds the whole state.
     pub fn stale_count(&self) -> usize {
-        self.stale.len()
+        self.stale.len() + self.tree.opaque_count()
     }
 
     pub fn is_stale(&self, key: &[u8]) -> bool {
-        !self.stale.is_empty() && self.stale.contains_key(&key_hash(key))
+        self.is_stale_hash(&key_hash(key))
+    }
+
+    fn is_stale_hash(&self, kh: &Digest) -> bool {
+        (!self.stale.is_empty() && self.stale.contains_key(kh)) || self.tree.is_opaque(self.tree.shape().bucket_of(kh))
+    }
+
+    /// Whether bucket `b` is opaque or holds a stale object.
+    pub fn bucket_is_stale(&self, b: u64) -> bool {
+        self.tree.is_opaque(b)
+            || (!self.stale.is_empty()
+                && self
+                    .tree
+                    .bucket(b)
+                    .is_some_and(|bk| bk.entries.iter().any(|e| self.stale.contains_key(&e.key_hash))))
+    }
+
+    /// The opaque bucket holding `key`, if it is in one.
+    pub fn opaque_bucket_of(&self, key: &[u8]) -> Option<u64> {
+        let b = self.tree.shape().bucket_of(&key_hash(key));
+        self.tree.is_opaque(b).then_some(b)
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>, Stale> {
         let kh = key_hash(key);
-        if self.stale.contains_key(&kh) {
+        if self.is_stale_hash(&kh) {
             return Err(Stale(key.to_vec()));
         }
         Ok(self.objects.get(&kh).map(|(_, v)| v.as_slice()))
@@ -107,7 +129,7 @@ impl State {
     /// Writes (`Some`) or deletes (`None`) an object.
     pub fn write(&mut self, key: Key, value: Option<Vec<u8>>) -> Result<(), Stale> {
         let kh = key_hash(&key);
-        if self.stale.contains_key(&kh) {
+        if self.is_stale_hash(&kh) {
             return Err(Stale(key));
         }
         self.keep_old(kh);
@@ -186,13 +208,33 @@ impl State {
         self.snap_index(seq).is_some()
     }
 
+    /// A bucket as of snapshot `i`; `None` for one still opaque here (an
+    /// opaque bucket was never written, so no snapshot keeps an old copy).
     fn bucket_at_idx(&self, i: usize, b: u64) -> Option<&Bucket> {
         for s in self.snapshots.range(i..) {
             if let Some(bk) = s.old_buckets.get(&b) {
                 return Some(bk);
             }
         }
+        if self.tree.is_opaque(b) {
+            return None;
+        }
         self.tree.bucket(b)
+    }
+
+    /// A bucket's hash as of snapshot `i`, known even while it is opaque.
+    fn bucket_hash_at_idx(&self, i: usize, b: u64) -> Option<Digest> {
+        for s in self.snapshots.range(i..) {
+            if let Some(bk) = s.old_buckets.get(&b) {
+                return Some(bk.hash);
+            }
+        }
+        self.tree.bucket(b).map(|bk| bk.hash)
+    }
+
+    /// The hash bucket `b` has at checkpoint `seq`.
+    pub fn bucket_hash_at(&self, seq: Seq, b: u64) -> Option<Digest> {
+        self.bucket_hash_at_idx(self.snap_index(seq)?, b)
     }
 
     /// A bucket as of checkpoint `seq`.
@@ -209,7 +251,7 @@ impl State {
                 };
             }
         }
-        if self.stale.contains_key(kh) {
+        if self.is_stale_hash(kh) {
             return AtCheckpoint::Unknown;
         }
         match self.objects.get(kh) {
@@ -251,7 +293,7 @@ impl State {
         }
         let kids = shape.children_of(p);
         if p.level + 1 == depth {
-            kids.map(|c| self.bucket_at_idx(i, c.index).map(|b| b.hash)).collect()
+            kids.map(|c| self.bucket_hash_at_idx(i, c.index)).collect()
         } else {
             let level = &self.snapshots[i].inner[usize::from(p.level) + 1];
             kids.map(|c| level.get(crate::merkle::ix(c.index)).copied()).collect()
@@ -265,8 +307,25 @@ impl State {
     /// differs become stale, objects the checkpoint lacks are dropped. No
     /// value is copied. Old snapshots describe a past this replica left, so
     /// they go; a snapshot of `seq` replaces them.
-    pub fn adopt(&mut self, seq: Seq, buckets: Vec<(u64, Vec<Entry>)>) -> Digest {
+    ///
+    /// `opaque` buckets are adopted by hash alone (this replica holds nothing
+    /// in them, so there is nothing to keep): their objects are fetched when
+    /// touched, which keeps a fresh replica's walk from copying the whole
+    /// leaf level of a large state before its first answer.
+    pub fn adopt(&mut self, seq: Seq, buckets: Vec<(u64, Vec<Entry>)>, opaque: Vec<(u64, Digest)>) -> Digest {
         self.snapshots.clear();
+        for (b, hash) in opaque {
+            let local: Vec<Digest> = self
+                .tree
+                .bucket(b)
+                .map(|bk| bk.entries.iter().map(|e| e.key_hash).collect())
+                .unwrap_or_default();
+            for kh in local {
+                self.objects.remove(&kh);
+                self.stale.remove(&kh);
+            }
+            self.tree.set_opaque(b, hash);
+        }
         for (b, remote) in buckets {
             let local: Vec<Entry> = match self.tree.bucket(b) {
                 Some(bk) => bk.entries.clone(),
@@ -309,6 +368,34 @@ impl State {
         }
     }
 
+    /// Installs the whole of opaque bucket `b` if its objects hash to the
+    /// bucket hash the certified tree holds; false (nothing installed)
+    /// otherwise.
+    pub fn install_bucket(&mut self, b: u64, objs: &[(Key, Vec<u8>)]) -> bool {
+        if !self.tree.is_opaque(b) {
+            return false;
+        }
+        let shape = self.tree.shape();
+        let mut entries: Vec<Entry> = objs
+            .iter()
+            .map(|(k, v)| Entry {
+                key_hash: key_hash(k),
+                leaf: leaf_hash(k, v),
+            })
+            .collect();
+        entries.sort();
+        let well_formed = entries.windows(2).all(|w| w[0].key_hash < w[1].key_hash)
+            && entries.iter().all(|e| shape.bucket_of(&e.key_hash) == b);
+        if !well_formed || self.tree.bucket(b).map(|bk| bk.hash) != Some(bucket_hash(&entries)) {
+            return false;
+        }
+        for (k, v) in objs {
+            self.objects.insert(key_hash(k), (k.clone(), v.clone()));
+        }
+        self.tree.set_bucket(b, entries);
+        true
+    }
+
     /// The leaf the certified tree expects for a stale key.
     pub fn expected_leaf(&self, key: &[u8]) -> Option<Digest> {
         self.stale.get(&key_hash(key)).map(|s| s.leaf)
@@ -322,8 +409,8 @@ impl State {
         ks
     }
 
-    /// Buckets holding stale objects known only by hash, at most `limit`,
-    /// lowest first.
+    /// Buckets holding stale objects known only by hash, and opaque ones,
+    /// at most `limit`, lowest first.
     pub fn stale_buckets(&self, limit: usize) -> Vec<u64> {
         let shape = self.tree.shape();
         let mut bs: Vec<u64> = self
@@ -331,6 +418,7 @@ impl State {
             .iter()
             .filter(|(_, s)| s.key.is_none())
             .map(|(kh, _)| shape.bucket_of(kh))
+            .chain(self.tree.opaque_buckets(limit))
             .collect();
         bs.sort_unstable();
         bs.dedup();
@@ -369,5 +457,39 @@ mod tests {
         s.snapshot(30);
         s.stabilize(30);
         assert_eq!(s.snapshot_seqs(), vec![20, 30]);
+    }
+
+    #[test]
+    fn an_opaque_bucket_is_stale_unservable_and_installed_only_whole_and_verified() {
+        // The source: two objects; find the bucket of "a".
+        let mut src = st();
+        src.write(b"a".to_vec(), Some(b"1".to_vec())).unwrap();
+        let root = src.root();
+        let shape = src.shape();
+        let b = shape.bucket_of(&key_hash(b"a"));
+        let bucket = src.tree().bucket(b).unwrap().clone();
+        // A fresh state adopts that bucket by hash alone.
+        let mut s = st();
+        let r = s.adopt(10, Vec::new(), vec![(b, bucket.hash)]);
+        assert_eq!(r, root, "the opaque hash stands in for the bucket");
+        assert!(s.is_stale(b"a"));
+        assert_eq!(s.get(b"a"), Err(Stale(b"a".to_vec())));
+        assert_eq!(s.write(b"a".to_vec(), Some(b"2".to_vec())), Err(Stale(b"a".to_vec())));
+        assert_eq!(s.stale_count(), 1);
+        assert_eq!(s.stale_buckets(8), vec![b]);
+        // Nothing of it can be served, except its hash.
+        assert_eq!(s.bucket_objects_at(10, b), None);
+        assert_eq!(s.children_at(10, shape.bucket_path(b)), None);
+        assert_eq!(s.object_at(10, b"a"), Some(AtCheckpoint::Unknown));
+        assert_eq!(s.bucket_hash_at(10, b), Some(bucket.hash));
+        // A wrong value or a missing object does not install.
+        assert!(!s.install_bucket(b, &[(b"a".to_vec(), b"9".to_vec())]));
+        assert!(!s.install_bucket(b, &[]));
+        assert!(s.is_stale(b"a"));
+        assert!(s.install_bucket(b, &[(b"a".to_vec(), b"1".to_vec())]));
+        assert_eq!(s.get(b"a"), Ok(Some(&b"1"[..])));
+        assert_eq!(s.stale_count(), 0);
+        assert_eq!(s.root(), root);
+        assert_eq!(s.bucket_objects_at(10, b), Some(vec![(b"a".to_vec(), b"1".to_vec())]));
     }
 }

@@ -175,6 +175,99 @@ fn replica_10k_behind_on_100k_objects_fetches_only_what_it_touches() {
     assert_eq!(c.root(), want_root);
 }
 
+#[test]
+fn a_fresh_replica_walks_no_leaf_level_and_fetches_only_the_buckets_it_touches() {
+    let seed = seed();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let o = Opts {
+        interval: 16,
+        shape: Shape::default(),
+        ..Opts::default()
+    };
+    const N: usize = 20_000;
+    let (mut a, mut b) = (replica(0, &o), replica(1, &o));
+    for i in 0..N {
+        let v = value(&mut rng);
+        for r in [&mut a, &mut b] {
+            r.state_mut().write(key(i).into_bytes(), Some(v.clone())).unwrap();
+        }
+    }
+    let mut ord = Orderer::default();
+    let mut last_cert = None;
+    let mut a_replies = Vec::new();
+    for _ in 0..20 {
+        let ops = (0..10)
+            .map(|_| put(&key(rng.gen_range(0..N)), &value(&mut rng)))
+            .collect();
+        let (s, p) = ord.propose(ops);
+        let outs = vec![feed(&mut a, s, &p), feed(&mut b, s, &p)];
+        a_replies.extend(replies(&outs[0]));
+        if let Some(ct) = cert_from(&outs) {
+            last_cert = Some(ct);
+        }
+    }
+    let cert = last_cert.unwrap();
+    assert_eq!(cert.seq, 16);
+    for r in [&mut a, &mut b] {
+        r.on_msg(
+            0,
+            from_node(),
+            Msg::CheckpointCert(cert.clone()),
+            &mut zz_agent::source::NoPeers,
+        );
+    }
+    let want_root = a.root();
+
+    let mut fresh = replica(2, &o);
+    let mut peers = LocalPeers::new(vec![&a, &b]);
+    let got = wake(&mut fresh, &mut peers, &cert, &ord.log);
+    assert_eq!(fresh.last_executed(), 20);
+    assert_eq!(fresh.root(), want_root, "the fresh replica diverges");
+    let want: Vec<Digest> = a_replies
+        .iter()
+        .filter(|r| r.seq > cert.seq)
+        .map(|r| r.result_digest())
+        .collect();
+    assert_eq!(got.iter().map(|r| r.result_digest()).collect::<Vec<_>>(), want);
+    let shape = Shape::default();
+    let inner: u64 = (0..shape.depth()).map(|l| shape.level_len(l)).sum();
+    println!(
+        "seed {seed}: nodes asked {} (inner nodes {inner}), buckets asked {}, objects fetched {}, stale left {}",
+        peers.nodes_asked,
+        peers.buckets_asked,
+        fresh.stats().fetched_objects,
+        fresh.state().stale_count()
+    );
+    assert!(
+        peers.nodes_asked <= inner,
+        "the walk asked for bucket entries: {} paths",
+        peers.nodes_asked
+    );
+    // Seqs 17..=20 write 40 keys: only their buckets are fetched.
+    assert!(peers.buckets_asked <= 40, "{} buckets", peers.buckets_asked);
+    assert!(fresh.stats().fetched_objects < 200);
+    assert!(
+        fresh.state().stale_count() > 10_000,
+        "the rest waits for the background"
+    );
+    // Background sync brings in every other bucket.
+    let mut rounds = 0;
+    while fresh.state().stale_count() > 0 {
+        fresh.background_sync(512, &mut peers).unwrap();
+        rounds += 1;
+        assert!(rounds < 1_000);
+    }
+    assert_eq!(fresh.root(), want_root);
+    assert_eq!(fresh.state().object_count(), a.state().object_count());
+    for i in (0..N).step_by(97) {
+        let k = key(i);
+        assert_eq!(
+            fresh.state().get(k.as_bytes()).unwrap(),
+            a.state().get(k.as_bytes()).unwrap()
+        );
+    }
+}
+
 /// Corrupts one kind of answer from one peer (Byzantine middleware).
 struct Tamper<'a> {
     inner: LocalPeers<'a>,
