@@ -82,9 +82,15 @@ pub struct RecoveryResult {
     pub accel: Option<String>,
     pub state_mb: usize,
     pub incidents: usize,
-    /// Fault injected → first certified correct answer at the client.
+    /// Fault injected → first certified answer at the client (the PUT sent
+    /// right after the fault; certified means f+1 replicas agreed on it).
     pub fault_to_answer_p50_ms: f64,
     pub fault_to_answer_p99_ms: f64,
+    /// ... and until a GET read the PUT's value back (the check that the
+    /// answer was right; meanwhile the faulty replica is fenced and its
+    /// replacement starts copying the state from the same peers).
+    pub fault_to_read_back_p50_ms: f64,
+    pub fault_to_read_back_p99_ms: f64,
     /// The orchestrator's recovery_ms: detection → first certified reply.
     pub recovery_p50_ms: f64,
     pub recovery_p99_ms: f64,
@@ -313,6 +319,7 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
     }
 
     let mut to_answer = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut to_read_back = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut recovery = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut to_detection = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for round in 0..a.incidents {
@@ -347,13 +354,15 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
             admin.print_recent_events().await;
             anyhow::bail!("round {round}: PUT {put:?}");
         }
+        let put_at = t0.elapsed();
+        to_answer.record(u64::try_from(put_at.as_micros()).unwrap_or(u64::MAX).max(1))?;
         let got = client.call(app, AppRequest::new("GET", &key, Vec::new())).await;
         anyhow::ensure!(
             matches!(&got, Ok(g) if g.body == want.as_bytes()),
             "round {round}: wrong answer {got:?}"
         );
-        let answered = t0.elapsed();
-        to_answer.record(u64::try_from(answered.as_micros()).unwrap_or(u64::MAX).max(1))?;
+        let read_back = t0.elapsed();
+        to_read_back.record(u64::try_from(read_back.as_micros()).unwrap_or(u64::MAX).max(1))?;
         // Wait for the incident to be recorded with its recovery time.
         let deadline = Instant::now() + Duration::from_secs(60);
         let (ms, detected_at) = loop {
@@ -379,8 +388,10 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
         let detect_ms = detected_at.saturating_sub(t0_wall);
         to_detection.record(detect_ms.max(1) * 1000)?;
         eprintln!(
-            "round {round}: {victim} corrupt-reply → correct answer in {:.1} ms (detected after {detect_ms} ms, recovery_ms {ms})",
-            answered.as_secs_f64() * 1000.0
+            "round {round}: {victim} corrupt-reply → certified answer in {:.1} ms (detected after {detect_ms} ms, \
+             recovery_ms {ms}; read back after {:.1} ms)",
+            put_at.as_secs_f64() * 1000.0,
+            read_back.as_secs_f64() * 1000.0
         );
     }
     // The last replacement is done before the deployment stops.
@@ -397,6 +408,8 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
         incidents: a.incidents,
         fault_to_answer_p50_ms: ms(&to_answer, 0.5),
         fault_to_answer_p99_ms: ms(&to_answer, 0.99),
+        fault_to_read_back_p50_ms: ms(&to_read_back, 0.5),
+        fault_to_read_back_p99_ms: ms(&to_read_back, 0.99),
         recovery_p50_ms: ms(&recovery, 0.5),
         recovery_p99_ms: ms(&recovery, 0.99),
         fault_to_detection_p50_ms: ms(&to_detection, 0.5),
