@@ -145,27 +145,14 @@ impl Replica {
                         continue;
                     }
                     for (child, h) in shape.children_of(*p).zip(kids) {
-                        if self.state.tree().node(child) == Some(h) {
-                            continue;
-                        }
-                        // A bucket this replica holds nothing of has nothing
-                        // to compare: its hash (verified with its parent)
-                        // stands in until a request or the background sync
-                        // fetches it. A fresh replica's walk thus stops above
-                        // the leaf level, whatever the size of the state.
-                        let empty_here = child.level == shape.depth()
-                            && self
-                                .state
-                                .tree()
-                                .bucket(child.index)
-                                .is_some_and(|b| b.entries.is_empty());
-                        if empty_here {
-                            opaque.push((child.index, h));
-                        } else {
+                        if self.state.tree().node(child) != Some(h) {
                             next.push((child, h));
                         }
                     }
                 }
+            }
+            if next.first().is_some_and(|(p, _)| p.level == shape.depth()) {
+                opaque = self.take_opaque(&mut next);
             }
             frontier = next;
         }
@@ -184,6 +171,24 @@ impl Replica {
             "caught up to the certified checkpoint"
         );
         Ok(())
+    }
+
+    /// Of the differing buckets the walk reached, those this replica holds
+    /// nothing of, when there are more than one request's worth: their
+    /// entries would only say that every object in them is stale, so their
+    /// hash (verified with its parent) stands in until a request or the
+    /// background sync fetches them whole. A fresh replica's walk thus stops
+    /// above the leaf level whatever the size of the state, while a replica
+    /// woken a little behind still learns which few objects changed.
+    fn take_opaque(&self, buckets: &mut Vec<(TreePath, Digest)>) -> Vec<(u64, Digest)> {
+        let tree = self.state.tree();
+        let empty_here = |p: &TreePath| tree.bucket(p.index).is_some_and(|b| b.entries.is_empty());
+        if buckets.iter().filter(|(p, _)| empty_here(p)).count() <= NODES_PER_REQUEST {
+            return Vec::new();
+        }
+        let (opaque, rest): (Vec<_>, Vec<_>) = buckets.drain(..).partition(|(p, _)| empty_here(p));
+        *buckets = rest;
+        opaque.into_iter().map(|(p, h)| (p.index, h)).collect()
     }
 
     /// Children of each path, checked against the hash each path must have.
