@@ -408,3 +408,43 @@ async fn restart_keeps_events_and_reattaches_running_replicas() {
     let _ = child.try_wait();
     assert!(children(&o.marker).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_both_active_replicas_are_fenced_a_replacement_restores_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dep, ids) = deployment(dir.path());
+    let mut o = start(dir.path(), dep, ids, marker(5)).await;
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
+    let mut nodes = Vec::new();
+    for n in 0..2 {
+        let who = Principal::Node(NodeId(n));
+        let (_rx, tx) = o.connect(who).await;
+        nodes.push((o.id(who), tx));
+    }
+    // f+1 nodes blame both active replicas at once.
+    for bad in [0u16, 1] {
+        for (n, (id, tx)) in nodes.iter_mut().enumerate() {
+            let f = Fault {
+                node: NodeId(u16::try_from(n).unwrap()),
+                replica: replica(bad),
+                seq: 9,
+                certified_digest: Digest::ZERO,
+                their_digest: Some(Digest([1; 32])),
+            };
+            tx.send(&Msg::Fault(id.sign(f))).await.unwrap();
+        }
+    }
+    o.wait_replicas("e0 and e1 replaced", |v| {
+        v[0]["generation"] == 2 && v[1]["generation"] == 2
+    })
+    .await;
+    // The one standby was woken; the first replacement ready makes f+1 again.
+    o.wait_replicas("two active, one standby", |v| {
+        let active = (0..3).filter(|i| v[*i]["state"] == "active").count();
+        let paused = (0..3).filter(|i| v[*i]["state"] == "paused").count();
+        active == 2 && paused == 1
+    })
+    .await;
+    o.shutdown().await;
+    assert!(children(&o.marker).is_empty());
+}

@@ -344,6 +344,20 @@ impl Controller {
             );
             return;
         }
+        // Fewer than f+1 execute (two replicas were fenced at once and no
+        // standby was left to wake): the new one restores capacity.
+        if running < self.active_target() {
+            if let Some(r) = self.replicas.get_mut(&id) {
+                r.role = Role::Active;
+            }
+            self.set_state(
+                id,
+                ReplicaState::Active,
+                "active",
+                format!("ready; {running} of {} replicas executing", self.active_target()),
+            );
+            return;
+        }
         if let Err(e) = self.pause(id, why).await {
             self.emit(Some(id), None, "pause-failed", e.to_string());
         }
