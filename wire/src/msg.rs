@@ -842,7 +842,8 @@ pub struct Heartbeat {
     pub last_checkpoint: Seq,
     /// Replicas: objects fetched from peers since start (catch-up work).
     pub fetched_objects: u64,
-    /// Replicas: objects still marked stale.
+    /// Replicas: objects still marked stale, plus buckets known only by hash
+    /// (a fresh replica fetches those whole); 0 once it holds the whole state.
     pub stale_objects: u64,
     pub time_ms: u64,
 }
