@@ -128,6 +128,8 @@ impl Replica {
 
     pub(crate) fn catch_up(&mut self, c: &CheckpointCert, src: &mut dyn StateSource) -> Result<(), CatchupError> {
         self.stats.catchups += 1;
+        let started = std::time::Instant::now();
+        let nodes_before = self.stats.fetched_nodes;
         let shape = self.state.shape();
         let mut differing: Vec<(u64, Vec<Entry>)> = Vec::new();
         let mut opaque: Vec<(u64, Digest)> = Vec::new();
@@ -168,6 +170,8 @@ impl Replica {
         tracing::info!(
             seq = c.seq,
             stale = self.state.stale_count(),
+            tree_nodes = self.stats.fetched_nodes - nodes_before,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
             "caught up to the certified checkpoint"
         );
         Ok(())

@@ -410,7 +410,7 @@ impl StateSource for NetSource {
                     return Ok(r.body.give);
                 }
             }
-            tracing::debug!(%peer, node = %via, "state request timed out");
+            tracing::info!(%peer, node = %via, ?timeout, "state request timed out");
         }
         Err(FetchError::Timeout(peer))
     }

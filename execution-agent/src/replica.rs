@@ -329,6 +329,10 @@ impl Replica {
             }
             if let Err(e) = self.prefetch(next, src) {
                 tracing::warn!(seq = next, "cannot fetch state for the next batch: {e}");
+                // Peers may have dropped the checkpoint this replica fetches
+                // from (they keep the last stable ones): the nodes' answer
+                // carries their newest certificate, to catch up to instead.
+                out.extend(self.fetch_orders(self.last_executed + 1));
                 return out;
             }
             let Some(p) = self.book.take(next) else { break };

@@ -439,3 +439,96 @@ fn without_any_peer_the_replica_waits_instead_of_diverging() {
         "must not execute past a checkpoint it cannot reach"
     );
 }
+
+/// `seqs` batches of 4 random PUTs on `rs`; every certificate they make is
+/// delivered to them and kept in `certs`.
+fn run_seqs(
+    rs: &mut [&mut Replica],
+    ord: &mut Orderer,
+    rng: &mut ChaCha8Rng,
+    seqs: usize,
+    objects: usize,
+    certs: &mut Vec<CheckpointCert>,
+) {
+    for _ in 0..seqs {
+        let ops = (0..4)
+            .map(|_| put(&key(rng.gen_range(0..objects)), &value(rng)))
+            .collect();
+        let (s, p) = ord.propose(ops);
+        let outs: Vec<Vec<Out>> = rs.iter_mut().map(|r| feed(r, s, &p)).collect();
+        if let Some(ct) = cert_from(&outs) {
+            for r in rs.iter_mut() {
+                r.on_msg(
+                    0,
+                    from_node(),
+                    Msg::CheckpointCert(ct.clone()),
+                    &mut zz_agent::source::NoPeers,
+                );
+            }
+            certs.push(ct);
+        }
+    }
+}
+
+#[test]
+fn a_fresh_replica_whose_checkpoint_peers_dropped_asks_the_nodes_and_catches_up_to_a_newer_one() {
+    let seed = seed();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let o = Opts {
+        interval: 16,
+        shape: Shape::default(),
+        ..Opts::default()
+    };
+    const N: usize = 20_000;
+    let (mut a, mut b) = (replica(0, &o), replica(1, &o));
+    for i in 0..N {
+        let v = value(&mut rng);
+        for r in [&mut a, &mut b] {
+            r.state_mut().write(key(i).into_bytes(), Some(v.clone())).unwrap();
+        }
+    }
+    let mut ord = Orderer::default();
+    let mut certs = Vec::new();
+    run_seqs(&mut [&mut a, &mut b], &mut ord, &mut rng, 20, N, &mut certs);
+    let first = certs[0].clone();
+    // A fresh replica adopts checkpoint 16 (buckets opaque) and replays to 20.
+    let mut c = replica(2, &o);
+    {
+        let mut peers = LocalPeers::new(vec![&a, &b]);
+        wake(&mut c, &mut peers, &first, &ord.log);
+    }
+    assert_eq!(c.last_executed(), 20);
+    assert!(c.state().stale_count() > 0);
+    // The others run on for many intervals: checkpoint 16 is long gone there.
+    let resume_from = ord.log.len();
+    run_seqs(&mut [&mut a, &mut b], &mut ord, &mut rng, 16 * 12, N, &mut certs);
+    let newest = certs.last().unwrap().clone();
+    let mut peers = LocalPeers::new(vec![&a, &b]);
+    let mut out = Vec::new();
+    for (seq, p) in ord.log[resume_from..].iter() {
+        for m in Orderer::orders(*seq, p) {
+            out.extend(c.on_msg(10_000, from_node(), m, &mut peers));
+        }
+        if c.last_executed() < *seq {
+            break;
+        }
+    }
+    assert!(
+        c.last_executed() < newest.seq,
+        "stuck behind the dropped checkpoint, as expected"
+    );
+    assert!(
+        out.iter().any(|o| matches!(o, Out::ToNode(_, Msg::FetchOrders(_)))),
+        "it must ask the nodes (whose answer carries the newest certificate)"
+    );
+    // The nodes' newest certificate and the orders after it get it going.
+    let mut out = c.on_msg(11_000, from_node(), Msg::CheckpointCert(newest.clone()), &mut peers);
+    for (seq, p) in ord.log.iter().filter(|(s, _)| *s > newest.seq) {
+        for m in Orderer::orders(*seq, p) {
+            out.extend(c.on_msg(11_000, from_node(), m, &mut peers));
+        }
+    }
+    assert_eq!(c.last_executed(), ord.log.last().unwrap().0);
+    let mut a2 = a;
+    assert_eq!(c.root(), a2.root());
+}
