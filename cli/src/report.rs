@@ -102,7 +102,11 @@ pub struct ViewChangeRun {
     pub rounds: Option<usize>,
     #[serde(default)]
     pub backend: Option<String>,
+    /// Crash → first answer certified in the new view (`zz bench view-change`
+    /// writes it as `crash_to_answer_p50_ms`).
+    #[serde(alias = "crash_to_answer_p50_ms")]
     pub p50_ms: f64,
+    #[serde(alias = "crash_to_answer_p99_ms")]
     pub p99_ms: f64,
     #[serde(default)]
     pub machine: Option<String>,
@@ -421,6 +425,13 @@ mod tests {
         let vc = json!({"kind": "view-change", "rounds": 20, "p50_ms": 120.0, "p99_ms": 300.0});
         match classify("d", vc) {
             Ok(Record::ViewChange(r)) => assert_eq!((r.rounds, r.f, r.p99_ms), (Some(20), None, 300.0)),
+            other => panic!("{other:?}"),
+        }
+        // What `zz bench view-change --json` writes.
+        let vc = json!({"kind": "view-change", "f": 1, "rounds": 40, "crash_to_answer_p50_ms": 378.6,
+                        "crash_to_answer_p99_ms": 419.6, "per_round": []});
+        match classify("d2", vc) {
+            Ok(Record::ViewChange(r)) => assert_eq!((r.p50_ms, r.p99_ms), (378.6, 419.6)),
             other => panic!("{other:?}"),
         }
         // A minimal throughput file: every optional field absent.
