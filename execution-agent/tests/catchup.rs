@@ -175,16 +175,19 @@ fn replica_10k_behind_on_100k_objects_fetches_only_what_it_touches() {
     assert_eq!(c.root(), want_root);
 }
 
-#[test]
-fn a_fresh_replica_walks_no_leaf_level_and_fetches_only_the_buckets_it_touches() {
-    let seed = seed();
+/// Objects of the two large-state tests: far more non-empty buckets (of
+/// 2^16) than one request's worth, so a fresh replica adopts them opaque.
+const N: usize = 20_000;
+
+/// Replicas 0 and 1 holding the same `N` random objects on the default
+/// shape, the rng that made them, and their options.
+fn large_pair(seed: u64) -> (Replica, Replica, ChaCha8Rng, Opts) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let o = Opts {
         interval: 16,
         shape: Shape::default(),
         ..Opts::default()
     };
-    const N: usize = 20_000;
     let (mut a, mut b) = (replica(0, &o), replica(1, &o));
     for i in 0..N {
         let v = value(&mut rng);
@@ -192,6 +195,13 @@ fn a_fresh_replica_walks_no_leaf_level_and_fetches_only_the_buckets_it_touches()
             r.state_mut().write(key(i).into_bytes(), Some(v.clone())).unwrap();
         }
     }
+    (a, b, rng, o)
+}
+
+#[test]
+fn a_fresh_replica_walks_no_leaf_level_and_fetches_only_the_buckets_it_touches() {
+    let seed = seed();
+    let (mut a, mut b, mut rng, o) = large_pair(seed);
     let mut ord = Orderer::default();
     let mut last_cert = None;
     let mut a_replies = Vec::new();
@@ -473,20 +483,7 @@ fn run_seqs(
 #[test]
 fn a_fresh_replica_whose_checkpoint_peers_dropped_asks_the_nodes_and_catches_up_to_a_newer_one() {
     let seed = seed();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let o = Opts {
-        interval: 16,
-        shape: Shape::default(),
-        ..Opts::default()
-    };
-    const N: usize = 20_000;
-    let (mut a, mut b) = (replica(0, &o), replica(1, &o));
-    for i in 0..N {
-        let v = value(&mut rng);
-        for r in [&mut a, &mut b] {
-            r.state_mut().write(key(i).into_bytes(), Some(v.clone())).unwrap();
-        }
-    }
+    let (mut a, mut b, mut rng, o) = large_pair(seed);
     let mut ord = Orderer::default();
     let mut certs = Vec::new();
     run_seqs(&mut [&mut a, &mut b], &mut ord, &mut rng, 20, N, &mut certs);

@@ -330,37 +330,30 @@ impl Controller {
             .count();
         let incident = self.tracker.open_incident(id.app).map(|i| i.id);
         if let Some(i) = incident.filter(|_| running < 2 * self.dep.f + 1) {
-            if let Some(r) = self.replicas.get_mut(&id) {
-                r.role = Role::Active;
-            }
             if self.tracker.mark_woken(i, now_ms()) {
                 self.save_incident(i);
             }
-            self.set_state(
-                id,
-                ReplicaState::Active,
-                "active",
-                format!("ready while incident {i} is open"),
-            );
+            self.activate(id, format!("ready while incident {i} is open"));
             return;
         }
         // Fewer than f+1 execute (two replicas were fenced at once and no
         // standby was left to wake): the new one restores capacity.
         if running < self.active_target() {
-            if let Some(r) = self.replicas.get_mut(&id) {
-                r.role = Role::Active;
-            }
-            self.set_state(
-                id,
-                ReplicaState::Active,
-                "active",
-                format!("ready; {running} of {} replicas executing", self.active_target()),
-            );
+            let why = format!("ready; {running} of {} replicas executing", self.active_target());
+            self.activate(id, why);
             return;
         }
         if let Err(e) = self.pause(id, why).await {
             self.emit(Some(id), None, "pause-failed", e.to_string());
         }
+    }
+
+    /// A ready replica executes from now on instead of standing by.
+    fn activate(&mut self, id: ReplicaId, why: String) {
+        if let Some(r) = self.replicas.get_mut(&id) {
+            r.role = Role::Active;
+        }
+        self.set_state(id, ReplicaState::Active, "active", why);
     }
 
     /// Resumes a paused standby that fell far behind so it catches up in a
