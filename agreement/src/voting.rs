@@ -79,7 +79,9 @@ pub struct VoteStats {
 #[derive(Default)]
 struct Slot {
     committed: bool,
-    replies: BTreeMap<u16, Signed<ExecReply>>,
+    /// Each replica's first reply, with its result digest (hashing every
+    /// result of a large batch once, not on every evaluation).
+    replies: BTreeMap<u16, (Digest, Signed<ExecReply>)>,
     certified: Option<Digest>,
     /// Replicas already named in a Fault for this seq.
     blamed: BTreeSet<u16>,
@@ -191,7 +193,7 @@ impl Voter {
         let slot = self.slots.entry(seq).or_default();
         // First answer per replica counts; a replica changing its answer is
         // already faulty and its first answer is evidence enough.
-        slot.replies.entry(idx).or_insert(r);
+        slot.replies.entry(idx).or_insert_with(|| (r.body.result_digest(), r));
         self.evaluate(now_ms, seq, out);
     }
 
@@ -204,8 +206,8 @@ impl Voter {
             return;
         };
         let mut groups: BTreeMap<Digest, Vec<u16>> = BTreeMap::new();
-        for (idx, r) in &slot.replies {
-            groups.entry(r.body.result_digest()).or_default().push(*idx);
+        for (idx, (d, _)) in &slot.replies {
+            groups.entry(*d).or_default().push(*idx);
         }
         if slot.certified.is_none() {
             if let Some((d, members)) = groups.iter().find(|(_, m)| m.len() >= q) {
@@ -213,7 +215,7 @@ impl Voter {
                 slot.certified = Some(d);
                 self.stats.certified += 1;
                 if slot.committed {
-                    if let Some(first) = members.first().and_then(|i| slot.replies.get(i)) {
+                    if let Some((_, first)) = members.first().and_then(|i| slot.replies.get(i)) {
                         push_client_replies(seq, &first.body, out);
                     }
                 }
@@ -238,8 +240,8 @@ impl Voter {
             }
         }
         if let Some(cert) = slot.certified {
-            for (idx, r) in &slot.replies {
-                let theirs = r.body.result_digest();
+            for (idx, (theirs, _)) in &slot.replies {
+                let theirs = *theirs;
                 if theirs != cert && slot.blamed.insert(*idx) {
                     self.stats.faults += 1;
                     out.push(VoteAction::Fault {
