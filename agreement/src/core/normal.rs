@@ -5,15 +5,15 @@ use super::dedup::ReqKey;
 use super::log::{chain, Slot};
 use super::quorum::Insert;
 use super::{Action, Core, Pooled, Status, TimerId, MAX_POOL};
-
-/// A request left out this many view-change timeouts while others are
-/// served makes a backup suspect the primary of censoring it.
-const CENSOR_FACTOR: u64 = 10;
 use std::collections::BTreeSet;
 use zz_wire::{
     verify_all, ClientBatch, Commit, Msg, NodeFault, NodeId, NonDet, PrePrepare, Prepare, Principal, Proposal, Seq,
     Signed, Vote,
 };
+
+/// A request left out this many view-change timeouts while others are
+/// served makes a backup suspect the primary of censoring it.
+const CENSOR_FACTOR: u64 = 10;
 
 impl Core {
     /// PBFT §4.1: a client request. The primary queues it for a batch; a
