@@ -18,7 +18,7 @@
 //! instance, the whole checkpoint) before it executes anything.
 
 use crate::faults::corrupt_give;
-use crate::merkle::{bucket_hash, inner_hash, key_hash, leaf_hash, unflatten, Entry};
+use crate::merkle::{bucket_hash, entries_of, inner_hash, unflatten, Entry};
 use crate::replica::{Out, Replica};
 use crate::source::StateSource;
 use std::collections::BTreeSet;
@@ -417,15 +417,7 @@ impl Replica {
         let Some(want) = self.state.bucket_at(seq, b) else {
             return false;
         };
-        let mut es: Vec<Entry> = objs
-            .iter()
-            .map(|(k, v)| Entry {
-                key_hash: key_hash(k),
-                leaf: leaf_hash(k, v),
-            })
-            .collect();
-        es.sort();
-        bucket_hash(&es) == want.hash
+        bucket_hash(&entries_of(objs)) == want.hash
     }
 
     /// Answers a peer from checkpoint `seq`; `None` when hung (no answer).

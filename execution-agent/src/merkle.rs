@@ -83,6 +83,19 @@ impl std::hash::Hasher for DigestHasher {
     fn write_usize(&mut self, _: usize) {}
 }
 
+/// The entries of a bucket's objects, sorted by key hash.
+pub fn entries_of(objs: &[(Key, Vec<u8>)]) -> Vec<Entry> {
+    let mut es: Vec<Entry> = objs
+        .iter()
+        .map(|(k, v)| Entry {
+            key_hash: key_hash(k),
+            leaf: leaf_hash(k, v),
+        })
+        .collect();
+    es.sort();
+    es
+}
+
 /// Flattens bucket entries into the digest list a `Nodes` answer carries
 /// for a bucket path: `[key_hash0, leaf0, key_hash1, leaf1, ...]`.
 pub fn flatten(entries: &[Entry]) -> Vec<Digest> {

@@ -7,7 +7,7 @@
 //! in the logs of `c` and every newer snapshot in order, then falls through
 //! to the current state (untouched since the newest snapshot).
 
-use crate::merkle::{bucket_hash, key_hash, leaf_hash, Bucket, DigestMap, Entry, Key, Shape, Tree};
+use crate::merkle::{bucket_hash, entries_of, key_hash, leaf_hash, Bucket, DigestMap, Entry, Key, Shape, Tree};
 use std::collections::{HashMap, VecDeque};
 use zz_wire::{Digest, Seq, TreePath};
 
@@ -376,14 +376,7 @@ impl State {
             return false;
         }
         let shape = self.tree.shape();
-        let mut entries: Vec<Entry> = objs
-            .iter()
-            .map(|(k, v)| Entry {
-                key_hash: key_hash(k),
-                leaf: leaf_hash(k, v),
-            })
-            .collect();
-        entries.sort();
+        let entries = entries_of(objs);
         let well_formed = entries.windows(2).all(|w| w[0].key_hash < w[1].key_hash)
             && entries.iter().all(|e| shape.bucket_of(&e.key_hash) == b);
         if !well_formed || self.tree.bucket(b).map(|bk| bk.hash) != Some(bucket_hash(&entries)) {
