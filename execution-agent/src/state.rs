@@ -208,28 +208,22 @@ impl State {
         self.snap_index(seq).is_some()
     }
 
+    /// The old copy of bucket `b` that snapshot `i` or a newer one kept
+    /// when it was first written after them; `None` if it was not written.
+    fn kept_bucket(&self, i: usize, b: u64) -> Option<&Bucket> {
+        self.snapshots.range(i..).find_map(|s| s.old_buckets.get(&b))
+    }
+
     /// A bucket as of snapshot `i`; `None` for one still opaque here (an
     /// opaque bucket was never written, so no snapshot keeps an old copy).
     fn bucket_at_idx(&self, i: usize, b: u64) -> Option<&Bucket> {
-        for s in self.snapshots.range(i..) {
-            if let Some(bk) = s.old_buckets.get(&b) {
-                return Some(bk);
-            }
-        }
-        if self.tree.is_opaque(b) {
-            return None;
-        }
-        self.tree.bucket(b)
+        self.kept_bucket(i, b)
+            .or_else(|| self.tree.bucket(b).filter(|_| !self.tree.is_opaque(b)))
     }
 
     /// A bucket's hash as of snapshot `i`, known even while it is opaque.
     fn bucket_hash_at_idx(&self, i: usize, b: u64) -> Option<Digest> {
-        for s in self.snapshots.range(i..) {
-            if let Some(bk) = s.old_buckets.get(&b) {
-                return Some(bk.hash);
-            }
-        }
-        self.tree.bucket(b).map(|bk| bk.hash)
+        self.kept_bucket(i, b).or_else(|| self.tree.bucket(b)).map(|bk| bk.hash)
     }
 
     /// The hash bucket `b` has at checkpoint `seq`.
