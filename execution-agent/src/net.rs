@@ -289,6 +289,7 @@ async fn link(
         if inbox.send(Input::Connected(peer)).await.is_err() {
             return;
         }
+        let mut dropped = Dropped::default();
         let reader = async {
             loop {
                 match rd.recv().await {
@@ -297,7 +298,7 @@ async fn link(
                         let _ = responses.try_send(r);
                     }
                     Ok(Some(m)) => {
-                        if inbox.send(Input::Msg(peer, m)).await.is_err() {
+                        if !deliver(&inbox, peer, m, &mut dropped).await {
                             return;
                         }
                     }
@@ -332,6 +333,36 @@ async fn link(
             return;
         }
         tracing::info!(%peer, "link down; redialling");
+    }
+}
+
+/// Messages a link reader dropped because the inbox was full, and when
+/// that was last logged.
+#[derive(Default)]
+struct Dropped {
+    count: u64,
+    logged: Option<Instant>,
+}
+
+/// Hands `m` to the replica thread. A full inbox means that thread is busy,
+/// perhaps blocked on a state response that this very link must read next:
+/// waiting would stall both until the fetch times out. So everything that is
+/// asked for again is dropped instead (orders and certificates come back
+/// through FETCH_ORDERS, a peer's state request goes to another node); only
+/// the orchestrator's commands wait. False once the replica thread is gone.
+async fn deliver(inbox: &mpsc::Sender<Input>, peer: Principal, m: Msg, dropped: &mut Dropped) -> bool {
+    match inbox.try_send(Input::Msg(peer, m)) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(Input::Msg(_, m))) if !matches!(m, Msg::Control(_)) => {
+            dropped.count += 1;
+            if dropped.logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                dropped.logged = Some(Instant::now());
+                tracing::warn!(%peer, kind = m.kind(), total = dropped.count, "inbox full; message dropped");
+            }
+            true
+        }
+        Err(mpsc::error::TrySendError::Full(input)) => inbox.send(input).await.is_ok(),
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -413,5 +444,65 @@ impl StateSource for NetSource {
             tracing::info!(%peer, node = %via, ?timeout, "state request timed out");
         }
         Err(FetchError::Timeout(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{deliver, Dropped, Input};
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+    use zz_wire::{AppId, Control, ControlCmd, Heartbeat, Identity, Msg, NodeId, Principal, ReplicaId};
+
+    fn heartbeat() -> Msg {
+        let id = Identity::from_seed(Principal::Node(NodeId(0)), [3; 32]);
+        Msg::Heartbeat(id.sign(Heartbeat {
+            from: Principal::Node(NodeId(0)),
+            app: AppId(0),
+            view: 0,
+            last_executed: 1,
+            last_checkpoint: 0,
+            fetched_objects: 0,
+            stale_objects: 0,
+            time_ms: 0,
+        }))
+    }
+
+    fn control() -> Msg {
+        let id = Identity::from_seed(Principal::Orchestrator, [4; 32]);
+        Msg::Control(id.sign(Control {
+            target: Principal::Replica(ReplicaId {
+                app: AppId(0),
+                index: 0,
+            }),
+            nonce: 1,
+            cmd: ControlCmd::ClearFaults,
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_full_inbox_drops_what_is_asked_for_again_but_an_orchestrator_command_waits() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let peer = Principal::Node(NodeId(0));
+        let mut dropped = Dropped::default();
+        assert!(deliver(&tx, peer, heartbeat(), &mut dropped).await);
+        // The inbox is full: the reader goes on instead of blocking.
+        let quick = tokio::time::timeout(Duration::from_secs(5), deliver(&tx, peer, heartbeat(), &mut dropped)).await;
+        assert_eq!(quick.ok(), Some(true));
+        assert_eq!(dropped.count, 1);
+        // A command is never dropped: it waits for room.
+        let mut waiting = Box::pin(deliver(&tx, Principal::Orchestrator, control(), &mut dropped));
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut waiting)
+            .await
+            .is_err());
+        assert!(matches!(rx.recv().await, Some(Input::Msg(_, Msg::Heartbeat(_)))));
+        assert!(waiting.await);
+        assert!(matches!(rx.recv().await, Some(Input::Msg(_, Msg::Control(_)))));
+        drop(rx);
+        let mut dropped = Dropped::default();
+        assert!(
+            !deliver(&tx, peer, heartbeat(), &mut dropped).await,
+            "a closed inbox ends the reader"
+        );
     }
 }

@@ -95,6 +95,14 @@ pub struct Replica {
     /// on a timer, not on every message, so a woken replica reading a
     /// backlog reaches the newer certificates in it quickly.
     catch_up_failed: Option<(Seq, u64)>,
+    /// The checkpoint no peer could serve the next batch's stale objects
+    /// from (peers keep only the last stable ones): replaying on from it is
+    /// impossible, so a newer certified checkpoint is caught up to instead,
+    /// even when its orders are at hand.
+    replay_blocked_at: Option<Seq>,
+    /// The seq whose stale objects could not be fetched last, and when: as
+    /// for a failed catch-up, retried on a timer, not on every message.
+    prefetch_failed: Option<(Seq, u64)>,
     pub(crate) faults: Faults,
     last_nonce: u64,
     last_fetch_orders_ms: Option<u64>,
@@ -129,6 +137,8 @@ impl Replica {
             stable: None,
             pending_cert: None,
             catch_up_failed: None,
+            replay_blocked_at: None,
+            prefetch_failed: None,
             faults: Faults::default(),
             last_nonce: 0,
             last_fetch_orders_ms: None,
@@ -294,7 +304,10 @@ impl Replica {
             if let Some(c) = self.pending_cert.clone() {
                 if c.seq <= self.last_executed {
                     self.pending_cert = None;
-                } else if !self.ready_through(c.seq) || self.mid_full_transfer() {
+                } else if !self.ready_through(c.seq)
+                    || self.mid_full_transfer()
+                    || self.replay_blocked_at.is_some_and(|at| c.seq > at)
+                {
                     if self
                         .catch_up_failed
                         .is_some_and(|(s, at)| s == c.seq && self.now_ms < at + CATCH_UP_RETRY_MS)
@@ -304,6 +317,7 @@ impl Replica {
                     match self.catch_up(&c, src) {
                         Ok(()) => {
                             self.catch_up_failed = None;
+                            self.replay_blocked_at = None;
                             self.pending_cert = None;
                             self.book.prune_below(self.last_executed + 1);
                             self.last_fetch_orders_ms = None;
@@ -327,11 +341,28 @@ impl Replica {
             if self.book.ready(next).is_none() {
                 break;
             }
+            if self
+                .prefetch_failed
+                .is_some_and(|(s, at)| s == next && self.now_ms < at + CATCH_UP_RETRY_MS)
+            {
+                return out;
+            }
             if let Err(e) = self.prefetch(next, src) {
+                self.prefetch_failed = Some((next, self.now_ms));
                 tracing::warn!(seq = next, "cannot fetch state for the next batch: {e}");
                 // Peers may have dropped the checkpoint this replica fetches
-                // from (they keep the last stable ones): the nodes' answer
-                // carries their newest certificate, to catch up to instead.
+                // from (they keep the last stable ones): catch up to a newer
+                // certificate instead, one known already or the one the
+                // nodes' answer carries.
+                if let crate::catchup::CatchupError::NoPeer(at) = e {
+                    self.replay_blocked_at = Some(at);
+                    if self.pending_cert.is_none() {
+                        self.pending_cert = self.stable.clone().filter(|c| c.seq > at.max(self.last_executed));
+                    }
+                    if self.pending_cert.is_some() {
+                        continue;
+                    }
+                }
                 out.extend(self.fetch_orders(self.last_executed + 1));
                 return out;
             }

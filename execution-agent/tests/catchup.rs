@@ -529,3 +529,49 @@ fn a_fresh_replica_whose_checkpoint_peers_dropped_asks_the_nodes_and_catches_up_
     let mut a2 = a;
     assert_eq!(c.root(), a2.root());
 }
+
+#[test]
+fn a_replica_that_cannot_replay_from_a_dropped_checkpoint_catches_up_to_a_newer_one_whose_orders_it_holds() {
+    let seed = seed();
+    let (mut a, mut b, mut rng, o) = large_pair(seed);
+    let mut ord = Orderer::default();
+    let mut certs = Vec::new();
+    run_seqs(&mut [&mut a, &mut b], &mut ord, &mut rng, 20, N, &mut certs);
+    let first = certs[0].clone();
+    let mut c = replica(2, &o);
+    {
+        let mut peers = LocalPeers::new(vec![&a, &b]);
+        wake(&mut c, &mut peers, &first, &ord.log);
+    }
+    assert!(c.state().stale_count() > 0);
+    let resume_from = ord.log.len();
+    run_seqs(&mut [&mut a, &mut b], &mut ord, &mut rng, 16 * 12, N, &mut certs);
+    let newest = certs.last().unwrap().clone();
+    let mut peers = LocalPeers::new(vec![&a, &b]);
+    // Every order up to the newest checkpoint arrives (a woken replica reads
+    // them from its links' backlog) before that checkpoint's certificate:
+    // replaying them would need checkpoint 16, which the peers dropped.
+    for (seq, p) in ord.log[resume_from..].iter().filter(|(s, _)| *s <= newest.seq) {
+        for m in Orderer::orders(*seq, p) {
+            c.on_msg(10_000, from_node(), m, &mut peers);
+        }
+    }
+    assert!(
+        c.last_executed() < newest.seq,
+        "replay is blocked on the dropped checkpoint"
+    );
+    c.on_msg(10_001, from_node(), Msg::CheckpointCert(newest.clone()), &mut peers);
+    assert!(
+        c.last_executed() >= newest.seq,
+        "with every order at hand it must still catch up to the newer certificate (at {})",
+        c.last_executed()
+    );
+    for (seq, p) in ord.log.iter().filter(|(s, _)| *s > newest.seq) {
+        for m in Orderer::orders(*seq, p) {
+            c.on_msg(11_000, from_node(), m, &mut peers);
+        }
+    }
+    assert_eq!(c.last_executed(), ord.log.last().unwrap().0);
+    let mut a2 = a;
+    assert_eq!(c.root(), a2.root());
+}
