@@ -86,6 +86,10 @@ struct Slot {
     /// Replicas already named in a Fault for this seq.
     blamed: BTreeSet<u16>,
     incident: bool,
+    /// When an incident's result was certified: replicas silent for it are
+    /// named only if they also send nothing at all for a reply timeout after
+    /// this (a slow replica still answering earlier seqs is not silent).
+    silence_since: Option<u64>,
 }
 
 #[derive(Default)]
@@ -104,6 +108,8 @@ pub struct Voter {
     /// and then went silent through an incident is blamed; long-paused
     /// standbys are not.
     last_reply: BTreeMap<u16, Seq>,
+    /// When each replica's latest reply (for any seq) arrived.
+    last_reply_ms: BTreeMap<u16, u64>,
     stable: Seq,
     /// Highest seq the core delivered. A restarted node's voter starts with
     /// no stable checkpoint; its horizons count from here so the replicas'
@@ -129,6 +135,7 @@ impl Voter {
             slots: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
             last_reply: BTreeMap::new(),
+            last_reply_ms: BTreeMap::new(),
             stable: 0,
             committed_high: 0,
             open_incident: None,
@@ -190,6 +197,7 @@ impl Voter {
         let (seq, idx) = (b.seq, b.replica.index);
         let last = self.last_reply.entry(idx).or_default();
         *last = (*last).max(seq);
+        self.last_reply_ms.insert(idx, now_ms);
         let slot = self.slots.entry(seq).or_default();
         // First answer per replica counts; a replica changing its answer is
         // already faulty and its first answer is evidence enough.
@@ -255,8 +263,12 @@ impl Voter {
                     });
                 }
             }
-            if slot.incident {
-                self.blame_silent(seq, cert, out);
+            if slot.incident && slot.silence_since.is_none() {
+                slot.silence_since = Some(now_ms);
+                out.push(VoteAction::SetTimer {
+                    seq,
+                    after_ms: self.cfg.reply_timeout_ms,
+                });
             }
         }
         if released {
@@ -264,9 +276,10 @@ impl Voter {
         }
     }
 
-    /// After an incident at `seq` is certified: replicas that were answering
-    /// just before it but not for it are named as silent.
-    fn blame_silent(&mut self, seq: Seq, cert: Digest, out: &mut Vec<VoteAction>) {
+    /// A reply timeout after an incident at `seq` was certified: replicas
+    /// that were answering just before it, but answered neither it nor
+    /// anything else since it was certified, are named as silent.
+    fn blame_silent(&mut self, seq: Seq, cert: Digest, since_ms: u64, out: &mut Vec<VoteAction>) {
         let Some(slot) = self.slots.get_mut(&seq) else {
             return;
         };
@@ -275,7 +288,8 @@ impl Voter {
                 .last_reply
                 .get(&idx)
                 .is_some_and(|&l| l + SILENCE_WINDOW >= seq && l < seq);
-            if recent && !slot.replies.contains_key(&idx) && slot.blamed.insert(idx) {
+            let quiet = self.last_reply_ms.get(&idx).is_none_or(|&t| t < since_ms);
+            if recent && quiet && !slot.replies.contains_key(&idx) && slot.blamed.insert(idx) {
                 self.stats.faults += 1;
                 out.push(VoteAction::Fault {
                     replica: ReplicaId {
@@ -294,7 +308,10 @@ impl Voter {
         let Some(slot) = self.slots.get_mut(&seq) else {
             return;
         };
-        if slot.certified.is_some() {
+        if let Some(cert) = slot.certified {
+            if let (true, Some(since)) = (slot.incident, slot.silence_since) {
+                self.blame_silent(seq, cert, since, out);
+            }
             return;
         }
         slot.incident = true;

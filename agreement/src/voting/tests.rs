@@ -144,7 +144,41 @@ fn reply_timeout_raises_incident_and_names_the_silent_active_replica() {
     // The standby e2 catches up and answers.
     all.extend(v.step(150, VoteInput::Reply(reply(&ids, 2, 2, "b"))));
     assert_eq!(client_replies(&all), vec![b"b".to_vec()]);
+    assert!(faults(&all).is_empty(), "silence is named only a reply timeout later");
+    assert!(all.contains(&VoteAction::SetTimer { seq: 2, after_ms: 100 }));
+    all.extend(v.step(250, VoteInput::Timer(2)));
     assert_eq!(faults(&all), vec![1], "silent e1 is named, never-active e2 is not");
+}
+
+#[test]
+fn a_slow_replica_still_answering_earlier_seqs_is_not_named_silent() {
+    let ids = ids();
+    let mut v = voter(1);
+    let mut all = Vec::new();
+    for s in 1..=3 {
+        all.extend(v.step(0, VoteInput::Committed { seq: s }));
+    }
+    // e0 keeps up; e1 lags behind (it answered seq 1 only); both are slow
+    // enough for seq 3 to time out.
+    for s in 1..=3 {
+        all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, s, "x"))));
+    }
+    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 1, 1, "x"))));
+    all.extend(v.step(101, VoteInput::Timer(2)));
+    all.extend(v.step(101, VoteInput::Timer(3)));
+    assert_eq!(wakes(&all).len(), 1);
+    // The woken standby answers 2 and 3: both certified without e1.
+    all.extend(v.step(150, VoteInput::Reply(reply(&ids, 2, 2, "x"))));
+    all.extend(v.step(150, VoteInput::Reply(reply(&ids, 2, 3, "x"))));
+    assert_eq!(client_replies(&all).len(), 3);
+    // e1 answers seq 2 within the grace: not silent, for 2 nor for 3.
+    all.extend(v.step(200, VoteInput::Reply(reply(&ids, 1, 2, "x"))));
+    all.extend(v.step(250, VoteInput::Timer(2)));
+    all.extend(v.step(250, VoteInput::Timer(3)));
+    assert!(
+        faults(&all).is_empty(),
+        "a replica still answering is slow, not silent: {all:?}"
+    );
 }
 
 #[test]
