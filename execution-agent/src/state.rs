@@ -379,7 +379,7 @@ impl State {
         for (k, v) in objs {
             self.objects.insert(key_hash(k), (k.clone(), v.clone()));
         }
-        self.tree.set_bucket(b, entries);
+        self.tree.fill_opaque(b, entries);
         true
     }
 
@@ -473,7 +473,12 @@ mod tests {
         assert!(!s.install_bucket(b, &[(b"a".to_vec(), b"9".to_vec())]));
         assert!(!s.install_bucket(b, &[]));
         assert!(s.is_stale(b"a"));
+        assert!(!s.tree().is_dirty());
         assert!(s.install_bucket(b, &[(b"a".to_vec(), b"1".to_vec())]));
+        assert!(
+            !s.tree().is_dirty(),
+            "a verified bucket changes no hash: nothing is left to rehash"
+        );
         assert_eq!(s.get(b"a"), Ok(Some(&b"1"[..])));
         assert_eq!(s.stale_count(), 0);
         assert_eq!(s.root(), root);
