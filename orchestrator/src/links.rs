@@ -99,7 +99,7 @@ async fn connection(
         .await
         .map_err(|_| LinkFailure::Controller);
     let result = match up {
-        Ok(()) => read_loop(peer, &mut reader, keys, &commands).await,
+        Ok(()) => read_loop(peer, link, &mut reader, keys, &commands).await,
         Err(e) => Err(e),
     };
     sender.abort();
@@ -109,6 +109,7 @@ async fn connection(
 
 async fn read_loop(
     peer: Principal,
+    link: u64,
     reader: &mut zz_wire::frame::LinkReader,
     keys: &Keyring,
     commands: &mpsc::Sender<Command>,
@@ -124,7 +125,7 @@ async fn read_loop(
         };
         match certs::check(peer, &msg, keys) {
             Ok(()) => commands
-                .send(Command::Inbound { peer, msg })
+                .send(Command::Inbound { peer, link, msg })
                 .await
                 .map_err(|_| LinkFailure::Controller)?,
             Err(reason) => {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{children, deployment, marker, start, TOKEN};
+use common::{children, deployment, marker, start, start_tuned, tuning, TOKEN};
 use futures::StreamExt;
 use std::time::Duration;
 use zz_wire::{
@@ -445,6 +445,55 @@ async fn when_both_active_replicas_are_fenced_a_replacement_restores_capacity() 
         active == 2 && paused == 1
     })
     .await;
+    o.shutdown().await;
+    assert!(children(&o.marker).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_instances_last_heartbeats_do_not_pass_its_replacement_off_as_a_synced_standby() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dep, ids) = deployment(dir.path());
+    // No grace: a standby is paused only once its own heartbeat shows it synced.
+    let slow_grace = zz_orchestrator::controller::Tuning {
+        standby_grace_ms: 600_000,
+        ..tuning()
+    };
+    let mut o = start_tuned(dir.path(), dep, ids, marker(6), slow_grace).await;
+    let hb = |o: &common::Orch, r: u16| {
+        let who = Principal::Replica(replica(r));
+        Msg::Heartbeat(o.id(who).sign(heartbeat(who, 0)))
+    };
+    let (_r2, mut e2) = o.connect(Principal::Replica(replica(2))).await;
+    e2.send(&hb(&o, 2)).await.unwrap();
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
+    let (_r1, mut old_e1) = o.connect(Principal::Replica(replica(1))).await;
+    old_e1.send(&hb(&o, 1)).await.unwrap();
+    let mut nodes = Vec::new();
+    for n in 0..2 {
+        let who = Principal::Node(NodeId(n));
+        let (_rx, tx) = o.connect(who).await;
+        nodes.push((o.id(who), tx));
+    }
+    for (n, (id, tx)) in nodes.iter_mut().enumerate() {
+        let f = Fault {
+            node: NodeId(u16::try_from(n).unwrap()),
+            replica: replica(1),
+            seq: 9,
+            certified_digest: Digest::ZERO,
+            their_digest: Some(Digest([1; 32])),
+        };
+        tx.send(&Msg::Fault(id.sign(f))).await.unwrap();
+    }
+    o.wait_replicas("e1 replaced", |v| v[1]["generation"] == 2).await;
+    // The fenced instance's link still delivers a heartbeat (it was in
+    // flight): it says nothing about the replacement, which holds nothing.
+    old_e1.send(&hb(&o, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(o.replica("kv-e1").await["state"], "provisioning");
+    // The replacement's own link and heartbeat make it the standby.
+    let (_r1, mut new_e1) = o.connect(Principal::Replica(replica(1))).await;
+    new_e1.send(&hb(&o, 1)).await.unwrap();
+    o.wait_replicas("e1 standby", |v| v[1]["state"] == "paused").await;
     o.shutdown().await;
     assert!(children(&o.marker).is_empty());
 }

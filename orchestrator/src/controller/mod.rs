@@ -127,6 +127,7 @@ pub enum Command {
     /// A verified message from a link's proven peer.
     Inbound {
         peer: Principal,
+        link: u64,
         msg: Msg,
     },
     LinkUp {
@@ -160,6 +161,12 @@ pub struct Controller {
     tracker: Tracker,
     nodes: BTreeMap<NodeId, NodeStatus>,
     links: HashMap<Principal, (u64, mpsc::Sender<Msg>)>,
+    /// The link each replica's current instance dialled in on. Cleared when
+    /// a new generation is provisioned: until the new instance connects,
+    /// what arrives for that replica is from the fenced one (its last
+    /// heartbeats, in flight when it was killed, would pass a replacement
+    /// with no state yet off as a synced standby).
+    instance_links: HashMap<ReplicaId, u64>,
     faults: BTreeMap<u64, FaultRecord>,
     next_fault: u64,
     nonces: BTreeMap<String, u64>,
@@ -208,6 +215,7 @@ impl Controller {
             replicas,
             nodes: BTreeMap::new(),
             links: HashMap::new(),
+            instance_links: HashMap::new(),
             faults: snap.faults.into_iter().map(|f| (f.id, f)).collect(),
             next_fault,
             nonces: snap.nonces,
@@ -248,9 +256,12 @@ impl Controller {
 
     async fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Inbound { peer, msg } => self.on_message(peer, msg).await,
+            Command::Inbound { peer, link, msg } => self.on_message(peer, link, msg).await,
             Command::LinkUp { peer, link, tx } => {
                 self.links.insert(peer, (link, tx));
+                if let Principal::Replica(r) = peer {
+                    self.instance_links.insert(r, link);
+                }
                 let name = self.dep.name(peer);
                 self.emit_for(peer, "link-up", format!("{name} connected"));
                 self.resend_faults(peer);
@@ -266,7 +277,7 @@ impl Controller {
         }
     }
 
-    async fn on_message(&mut self, peer: Principal, msg: Msg) {
+    async fn on_message(&mut self, peer: Principal, link: u64, msg: Msg) {
         let now = now_ms();
         let decisions = match msg {
             Msg::Wake(w) => self.tracker.on_wake(&w.body, now),
@@ -285,7 +296,12 @@ impl Controller {
             Msg::Heartbeat(hb) => {
                 match peer {
                     Principal::Node(n) => self.on_node_heartbeat(n, &hb.body, now),
-                    Principal::Replica(r) => self.on_replica_heartbeat(r, &hb.body, now).await,
+                    Principal::Replica(r) if self.instance_links.get(&r) == Some(&link) => {
+                        self.on_replica_heartbeat(r, &hb.body, now).await;
+                    }
+                    Principal::Replica(_) => {
+                        metrics::counter!(m::DROPPED, "reason" => "fenced-instance").increment(1);
+                    }
                     _ => {}
                 }
                 Vec::new()

@@ -101,6 +101,7 @@ impl Controller {
             sync_progress_ms: 0,
         };
         let from = self.replicas.insert(id, rec).map(|r| r.state);
+        self.instance_links.remove(&id);
         self.save_replica(id);
         self.emit(
             Some(id),

@@ -46,6 +46,10 @@ pub fn deployment(dir: &Path) -> (Deployment, Vec<Identity>) {
 }
 
 pub async fn start(dir: &Path, dep: Deployment, ids: Vec<Identity>, marker: u64) -> Orch {
+    start_tuned(dir, dep, ids, marker, tuning()).await
+}
+
+pub async fn start_tuned(dir: &Path, dep: Deployment, ids: Vec<Identity>, marker: u64, tuning: Tuning) -> Orch {
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", admin.local_addr().unwrap());
     let links = TcpListener::bind(dep.orchestrator.addr).await.unwrap();
@@ -63,7 +67,7 @@ pub async fn start(dir: &Path, dep: Deployment, ids: Vec<Identity>, marker: u64)
         args: vec![marker.to_string()],
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run_with(cfg, launch, tuning(), admin, links, async move {
+    let task = tokio::spawn(run_with(cfg, launch, tuning, admin, links, async move {
         let _ = stopped.await;
     }));
     Orch {
