@@ -225,18 +225,21 @@ fn fully_synced(v: &Value) -> bool {
 
 /// Whether the paused standby is at most `lag` seqs of checkpoints behind
 /// the active replicas: the orchestrator refreshes a standby that fell
-/// behind, so in a running system a paused standby is this current.
-fn standby_current(v: &Value, lag: u64) -> bool {
-    let checkpoints = |state: &str| -> Vec<u64> {
+/// behind, so in a running system a paused standby is this current. The
+/// actives' newest checkpoint is the last one below what they executed
+/// (their stable one as reported may be a heartbeat late).
+fn standby_current(v: &Value, lag: u64, interval: u64) -> bool {
+    let of = |state: &str, field: &str| -> Vec<u64> {
         v.as_array()
             .into_iter()
             .flatten()
             .filter(|r| r["app"] == "kv" && r["state"] == state)
-            .filter_map(|r| r["last_checkpoint"].as_u64())
+            .filter_map(|r| r[field].as_u64())
             .collect()
     };
-    let newest = checkpoints("active").into_iter().max().unwrap_or(0);
-    checkpoints("paused").into_iter().all(|c| c + lag >= newest)
+    let executed = of("active", "last_executed").into_iter().max().unwrap_or(0);
+    let newest = executed / interval.max(1) * interval.max(1);
+    of("paused", "last_checkpoint").into_iter().all(|c| c + lag >= newest)
 }
 
 /// Until kv has 2 fully synced active replicas and one standby of the tier.
@@ -246,6 +249,10 @@ fn standby_current(v: &Value, lag: u64) -> bool {
 /// can fit in fewer seqs than two checkpoints).
 async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby, current: bool) -> anyhow::Result<Value> {
     let lag = if current { 0 } else { 2 * info.dep.checkpoint_interval };
+    if current {
+        // Heartbeats (every 200 ms) must report what the load just did.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // A replacement VM boots before the app is steady again.
     let deadline = Instant::now() + info.backend.ready_timeout().max(Duration::from_secs(120));
     loop {
@@ -256,7 +263,9 @@ async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby, current
         let cold = cold_ones(&r);
         if active.len() == 2 && fully_synced(&r) {
             match standby {
-                Standby::Paused if paused.len() == 1 && standby_current(&r, lag) => return Ok(r),
+                Standby::Paused if paused.len() == 1 && standby_current(&r, lag, info.dep.checkpoint_interval) => {
+                    return Ok(r)
+                }
                 Standby::Hibernated if hibernated.len() == 1 && cold.is_empty() => return Ok(r),
                 Standby::Cold if cold.len() == 1 => return Ok(r),
                 Standby::Hibernated | Standby::Cold if paused.len() == 1 => {
@@ -441,4 +450,31 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
         skipped_rounds: skipped,
         machine: crate::bench::machine(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::standby_current;
+    use serde_json::json;
+
+    fn replicas(active_executed: u64, active_checkpoint: u64, paused_checkpoint: u64) -> serde_json::Value {
+        json!([
+            {"app": "kv", "state": "active", "last_executed": active_executed, "last_checkpoint": active_checkpoint},
+            {"app": "kv", "state": "active", "last_executed": active_executed - 1, "last_checkpoint": active_checkpoint},
+            {"app": "kv", "state": "paused", "last_executed": paused_checkpoint, "last_checkpoint": paused_checkpoint},
+        ])
+    }
+
+    #[test]
+    fn a_standby_that_slept_through_the_load_is_not_current_even_before_the_actives_report_their_checkpoint() {
+        // The actives executed past checkpoint 256 but their heartbeats
+        // still report the stable checkpoint 0.
+        assert!(!standby_current(&replicas(300, 0, 0), 0, 128));
+        assert!(standby_current(&replicas(300, 0, 256), 0, 128));
+        assert!(
+            standby_current(&replicas(300, 256, 0), 256, 128),
+            "within the lag allowed"
+        );
+        assert!(!standby_current(&replicas(600, 512, 128), 256, 128));
+    }
 }
