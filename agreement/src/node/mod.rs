@@ -212,19 +212,27 @@ impl Node {
 
     fn on_msg(&mut self, from: Principal, msg: Msg) -> anyhow::Result<()> {
         let now = now_ms();
+        // Peer protocol messages go to their app's core whole (moved: a
+        // pre-prepare carries the batch's every request).
+        let peer_app = match &msg {
+            Msg::PrePrepare(m) => Some(m.body.app),
+            Msg::Prepare(m) => Some(m.body.0.app),
+            Msg::Commit(m) => Some(m.body.0.app),
+            Msg::LogCheckpoint(m) => Some(m.body.app),
+            Msg::ViewChange(m) => Some(m.body.app),
+            Msg::NewView(m) => Some(m.body.app),
+            Msg::LogFetch(m) => Some(m.body.app),
+            Msg::LogEntries(m) => Some(m.body.app),
+            _ => None,
+        };
+        if let Some(app) = peer_app {
+            return self.core_step(app, now, Input::Peer(msg));
+        }
         match msg {
             Msg::Request(r) => {
                 let app = r.body.app;
                 self.core_step(app, now, Input::Request(r))?;
             }
-            Msg::PrePrepare(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
-            Msg::Prepare(ref m) => self.core_step(m.body.0.app, now, Input::Peer(msg.clone()))?,
-            Msg::Commit(ref m) => self.core_step(m.body.0.app, now, Input::Peer(msg.clone()))?,
-            Msg::LogCheckpoint(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
-            Msg::ViewChange(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
-            Msg::NewView(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
-            Msg::LogFetch(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
-            Msg::LogEntries(ref m) => self.core_step(m.body.app, now, Input::Peer(msg.clone()))?,
             Msg::ExecReply(r) => {
                 let app = r.body.replica.app;
                 self.vote_step(app, now, VoteInput::Reply(r));
