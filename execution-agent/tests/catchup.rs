@@ -480,15 +480,26 @@ fn run_seqs(
     }
 }
 
-#[test]
-fn a_fresh_replica_whose_checkpoint_peers_dropped_asks_the_nodes_and_catches_up_to_a_newer_one() {
+/// A fresh replica `c` that adopted checkpoint 16 (buckets opaque) and
+/// replayed to 20, left behind while `a` and `b` ran on for many intervals:
+/// checkpoint 16, which its stale objects come from, is long gone there.
+struct LeftBehind {
+    a: Replica,
+    b: Replica,
+    c: Replica,
+    ord: Orderer,
+    newest: CheckpointCert,
+    /// Where the orders `c` has not seen start in `ord.log`.
+    resume_from: usize,
+}
+
+fn left_behind_a_dropped_checkpoint() -> LeftBehind {
     let seed = seed();
     let (mut a, mut b, mut rng, o) = large_pair(seed);
     let mut ord = Orderer::default();
     let mut certs = Vec::new();
     run_seqs(&mut [&mut a, &mut b], &mut ord, &mut rng, 20, N, &mut certs);
     let first = certs[0].clone();
-    // A fresh replica adopts checkpoint 16 (buckets opaque) and replays to 20.
     let mut c = replica(2, &o);
     {
         let mut peers = LocalPeers::new(vec![&a, &b]);
@@ -496,10 +507,29 @@ fn a_fresh_replica_whose_checkpoint_peers_dropped_asks_the_nodes_and_catches_up_
     }
     assert_eq!(c.last_executed(), 20);
     assert!(c.state().stale_count() > 0);
-    // The others run on for many intervals: checkpoint 16 is long gone there.
     let resume_from = ord.log.len();
     run_seqs(&mut [&mut a, &mut b], &mut ord, &mut rng, 16 * 12, N, &mut certs);
     let newest = certs.last().unwrap().clone();
+    LeftBehind {
+        a,
+        b,
+        c,
+        ord,
+        newest,
+        resume_from,
+    }
+}
+
+#[test]
+fn a_fresh_replica_whose_checkpoint_peers_dropped_asks_the_nodes_and_catches_up_to_a_newer_one() {
+    let LeftBehind {
+        a,
+        b,
+        mut c,
+        ord,
+        newest,
+        resume_from,
+    } = left_behind_a_dropped_checkpoint();
     let mut peers = LocalPeers::new(vec![&a, &b]);
     let mut out = Vec::new();
     for (seq, p) in ord.log[resume_from..].iter() {
@@ -532,21 +562,14 @@ fn a_fresh_replica_whose_checkpoint_peers_dropped_asks_the_nodes_and_catches_up_
 
 #[test]
 fn a_replica_that_cannot_replay_from_a_dropped_checkpoint_catches_up_to_a_newer_one_whose_orders_it_holds() {
-    let seed = seed();
-    let (mut a, mut b, mut rng, o) = large_pair(seed);
-    let mut ord = Orderer::default();
-    let mut certs = Vec::new();
-    run_seqs(&mut [&mut a, &mut b], &mut ord, &mut rng, 20, N, &mut certs);
-    let first = certs[0].clone();
-    let mut c = replica(2, &o);
-    {
-        let mut peers = LocalPeers::new(vec![&a, &b]);
-        wake(&mut c, &mut peers, &first, &ord.log);
-    }
-    assert!(c.state().stale_count() > 0);
-    let resume_from = ord.log.len();
-    run_seqs(&mut [&mut a, &mut b], &mut ord, &mut rng, 16 * 12, N, &mut certs);
-    let newest = certs.last().unwrap().clone();
+    let LeftBehind {
+        a,
+        b,
+        mut c,
+        ord,
+        newest,
+        resume_from,
+    } = left_behind_a_dropped_checkpoint();
     let mut peers = LocalPeers::new(vec![&a, &b]);
     // Every order up to the newest checkpoint arrives (a woken replica reads
     // them from its links' backlog) before that checkpoint's certificate:
