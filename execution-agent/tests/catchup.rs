@@ -47,13 +47,37 @@ fn wake(
     cert: &CheckpointCert,
     log: &[(Seq, Proposal)],
 ) -> Vec<ExecReply> {
-    let mut out = c.on_msg(5_000, from_node(), Msg::CheckpointCert(cert.clone()), peers);
-    for (seq, p) in log.iter().filter(|(s, _)| *s > cert.seq) {
+    wake_at(5_000, c, peers, cert, log)
+}
+
+/// `wake` at `now_ms` (after earlier messages, so its retry timers run on).
+fn wake_at(
+    now_ms: u64,
+    c: &mut Replica,
+    peers: &mut dyn StateSource,
+    cert: &CheckpointCert,
+    log: &[(Seq, Proposal)],
+) -> Vec<ExecReply> {
+    let mut out = c.on_msg(now_ms, from_node(), Msg::CheckpointCert(cert.clone()), peers);
+    out.extend(feed_after(now_ms, c, peers, log, cert.seq));
+    replies(&out)
+}
+
+/// Hands `c` the orders of every seq in `log` above `after`.
+fn feed_after(
+    now_ms: u64,
+    c: &mut Replica,
+    peers: &mut dyn StateSource,
+    log: &[(Seq, Proposal)],
+    after: Seq,
+) -> Vec<Out> {
+    let mut out = Vec::new();
+    for (seq, p) in log.iter().filter(|(s, _)| *s > after) {
         for m in Orderer::orders(*seq, p) {
-            out.extend(c.on_msg(5_000, from_node(), m, peers));
+            out.extend(c.on_msg(now_ms, from_node(), m, peers));
         }
     }
-    replies(&out)
+    out
 }
 
 #[test]
@@ -549,12 +573,7 @@ fn a_fresh_replica_whose_checkpoint_peers_dropped_asks_the_nodes_and_catches_up_
         "it must ask the nodes (whose answer carries the newest certificate)"
     );
     // The nodes' newest certificate and the orders after it get it going.
-    let mut out = c.on_msg(11_000, from_node(), Msg::CheckpointCert(newest.clone()), &mut peers);
-    for (seq, p) in ord.log.iter().filter(|(s, _)| *s > newest.seq) {
-        for m in Orderer::orders(*seq, p) {
-            out.extend(c.on_msg(11_000, from_node(), m, &mut peers));
-        }
-    }
+    wake_at(11_000, &mut c, &mut peers, &newest, &ord.log);
     assert_eq!(c.last_executed(), ord.log.last().unwrap().0);
     let mut a2 = a;
     assert_eq!(c.root(), a2.root());
@@ -589,11 +608,7 @@ fn a_replica_that_cannot_replay_from_a_dropped_checkpoint_catches_up_to_a_newer_
         "with every order at hand it must still catch up to the newer certificate (at {})",
         c.last_executed()
     );
-    for (seq, p) in ord.log.iter().filter(|(s, _)| *s > newest.seq) {
-        for m in Orderer::orders(*seq, p) {
-            c.on_msg(11_000, from_node(), m, &mut peers);
-        }
-    }
+    feed_after(11_000, &mut c, &mut peers, &ord.log, newest.seq);
     assert_eq!(c.last_executed(), ord.log.last().unwrap().0);
     let mut a2 = a;
     assert_eq!(c.root(), a2.root());
