@@ -308,10 +308,7 @@ impl Replica {
                     || self.mid_full_transfer()
                     || self.replay_blocked_at.is_some_and(|at| c.seq > at)
                 {
-                    if self
-                        .catch_up_failed
-                        .is_some_and(|(s, at)| s == c.seq && self.now_ms < at + CATCH_UP_RETRY_MS)
-                    {
+                    if self.backing_off(self.catch_up_failed, c.seq) {
                         return out;
                     }
                     match self.catch_up(&c, src) {
@@ -341,10 +338,7 @@ impl Replica {
             if self.book.ready(next).is_none() {
                 break;
             }
-            if self
-                .prefetch_failed
-                .is_some_and(|(s, at)| s == next && self.now_ms < at + CATCH_UP_RETRY_MS)
-            {
+            if self.backing_off(self.prefetch_failed, next) {
                 return out;
             }
             if let Err(e) = self.prefetch(next, src) {
@@ -373,6 +367,12 @@ impl Replica {
             out.extend(self.fetch_orders(self.last_executed + 1));
         }
         out
+    }
+
+    /// Whether `failed` (a seq whose state fetch failed, and when) says to
+    /// wait before trying `seq` again.
+    fn backing_off(&self, failed: Option<(Seq, u64)>, seq: Seq) -> bool {
+        failed.is_some_and(|(s, at)| s == seq && self.now_ms < at + CATCH_UP_RETRY_MS)
     }
 
     /// Orders are missing: some node is past the next seq, a certified
