@@ -91,7 +91,8 @@ impl Client {
         let keys = Arc::new(dep.keyring());
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let mut tasks = JoinSet::new();
-        let nodes = links::dial_nodes(&dep, None, &id, &keys, &ev_tx, &mut tasks)?;
+        let inbox = links::Inbox::new(keys.clone(), ev_tx, &mut tasks);
+        let nodes = links::dial_nodes(&dep, None, &id, &keys, &inbox, &mut tasks)?;
         let (tx, rx) = mpsc::channel(4096);
         let mut opts = opts;
         opts.retry = Some(

@@ -6,7 +6,7 @@
 
 use crate::digest::Digest;
 use crate::ids::Principal;
-use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -131,11 +131,12 @@ impl<T: Signable> Signed<T> {
     }
 
     pub fn verify(&self, keys: &Keyring) -> Result<(), SigError> {
-        let who = self.body.author();
-        let key = keys.get(&who).ok_or(SigError::UnknownKey(who))?;
-        key.0
-            .verify(&self.body.digest().0, &self.sig)
-            .map_err(|_| SigError::BadSignature(who))
+        keys.verify_digest(self.body.author(), &self.body.digest(), &self.sig)
+    }
+
+    /// Adds this signature to `batch`, to be checked with the others.
+    pub fn queue(&self, batch: &mut Batch) -> Result<(), SigError> {
+        batch.queue(self.body.author(), &self.body.digest(), &self.sig)
     }
 }
 
@@ -146,31 +147,81 @@ pub fn verify_all<'a, T: Signable + 'a>(
     keys: &Keyring,
 ) -> Result<(), SigError> {
     let items: Vec<&Signed<T>> = items.into_iter().collect();
-    if items.len() < 4 {
+    if items.len() < 2 {
         return items.iter().try_for_each(|s| s.verify(keys));
     }
-    let mut digests = Vec::with_capacity(items.len());
-    let mut sigs = Vec::with_capacity(items.len());
-    let mut vks = Vec::with_capacity(items.len());
+    let mut batch = Batch::new(keys);
     for s in &items {
-        let who = s.body.author();
-        let key = keys.get(&who).ok_or(SigError::UnknownKey(who))?;
-        digests.push(s.body.digest());
-        sigs.push(s.sig);
-        vks.push(key.0);
+        s.queue(&mut batch)?;
     }
-    let msgs: Vec<&[u8]> = digests.iter().map(|d| &d.0[..]).collect();
-    if ed25519_dalek::verify_batch(&msgs, &sigs, &vks).is_ok() {
+    if batch.verify() {
         return Ok(());
     }
     items.iter().try_for_each(|s| s.verify(keys))?;
     Err(SigError::BadBatch)
 }
 
+/// Signatures collected to be checked together: one multiscalar
+/// multiplication, with the terms of each signer's key coalesced (a
+/// deployment has few signers), is several times cheaper than checking
+/// each alone.
+///
+/// Checks follow ZIP 215 (ed25519-consensus) alone and in batches, so a
+/// signature passes in a batch exactly when it passes alone: a faulty
+/// principal cannot craft one that some correct nodes accept and others
+/// reject.
+pub struct Batch<'k> {
+    keys: &'k Keyring,
+    inner: ed25519_consensus::batch::Verifier,
+    len: usize,
+}
+
+impl<'k> Batch<'k> {
+    pub fn new(keys: &'k Keyring) -> Self {
+        Batch {
+            keys,
+            inner: ed25519_consensus::batch::Verifier::new(),
+            len: 0,
+        }
+    }
+
+    /// Queues `who`'s signature over `d`; an unknown signer is refused now.
+    pub fn queue(&mut self, who: Principal, d: &Digest, sig: &Signature) -> Result<(), SigError> {
+        let key = self.keys.keys.get(&who).ok_or(SigError::UnknownKey(who))?;
+        self.inner.queue((
+            key.check.into(),
+            ed25519_consensus::Signature::from(sig.to_bytes()),
+            &d.0,
+        ));
+        self.len += 1;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether every queued signature is valid (an empty batch is).
+    pub fn verify(self) -> bool {
+        self.inner.verify(rand_core::OsRng).is_ok()
+    }
+}
+
 /// Public keys of everyone in the deployment.
 #[derive(Clone, Debug, Default)]
 pub struct Keyring {
-    keys: HashMap<Principal, PublicKey>,
+    keys: HashMap<Principal, RingKey>,
+}
+
+#[derive(Clone, Debug)]
+struct RingKey {
+    public: PublicKey,
+    /// The same key, decoded once for checking.
+    check: ed25519_consensus::VerificationKey,
 }
 
 impl Keyring {
@@ -179,11 +230,15 @@ impl Keyring {
     }
 
     pub fn insert(&mut self, who: Principal, key: PublicKey) {
-        self.keys.insert(who, key);
+        // Any key ed25519-dalek decoded is a valid curve point, which is all
+        // ed25519-consensus asks of a key.
+        let check = ed25519_consensus::VerificationKey::try_from(key.0.to_bytes())
+            .expect("a decoded ed25519 public key is a valid curve point");
+        self.keys.insert(who, RingKey { public: key, check });
     }
 
     pub fn get(&self, who: &Principal) -> Option<&PublicKey> {
-        self.keys.get(who)
+        self.keys.get(who).map(|k| &k.public)
     }
 
     pub fn contains(&self, who: &Principal) -> bool {
@@ -192,8 +247,10 @@ impl Keyring {
 
     /// Verifies a raw signature over a digest by a named principal.
     pub fn verify_digest(&self, who: Principal, d: &Digest, sig: &Signature) -> Result<(), SigError> {
-        let key = self.get(&who).ok_or(SigError::UnknownKey(who))?;
-        key.0.verify(&d.0, sig).map_err(|_| SigError::BadSignature(who))
+        let key = self.keys.get(&who).ok_or(SigError::UnknownKey(who))?;
+        key.check
+            .verify(&ed25519_consensus::Signature::from(sig.to_bytes()), &d.0)
+            .map_err(|_| SigError::BadSignature(who))
     }
 }
 
@@ -283,5 +340,55 @@ mod tests {
             verify_all(&all, &ring),
             Err(SigError::BadSignature(Principal::Node(NodeId(3))))
         );
+    }
+
+    #[test]
+    fn a_batch_from_few_signers_verifies_and_one_forgery_fails_it() {
+        let (ids, ring) = setup();
+        // Many signatures from the same few keys: the case the checker
+        // batches (terms of one key are coalesced).
+        let notes: Vec<Signed<Note>> = (0..24)
+            .map(|i| {
+                let id = &ids[i % 3];
+                let Principal::Node(from) = id.who else { unreachable!() };
+                id.sign(Note {
+                    from,
+                    text: format!("n{i}"),
+                })
+            })
+            .collect();
+        let mut batch = Batch::new(&ring);
+        notes
+            .iter()
+            .try_for_each(|n| n.queue(&mut batch))
+            .expect("known signers");
+        assert_eq!(batch.len(), 24);
+        assert!(batch.verify());
+
+        let mut forged = notes.clone();
+        forged[17].body.text = "forged".into();
+        let mut batch = Batch::new(&ring);
+        forged
+            .iter()
+            .try_for_each(|n| n.queue(&mut batch))
+            .expect("known signers");
+        assert!(!batch.verify());
+        assert!(forged[17].verify(&ring).is_err() && forged[16].verify(&ring).is_ok());
+    }
+
+    #[test]
+    fn a_batch_refuses_an_unknown_signer_when_queued() {
+        let (_, ring) = setup();
+        let stranger = Identity::from_seed(Principal::Node(NodeId(9)), [42; 32]);
+        let s = stranger.sign(Note {
+            from: NodeId(9),
+            text: "x".into(),
+        });
+        let mut batch = Batch::new(&ring);
+        assert_eq!(
+            s.queue(&mut batch),
+            Err(SigError::UnknownKey(Principal::Node(NodeId(9))))
+        );
+        assert!(batch.is_empty() && batch.verify());
     }
 }

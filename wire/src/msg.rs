@@ -976,6 +976,36 @@ impl Msg {
         }
     }
 
+    /// Adds the signature the message carries at its top level to `batch`
+    /// (what `verify` checks alone).
+    pub fn queue(&self, batch: &mut crate::crypto::Batch) -> Result<(), crate::SigError> {
+        match self {
+            Msg::Request(s) => s.queue(batch),
+            Msg::Reply(s) => s.queue(batch),
+            Msg::PrePrepare(s) => s.queue(batch),
+            Msg::Prepare(s) => s.queue(batch),
+            Msg::Commit(s) => s.queue(batch),
+            Msg::LogCheckpoint(s) => s.queue(batch),
+            Msg::ViewChange(s) => s.queue(batch),
+            Msg::NewView(s) => s.queue(batch),
+            Msg::LogFetch(s) => s.queue(batch),
+            Msg::LogEntries(s) => s.queue(batch),
+            Msg::Order(s) => s.queue(batch),
+            Msg::FetchOrders(s) => s.queue(batch),
+            Msg::OrdersReply(s) => s.queue(batch),
+            Msg::ExecReply(s) => s.queue(batch),
+            Msg::ExecCheckpoint(s) => s.queue(batch),
+            Msg::CheckpointCert(_) => Ok(()),
+            Msg::StateRequest(s) => s.queue(batch),
+            Msg::StateResponse(s) => s.queue(batch),
+            Msg::Wake(s) => s.queue(batch),
+            Msg::Fault(s) => s.queue(batch),
+            Msg::Resolved(s) => s.queue(batch),
+            Msg::Control(s) => s.queue(batch),
+            Msg::Heartbeat(s) => s.queue(batch),
+        }
+    }
+
     /// The principal whose signature the message carries, if any.
     pub fn author(&self) -> Option<Principal> {
         Some(match self {

@@ -88,13 +88,14 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
     let store = NodeStore::open(&cfg.data_dir.join("node.redb"))?;
     let (ev_tx, mut ev_rx) = mpsc::channel(EVENT_QUEUE);
     let mut tasks = JoinSet::new();
+    let inbox = links::Inbox::new(keys.clone(), ev_tx, &mut tasks);
     tasks.spawn(links::accept_loop(
         listener,
         cfg.identity.clone(),
         keys.clone(),
-        ev_tx.clone(),
+        inbox.clone(),
     ));
-    let peers = links::dial_nodes(&dep, Some(me), &cfg.identity, &keys, &ev_tx, &mut tasks)?;
+    let peers = links::dial_nodes(&dep, Some(me), &cfg.identity, &keys, &inbox, &mut tasks)?;
     let (orch_tx, orch_rx) = mpsc::channel(LINK_QUEUE);
     tasks.spawn(links::dial_loop(
         dep.orchestrator.addr,
@@ -102,9 +103,8 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         orch_rx,
         cfg.identity.clone(),
         keys.clone(),
-        ev_tx.clone(),
+        inbox,
     ));
-    drop(ev_tx);
 
     let seed_source = rand::random::<u64>();
     let mut apps = BTreeMap::new();
