@@ -6,6 +6,7 @@
 
 use crate::digest::Digest;
 use crate::ids::Principal;
+use crate::zip215::{BatchVerifier, CheckKey};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -166,48 +167,40 @@ pub fn verify_all<'a, T: Signable + 'a>(
 /// deployment has few signers), is several times cheaper than checking
 /// each alone.
 ///
-/// Checks follow ZIP 215 (ed25519-consensus) alone and in batches, so a
-/// signature passes in a batch exactly when it passes alone: a faulty
-/// principal cannot craft one that some correct nodes accept and others
-/// reject.
+/// Checks follow ZIP 215 alone and in batches (`zip215`), so a signature
+/// passes in a batch exactly when it passes alone: a faulty principal
+/// cannot craft one that some correct nodes accept and others reject.
 pub struct Batch<'k> {
     keys: &'k Keyring,
-    inner: ed25519_consensus::batch::Verifier,
-    len: usize,
+    inner: BatchVerifier,
 }
 
 impl<'k> Batch<'k> {
     pub fn new(keys: &'k Keyring) -> Self {
         Batch {
             keys,
-            inner: ed25519_consensus::batch::Verifier::new(),
-            len: 0,
+            inner: BatchVerifier::new(),
         }
     }
 
     /// Queues `who`'s signature over `d`; an unknown signer is refused now.
     pub fn queue(&mut self, who: Principal, d: &Digest, sig: &Signature) -> Result<(), SigError> {
         let key = self.keys.keys.get(&who).ok_or(SigError::UnknownKey(who))?;
-        self.inner.queue((
-            key.check.into(),
-            ed25519_consensus::Signature::from(sig.to_bytes()),
-            &d.0,
-        ));
-        self.len += 1;
+        self.inner.queue(&key.check, &sig.to_bytes(), &d.0);
         Ok(())
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.inner.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.inner.is_empty()
     }
 
     /// Whether every queued signature is valid (an empty batch is).
     pub fn verify(self) -> bool {
-        self.inner.verify(rand_core::OsRng).is_ok()
+        self.inner.verify()
     }
 }
 
@@ -221,7 +214,7 @@ pub struct Keyring {
 struct RingKey {
     public: PublicKey,
     /// The same key, decoded once for checking.
-    check: ed25519_consensus::VerificationKey,
+    check: CheckKey,
 }
 
 impl Keyring {
@@ -230,10 +223,8 @@ impl Keyring {
     }
 
     pub fn insert(&mut self, who: Principal, key: PublicKey) {
-        // Any key ed25519-dalek decoded is a valid curve point, which is all
-        // ed25519-consensus asks of a key.
-        let check = ed25519_consensus::VerificationKey::try_from(key.0.to_bytes())
-            .expect("a decoded ed25519 public key is a valid curve point");
+        // ed25519-dalek decoded the same bytes to a curve point already.
+        let check = CheckKey::new(key.0.to_bytes()).expect("a decoded ed25519 public key is a curve point");
         self.keys.insert(who, RingKey { public: key, check });
     }
 
@@ -248,9 +239,11 @@ impl Keyring {
     /// Verifies a raw signature over a digest by a named principal.
     pub fn verify_digest(&self, who: Principal, d: &Digest, sig: &Signature) -> Result<(), SigError> {
         let key = self.keys.get(&who).ok_or(SigError::UnknownKey(who))?;
-        key.check
-            .verify(&ed25519_consensus::Signature::from(sig.to_bytes()), &d.0)
-            .map_err(|_| SigError::BadSignature(who))
+        if key.check.verify(&sig.to_bytes(), &d.0) {
+            Ok(())
+        } else {
+            Err(SigError::BadSignature(who))
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod digest;
 pub mod frame;
 pub mod ids;
 pub mod msg;
+pub mod zip215;
 
 pub use app::{AppRequest, AppResponse};
 pub use config::{Deployment, GenerateOptions, Timing};
