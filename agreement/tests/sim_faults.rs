@@ -3,7 +3,9 @@
 //! and the correct nodes must keep committing.
 #![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
 
-use zz_agreement::sim::byz::{self, DelayPrePrepares, Equivocate, Forge, Replay, Silent, SkewTimestamps};
+use zz_agreement::sim::byz::{
+    self, DelayPrePrepares, Equivocate, Forge, ForgeRequests, Replay, Silent, SkewTimestamps,
+};
 use zz_agreement::sim::seeds::for_seeds;
 use zz_agreement::sim::{Sim, SimConfig};
 use zz_wire::NodeFault;
@@ -137,6 +139,36 @@ fn forged_signatures_are_all_rejected() {
             finish(&mut sim)?;
             if sim.net.rejected_signatures == 0 {
                 return Err("no forgery was rejected".into());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn a_primary_that_slips_in_requests_no_client_signed_is_replaced_and_none_is_delivered() {
+    for f in [1, 2] {
+        for_seeds(&format!("request forger f={f}"), if f == 1 { 10 } else { 3 }, |seed| {
+            let mut sim = Sim::new(cfg(f, seed));
+            let forger = ForgeRequests::default();
+            let forged = forger.forged.clone();
+            sim.add_middleware(0, Box::new(forger));
+            finish(&mut sim)?;
+            let forged = forged.lock().unwrap().clone();
+            for i in sim.correct_nodes() {
+                if let Some((seq, _)) = sim.node(i).delivered.iter().find(|(_, d)| forged.contains(d)) {
+                    return Err(format!("node {i} delivered a forged proposal at seq {seq}"));
+                }
+            }
+            if forged.is_empty() || sim.net.rejected_signatures == 0 {
+                return Err(format!(
+                    "{} proposals forged, {} rejected",
+                    forged.len(),
+                    sim.net.rejected_signatures
+                ));
+            }
+            if max_view(&sim) == 0 {
+                return Err("the forging primary was never replaced".into());
             }
             Ok(())
         });

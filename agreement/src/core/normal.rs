@@ -7,8 +7,7 @@ use super::quorum::Insert;
 use super::{Action, Core, Pooled, Status, TimerId, MAX_POOL};
 use std::collections::BTreeSet;
 use zz_wire::{
-    verify_all, ClientBatch, Commit, Msg, NodeFault, NodeId, NonDet, PrePrepare, Prepare, Principal, Proposal, Seq,
-    Signed, Vote,
+    ClientBatch, Commit, Msg, NodeFault, NodeId, NonDet, PrePrepare, Prepare, Principal, Proposal, Seq, Signed, Vote,
 };
 
 /// A request left out this many view-change timeouts while others are
@@ -228,13 +227,14 @@ impl Core {
         self.check_prepared(seq);
     }
 
-    /// Client batches of a proposal: of this app, signed by their client,
-    /// not yet committed nor pending at another seq, not repeated; and the
-    /// primary's timestamp within the skew and non-decreasing along the log.
+    /// Client batches of a proposal: of this app, not yet committed nor
+    /// pending at another seq, not repeated; and the primary's timestamp
+    /// within the skew and non-decreasing along the log. Their client
+    /// signatures the driver checked with the message's own
+    /// (`links::verify_client_requests`).
     fn check_proposal(&self, seq: Seq, p: &Proposal) -> Result<(), super::Reject> {
         use super::Reject;
         let mut seen = BTreeSet::new();
-        let mut unverified = Vec::new();
         for r in &p.requests {
             let b = &r.body;
             let key: ReqKey = (b.client, b.first_id);
@@ -244,13 +244,6 @@ impl Core {
             if !seen.insert(key) || self.dedup.contains(key) || self.in_log.get(&key).is_some_and(|s| *s != seq) {
                 return Err(Reject::Duplicate);
             }
-            // Requests we received ourselves were verified by the driver.
-            if self.pool.get(&key).is_none_or(|known| known.req != *r) {
-                unverified.push(r);
-            }
-        }
-        if !unverified.is_empty() && verify_all(unverified, &self.cfg.keys).is_err() {
-            return Err(Reject::BadSignature);
         }
         if p.requests.is_empty() {
             return Ok(());

@@ -136,6 +136,34 @@ impl Middleware for Forge {
     }
 }
 
+/// As primary, slips a request no client made into every proposal: the
+/// first client batch's first op is altered under the client's signature,
+/// and the pre-prepare is then properly signed with the node's own key.
+/// The digests of the proposals it forged are kept, to check that none
+/// was ever delivered.
+#[derive(Default)]
+pub struct ForgeRequests {
+    pub forged: std::sync::Arc<std::sync::Mutex<Vec<zz_wire::Digest>>>,
+}
+
+impl Middleware for ForgeRequests {
+    fn outgoing(&mut self, ctx: &mut MwCtx<'_>, _: NodeId, msg: Msg) -> Vec<(Msg, u64)> {
+        let Msg::PrePrepare(pp) = msg else {
+            return vec![(msg, 0)];
+        };
+        let mut body = pp.body;
+        let Some(op) = body.proposal.requests.first_mut().and_then(|r| r.body.ops.first_mut()) else {
+            return vec![(Msg::PrePrepare(ctx.identity.sign(body)), 0)];
+        };
+        op.body.extend_from_slice(b"-forged");
+        body.digest = body.proposal.digest();
+        if let Ok(mut f) = self.forged.lock() {
+            f.push(body.digest);
+        }
+        vec![(Msg::PrePrepare(ctx.identity.sign(body)), 0)]
+    }
+}
+
 /// Re-signs a node message with another key, keeping the claimed author.
 fn resign(m: Msg, key: &Identity) -> Msg {
     fn sig<T: zz_wire::Signable>(s: zz_wire::Signed<T>, key: &Identity) -> zz_wire::Signed<T> {

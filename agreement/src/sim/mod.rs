@@ -14,6 +14,7 @@ mod net;
 pub mod seeds;
 
 use crate::core::{Action, Config, Core, Durable, Input, TimerId};
+use crate::node::links::verify_client_requests;
 use byz::{Middleware, MwCtx};
 use client::{InFlight, SimClient};
 pub use net::NetStats;
@@ -370,7 +371,7 @@ impl Sim {
                     return;
                 }
                 // What the driver does before the core sees anything.
-                if msg.verify(&self.keys).is_err() {
+                if msg.verify(&self.keys).is_err() || verify_client_requests(&msg, &self.keys).is_err() {
                     self.net.rejected_signatures += 1;
                     return;
                 }

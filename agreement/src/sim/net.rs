@@ -10,7 +10,8 @@ pub struct NetStats {
     pub lost: u64,
     pub cut: u64,
     pub duplicated: u64,
-    /// Dropped by the driver-side `Msg::verify` before reaching a core.
+    /// Dropped by the driver-side signature checks (the message's own and
+    /// its proposals' client batches) before reaching a core.
     pub rejected_signatures: u64,
 }
 
