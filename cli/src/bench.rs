@@ -273,6 +273,7 @@ async fn bench_deployment(a: &BenchArgs, seed: u64, kind: &str, names: &[String]
         admin: ports[0],
         gateway: ports[1],
         active_replicas: Some(active),
+        refresh_when_busy: false,
         backend: crate::launch::Backend::Process,
     })
     .await?;

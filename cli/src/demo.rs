@@ -179,6 +179,7 @@ async fn run_scenario(s: &Scenario, a: &DemoArgs) -> anyhow::Result<()> {
         admin: ports[0],
         gateway: ports[1],
         active_replicas: None,
+        refresh_when_busy: false,
         backend: a.backend.resolve()?,
     })
     .await?;

@@ -206,6 +206,7 @@ pub fn orchestrator_config(
         agent_bin,
         admin_token: std::env::var("ZZ_ADMIN_TOKEN").ok(),
         active_replicas,
+        refresh_when_busy: false,
     })
 }
 
@@ -272,6 +273,8 @@ pub struct LaunchOptions {
     /// Active replicas per app; default f+1 (the rest paused). `zz bench
     /// --mode full` asks for 2f+1.
     pub active_replicas: Option<usize>,
+    /// See `OrchestratorConfig::refresh_when_busy`.
+    pub refresh_when_busy: bool,
     pub backend: Backend,
 }
 
@@ -343,7 +346,8 @@ impl Running {
             .with_context(|| format!("binding the orchestrator link port {}", o.dep.orchestrator.addr))?;
         let admin_addr = admin.local_addr()?;
         let gateway_addr = gw_listener.local_addr()?;
-        let orch_cfg = orchestrator_config(&o.config, &o.dep, o.data_dir.clone(), o.active_replicas, &o.backend)?;
+        let mut orch_cfg = orchestrator_config(&o.config, &o.dep, o.data_dir.clone(), o.active_replicas, &o.backend)?;
+        orch_cfg.refresh_when_busy = o.refresh_when_busy;
         let nodes = Nodes::spawn(&o.dep, &o.config, &o.data_dir)?;
         let stop = CancellationToken::new();
         let orch = tokio::spawn(run_orchestrator(

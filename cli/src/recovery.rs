@@ -148,6 +148,8 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
         admin: ports[0],
         gateway: ports[1],
         active_replicas: None,
+        // Rounds wait for a current standby: refresh it whatever else runs.
+        refresh_when_busy: true,
         backend,
     })
     .await?;

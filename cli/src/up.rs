@@ -185,6 +185,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         admin: a.admin,
         gateway: a.gateway,
         active_replicas: None,
+        refresh_when_busy: false,
         backend,
     })
     .await?;

@@ -119,6 +119,7 @@ pub async fn view_change(a: ViewChangeArgs) -> anyhow::Result<ViewChangeResult> 
         admin: ports[0],
         gateway: ports[1],
         active_replicas: None,
+        refresh_when_busy: false,
         backend: Backend::Process,
     })
     .await?;

@@ -37,6 +37,10 @@ pub struct OrchestratorConfig {
     pub admin_token: Option<String>,
     /// Replicas each app keeps executing; default f+1 (see `Tuning`).
     pub active_replicas: Option<usize>,
+    /// Refresh a due standby even while the machine is busy (see
+    /// `Tuning::refresh_max_busy`): for the recovery benchmark, which waits
+    /// for a current standby before each round whatever else runs.
+    pub refresh_when_busy: bool,
 }
 
 /// Runs the orchestrator with the process backend until `shutdown`; returns
@@ -81,6 +85,7 @@ pub async fn run_with_backend(
 ) -> anyhow::Result<()> {
     let tuning = Tuning {
         active_replicas: cfg.active_replicas.or(tuning.active_replicas),
+        refresh_max_busy: tuning.refresh_max_busy.filter(|_| !cfg.refresh_when_busy),
         ..tuning
     };
     let dep = cfg.deployment;

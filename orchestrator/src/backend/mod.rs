@@ -93,4 +93,10 @@ pub trait Backend: Send + Sync + 'static {
     fn attach<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, BackendState>;
     /// Destroys every instance this backend owns.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// The fraction (0.0–1.0) of the machine's CPU time spent since the last
+    /// call, when the backend runs every replica on one machine; `None`
+    /// when unknown (the first call, or replicas on many hosts).
+    fn cpu_busy(&self) -> Option<f64> {
+        None
+    }
 }

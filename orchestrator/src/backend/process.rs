@@ -71,6 +71,8 @@ pub struct ProcessBackend {
     logs_dir: PathBuf,
     events: mpsc::Sender<BackendEvent>,
     procs: Mutex<HashMap<String, Proc>>,
+    /// The machine's (busy, total) CPU ticks at the last `cpu_busy`.
+    cpu: Mutex<Option<(u64, u64)>>,
 }
 
 impl ProcessBackend {
@@ -80,6 +82,7 @@ impl ProcessBackend {
             logs_dir,
             events,
             procs: Mutex::new(HashMap::new()),
+            cpu: Mutex::new(None),
         }
     }
 
@@ -391,5 +394,14 @@ impl Backend for ProcessBackend {
             }
         }
         .boxed()
+    }
+
+    /// Every replica runs on this machine: its `/proc/stat`.
+    fn cpu_busy(&self) -> Option<f64> {
+        let now = procfs::cpu_times()?;
+        let before = self.cpu.lock().ok()?.replace(now)?;
+        let total = now.1.checked_sub(before.1).filter(|t| *t > 0)?;
+        #[allow(clippy::cast_precision_loss)] // clock ticks: far below 2^52
+        Some(now.0.saturating_sub(before.0) as f64 / total as f64)
     }
 }

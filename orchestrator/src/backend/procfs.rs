@@ -31,9 +31,41 @@ pub fn alive(pid: u32, start_ticks: u64) -> Option<ProcStat> {
     stat(pid).filter(|s| s.start_ticks == start_ticks && s.state != 'Z' && s.state != 'X')
 }
 
+/// CPU time of the whole machine, in clock ticks since boot: (busy, total),
+/// busy being all but idle and I/O wait (the `cpu` line of `/proc/stat`).
+pub fn cpu_times() -> Option<(u64, u64)> {
+    parse_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+pub fn parse_cpu(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    if v.len() < 5 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal [guest guest_nice]:
+    // guest time is counted in user already.
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v[3] + v[4];
+    Some((total - idle, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_cpu_time_leaves_out_idle_iowait_and_guest() {
+        let text = "cpu  100 5 50 800 20 3 2 10 40 0\ncpu0 50 2 25 400 10 1 1 5 20 0\nintr 1\n";
+        assert_eq!(parse_cpu(text), Some((170, 990)));
+        assert_eq!(parse_cpu("cpu0 1 2 3 4 5\n"), None);
+        assert_eq!(parse_cpu("cpu  1 2 x 4 5\n"), None);
+        assert!(cpu_times().is_some_and(|(busy, total)| busy <= total));
+    }
 
     #[test]
     fn parses_names_with_spaces_and_parens() {

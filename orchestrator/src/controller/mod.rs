@@ -45,8 +45,29 @@ pub struct Tuning {
     /// resumed to catch up and paused again, so an incident wakes it into a
     /// short replay rather than a long catch-up; `None` never refreshes.
     pub refresh_checkpoints: Option<u64>,
-    /// ... but not sooner than this after it was paused.
+    /// ... but not sooner than this after it was paused,
     pub refresh_after_ms: u64,
+    /// ... and, so that refreshing does not take CPU from the active
+    /// replicas under load (a refresh runs the standby, and its peers serve
+    /// it state, until it is current), only in a quiet moment: while the
+    /// machine spent at most this fraction of its CPU over the last tick
+    /// (where the backend can tell; `None` ignores load)...
+    pub refresh_max_busy: Option<f64>,
+    /// ... unless it has been paused this long: under sustained load a
+    /// standby is still refreshed, to bound its catch-up work.
+    pub refresh_overdue_ms: u64,
+}
+
+impl Tuning {
+    /// Whether a standby paused `paused_ms` ago, `behind` seqs behind the
+    /// stable checkpoint, is refreshed now, the machine being `busy`.
+    pub fn refresh_due(&self, paused_ms: u64, behind: u64, checkpoint_interval: u64, busy: Option<f64>) -> bool {
+        let Some(lag) = self.refresh_checkpoints.map(|n| n * checkpoint_interval.max(1)) else {
+            return false;
+        };
+        let loaded = matches!((busy, self.refresh_max_busy), (Some(b), Some(max)) if b > max);
+        behind >= lag && paused_ms > self.refresh_after_ms && (!loaded || paused_ms > self.refresh_overdue_ms)
+    }
 }
 
 impl Default for Tuning {
@@ -61,6 +82,8 @@ impl Default for Tuning {
             active_replicas: None,
             refresh_checkpoints: Some(1),
             refresh_after_ms: 10_000,
+            refresh_max_busy: Some(0.5),
+            refresh_overdue_ms: 120_000,
         }
     }
 }
@@ -561,5 +584,38 @@ impl Controller {
                 metrics::gauge!(m::REPLICAS, "app" => name.clone(), "state" => state.as_str()).set(n as f64);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tuning;
+
+    #[test]
+    fn a_due_standby_refresh_waits_for_a_quiet_machine_but_not_past_the_overdue_limit() {
+        let t = Tuning::default();
+        let (k, behind) = (128, 256);
+        // Quiet, or load unknown: refreshed once paused long enough.
+        assert!(t.refresh_due(10_001, behind, k, Some(0.1)));
+        assert!(t.refresh_due(10_001, behind, k, None));
+        assert!(!t.refresh_due(9_000, behind, k, Some(0.1)));
+        // Less than a checkpoint behind: nothing to refresh.
+        assert!(!t.refresh_due(60_000, 100, k, Some(0.1)));
+        // Busy: deferred...
+        assert!(!t.refresh_due(10_001, behind, k, Some(0.9)));
+        assert!(!t.refresh_due(119_000, behind, k, Some(0.9)));
+        // ...until overdue.
+        assert!(t.refresh_due(120_001, behind, k, Some(0.9)));
+        // Load ignored, or refreshing off.
+        let ignore = Tuning {
+            refresh_max_busy: None,
+            ..Tuning::default()
+        };
+        assert!(ignore.refresh_due(10_001, behind, k, Some(0.9)));
+        let off = Tuning {
+            refresh_checkpoints: None,
+            ..Tuning::default()
+        };
+        assert!(!off.refresh_due(1_000_000, behind, k, Some(0.0)));
     }
 }

@@ -360,7 +360,7 @@ impl Controller {
     /// Resumes a paused standby that fell far behind so it catches up in a
     /// quiet moment; the heartbeat path pauses it again once it holds the
     /// whole checkpoint, and an incident meanwhile takes it as it is.
-    async fn refresh(&mut self, id: ReplicaId, behind: u64) {
+    async fn refresh(&mut self, id: ReplicaId, behind: u64, paused_ms: u64, busy: Option<f64>) {
         let Some(h) = self.replicas.get(&id).and_then(|r| r.handle.clone()) else {
             return;
         };
@@ -375,7 +375,12 @@ impl Controller {
             id,
             ReplicaState::Provisioning,
             "refresh",
-            format!("paused -> provisioning: catching up, {behind} seqs behind"),
+            format!(
+                "paused -> provisioning: catching up, {behind} seqs behind after {} s paused{}",
+                paused_ms / 1000,
+                busy.map(|b| format!(", machine {:.0}% busy", b * 100.0))
+                    .unwrap_or_default()
+            ),
         );
     }
 
@@ -501,21 +506,21 @@ impl Controller {
             }
         }
         let mut refresh = Vec::new();
-        if let Some(lag) = t.refresh_checkpoints.map(|n| n * self.dep.checkpoint_interval.max(1)) {
+        if t.refresh_checkpoints.is_some() {
+            // Sampled every tick, so each reading covers the last tick.
+            let busy = self.backend.cpu_busy();
             for r in self.replicas.values() {
-                if r.state == ReplicaState::Paused
-                    && now.saturating_sub(r.since_ms) > t.refresh_after_ms
-                    && !self.tracker.busy(r.id.app, now, t.settle_ms)
-                {
+                let paused_ms = now.saturating_sub(r.since_ms);
+                if r.state == ReplicaState::Paused && !self.tracker.busy(r.id.app, now, t.settle_ms) {
                     let behind = self.stable_checkpoint(r.id.app).saturating_sub(r.last_checkpoint);
-                    if behind >= lag {
-                        refresh.push((r.id, behind));
+                    if t.refresh_due(paused_ms, behind, self.dep.checkpoint_interval, busy) {
+                        refresh.push((r.id, behind, paused_ms, busy));
                     }
                 }
             }
         }
-        for (id, behind) in refresh {
-            self.refresh(id, behind).await;
+        for (id, behind, paused_ms, busy) in refresh {
+            self.refresh(id, behind, paused_ms, busy).await;
         }
         for id in settled {
             self.set_state(id, ReplicaState::Active, "active", "wake grace elapsed".into());

@@ -61,6 +61,7 @@ pub async fn start_tuned(dir: &Path, dep: Deployment, ids: Vec<Identity>, marker
         agent_bin: "/bin/false".into(),
         admin_token: Some(TOKEN.into()),
         active_replicas: None,
+        refresh_when_busy: false,
     };
     let launch = Launch {
         program: "/bin/sleep".into(),
