@@ -58,7 +58,7 @@ pub fn allowed(peer: Principal, msg: &Msg) -> bool {
 }
 
 /// A message read off a link, its signatures not yet checked.
-pub struct Unchecked {
+struct Unchecked {
     from: Principal,
     msg: Msg,
     link: Arc<Closing>,
@@ -140,10 +140,7 @@ async fn check_loop(mut rx: mpsc::Receiver<Unchecked>, keys: Arc<Keyring>, event
 /// Every signature of each message (its own and those of the client batches
 /// it carries), checked in one batch; one by one only when the batch fails,
 /// to tell which messages are bad.
-pub fn check_batch<'a>(
-    msgs: impl ExactSizeIterator<Item = &'a Msg> + Clone,
-    keys: &Keyring,
-) -> Vec<Result<(), SigError>> {
+fn check_batch<'a>(msgs: impl ExactSizeIterator<Item = &'a Msg> + Clone, keys: &Keyring) -> Vec<Result<(), SigError>> {
     // One signature alone is cheaper to check without the batch machinery.
     if msgs.clone().map(|m| 1 + client_requests(m).count()).sum::<usize>() < 2 {
         return msgs.map(|m| verify_msg(m, keys)).collect();
@@ -217,8 +214,9 @@ fn client_requests(msg: &Msg) -> Box<dyn Iterator<Item = &zz_wire::Signed<zz_wir
 }
 
 /// A proposal carries clients' signed batches; a primary must not be able to
-/// slip in requests no client made. Checked here, off the event loop, so the
-/// work spreads over the reader tasks.
+/// slip in requests no client made. The link checker checks them with the
+/// message's own signature (the simulator's driver with this), and the core
+/// relies on it.
 pub fn verify_client_requests(msg: &Msg, keys: &Keyring) -> Result<(), zz_wire::SigError> {
     zz_wire::crypto::verify_all(client_requests(msg), keys)
 }
