@@ -132,12 +132,19 @@ impl<T: Signable> Signed<T> {
     }
 
     pub fn verify(&self, keys: &Keyring) -> Result<(), SigError> {
-        keys.verify_digest(self.body.author(), &self.body.digest(), &self.sig)
+        let (who, d, sig) = self.signed_digest();
+        keys.verify_digest(who, &d, sig)
     }
 
     /// Adds this signature to `batch`, to be checked with the others.
     pub fn queue(&self, batch: &mut Batch) -> Result<(), SigError> {
-        batch.queue(self.body.author(), &self.body.digest(), &self.sig)
+        let (who, d, sig) = self.signed_digest();
+        batch.queue(who, &d, sig)
+    }
+
+    /// The author, the digest the signature covers, and the signature.
+    pub fn signed_digest(&self) -> (Principal, Digest, &Signature) {
+        (self.body.author(), self.body.digest(), &self.sig)
     }
 }
 

@@ -949,60 +949,43 @@ impl Msg {
     /// Verifies every signature the message carries at its top level.
     /// Nested proofs (view changes, certificates) are checked by their consumer.
     pub fn verify(&self, keys: &crate::Keyring) -> Result<(), crate::SigError> {
-        match self {
-            Msg::Request(s) => s.verify(keys),
-            Msg::Reply(s) => s.verify(keys),
-            Msg::PrePrepare(s) => s.verify(keys),
-            Msg::Prepare(s) => s.verify(keys),
-            Msg::Commit(s) => s.verify(keys),
-            Msg::LogCheckpoint(s) => s.verify(keys),
-            Msg::ViewChange(s) => s.verify(keys),
-            Msg::NewView(s) => s.verify(keys),
-            Msg::LogFetch(s) => s.verify(keys),
-            Msg::LogEntries(s) => s.verify(keys),
-            Msg::Order(s) => s.verify(keys),
-            Msg::FetchOrders(s) => s.verify(keys),
-            Msg::OrdersReply(s) => s.verify(keys),
-            Msg::ExecReply(s) => s.verify(keys),
-            Msg::ExecCheckpoint(s) => s.verify(keys),
-            Msg::CheckpointCert(_) => Ok(()),
-            Msg::StateRequest(s) => s.verify(keys),
-            Msg::StateResponse(s) => s.verify(keys),
-            Msg::Wake(s) => s.verify(keys),
-            Msg::Fault(s) => s.verify(keys),
-            Msg::Resolved(s) => s.verify(keys),
-            Msg::Control(s) => s.verify(keys),
-            Msg::Heartbeat(s) => s.verify(keys),
-        }
+        self.signature()
+            .map_or(Ok(()), |(who, d, sig)| keys.verify_digest(who, &d, sig))
     }
 
     /// Adds the signature the message carries at its top level to `batch`
     /// (what `verify` checks alone).
     pub fn queue(&self, batch: &mut crate::crypto::Batch) -> Result<(), crate::SigError> {
+        self.signature()
+            .map_or(Ok(()), |(who, d, sig)| batch.queue(who, &d, sig))
+    }
+
+    /// The top-level signature: its author, the digest it covers and itself.
+    fn signature(&self) -> Option<(Principal, Digest, &crate::crypto::Signature)> {
         match self {
-            Msg::Request(s) => s.queue(batch),
-            Msg::Reply(s) => s.queue(batch),
-            Msg::PrePrepare(s) => s.queue(batch),
-            Msg::Prepare(s) => s.queue(batch),
-            Msg::Commit(s) => s.queue(batch),
-            Msg::LogCheckpoint(s) => s.queue(batch),
-            Msg::ViewChange(s) => s.queue(batch),
-            Msg::NewView(s) => s.queue(batch),
-            Msg::LogFetch(s) => s.queue(batch),
-            Msg::LogEntries(s) => s.queue(batch),
-            Msg::Order(s) => s.queue(batch),
-            Msg::FetchOrders(s) => s.queue(batch),
-            Msg::OrdersReply(s) => s.queue(batch),
-            Msg::ExecReply(s) => s.queue(batch),
-            Msg::ExecCheckpoint(s) => s.queue(batch),
-            Msg::CheckpointCert(_) => Ok(()),
-            Msg::StateRequest(s) => s.queue(batch),
-            Msg::StateResponse(s) => s.queue(batch),
-            Msg::Wake(s) => s.queue(batch),
-            Msg::Fault(s) => s.queue(batch),
-            Msg::Resolved(s) => s.queue(batch),
-            Msg::Control(s) => s.queue(batch),
-            Msg::Heartbeat(s) => s.queue(batch),
+            Msg::Request(s) => Some(s.signed_digest()),
+            Msg::Reply(s) => Some(s.signed_digest()),
+            Msg::PrePrepare(s) => Some(s.signed_digest()),
+            Msg::Prepare(s) => Some(s.signed_digest()),
+            Msg::Commit(s) => Some(s.signed_digest()),
+            Msg::LogCheckpoint(s) => Some(s.signed_digest()),
+            Msg::ViewChange(s) => Some(s.signed_digest()),
+            Msg::NewView(s) => Some(s.signed_digest()),
+            Msg::LogFetch(s) => Some(s.signed_digest()),
+            Msg::LogEntries(s) => Some(s.signed_digest()),
+            Msg::Order(s) => Some(s.signed_digest()),
+            Msg::FetchOrders(s) => Some(s.signed_digest()),
+            Msg::OrdersReply(s) => Some(s.signed_digest()),
+            Msg::ExecReply(s) => Some(s.signed_digest()),
+            Msg::ExecCheckpoint(s) => Some(s.signed_digest()),
+            Msg::CheckpointCert(_) => None,
+            Msg::StateRequest(s) => Some(s.signed_digest()),
+            Msg::StateResponse(s) => Some(s.signed_digest()),
+            Msg::Wake(s) => Some(s.signed_digest()),
+            Msg::Fault(s) => Some(s.signed_digest()),
+            Msg::Resolved(s) => Some(s.signed_digest()),
+            Msg::Control(s) => Some(s.signed_digest()),
+            Msg::Heartbeat(s) => Some(s.signed_digest()),
         }
     }
 
