@@ -1,5 +1,9 @@
 //! `zz`: run, demo, benchmark and operate a zz deployment.
 
+/// See the workspace manifest: bounded RSS and cheaper allocation than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod bench;
 mod demo;

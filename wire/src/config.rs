@@ -43,6 +43,10 @@ pub struct Timing {
     pub max_clock_skew_ms: u64,
     /// Log window above the low watermark (PBFT's L).
     pub log_window: u64,
+    /// Most request bytes (MiB) of committed proposals each app's log keeps
+    /// below its stable checkpoint for lagging peers (besides the log window
+    /// bound in seqs).
+    pub archive_max_mb: u64,
 }
 
 impl Default for Timing {
@@ -56,6 +60,7 @@ impl Default for Timing {
             client_retry_ms: 500,
             max_clock_skew_ms: 5_000,
             log_window: 4096,
+            archive_max_mb: 32,
         }
     }
 }

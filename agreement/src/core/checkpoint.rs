@@ -2,12 +2,14 @@
 //! node through `LogFetch`/`LogEntries`, and retransmission.
 //!
 //! Retention: slots live above the stable checkpoint; committed proposals
-//! are kept for `max(log_window, K)` more seqs below it (`archive`), so a
-//! peer that fell behind by less than that can fetch them, and memory stays
-//! bounded by about two log windows. A node further behind cannot catch up
-//! through the log alone (it would need a state jump, see the crate notes).
+//! are kept for `max(log_window, K)` more seqs below it and at most
+//! `timing.archive_max_mb` of request bytes (`archive`), so a peer that fell
+//! behind by less than that can fetch them, and memory stays bounded by the
+//! log window above and the byte budget below. A node further behind cannot
+//! catch up through the log alone (it would need a state jump, see the crate
+//! notes).
 
-use super::log::Slot;
+use super::log::{proposal_bytes, Slot};
 use super::quorum::Insert;
 use super::{Action, Core, Stable, Status, AHEAD_WINDOWS};
 use zz_wire::{LogCheckpoint, LogEntries, LogFetch, Msg, NodeFault, Proposal, Seq, Signed};
@@ -97,8 +99,6 @@ impl Core {
         // if committed: they are still ours to deliver.
         kept.retain(|s, slot| *s > seq || slot.committed.is_some());
         self.log = kept;
-        let retain = self.cfg.checkpoint_interval.max(self.cfg.timing.log_window);
-        self.archive = self.archive.split_off(&(seq.saturating_sub(retain) + 1));
         self.my_checkpoints = self.my_checkpoints.split_off(&(seq + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
         if self.passive.is_some_and(|(_, s)| s <= seq) {
@@ -165,7 +165,7 @@ impl Core {
         let mut bytes = 0usize;
         let mut next = from;
         while next <= self.last_committed && entries.len() < MAX_ENTRIES && bytes < MAX_ENTRY_BYTES {
-            let p = match self.archive.get(&next) {
+            let p = match self.archive.get(next) {
                 Some((_, p)) => p,
                 None => match self.log.get(&next).and_then(Slot::committed_proposal) {
                     Some((_, p)) => p,
@@ -284,13 +284,4 @@ impl Core {
         }
         self.out.extend(msgs.into_iter().map(Action::Broadcast));
     }
-}
-
-fn proposal_bytes(p: &Proposal) -> usize {
-    p.requests
-        .iter()
-        .flat_map(|r| r.body.ops.iter())
-        .map(|op| op.body.len() + op.path.len() + 64)
-        .sum::<usize>()
-        + 64
 }

@@ -3,6 +3,7 @@
 //! survives a view change (the last prepared certificate, PBFT §4.4's P set).
 
 use super::quorum::Votes;
+use std::collections::BTreeMap;
 use zz_wire::{Commit, Digest, Hasher, PrePrepare, Prepare, PreparedProof, Proposal, Seq, Signed, View};
 
 #[derive(Debug)]
@@ -139,4 +140,65 @@ pub fn chain(prev: &Digest, seq: Seq, digest: &Digest) -> Digest {
         .u64(seq)
         .digest(digest)
         .finish()
+}
+
+/// Committed proposals below the stable checkpoint, kept to serve lagging
+/// peers: at most `max_seqs` of them and, whatever their count, at most
+/// `max_bytes` of request bodies (a proposal can carry thousands of
+/// requests, so a bound in seqs alone does not bound memory).
+#[derive(Debug)]
+pub struct Archive {
+    entries: BTreeMap<Seq, (Digest, Proposal)>,
+    bytes: usize,
+    max_seqs: usize,
+    max_bytes: usize,
+}
+
+impl Archive {
+    pub fn new(max_seqs: u64, max_bytes: usize) -> Self {
+        Archive {
+            entries: BTreeMap::new(),
+            bytes: 0,
+            max_seqs: usize::try_from(max_seqs).unwrap_or(usize::MAX),
+            max_bytes,
+        }
+    }
+
+    /// Keeps `entry` for `seq`, then drops the oldest entries past either bound.
+    pub fn insert(&mut self, seq: Seq, entry: (Digest, Proposal)) {
+        self.bytes += proposal_bytes(&entry.1);
+        if let Some((_, old)) = self.entries.insert(seq, entry) {
+            self.bytes -= proposal_bytes(&old);
+        }
+        while self.entries.len() > self.max_seqs || self.bytes > self.max_bytes {
+            let Some((_, (_, p))) = self.entries.pop_first() else {
+                break;
+            };
+            self.bytes -= proposal_bytes(&p);
+        }
+    }
+
+    pub fn get(&self, seq: Seq) -> Option<&(Digest, Proposal)> {
+        self.entries.get(&seq)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Roughly the request bytes held.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// Roughly what a proposal holds in memory and on the wire.
+pub fn proposal_bytes(p: &Proposal) -> usize {
+    p.requests
+        .iter()
+        .flat_map(|r| r.body.ops.iter())
+        .map(|op| op.body.len() + op.path.len() + 64)
+        .sum::<usize>()
+        + 64
 }

@@ -26,7 +26,7 @@ mod viewchange;
 mod tests;
 
 use dedup::{Dedup, ReqKey};
-use log::Slot;
+use log::{Archive, Slot};
 use quorum::{Thresholds, Votes};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use zz_wire::{
@@ -200,9 +200,9 @@ pub struct Core {
     /// The last view this node ran normally in, for timeout doubling.
     last_normal_view: View,
     log: BTreeMap<Seq, Slot>,
-    /// Committed proposals kept up to a log window below the stable
-    /// checkpoint, to serve lagging peers.
-    archive: BTreeMap<Seq, (Digest, Proposal)>,
+    /// Committed proposals kept below the stable checkpoint, to serve
+    /// lagging peers.
+    archive: Archive,
     last_committed: Seq,
     log_digest: Digest,
     /// Timestamp of the last delivered non-null proposal.
@@ -258,7 +258,10 @@ impl Core {
             status: Status::Normal,
             last_normal_view: 0,
             log: BTreeMap::new(),
-            archive: BTreeMap::new(),
+            archive: Archive::new(
+                config.checkpoint_interval.max(config.timing.log_window),
+                usize::try_from(config.timing.archive_max_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+            ),
             last_committed: 0,
             log_digest: Digest::ZERO,
             last_ts: 0,

@@ -336,6 +336,46 @@ fn checkpoint_with_2f_plus_1_matching_digests_becomes_stable_and_truncates() {
     assert_eq!(b.archive_len(), 4);
 }
 
+fn big_proposal(id: u64, body: usize) -> (Digest, Proposal) {
+    let batch = client_id().sign(ClientBatch {
+        client: ClientId(7),
+        app: AppId(0),
+        first_id: id,
+        ops: vec![AppRequest::new("PUT", "/kv/x", vec![7; body])],
+    });
+    let p = Proposal {
+        requests: vec![batch],
+        nondet: NonDet::default(),
+    };
+    (p.digest(), p)
+}
+
+#[test]
+fn archive_is_bounded_in_seqs() {
+    let mut a = log::Archive::new(4, usize::MAX);
+    for s in 1..=10 {
+        a.insert(s, big_proposal(s, 10));
+    }
+    assert_eq!(a.len(), 4);
+    assert!(a.get(6).is_none(), "oldest entries go first");
+    assert!(a.get(7).is_some() && a.get(10).is_some());
+}
+
+#[test]
+fn archive_is_bounded_in_bytes_whatever_its_seq_bound() {
+    let one = log::proposal_bytes(&big_proposal(1, 1000).1);
+    let mut a = log::Archive::new(1000, 8 * one + one / 2);
+    for s in 1..=20 {
+        a.insert(s, big_proposal(s, 1000));
+    }
+    assert_eq!(a.len(), 8, "8 proposals fit in the byte budget, 9 do not");
+    assert_eq!(a.bytes(), 8 * one);
+    assert!(a.get(12).is_none() && a.get(13).is_some() && a.get(20).is_some());
+    // Replacing an entry does not count it twice.
+    a.insert(20, big_proposal(20, 1000));
+    assert_eq!((a.len(), a.bytes()), (8, 8 * one));
+}
+
 #[test]
 fn backup_forwards_a_request_and_starts_its_view_change_timer() {
     let mut b = core(1);

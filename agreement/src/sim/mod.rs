@@ -67,6 +67,7 @@ impl Default for SimConfig {
                 client_retry_ms: 150,
                 max_clock_skew_ms: 1_000,
                 log_window: 64,
+                archive_max_mb: 64,
             },
             checkpoint_interval: 8,
             clients: 3,
