@@ -30,7 +30,8 @@ struct Args {
     metrics: Option<std::net::SocketAddr>,
 }
 
-#[tokio::main]
+/// One thread, as for `zz agreement` (see cli/src/main.rs).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))

@@ -23,10 +23,9 @@ fn main() -> anyhow::Result<()> {
         alias = ?settings.host_alias,
         "zz-agent starting"
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    // The replica runs on a thread of its own; one more thread for the
+    // links is enough, and cheaper than waking a second worker per message.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(zz_agent::net::run(
         loaded.deployment,
         loaded.identity,
