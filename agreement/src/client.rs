@@ -5,7 +5,7 @@
 
 use crate::node::links::{self, Event, EVENT_QUEUE};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use zz_wire::frame::encode;
 use zz_wire::{
-    AppId, AppRequest, AppResponse, ClientBatch, ClientId, Deployment, Digest, Hasher, Identity, Msg, NodeId,
+    AppId, AppRequest, AppResponse, ClientBatch, ClientId, Deployment, Digest, Hasher, Identity, Msg, NodeId, Packed,
     Principal, View,
 };
 
@@ -25,6 +25,8 @@ pub enum ClientError {
     Closed,
     #[error("request too large")]
     TooLarge,
+    #[error("the certified answer does not decode")]
+    BadAnswer,
 }
 
 #[derive(Clone, Debug)]
@@ -113,7 +115,6 @@ impl Client {
             latency: Duration::ZERO,
             tick_at: Instant::now(),
             filling: BTreeMap::new(),
-            pending: HashMap::new(),
             batches: BTreeMap::new(),
         };
         tasks.spawn(state.run(rx, ev_rx));
@@ -165,21 +166,21 @@ fn start_id() -> u64 {
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
 }
 
-struct Pending {
-    reply: oneshot::Sender<Answer>,
-    batch: u64,
-    sent: Instant,
-    votes: BTreeMap<NodeId, (Digest, View)>,
-    answers: BTreeMap<Digest, AppResponse>,
-    deadline: Instant,
-}
-
-struct Sent {
+/// A signed batch on its way: the callers waiting for its answers (caller
+/// `i` for request `first_id + i`) and the nodes' votes on its results.
+struct InFlight {
+    app: AppId,
     frame: Bytes,
-    left: usize,
+    replies: Vec<oneshot::Sender<Answer>>,
+    /// First sent, for the latency estimate.
+    sent: Instant,
+    /// Last (re)sent.
     sent_at: Instant,
     /// Wait before the next re-send; `None` until the first one.
     backoff: Option<Duration>,
+    deadline: Instant,
+    votes: BTreeMap<NodeId, (Digest, View)>,
+    answers: BTreeMap<Digest, Packed<AppResponse>>,
 }
 
 struct Loop {
@@ -196,12 +197,13 @@ struct Loop {
     /// Next look for late batches and expired requests.
     tick_at: Instant,
     filling: BTreeMap<AppId, (Instant, Vec<Call>)>,
-    pending: HashMap<(AppId, u64), Pending>,
-    batches: BTreeMap<u64, Sent>,
+    /// By first request id (ids are unique across apps).
+    batches: BTreeMap<u64, InFlight>,
 }
 
-fn response_digest(r: &AppResponse) -> Digest {
-    r.hash_into(Hasher::new("zz/client-answer/v1")).finish()
+/// What f+1 nodes must agree on: a batch's packed responses.
+fn answer_digest(r: &Packed<AppResponse>) -> Digest {
+    Hasher::new("zz/client-answer/v2").bytes(r.as_bytes()).finish()
 }
 
 impl Loop {
@@ -243,7 +245,7 @@ impl Loop {
                 _ = tokio::time::sleep_until(self.tick_at) => {
                     self.retry_and_expire();
                     // Idle: nothing to re-send until `flush` brings it forward.
-                    let idle = self.batches.is_empty() && self.pending.is_empty();
+                    let idle = self.batches.is_empty();
                     self.tick_at = Instant::now() + if idle { Duration::from_secs(1) } else { self.tick() };
                 }
             }
@@ -287,37 +289,19 @@ impl Loop {
             ops.push(c.req);
             replies.push(c.reply);
         }
-        let batch = self.id.sign(ClientBatch {
-            client: self.me,
-            app,
-            first_id,
-            ops,
-        });
-        let frame = match encode(&Msg::Request(batch)) {
+        let frame = ClientBatch::new(self.me, app, first_id, &ops)
+            .map_err(|_| ClientError::TooLarge)
+            .and_then(|b| encode(&Msg::Request(self.id.sign(b))).map_err(|_| ClientError::TooLarge));
+        let frame = match frame {
             Ok(f) => f,
-            Err(_) => {
+            Err(e) => {
                 for r in replies {
-                    let _ = r.send(Err(ClientError::TooLarge));
+                    let _ = r.send(Err(e.clone()));
                 }
                 return;
             }
         };
         let now = Instant::now();
-        let deadline = now + self.opts.timeout;
-        let count = replies.len();
-        for (i, reply) in replies.into_iter().enumerate() {
-            self.pending.insert(
-                (app, first_id + i as u64),
-                Pending {
-                    reply,
-                    batch: first_id,
-                    sent: now,
-                    votes: BTreeMap::new(),
-                    answers: BTreeMap::new(),
-                    deadline,
-                },
-            );
-        }
         let primary = NodeId(u16::try_from(self.view % self.n as u64).unwrap_or(0));
         if let Some(tx) = self.nodes.get(&primary) {
             let _ = tx.try_send(frame.clone());
@@ -325,11 +309,16 @@ impl Loop {
         self.tick_at = self.tick_at.min(now + self.tick());
         self.batches.insert(
             first_id,
-            Sent {
+            InFlight {
+                app,
                 frame,
-                left: count,
+                replies,
+                sent: now,
                 sent_at: now,
                 backoff: None,
+                deadline: now + self.opts.timeout,
+                votes: BTreeMap::new(),
+                answers: BTreeMap::new(),
             },
         );
     }
@@ -346,29 +335,27 @@ impl Loop {
         if r.client != self.me || r.node != node {
             return;
         }
-        for (id, resp) in r.results {
-            let key = (r.app, id);
-            let Some(p) = self.pending.get_mut(&key) else {
+        for res in r.results {
+            let Some(b) = self.batches.get_mut(&res.first_id) else {
                 continue;
             };
-            let d = response_digest(&resp);
-            if p.votes.insert(node, (d, r.view)).is_some() {
+            if b.app != r.app || res.client != self.me {
+                continue;
+            }
+            let d = answer_digest(&res.responses);
+            if b.votes.insert(node, (d, r.view)).is_some() {
                 continue; // a node's first answer counts
             }
-            p.answers.entry(d).or_insert(resp);
-            let views: Vec<View> = p.votes.values().filter(|(v, _)| *v == d).map(|(_, w)| *w).collect();
+            b.answers.entry(d).or_insert(res.responses);
+            let views: Vec<View> = b.votes.values().filter(|(v, _)| *v == d).map(|(_, w)| *w).collect();
             if views.len() > self.f {
                 // One lying node cannot steer the client: the lowest of f+1
                 // views was reported by a correct node.
                 let view = views.iter().copied().min().unwrap_or(0);
                 self.view = self.view.max(view);
-                if let Some(p) = self.pending.remove(&key) {
-                    self.note_latency(p.sent.elapsed());
-                    let answer = p.answers.get(&d).cloned();
-                    self.done(p.batch);
-                    if let Some(a) = answer {
-                        let _ = p.reply.send(Ok((a, view)));
-                    }
+                if let Some(b) = self.batches.remove(&res.first_id) {
+                    self.note_latency(b.sent.elapsed());
+                    answer(b, &d, view);
                 }
             }
         }
@@ -379,17 +366,8 @@ impl Loop {
         self.latency = (self.latency * 7 + l) / 8;
     }
 
-    fn done(&mut self, batch: u64) {
-        if let Some(b) = self.batches.get_mut(&batch) {
-            b.left = b.left.saturating_sub(1);
-            if b.left == 0 {
-                self.batches.remove(&batch);
-            }
-        }
-    }
-
     /// Late batches go to every node (which starts the backups' view-change
-    /// timers); requests past their deadline fail.
+    /// timers); batches past their deadline fail.
     fn retry_and_expire(&mut self) {
         let now = Instant::now();
         let retry = self.retry();
@@ -404,17 +382,35 @@ impl Loop {
                 b.backoff = Some((wait * 2).min(MAX_BACKOFF));
             }
         }
-        let expired: Vec<(AppId, u64)> = self
-            .pending
+        let expired: Vec<u64> = self
+            .batches
             .iter()
-            .filter(|(_, p)| p.deadline <= now)
+            .filter(|(_, b)| b.deadline <= now)
             .map(|(k, _)| *k)
             .collect();
         for k in expired {
-            if let Some(p) = self.pending.remove(&k) {
-                self.done(p.batch);
-                let _ = p.reply.send(Err(ClientError::Timeout(self.opts.timeout)));
+            if let Some(b) = self.batches.remove(&k) {
+                for r in b.replies {
+                    let _ = r.send(Err(ClientError::Timeout(self.opts.timeout)));
+                }
             }
         }
+    }
+}
+
+/// Hands each caller of a certified batch its response. f+1 nodes vouched
+/// for the packed responses, so a correct replica made them: each decodes
+/// and there is one per request; anything else is reported, not guessed at.
+fn answer(b: InFlight, d: &Digest, view: View) {
+    let Some(packed) = b.answers.get(d) else {
+        return;
+    };
+    let mut responses = packed.iter();
+    for reply in b.replies {
+        let a = match responses.next() {
+            Some(Ok(resp)) => Ok((resp, view)),
+            Some(Err(_)) | None => Err(ClientError::BadAnswer),
+        };
+        let _ = reply.send(a);
     }
 }

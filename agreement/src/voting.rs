@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use zz_wire::{
-    AppId, AppResponse, CheckpointCert, ClientId, Digest, ExecCheckpoint, ExecReply, IncidentKind, ReplicaId, Seq,
+    AppId, BatchResult, CheckpointCert, ClientId, Digest, ExecCheckpoint, ExecReply, IncidentKind, ReplicaId, Seq,
     Signed,
 };
 
@@ -36,11 +36,11 @@ pub enum VoteInput {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum VoteAction {
-    /// Certified results for one client's requests at `seq`.
+    /// Certified results for one client's batches at `seq`.
     ClientReply {
         seq: Seq,
         client: ClientId,
-        results: Vec<(u64, AppResponse)>,
+        results: Vec<BatchResult>,
     },
     Wake {
         seq: Seq,
@@ -455,12 +455,9 @@ impl Voter {
 }
 
 fn push_client_replies(seq: Seq, reply: &ExecReply, out: &mut Vec<VoteAction>) {
-    let mut by_client: BTreeMap<ClientId, Vec<(u64, AppResponse)>> = BTreeMap::new();
+    let mut by_client: BTreeMap<ClientId, Vec<BatchResult>> = BTreeMap::new();
     for r in &reply.results {
-        by_client
-            .entry(r.client)
-            .or_default()
-            .push((r.req_id, r.response.clone()));
+        by_client.entry(r.client).or_default().push(r.clone());
     }
     for (client, results) in by_client {
         out.push(VoteAction::ClientReply { seq, client, results });

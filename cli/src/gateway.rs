@@ -104,6 +104,7 @@ async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
         ),
         Err(ClientError::TooLarge) => error(StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
         Err(ClientError::Closed) => error(StatusCode::SERVICE_UNAVAILABLE, "gateway is shutting down"),
+        Err(ClientError::BadAnswer) => error(StatusCode::BAD_GATEWAY, "the certified answer does not decode"),
     }
 }
 

@@ -42,18 +42,13 @@ fn setup() -> (Replica, Identity, Vec<Identity>) {
 }
 
 fn orders(seq: Seq, client: &Identity, nodes: &[Identity], keyspace: u64) -> Vec<Msg> {
-    let ops = (0..OPS as u64)
+    let ops: Vec<AppRequest> = (0..OPS as u64)
         .map(|i| {
             let k = (seq * 7919 + i * 104_729) % keyspace;
             AppRequest::new("PUT", &format!("/kv/key{k}"), vec![(seq + i) as u8; 64])
         })
         .collect();
-    let b = client.sign(ClientBatch {
-        client: ClientId(0),
-        app: AppId(0),
-        first_id: seq * OPS as u64,
-        ops,
-    });
+    let b = client.sign(ClientBatch::new(ClientId(0), AppId(0), seq * OPS as u64, &ops).expect("pack"));
     let p = Proposal {
         requests: vec![b],
         nondet: NonDet {

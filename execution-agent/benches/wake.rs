@@ -99,19 +99,14 @@ fn run(mb: usize) {
     let mut sigs = Vec::new();
     let mut log = Vec::new();
     for seq in 1..=2 * INTERVAL + 1 {
-        let ops = (0..100)
+        let ops: Vec<AppRequest> = (0..100)
             .map(|_| {
                 let k = rng.gen_range(0..objects);
                 rng.fill(&mut v[..]);
                 AppRequest::new("PUT", &format!("/kv/obj{k}"), v.clone())
             })
             .collect();
-        let batch = client.sign(ClientBatch {
-            client: ClientId(0),
-            app: AppId(0),
-            first_id: seq * 100,
-            ops,
-        });
+        let batch = client.sign(ClientBatch::new(ClientId(0), AppId(0), seq * 100, &ops).expect("pack"));
         let p = Proposal {
             requests: vec![batch],
             nondet: NonDet {

@@ -4,7 +4,7 @@
 
 use crate::state::State;
 use std::collections::BTreeSet;
-use zz_wire::{Digest, ReplicaFault, ReqResult, StateGive};
+use zz_wire::{AppResponse, Digest, ReplicaFault, StateGive};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Faults(BTreeSet<ReplicaFault>);
@@ -42,13 +42,13 @@ fn flip_bytes(v: &mut Vec<u8>) {
 
 /// `corrupt-reply`: every response differs from the true one; a reply with
 /// no responses (null request) carries a wrong root instead.
-pub fn corrupt_results(results: &mut [ReqResult], root: &mut Digest) {
-    if results.is_empty() {
+pub fn corrupt_results(batches: &mut [Vec<AppResponse>], root: &mut Digest) {
+    if batches.iter().all(Vec::is_empty) {
         *root = flip(*root);
     }
-    for r in results {
-        r.response.status = if r.response.status == 200 { 201 } else { 200 };
-        r.response.body.extend_from_slice(b" (corrupt)");
+    for r in batches.iter_mut().flatten() {
+        r.status = if r.status == 200 { 201 } else { 200 };
+        r.body.extend_from_slice(b" (corrupt)");
     }
 }
 

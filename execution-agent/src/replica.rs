@@ -13,8 +13,8 @@ use crate::state::State;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use zz_wire::{
-    AppId, CheckpointCert, ControlCmd, Deployment, Digest, ExecCheckpoint, ExecReply, FetchOrders, Heartbeat, Identity,
-    Keyring, Msg, NodeId, Principal, ReplicaFault, ReplicaId, ReqResult, Seq, Signed,
+    AppId, AppResponse, BatchResult, CheckpointCert, ControlCmd, Deployment, Digest, ExecCheckpoint, ExecReply,
+    FetchOrders, Heartbeat, Identity, Keyring, Msg, NodeId, Packed, Principal, ReplicaFault, ReplicaId, Seq, Signed,
 };
 
 /// Exit code of the `crash` fault.
@@ -434,24 +434,37 @@ impl Replica {
             out.push(Out::Delay(SLOW_DELAY));
         }
         let ctx = Ctx { seq, nondet: p.nondet };
-        let mut results = Vec::with_capacity(p.op_count());
+        let mut responses: Vec<Vec<AppResponse>> = Vec::with_capacity(p.requests.len());
         for batch in &p.requests {
-            let b = &batch.body;
-            for (i, op) in b.ops.iter().enumerate() {
-                let response = self.run_op(&ctx, op, src);
-                results.push(ReqResult {
-                    client: b.client,
-                    req_id: b.first_id + i as u64,
-                    response,
+            let mut rs = Vec::with_capacity(batch.body.ops.len());
+            for op in batch.body.ops.iter() {
+                rs.push(match op {
+                    Ok(op) => self.run_op(&ctx, &op, src),
+                    // Every correct replica finds the same bytes undecodable.
+                    Err(_) => app::error(400, "malformed request"),
                 });
             }
+            self.stats.executed_ops += rs.len() as u64;
+            responses.push(rs);
         }
-        self.stats.executed_ops += results.len() as u64;
         self.stats.executed_seqs += 1;
         self.last_executed = seq;
         let mut root = self.state.root();
         if self.faults.has(ReplicaFault::CorruptReply) {
-            crate::faults::corrupt_results(&mut results, &mut root);
+            crate::faults::corrupt_results(&mut responses, &mut root);
+        }
+        let mut results = Vec::with_capacity(p.requests.len());
+        for (batch, rs) in p.requests.iter().zip(&responses) {
+            let packed = Packed::pack(rs).unwrap_or_else(|e| {
+                // Responses are plain data; this would be a bug, not input.
+                tracing::error!("cannot pack responses: {e}");
+                Packed::default()
+            });
+            results.push(BatchResult {
+                client: batch.body.client,
+                first_id: batch.body.first_id,
+                responses: packed,
+            });
         }
         let reply = self.identity.sign(ExecReply {
             replica: self.cfg.me,
@@ -512,7 +525,7 @@ impl Replica {
                 p.requests
                     .iter()
                     .flat_map(|b| b.body.ops.iter())
-                    .flat_map(|op| self.app.keys(op))
+                    .flat_map(|op| op.map(|op| self.app.keys(&op)).unwrap_or_default())
                     .filter(|k| self.state.is_stale(k)),
             );
         }

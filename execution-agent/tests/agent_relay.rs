@@ -73,15 +73,10 @@ async fn woken_agent_fetches_state_through_the_node_relay() {
     let mut log = Vec::new();
     let mut sigs = Vec::new();
     for seq in 1..=17u64 {
-        let ops = (0..10)
+        let ops: Vec<AppRequest> = (0..10)
             .map(|i| AppRequest::new("PUT", &format!("/kv/k{}", (seq * 3 + i) % 40), vec![seq as u8; 64]))
             .collect();
-        let b = client.sign(ClientBatch {
-            client: ClientId(0),
-            app: AppId(0),
-            first_id: seq * 10,
-            ops,
-        });
+        let b = client.sign(ClientBatch::new(ClientId(0), AppId(0), seq * 10, &ops).expect("pack"));
         let p = Proposal {
             requests: vec![b],
             nondet: NonDet {

@@ -94,15 +94,18 @@ async fn agent_executes_orders_heartbeats_and_crashes_on_command() {
     assert_eq!(fetch.body.from, 1);
 
     // Seq 1: a PUT, ordered by nodes 1 and 2 (node 1 carries the body).
-    let batch = client.sign(ClientBatch {
-        client: ClientId(0),
-        app: AppId(0),
-        first_id: 1,
-        ops: vec![
-            AppRequest::new("PUT", "/kv/x", b"hello".to_vec()),
-            AppRequest::new("GET", "/kv/x", vec![]),
-        ],
-    });
+    let batch = client.sign(
+        ClientBatch::new(
+            ClientId(0),
+            AppId(0),
+            1,
+            &[
+                AppRequest::new("PUT", "/kv/x", b"hello".to_vec()),
+                AppRequest::new("GET", "/kv/x", vec![]),
+            ],
+        )
+        .expect("pack"),
+    );
     let p = Proposal {
         requests: vec![batch],
         nondet: NonDet {
@@ -127,9 +130,10 @@ async fn agent_executes_orders_heartbeats_and_crashes_on_command() {
     .await;
     assert!(reply.verify(&keys).is_ok());
     assert_eq!(reply.body.seq, 1);
-    assert_eq!(reply.body.results.len(), 2);
-    assert_eq!(reply.body.results[1].response.body, b"hello");
-    assert_eq!(reply.body.results[1].req_id, 2);
+    let responses = reply.body.responses().unwrap();
+    assert_eq!(responses.len(), 2);
+    assert_eq!(responses[1].2.body, b"hello");
+    assert_eq!(responses[1].1, 2);
 
     let hb = next_of(&mut orx, |m| match m {
         Msg::Heartbeat(h) if h.body.last_executed == 1 => Some(h),

@@ -143,7 +143,7 @@ fn replica_10k_behind_on_100k_objects_fetches_only_what_it_touches() {
     // The keys the replayed requests (113..=120) touch that changed while c slept.
     let mut touched = BTreeSet::new();
     for (_, p) in ord.log.iter().filter(|(s, _)| *s > cert.seq) {
-        for op in &p.requests[0].body.ops {
+        for op in p.requests[0].body.ops.unpack().unwrap() {
             let k = op.path.trim_start_matches("/kv/").to_string();
             if stale_expected.contains(&k) {
                 touched.insert(k);

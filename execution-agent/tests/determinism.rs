@@ -56,7 +56,7 @@ fn same_orders_same_root_and_replies() {
             let (ra, rb) = (replies(&feed(&mut a, s, &p)), replies(&feed(&mut b, s, &p)));
             assert_eq!(ra.len(), 1);
             assert_eq!(ra[0].result_digest(), rb[0].result_digest(), "{kind} seq {s}");
-            assert_eq!(ra[0].results.len(), n);
+            assert_eq!(ra[0].responses().expect("decode").len(), n);
         }
         assert_eq!(a.root(), b.root());
         assert_eq!(a.last_executed(), 60);

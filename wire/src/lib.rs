@@ -8,6 +8,7 @@ pub mod digest;
 pub mod frame;
 pub mod ids;
 pub mod msg;
+pub mod packed;
 pub mod zip215;
 
 pub use app::{AppRequest, AppResponse};
@@ -16,3 +17,4 @@ pub use crypto::{verify_all, Identity, Keyring, PublicKey, SigError, Signable, S
 pub use digest::{Digest, Hasher};
 pub use ids::{AppId, ClientId, NodeId, Principal, ReplicaId};
 pub use msg::*;
+pub use packed::{PackError, Packed};

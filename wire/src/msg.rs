@@ -5,6 +5,7 @@ use crate::app::{AppRequest, AppResponse};
 use crate::crypto::{Signable, Signed};
 use crate::digest::{Digest, Hasher};
 use crate::ids::{AppId, ClientId, NodeId, Principal, ReplicaId};
+use crate::packed::{PackError, Packed};
 use serde::{Deserialize, Serialize};
 
 pub type Seq = u64;
@@ -14,13 +15,25 @@ pub type View = u64;
 
 /// A client's signed batch of its own requests for one app. Request `i` has
 /// id `first_id + i`; ids grow per (client, app), so retransmissions and
-/// replays are recognised by id.
+/// replays are recognised by id. The requests travel packed: agreement nodes
+/// never decode them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientBatch {
     pub client: ClientId,
     pub app: AppId,
     pub first_id: u64,
-    pub ops: Vec<AppRequest>,
+    pub ops: Packed<AppRequest>,
+}
+
+impl ClientBatch {
+    pub fn new(client: ClientId, app: AppId, first_id: u64, ops: &[AppRequest]) -> Result<Self, PackError> {
+        Ok(ClientBatch {
+            client,
+            app,
+            first_id,
+            ops: Packed::pack(ops)?,
+        })
+    }
 }
 
 impl Signable for ClientBatch {
@@ -28,19 +41,35 @@ impl Signable for ClientBatch {
         Principal::Client(self.client)
     }
     fn digest(&self) -> Digest {
-        let mut h = Hasher::new("zz/client-batch/v1")
+        Hasher::new("zz/client-batch/v2")
             .u16(self.client.0)
             .u16(self.app.0)
             .u64(self.first_id)
-            .u64(self.ops.len() as u64);
-        for op in &self.ops {
-            h = op.hash_into(h);
-        }
-        h.finish()
+            .u64(self.ops.len() as u64)
+            .bytes(self.ops.as_bytes())
+            .finish()
     }
 }
 
-/// An agreement node vouches for certified results of a client's requests.
+/// The responses to one client batch, in request order (packed: nodes vote
+/// on and forward them without decoding).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub client: ClientId,
+    pub first_id: u64,
+    pub responses: Packed<AppResponse>,
+}
+
+impl BatchResult {
+    fn hash_into(&self, h: Hasher) -> Hasher {
+        h.u16(self.client.0)
+            .u64(self.first_id)
+            .u64(self.responses.len() as u64)
+            .bytes(self.responses.as_bytes())
+    }
+}
+
+/// An agreement node vouches for certified results of a client's batches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientReply {
     pub node: NodeId,
@@ -48,7 +77,7 @@ pub struct ClientReply {
     /// The node's current view, so the client knows whom to send to first.
     pub view: View,
     pub client: ClientId,
-    pub results: Vec<(u64, AppResponse)>,
+    pub results: Vec<BatchResult>,
 }
 
 impl Signable for ClientReply {
@@ -56,14 +85,14 @@ impl Signable for ClientReply {
         Principal::Node(self.node)
     }
     fn digest(&self) -> Digest {
-        let mut h = Hasher::new("zz/client-reply/v1")
+        let mut h = Hasher::new("zz/client-reply/v2")
             .u16(self.node.0)
             .u16(self.app.0)
             .u64(self.view)
             .u16(self.client.0)
             .u64(self.results.len() as u64);
-        for (id, r) in &self.results {
-            h = r.hash_into(h.u64(*id));
+        for r in &self.results {
+            h = r.hash_into(h);
         }
         h.finish()
     }
@@ -100,6 +129,15 @@ impl Proposal {
 
     pub fn op_count(&self) -> usize {
         self.requests.iter().map(|r| r.body.ops.len()).sum()
+    }
+
+    /// Roughly what the proposal takes in memory and on the wire.
+    pub fn approx_bytes(&self) -> usize {
+        64 + self
+            .requests
+            .iter()
+            .map(|r| 128 + r.body.ops.as_bytes().len())
+            .sum::<usize>()
     }
 }
 
@@ -401,33 +439,37 @@ impl Signable for OrdersReply {
     }
 }
 
-/// One request's outcome inside an execution reply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReqResult {
-    pub client: ClientId,
-    pub req_id: u64,
-    pub response: AppResponse,
-}
-
-/// A replica's signed result of executing `seq`, with the state root after it.
+/// A replica's signed result of executing `seq`, with the state root after
+/// it: one `BatchResult` per client batch of the proposal, in its order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecReply {
     pub replica: ReplicaId,
     pub seq: Seq,
-    pub results: Vec<ReqResult>,
+    pub results: Vec<BatchResult>,
     pub root: Digest,
 }
 
 impl ExecReply {
+    /// Every request's response, with its client and request id, in order.
+    pub fn responses(&self) -> Result<Vec<(ClientId, u64, AppResponse)>, PackError> {
+        let mut out = Vec::new();
+        for b in &self.results {
+            for (i, r) in b.responses.iter().enumerate() {
+                out.push((b.client, b.first_id + i as u64, r?));
+            }
+        }
+        Ok(out)
+    }
+
     /// What replies must agree on to match: everything but the author.
     pub fn result_digest(&self) -> Digest {
-        let mut h = Hasher::new("zz/exec-result/v1")
+        let mut h = Hasher::new("zz/exec-result/v2")
             .u16(self.replica.app.0)
             .u64(self.seq)
             .digest(&self.root)
             .u64(self.results.len() as u64);
         for r in &self.results {
-            h = r.response.hash_into(h.u16(r.client.0).u64(r.req_id));
+            h = r.hash_into(h);
         }
         h.finish()
     }

@@ -8,12 +8,15 @@ use zz_wire::{AppId, AppRequest, ClientBatch, ClientId, Identity, Keyring, Msg, 
 
 fn sample() -> Vec<u8> {
     let id = Identity::from_seed(Principal::Client(ClientId(0)), [3; 32]);
-    let batch = id.sign(ClientBatch {
-        client: ClientId(0),
-        app: AppId(0),
-        first_id: 7,
-        ops: vec![AppRequest::new("PUT", "/kv/a", b"value".to_vec())],
-    });
+    let batch = id.sign(
+        ClientBatch::new(
+            ClientId(0),
+            AppId(0),
+            7,
+            &[AppRequest::new("PUT", "/kv/a", b"value".to_vec())],
+        )
+        .expect("pack"),
+    );
     encode(&Msg::Request(batch)).expect("encode").to_vec()
 }
 

@@ -9,7 +9,7 @@
 //! catch up through the log alone (it would need a state jump, see the crate
 //! notes).
 
-use super::log::{proposal_bytes, Slot};
+use super::log::Slot;
 use super::quorum::Insert;
 use super::{Action, Core, Stable, Status, AHEAD_WINDOWS};
 use zz_wire::{LogCheckpoint, LogEntries, LogFetch, Msg, NodeFault, Proposal, Seq, Signed};
@@ -172,7 +172,7 @@ impl Core {
                     None => break,
                 },
             };
-            bytes += proposal_bytes(p);
+            bytes += p.approx_bytes();
             entries.push((next, p.clone()));
             next += 1;
         }

@@ -166,15 +166,15 @@ impl Archive {
 
     /// Keeps `entry` for `seq`, then drops the oldest entries past either bound.
     pub fn insert(&mut self, seq: Seq, entry: (Digest, Proposal)) {
-        self.bytes += proposal_bytes(&entry.1);
+        self.bytes += entry.1.approx_bytes();
         if let Some((_, old)) = self.entries.insert(seq, entry) {
-            self.bytes -= proposal_bytes(&old);
+            self.bytes -= old.approx_bytes();
         }
         while self.entries.len() > self.max_seqs || self.bytes > self.max_bytes {
             let Some((_, (_, p))) = self.entries.pop_first() else {
                 break;
             };
-            self.bytes -= proposal_bytes(&p);
+            self.bytes -= p.approx_bytes();
         }
     }
 
@@ -191,14 +191,4 @@ impl Archive {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
-}
-
-/// Roughly what a proposal holds in memory and on the wire.
-pub fn proposal_bytes(p: &Proposal) -> usize {
-    p.requests
-        .iter()
-        .flat_map(|r| r.body.ops.iter())
-        .map(|op| op.body.len() + op.path.len() + 64)
-        .sum::<usize>()
-        + 64
 }

@@ -58,12 +58,15 @@ fn core(i: usize) -> Core {
 }
 
 fn req(first_id: u64) -> Signed<ClientBatch> {
-    client_id().sign(ClientBatch {
-        client: ClientId(7),
-        app: AppId(0),
-        first_id,
-        ops: vec![AppRequest::new("PUT", "/kv/x", vec![1])],
-    })
+    client_id().sign(
+        ClientBatch::new(
+            ClientId(7),
+            AppId(0),
+            first_id,
+            &[AppRequest::new("PUT", "/kv/x", vec![1])],
+        )
+        .expect("pack"),
+    )
 }
 
 fn proposal(ids: &[u64], ts: u64) -> Proposal {
@@ -337,12 +340,15 @@ fn checkpoint_with_2f_plus_1_matching_digests_becomes_stable_and_truncates() {
 }
 
 fn big_proposal(id: u64, body: usize) -> (Digest, Proposal) {
-    let batch = client_id().sign(ClientBatch {
-        client: ClientId(7),
-        app: AppId(0),
-        first_id: id,
-        ops: vec![AppRequest::new("PUT", "/kv/x", vec![7; body])],
-    });
+    let batch = client_id().sign(
+        ClientBatch::new(
+            ClientId(7),
+            AppId(0),
+            id,
+            &[AppRequest::new("PUT", "/kv/x", vec![7; body])],
+        )
+        .expect("pack"),
+    );
     let p = Proposal {
         requests: vec![batch],
         nondet: NonDet::default(),
@@ -363,7 +369,7 @@ fn archive_is_bounded_in_seqs() {
 
 #[test]
 fn archive_is_bounded_in_bytes_whatever_its_seq_bound() {
-    let one = log::proposal_bytes(&big_proposal(1, 1000).1);
+    let one = big_proposal(1, 1000).1.approx_bytes();
     let mut a = log::Archive::new(1000, 8 * one + one / 2);
     for s in 1..=20 {
         a.insert(s, big_proposal(s, 1000));

@@ -371,12 +371,15 @@ mod tests {
     }
 
     fn request(first_id: u64) -> Signed<ClientBatch> {
-        client().sign(ClientBatch {
-            client: ClientId(0),
-            app: AppId(0),
-            first_id,
-            ops: vec![AppRequest::new("PUT", "/kv/a", b"1".to_vec())],
-        })
+        client().sign(
+            ClientBatch::new(
+                ClientId(0),
+                AppId(0),
+                first_id,
+                &[AppRequest::new("PUT", "/kv/a", b"1".to_vec())],
+            )
+            .expect("pack"),
+        )
     }
 
     fn vote(by: u16, seq: u64) -> Vote {

@@ -69,13 +69,7 @@ impl OrderLog {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for o in self.orders.range(from..=to).map(|(_, o)| o) {
-            let size: usize = o.body.proposal.as_ref().map_or(0, |p| {
-                p.requests
-                    .iter()
-                    .flat_map(|r| &r.body.ops)
-                    .map(|op| op.body.len() + 64)
-                    .sum()
-            });
+            let size = o.body.proposal.as_ref().map_or(0, Proposal::approx_bytes);
             if out.len() >= MAX_ORDERS_PER_REPLY || (bytes + size > MAX_REPLY_BYTES && !out.is_empty()) {
                 break;
             }

@@ -152,10 +152,16 @@ impl Middleware for ForgeRequests {
             return vec![(msg, 0)];
         };
         let mut body = pp.body;
-        let Some(op) = body.proposal.requests.first_mut().and_then(|r| r.body.ops.first_mut()) else {
+        let Some(batch) = body.proposal.requests.first_mut() else {
             return vec![(Msg::PrePrepare(ctx.identity.sign(body)), 0)];
         };
-        op.body.extend_from_slice(b"-forged");
+        let mut ops = batch.body.ops.unpack().unwrap_or_default();
+        if let Some(op) = ops.first_mut() {
+            op.body.extend_from_slice(b"-forged");
+        }
+        if let Ok(forged) = zz_wire::Packed::pack(&ops) {
+            batch.body.ops = forged;
+        }
         body.digest = body.proposal.digest();
         if let Ok(mut f) = self.forged.lock() {
             f.push(body.digest);

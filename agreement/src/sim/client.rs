@@ -39,19 +39,15 @@ impl SimClient {
     pub fn make_batch(&mut self, app: AppId, ops: usize) -> Signed<ClientBatch> {
         let first_id = self.next_id;
         self.next_id += ops as u64;
-        let ops = (0..ops as u64)
+        let ops: Vec<AppRequest> = (0..ops as u64)
             .map(|i| {
                 let id = first_id + i;
                 AppRequest::new("PUT", &format!("/kv/{}-{id}", self.client), id.to_le_bytes().to_vec())
             })
             .collect();
         self.submitted += 1;
-        self.id.sign(ClientBatch {
-            client: self.client,
-            app,
-            first_id,
-            ops,
-        })
+        self.id
+            .sign(ClientBatch::new(self.client, app, first_id, &ops).expect("small requests always pack"))
     }
 
     /// Node `node` (in `view`) delivered our batch `first_id`; done at `need` nodes.

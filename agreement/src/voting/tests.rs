@@ -1,5 +1,5 @@
 use super::*;
-use zz_wire::{AppResponse, ClientId, Identity, Principal, ReqResult};
+use zz_wire::{AppResponse, BatchResult, ClientId, Identity, Packed, Principal};
 
 const APP: AppId = AppId(0);
 
@@ -31,10 +31,10 @@ fn reply(ids: &[Identity], idx: u16, seq: Seq, body: &str) -> Signed<ExecReply> 
     ids[usize::from(idx)].sign(ExecReply {
         replica: ReplicaId { app: APP, index: idx },
         seq,
-        results: vec![ReqResult {
+        results: vec![BatchResult {
             client: ClientId(0),
-            req_id: seq,
-            response: AppResponse::new(200, body.as_bytes().to_vec()),
+            first_id: seq,
+            responses: Packed::pack(&[AppResponse::new(200, body.as_bytes().to_vec())]).expect("pack"),
         }],
         root: Digest::ZERO,
     })
@@ -51,7 +51,9 @@ fn ckpt(ids: &[Identity], idx: u16, seq: Seq, root: u8) -> Signed<ExecCheckpoint
 fn client_replies(a: &[VoteAction]) -> Vec<Vec<u8>> {
     a.iter()
         .filter_map(|x| match x {
-            VoteAction::ClientReply { results, .. } => Some(results[0].1.body.clone()),
+            VoteAction::ClientReply { results, .. } => {
+                Some(results[0].responses.unpack().expect("unpack")[0].body.clone())
+            }
             _ => None,
         })
         .collect()

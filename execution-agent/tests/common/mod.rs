@@ -102,12 +102,7 @@ impl Orderer {
             vec![]
         } else {
             let n = ops.len() as u64;
-            let b = client_id().sign(ClientBatch {
-                client: ClientId(0),
-                app: AppId(0),
-                first_id: self.next_req,
-                ops,
-            });
+            let b = client_id().sign(ClientBatch::new(ClientId(0), AppId(0), self.next_req, &ops).expect("pack"));
             self.next_req += n;
             vec![b]
         };
