@@ -331,7 +331,7 @@ impl Loop {
         else {
             return;
         };
-        let r = r.body;
+
         if r.client != self.me || r.node != node {
             return;
         }

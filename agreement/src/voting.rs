@@ -26,8 +26,8 @@ pub struct VoterConfig {
 pub enum VoteInput {
     /// The PBFT core delivered `seq`; replies for it are now expected.
     Committed { seq: Seq },
-    /// A signature-checked reply from a replica of this app.
-    Reply(Signed<ExecReply>),
+    /// A reply from a replica of this app (its link vouched for the sender).
+    Reply(ExecReply),
     /// A signature-checked checkpoint from a replica of this app.
     Checkpoint(Signed<ExecCheckpoint>),
     /// The reply timer for `seq` fired.
@@ -81,7 +81,7 @@ struct Slot {
     committed: bool,
     /// Each replica's first reply, with its result digest (hashing every
     /// result of a large batch once, not on every evaluation).
-    replies: BTreeMap<u16, (Digest, Signed<ExecReply>)>,
+    replies: BTreeMap<u16, (Digest, ExecReply)>,
     certified: Option<Digest>,
     /// Replicas already named in a Fault for this seq.
     blamed: BTreeSet<u16>,
@@ -186,8 +186,8 @@ impl Voter {
         r.app == self.cfg.app && usize::from(r.index) < self.cfg.replicas
     }
 
-    fn on_reply(&mut self, now_ms: u64, r: Signed<ExecReply>, out: &mut Vec<VoteAction>) {
-        let b = &r.body;
+    fn on_reply(&mut self, now_ms: u64, r: ExecReply, out: &mut Vec<VoteAction>) {
+        let b = &r;
         // Far-future replies are refused so a faulty replica cannot fill memory.
         let horizon = self.base() + 4 * self.cfg.checkpoint_interval.max(1) + 4096;
         if !self.valid_replica(b.replica) || b.seq <= self.stable || b.seq > horizon {
@@ -201,7 +201,7 @@ impl Voter {
         let slot = self.slots.entry(seq).or_default();
         // First answer per replica counts; a replica changing its answer is
         // already faulty and its first answer is evidence enough.
-        slot.replies.entry(idx).or_insert_with(|| (r.body.result_digest(), r));
+        slot.replies.entry(idx).or_insert_with(|| (r.result_digest(), r));
         self.evaluate(now_ms, seq, out);
     }
 
@@ -224,7 +224,7 @@ impl Voter {
                 self.stats.certified += 1;
                 if slot.committed {
                     if let Some((_, first)) = members.first().and_then(|i| slot.replies.get(i)) {
-                        push_client_replies(seq, &first.body, out);
+                        push_client_replies(seq, first, out);
                     }
                 }
                 if slot.incident {

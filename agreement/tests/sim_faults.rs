@@ -138,7 +138,10 @@ fn forged_signatures_are_all_rejected() {
             }
             finish(&mut sim)?;
             if sim.net.rejected_signatures == 0 {
-                return Err("no forgery was rejected".into());
+                return Err("no forged signature was rejected".into());
+            }
+            if sim.net.rejected_authors == 0 {
+                return Err("no impersonation was rejected".into());
             }
             Ok(())
         });

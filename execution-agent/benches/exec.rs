@@ -41,7 +41,7 @@ fn setup() -> (Replica, Identity, Vec<Identity>) {
     (r, client, nodes)
 }
 
-fn orders(seq: Seq, client: &Identity, nodes: &[Identity], keyspace: u64) -> Vec<Msg> {
+fn orders(seq: Seq, client: &Identity, keyspace: u64) -> Vec<Msg> {
     let ops: Vec<AppRequest> = (0..OPS as u64)
         .map(|i| {
             let k = (seq * 7919 + i * 104_729) % keyspace;
@@ -59,13 +59,13 @@ fn orders(seq: Seq, client: &Identity, nodes: &[Identity], keyspace: u64) -> Vec
     (0..2u64)
         .map(|k| {
             let n = ((seq + k) % 4) as u16;
-            Msg::Order(nodes[n as usize].sign(Order {
+            Msg::Order(Order {
                 node: NodeId(n),
                 app: AppId(0),
                 seq,
                 digest: p.digest(),
                 proposal: (k == 0).then(|| p.clone()),
-            }))
+            })
         })
         .collect()
 }
@@ -74,18 +74,15 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("kv-exec");
     g.throughput(Throughput::Elements(OPS as u64));
     g.measurement_time(Duration::from_secs(10));
-    let (mut r, client, nodes) = setup();
+    let (mut r, client, _) = setup();
     let mut seq = 0;
-    let from = Principal::Node(NodeId(0));
     g.bench_function("batch-of-100-puts-64B", |b| {
         b.iter_custom(|iters| {
-            let batches: Vec<Vec<Msg>> = (0..iters)
-                .map(|i| orders(seq + 1 + i, &client, &nodes, 100_000))
-                .collect();
+            let batches: Vec<Vec<Msg>> = (0..iters).map(|i| orders(seq + 1 + i, &client, 100_000)).collect();
             let t = Instant::now();
             for msgs in batches {
                 for m in msgs {
-                    r.on_msg(0, from, m, &mut NoPeers);
+                    r.on_msg(0, m.author().unwrap(), m, &mut NoPeers);
                 }
             }
             seq += iters;
@@ -105,13 +102,12 @@ fn thread_cpu() -> Option<Duration> {
 
 /// Prints ops per wall second and per CPU second over 2,000 batches.
 fn cpu_figure() {
-    let (mut r, client, nodes) = setup();
-    let batches: Vec<Vec<Msg>> = (1..=2000).map(|s| orders(s, &client, &nodes, 100_000)).collect();
-    let from = Principal::Node(NodeId(0));
+    let (mut r, client, _) = setup();
+    let batches: Vec<Vec<Msg>> = (1..=2000).map(|s| orders(s, &client, 100_000)).collect();
     let (wall, cpu) = (Instant::now(), thread_cpu());
     for msgs in batches {
         for m in msgs {
-            r.on_msg(0, from, m, &mut NoPeers);
+            r.on_msg(0, m.author().unwrap(), m, &mut NoPeers);
         }
     }
     let wall = wall.elapsed().as_secs_f64();

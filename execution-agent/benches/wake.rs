@@ -62,23 +62,23 @@ fn replica(i: u16, reps: &[Identity], keys: &Keyring) -> Replica {
     )
 }
 
-fn orders(seq: Seq, p: &Proposal, nodes: &[Identity]) -> Vec<Msg> {
+fn orders(seq: Seq, p: &Proposal) -> Vec<Msg> {
     (0..2u64)
         .map(|k| {
             let n = ((seq + k) % 4) as u16;
-            Msg::Order(nodes[n as usize].sign(Order {
+            Msg::Order(Order {
                 node: NodeId(n),
                 app: AppId(0),
                 seq,
                 digest: p.digest(),
                 proposal: (k == 0).then(|| p.clone()),
-            }))
+            })
         })
         .collect()
 }
 
 fn run(mb: usize) {
-    let (nodes, reps, client, keys) = ids();
+    let (_, reps, client, keys) = ids();
     let objects = mb * 1024 * 1024 / VALUE;
     let mut rng = ChaCha8Rng::seed_from_u64(mb as u64);
     let (mut a, mut b, mut c) = (
@@ -115,8 +115,8 @@ fn run(mb: usize) {
             },
         };
         for r in [&mut a, &mut b] {
-            for m in orders(seq, &p, &nodes) {
-                for o in r.on_msg(0, Principal::Node(NodeId(0)), m, &mut NoPeers) {
+            for m in orders(seq, &p) {
+                for o in r.on_msg(0, m.author().unwrap(), m, &mut NoPeers) {
                     if let Out::Broadcast(Msg::ExecCheckpoint(cp)) = o {
                         if cp.body.seq == 2 * INTERVAL {
                             sigs.push(cp);
@@ -155,8 +155,8 @@ fn run(mb: usize) {
         &mut peers,
     );
     let (seq, p) = log.last().unwrap();
-    for m in orders(*seq, p, &nodes) {
-        c.on_msg(0, Principal::Node(NodeId(0)), m, &mut peers);
+    for m in orders(*seq, p) {
+        c.on_msg(0, m.author().unwrap(), m, &mut peers);
     }
     let first_reply = t.elapsed();
     assert_eq!(c.root(), want);
@@ -179,8 +179,8 @@ fn run(mb: usize) {
     while fresh.state().stale_count() > 0 {
         fresh.background_sync(256, &mut peers).unwrap();
     }
-    for m in orders(*seq, p, &nodes) {
-        fresh.on_msg(0, Principal::Node(NodeId(0)), m, &mut peers);
+    for m in orders(*seq, p) {
+        fresh.on_msg(0, m.author().unwrap(), m, &mut peers);
     }
     let full = t.elapsed();
     assert_eq!(fresh.root(), want);

@@ -219,13 +219,14 @@ impl Replica {
         }
         match msg {
             Msg::Order(o) => {
-                if !self.accept_order(o) {
+                if !self.accept_order(from, o) {
                     self.stats.dropped_msgs += 1;
                 }
                 self.drive(src)
             }
             Msg::OrdersReply(r) => {
-                if r.verify(&self.keys).is_err() || r.body.app != self.app_id() {
+                let by = Principal::Node(r.body.node);
+                if r.verify(&self.keys).is_err() || r.body.app != self.app_id() || by != from {
                     self.stats.dropped_msgs += 1;
                     return Vec::new();
                 }
@@ -234,7 +235,7 @@ impl Replica {
                     out.extend(self.on_cert(c));
                 }
                 for o in r.body.orders {
-                    if !self.accept_order(o) {
+                    if !self.accept_order(by, o) {
                         self.stats.dropped_msgs += 1;
                     }
                 }
@@ -263,17 +264,16 @@ impl Replica {
         self.drive(src)
     }
 
-    fn accept_order(&mut self, o: Signed<zz_wire::Order>) -> bool {
-        if o.body.app != self.app_id() || !matches!(o.author(), Principal::Node(_)) {
+    /// An order is unsigned: it counts only as the vote of the node whose
+    /// link (or signed orders reply) it came on.
+    fn accept_order(&mut self, from: Principal, o: zz_wire::Order) -> bool {
+        if o.app != self.app_id() || Principal::Node(o.node) != from {
             return false;
         }
-        if o.body.seq <= self.last_executed {
+        if o.seq <= self.last_executed {
             return true;
         }
-        if o.verify(&self.keys).is_err() {
-            return false;
-        }
-        self.book.add(o.body, self.last_executed + 1) == crate::orders::Added::Held
+        self.book.add(o, self.last_executed + 1) == crate::orders::Added::Held
     }
 
     /// A stable checkpoint certificate arrived (pushed, or in an ORDERS_REPLY).
@@ -466,12 +466,12 @@ impl Replica {
                 responses: packed,
             });
         }
-        let reply = self.identity.sign(ExecReply {
+        let reply = ExecReply {
             replica: self.cfg.me,
             seq,
             results,
             root,
-        });
+        };
         out.push(Out::Broadcast(Msg::ExecReply(reply)));
         if seq.is_multiple_of(self.cfg.checkpoint_interval) {
             let mut root = self.state.snapshot(seq);

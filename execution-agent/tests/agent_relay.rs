@@ -25,19 +25,19 @@ impl Drop for Kill {
     }
 }
 
-fn orders(nodes: &[Identity], seq: Seq, p: &Proposal) -> Vec<(usize, Msg)> {
+fn orders(seq: Seq, p: &Proposal) -> Vec<(usize, Msg)> {
     (0..2u64)
         .map(|k| {
             let n = ((seq + k) % 4) as usize;
             (
                 n,
-                Msg::Order(nodes[n].sign(Order {
+                Msg::Order(Order {
                     node: NodeId(n as u16),
                     app: AppId(0),
                     seq,
                     digest: p.digest(),
                     proposal: (k == 0).then(|| p.clone()),
-                })),
+                }),
             )
         })
         .collect()
@@ -85,8 +85,8 @@ async fn woken_agent_fetches_state_through_the_node_relay() {
             },
         };
         for r in [&mut e0, &mut e2] {
-            for (_, m) in orders(&nodes, seq, &p) {
-                for o in r.on_msg(0, Principal::Node(NodeId(0)), m, &mut NoPeers) {
+            for (n, m) in orders(seq, &p) {
+                for o in r.on_msg(0, Principal::Node(NodeId(n as u16)), m, &mut NoPeers) {
                     if let Out::Broadcast(Msg::ExecCheckpoint(c)) = o {
                         if c.body.seq == 16 {
                             sigs.push(c);
@@ -164,7 +164,7 @@ async fn woken_agent_fetches_state_through_the_node_relay() {
                         let _ = relayed_tx.try_send(());
                     }
                     Msg::ExecReply(rp) => {
-                        let _ = reply_tx.send(rp.body).await;
+                        let _ = reply_tx.send(rp).await;
                     }
                     _ => {}
                 }
@@ -179,7 +179,7 @@ async fn woken_agent_fetches_state_through_the_node_relay() {
         .await
         .unwrap();
     let (_, p17) = log.last().unwrap();
-    for (n, m) in orders(&nodes, 17, p17) {
+    for (n, m) in orders(17, p17) {
         writers[n].lock().await.send(&m).await.unwrap();
     }
     let reply = timeout(Duration::from_secs(30), async {

@@ -74,7 +74,7 @@ fn feed_after(
     let mut out = Vec::new();
     for (seq, p) in log.iter().filter(|(s, _)| *s > after) {
         for m in Orderer::orders(*seq, p) {
-            out.extend(c.on_msg(now_ms, from_node(), m, peers));
+            out.extend(c.on_msg(now_ms, link_of(&m), m, peers));
         }
     }
     out
@@ -558,7 +558,7 @@ fn a_fresh_replica_whose_checkpoint_peers_dropped_asks_the_nodes_and_catches_up_
     let mut out = Vec::new();
     for (seq, p) in ord.log[resume_from..].iter() {
         for m in Orderer::orders(*seq, p) {
-            out.extend(c.on_msg(10_000, from_node(), m, &mut peers));
+            out.extend(c.on_msg(10_000, link_of(&m), m, &mut peers));
         }
         if c.last_executed() < *seq {
             break;
@@ -595,7 +595,7 @@ fn a_replica_that_cannot_replay_from_a_dropped_checkpoint_catches_up_to_a_newer_
     // replaying them would need checkpoint 16, which the peers dropped.
     for (seq, p) in ord.log[resume_from..].iter().filter(|(s, _)| *s <= newest.seq) {
         for m in Orderer::orders(*seq, p) {
-            c.on_msg(10_000, from_node(), m, &mut peers);
+            c.on_msg(10_000, link_of(&m), m, &mut peers);
         }
     }
     assert!(

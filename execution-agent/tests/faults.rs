@@ -176,19 +176,18 @@ fn forged_or_foreign_orders_are_not_executed() {
     let (s, p) = batch(&mut ord, 1);
     // Two orders signed by the same node count once.
     let one = Orderer::orders(s, &p).remove(0);
-    r.on_msg(0, from_node(), one.clone(), &mut NoPeers);
-    r.on_msg(0, from_node(), one, &mut NoPeers);
+    r.on_msg(0, link_of(&one), one.clone(), &mut NoPeers);
+    r.on_msg(0, link_of(&one), one, &mut NoPeers);
     assert_eq!(r.last_executed(), 0);
-    // A second vote with a bad signature is dropped.
-    let mut forged = node_id(2).sign(Order {
-        node: NodeId(2),
+    // A second vote naming another node than the link it came on is dropped.
+    let forged = Order {
+        node: NodeId(3),
         app: AppId(0),
         seq: s,
         digest: p.digest(),
         proposal: None,
-    });
-    forged.body.node = NodeId(3);
-    r.on_msg(0, from_node(), Msg::Order(forged), &mut NoPeers);
+    };
+    r.on_msg(0, Principal::Node(NodeId(2)), Msg::Order(forged), &mut NoPeers);
     assert_eq!(r.last_executed(), 0);
     assert!(r.stats().dropped_msgs >= 1);
     feed(&mut r, s, &p);

@@ -94,7 +94,7 @@ fn wake_fresh(w: &World, mode: CatchupMode) -> (usize, u64, Replica) {
         );
     }
     for m in Orderer::orders(w.next.0, &w.next.1) {
-        out.extend(c.on_msg(5_000, from_node(), m, &mut peers));
+        out.extend(c.on_msg(5_000, link_of(&m), m, &mut peers));
         calls += 1;
     }
     while replies(&out).is_empty() {

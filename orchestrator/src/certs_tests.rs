@@ -244,7 +244,7 @@ fn check_rejects_kinds_a_role_may_not_send() {
         proposal: None,
     };
     assert_eq!(
-        check(ids[0].who, &Msg::Order(ids[0].sign(order)), &ring),
+        check(ids[0].who, &Msg::Order(order), &ring),
         Err(DropReason::Unexpected)
     );
 }

@@ -1,24 +1,37 @@
 //! Length-delimited postcard frames with a maximum size, and the
 //! authenticated handshake that opens every zz link.
+//!
+//! The handshake proves both ends' keys and agrees on fresh link keys (an
+//! ephemeral X25519 exchange whose shares both ends sign). From then on
+//! every frame ends with a tag: keyed BLAKE3 over a per-direction frame
+//! counter and the frame. So a frame on an established link comes from the
+//! proven peer, unaltered, in order, once — which is what lets messages
+//! that are never shown to a third party (commits, orders, execution and
+//! client replies) go without a signature of their own, as PBFT's MACs do.
 
 use crate::crypto::{Identity, Keyring, Signature};
 use crate::digest::Hasher;
 use crate::ids::Principal;
 use crate::msg::Msg;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use curve25519_dalek::montgomery::MontgomeryPoint;
 use futures::{SinkExt, StreamExt};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Frames larger than this are refused (a kv value is ≤ 1 MiB; batches and
 /// state chunks are cut to fit).
 pub const MAX_FRAME: usize = 16 << 20;
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bytes of the tag that ends every frame once a link is established.
+pub const TAG_LEN: usize = blake3::OUT_LEN;
+
+/// 2: link keys and per-frame tags.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -28,6 +41,8 @@ pub enum FrameError {
     Malformed(postcard::Error),
     #[error("frame of {0} bytes exceeds the maximum")]
     TooLarge(usize),
+    #[error("frame tag does not verify (altered, replayed, reordered or forged)")]
+    BadTag,
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -48,6 +63,8 @@ pub enum LinkError {
     WrongPeer { got: Principal, expected: Principal },
     #[error("peer {0} failed to prove its key")]
     BadProof(Principal),
+    #[error("peer {0} sent a key share that gives no shared secret")]
+    BadShare(Principal),
 }
 
 pub fn codec() -> LengthDelimitedCodec {
@@ -81,14 +98,99 @@ fn io_to_frame(e: std::io::Error) -> FrameError {
     }
 }
 
+/// Length-delimited frames; once `set_key` is called, every frame carries
+/// a tag over the frame counter and the frame, checked on decode. One codec
+/// per direction: the reader's and the writer's keys and counters differ.
+pub struct LinkCodec {
+    inner: LengthDelimitedCodec,
+    key: Option<[u8; 32]>,
+    counter: u64,
+}
+
+impl LinkCodec {
+    fn new() -> Self {
+        LinkCodec {
+            inner: LengthDelimitedCodec::builder()
+                .max_frame_length(MAX_FRAME + TAG_LEN)
+                .length_field_type::<u32>()
+                .new_codec(),
+            key: None,
+            counter: 0,
+        }
+    }
+
+    fn set_key(&mut self, key: [u8; 32]) {
+        self.key = Some(key);
+        self.counter = 0;
+    }
+}
+
+/// Keyed BLAKE3 over the frame, then its counter (fixed size, so the input
+/// parses one way; frame first keeps whole chunks aligned for the SIMD code).
+fn tag(key: &[u8; 32], counter: u64, frame: &[u8]) -> blake3::Hash {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(frame);
+    h.update(&counter.to_le_bytes());
+    h.finalize()
+}
+
+impl Decoder for LinkCodec {
+    type Item = BytesMut;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        let Some(mut frame) = self.inner.decode(src).map_err(io_to_frame)? else {
+            return Ok(None);
+        };
+        if let Some(key) = &self.key {
+            let Some(body_len) = frame.len().checked_sub(TAG_LEN) else {
+                return Err(FrameError::BadTag);
+            };
+            let got = frame.split_off(body_len);
+            let mut got_bytes = [0u8; TAG_LEN];
+            got_bytes.copy_from_slice(&got);
+            // blake3::Hash compares in constant time.
+            if blake3::Hash::from(got_bytes) != tag(key, self.counter, &frame) {
+                return Err(FrameError::BadTag);
+            }
+            self.counter += 1;
+        }
+        if frame.len() > MAX_FRAME {
+            return Err(FrameError::TooLarge(frame.len()));
+        }
+        Ok(Some(frame))
+    }
+}
+
+impl Encoder<Bytes> for LinkCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), FrameError> {
+        if frame.len() > MAX_FRAME {
+            return Err(FrameError::TooLarge(frame.len()));
+        }
+        let Some(key) = &self.key else {
+            return self.inner.encode(frame, dst).map_err(io_to_frame);
+        };
+        let t = tag(key, self.counter, &frame);
+        self.counter += 1;
+        let len = u32::try_from(frame.len() + TAG_LEN).map_err(|_| FrameError::TooLarge(frame.len()))?;
+        dst.reserve(4 + frame.len() + TAG_LEN);
+        dst.put_u32(len);
+        dst.extend_from_slice(&frame);
+        dst.extend_from_slice(t.as_bytes());
+        Ok(())
+    }
+}
+
 /// The receiving half of an established link.
 pub struct LinkReader {
-    inner: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    inner: FramedRead<OwnedReadHalf, LinkCodec>,
 }
 
 /// The sending half of an established link.
 pub struct LinkWriter {
-    inner: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    inner: FramedWrite<OwnedWriteHalf, LinkCodec>,
 }
 
 impl LinkReader {
@@ -97,7 +199,7 @@ impl LinkReader {
     pub async fn recv(&mut self) -> Result<Option<Msg>, FrameError> {
         match self.inner.next().await {
             None => Ok(None),
-            Some(Err(e)) => Err(io_to_frame(e)),
+            Some(Err(e)) => Err(e),
             Some(Ok(buf)) => decode(&buf).map(Some),
         }
     }
@@ -105,7 +207,7 @@ impl LinkReader {
     async fn recv_raw<T: for<'a> Deserialize<'a>>(&mut self) -> Result<T, LinkError> {
         match self.inner.next().await {
             None => Err(LinkError::Closed),
-            Some(Err(e)) => Err(io_to_frame(e).into()),
+            Some(Err(e)) => Err(e.into()),
             Some(Ok(buf)) => Ok(decode(&buf)?),
         }
     }
@@ -114,26 +216,26 @@ impl LinkReader {
 impl LinkWriter {
     pub async fn send(&mut self, msg: &Msg) -> Result<(), FrameError> {
         let b = encode(msg)?;
-        self.inner.send(b).await.map_err(io_to_frame)
+        self.inner.send(b).await
     }
 
     /// Sends a frame already encoded with `encode` (to encode once, send to many).
     pub async fn send_encoded(&mut self, b: Bytes) -> Result<(), FrameError> {
-        self.inner.send(b).await.map_err(io_to_frame)
+        self.inner.send(b).await
     }
 
     /// Queues without flushing; call `flush` after a burst.
     pub async fn feed_encoded(&mut self, b: Bytes) -> Result<(), FrameError> {
-        self.inner.feed(b).await.map_err(io_to_frame)
+        self.inner.feed(b).await
     }
 
     pub async fn flush(&mut self) -> Result<(), FrameError> {
-        SinkExt::<Bytes>::flush(&mut self.inner).await.map_err(io_to_frame)
+        SinkExt::<Bytes>::flush(&mut self.inner).await
     }
 
     async fn send_raw<T: Serialize>(&mut self, v: &T) -> Result<(), FrameError> {
         let b = encode(v)?;
-        self.inner.send(b).await.map_err(io_to_frame)
+        self.inner.send(b).await
     }
 }
 
@@ -142,6 +244,8 @@ struct Hello {
     version: u32,
     who: Principal,
     nonce: [u8; 32],
+    /// Ephemeral X25519 share for this link's keys.
+    share: [u8; 32],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -149,21 +253,55 @@ struct Proof {
     sig: Signature,
 }
 
-fn proof_digest(prover: Principal, prover_nonce: &[u8; 32], verifier_nonce: &[u8; 32]) -> crate::Digest {
-    let h = Hasher::new("zz/handshake/v1");
-    let h = match prover {
+/// What a side signs: itself, both nonces and both key shares, so the link
+/// keys are bound to the two proven identities and to this connection.
+fn proof_digest(prover: &Hello, verifier: &Hello) -> crate::Digest {
+    let h = Hasher::new("zz/handshake/v2");
+    let h = match prover.who {
         Principal::Node(n) => h.u8(0).u16(n.0),
         Principal::Replica(r) => h.u8(1).u16(r.app.0).u16(r.index),
         Principal::Client(c) => h.u8(2).u16(c.0),
         Principal::Orchestrator => h.u8(3),
     };
-    h.bytes(prover_nonce).bytes(verifier_nonce).finish()
+    h.bytes(&prover.nonce)
+        .bytes(&verifier.nonce)
+        .bytes(&prover.share)
+        .bytes(&verifier.share)
+        .finish()
 }
 
-/// Runs the mutual handshake on a fresh connection: each side names itself,
-/// then signs the other's fresh nonce. Returns the proven peer identity.
-/// `expect`, when given, is the only peer accepted (the dialling side knows
-/// whom it called).
+/// Each direction's frame key: from the shared secret and both hellos, the
+/// side with the lower nonce being "a". `None` when the shares give no
+/// secret (a low-order share) or the nonces collide.
+fn link_keys(mine: &Hello, theirs: &Hello, secret: [u8; 32]) -> Option<([u8; 32], [u8; 32])> {
+    let shared = MontgomeryPoint(theirs.share).mul_clamped(secret).to_bytes();
+    if shared == [0; 32] || mine.nonce == theirs.nonce {
+        return None;
+    }
+    let (a, b) = if mine.nonce < theirs.nonce {
+        (mine, theirs)
+    } else {
+        (theirs, mine)
+    };
+    let mut material = Vec::with_capacity(160);
+    material.extend_from_slice(&shared);
+    for h in [a, b] {
+        material.extend_from_slice(&h.nonce);
+        material.extend_from_slice(&h.share);
+    }
+    let from_a = blake3::derive_key("zz link frames a->b v1", &material);
+    let from_b = blake3::derive_key("zz link frames b->a v1", &material);
+    Some(if mine.nonce < theirs.nonce {
+        (from_a, from_b)
+    } else {
+        (from_b, from_a)
+    })
+}
+
+/// Runs the mutual handshake on a fresh connection: each side names itself
+/// with a fresh nonce and key share, then signs both. Returns the proven
+/// peer identity and the link's halves, keyed. `expect`, when given, is the
+/// only peer accepted (the dialling side knows whom it called).
 pub async fn handshake(
     stream: TcpStream,
     me: &Identity,
@@ -173,42 +311,49 @@ pub async fn handshake(
     stream.set_nodelay(true).ok();
     let (r, w) = stream.into_split();
     let mut reader = LinkReader {
-        inner: FramedRead::new(r, codec()),
+        inner: FramedRead::new(r, LinkCodec::new()),
     };
     let mut writer = LinkWriter {
-        inner: FramedWrite::new(w, codec()),
+        inner: FramedWrite::new(w, LinkCodec::new()),
     };
     let run = async {
         let mut nonce = [0u8; 32];
+        let mut secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut nonce);
-        writer
-            .send_raw(&Hello {
-                version: PROTOCOL_VERSION,
-                who: me.who,
-                nonce,
-            })
-            .await?;
-        let hello: Hello = reader.recv_raw().await?;
-        if hello.version != PROTOCOL_VERSION {
-            return Err(LinkError::Version(hello.version));
+        rand::thread_rng().fill_bytes(&mut secret);
+        let mine = Hello {
+            version: PROTOCOL_VERSION,
+            who: me.who,
+            nonce,
+            share: MontgomeryPoint::mul_base_clamped(secret).to_bytes(),
+        };
+        writer.send_raw(&mine).await?;
+        let theirs: Hello = reader.recv_raw().await?;
+        if theirs.version != PROTOCOL_VERSION {
+            return Err(LinkError::Version(theirs.version));
         }
         if let Some(expected) = expect {
-            if expected != hello.who {
+            if expected != theirs.who {
                 return Err(LinkError::WrongPeer {
-                    got: hello.who,
+                    got: theirs.who,
                     expected,
                 });
             }
         }
-        if !keys.contains(&hello.who) {
-            return Err(LinkError::UnknownPeer(hello.who));
+        if !keys.contains(&theirs.who) {
+            return Err(LinkError::UnknownPeer(theirs.who));
         }
-        let sig = me.sign_digest(&proof_digest(me.who, &nonce, &hello.nonce));
+        let (send_key, recv_key) = link_keys(&mine, &theirs, secret).ok_or(LinkError::BadShare(theirs.who))?;
+        let sig = me.sign_digest(&proof_digest(&mine, &theirs));
         writer.send_raw(&Proof { sig }).await?;
         let proof: Proof = reader.recv_raw().await?;
-        keys.verify_digest(hello.who, &proof_digest(hello.who, &hello.nonce, &nonce), &proof.sig)
-            .map_err(|_| LinkError::BadProof(hello.who))?;
-        Ok(hello.who)
+        keys.verify_digest(theirs.who, &proof_digest(&theirs, &mine), &proof.sig)
+            .map_err(|_| LinkError::BadProof(theirs.who))?;
+        // Frames after the proofs are tagged; any already buffered are
+        // decoded only from here on, with the key.
+        writer.inner.encoder_mut().set_key(send_key);
+        reader.inner.decoder_mut().set_key(recv_key);
+        Ok(theirs.who)
     };
     let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
         .await
@@ -279,10 +424,112 @@ mod tests {
         let s = TcpStream::connect(addr).await.unwrap();
         let (_, _, mut w) = handshake(s, &a, &ring, None).await.unwrap();
         // A raw length prefix past the maximum, then garbage.
-        let mut raw = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        let mut raw = ((MAX_FRAME + TAG_LEN + 1) as u32).to_be_bytes().to_vec();
         raw.extend_from_slice(&[0u8; 64]);
         w.inner.get_mut().try_write(&raw).ok();
         assert!(matches!(server.await.unwrap(), Err(FrameError::TooLarge(_))));
+    }
+
+    #[tokio::test]
+    async fn an_established_link_carries_messages_and_refuses_an_injected_frame() {
+        let (a, b, ring) = pair();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let ring2 = ring.clone();
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (_, mut r, _) = handshake(s, &b, &ring2, None).await.unwrap();
+            let first = r.recv().await;
+            let second = r.recv().await;
+            (first, second)
+        });
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (_, _, mut w) = handshake(s, &a, &ring, None).await.unwrap();
+        let hb = heartbeat(&a);
+        w.send(&hb).await.unwrap();
+        // A well-formed frame written past the codec, as an on-path attacker
+        // could: it has no valid tag.
+        let body = encode(&hb).unwrap();
+        let mut raw = ((body.len() + TAG_LEN) as u32).to_be_bytes().to_vec();
+        raw.extend_from_slice(&body);
+        raw.extend_from_slice(&[0u8; TAG_LEN]);
+        w.inner.get_mut().try_write(&raw).ok();
+        let (first, second) = server.await.unwrap();
+        assert_eq!(first.unwrap().unwrap(), hb);
+        assert!(matches!(second, Err(FrameError::BadTag)));
+    }
+
+    fn heartbeat(id: &Identity) -> Msg {
+        Msg::Heartbeat(id.sign(crate::Heartbeat {
+            from: id.who,
+            app: crate::AppId(0),
+            view: 1,
+            last_executed: 2,
+            last_checkpoint: 0,
+            fetched_objects: 0,
+            stale_objects: 0,
+            time_ms: 3,
+        }))
+    }
+
+    /// Two codecs with one key, as the two ends of one direction.
+    fn keyed_pair() -> (LinkCodec, LinkCodec) {
+        let (mut tx, mut rx) = (LinkCodec::new(), LinkCodec::new());
+        tx.set_key([7; 32]);
+        rx.set_key([7; 32]);
+        (tx, rx)
+    }
+
+    #[test]
+    fn tagged_frames_decode_in_order_only() {
+        let (mut tx, mut rx) = keyed_pair();
+        let (mut f1, mut f2) = (BytesMut::new(), BytesMut::new());
+        tx.encode(Bytes::from_static(b"one"), &mut f1).unwrap();
+        tx.encode(Bytes::from_static(b"two"), &mut f2).unwrap();
+        // In order: both decode.
+        let mut wire = f1.clone();
+        wire.extend_from_slice(&f2);
+        assert_eq!(&rx.decode(&mut wire).unwrap().unwrap()[..], b"one");
+        assert_eq!(&rx.decode(&mut wire).unwrap().unwrap()[..], b"two");
+        // Replayed: the counter has moved on.
+        let mut again = f2.clone();
+        assert!(matches!(rx.decode(&mut again), Err(FrameError::BadTag)));
+        // Reordered, on a fresh pair.
+        let (_, mut rx) = keyed_pair();
+        let mut swapped = f2.clone();
+        assert!(matches!(rx.decode(&mut swapped), Err(FrameError::BadTag)));
+        // One flipped bit, on a fresh pair.
+        let (_, mut rx) = keyed_pair();
+        let mut flipped = f1.clone();
+        let last = flipped.len() - TAG_LEN - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(rx.decode(&mut flipped), Err(FrameError::BadTag)));
+        // Another key.
+        let mut rx = LinkCodec::new();
+        rx.set_key([8; 32]);
+        let mut other = f1;
+        assert!(matches!(rx.decode(&mut other), Err(FrameError::BadTag)));
+    }
+
+    #[test]
+    fn both_ends_derive_crossed_keys_and_a_low_order_share_gives_none() {
+        let hello = |n: u8, secret: [u8; 32]| Hello {
+            version: PROTOCOL_VERSION,
+            who: Principal::Node(NodeId(u16::from(n))),
+            nonce: [n; 32],
+            share: MontgomeryPoint::mul_base_clamped(secret).to_bytes(),
+        };
+        let (sa, sb) = ([1u8; 32], [2u8; 32]);
+        let (ha, hb) = (hello(1, sa), hello(2, sb));
+        let (a_send, a_recv) = link_keys(&ha, &hb, sa).unwrap();
+        let (b_send, b_recv) = link_keys(&hb, &ha, sb).unwrap();
+        assert_eq!(a_send, b_recv);
+        assert_eq!(b_send, a_recv);
+        assert_ne!(a_send, a_recv);
+        // The identity point as a share: every secret gives zero.
+        let mut bad = hello(3, sa);
+        bad.share = [0; 32];
+        assert!(link_keys(&ha, &bad, sa).is_none());
     }
 
     #[test]

@@ -419,7 +419,8 @@ pub struct OrdersReply {
     pub node: NodeId,
     pub app: AppId,
     pub stable: Option<CheckpointCert>,
-    pub orders: Vec<Signed<Order>>,
+    /// The node's own orders (each names `node` as its author).
+    pub orders: Vec<Order>,
 }
 
 impl Signable for OrdersReply {
@@ -433,7 +434,7 @@ impl Signable for OrdersReply {
             .opt_digest(self.stable.as_ref().map(|c| c.digest()).as_ref())
             .u64(self.orders.len() as u64);
         for o in &self.orders {
-            h = h.digest(&o.body.digest());
+            h = h.digest(&o.digest());
         }
         h.finish()
     }
@@ -931,22 +932,29 @@ impl Signable for Resolved {
 }
 
 /// Everything that crosses a zz link after the handshake.
+///
+/// A message that only its receiver ever acts on — a commit, an order, an
+/// execution reply, a reply to a client — travels unsigned: the link's frame
+/// tags already prove it comes from the peer the handshake proved, and the
+/// link reader checks that the peer is the message's author. Whatever may be
+/// shown to a third party as proof (client batches, pre-prepares, prepares,
+/// checkpoints, view changes, replica checkpoints) stays signed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
     Request(Signed<ClientBatch>),
-    Reply(Signed<ClientReply>),
+    Reply(ClientReply),
     PrePrepare(Signed<PrePrepare>),
     Prepare(Signed<Prepare>),
-    Commit(Signed<Commit>),
+    Commit(Commit),
     LogCheckpoint(Signed<LogCheckpoint>),
     ViewChange(Signed<ViewChange>),
     NewView(Signed<NewView>),
     LogFetch(Signed<LogFetch>),
     LogEntries(Signed<LogEntries>),
-    Order(Signed<Order>),
+    Order(Order),
     FetchOrders(Signed<FetchOrders>),
     OrdersReply(Signed<OrdersReply>),
-    ExecReply(Signed<ExecReply>),
+    ExecReply(ExecReply),
     ExecCheckpoint(Signed<ExecCheckpoint>),
     /// A stable checkpoint certificate pushed to replicas (and the orchestrator).
     CheckpointCert(CheckpointCert),
@@ -1006,19 +1014,16 @@ impl Msg {
     fn signature(&self) -> Option<(Principal, Digest, &crate::crypto::Signature)> {
         match self {
             Msg::Request(s) => Some(s.signed_digest()),
-            Msg::Reply(s) => Some(s.signed_digest()),
+            Msg::Reply(_) | Msg::Commit(_) | Msg::Order(_) | Msg::ExecReply(_) => None,
             Msg::PrePrepare(s) => Some(s.signed_digest()),
             Msg::Prepare(s) => Some(s.signed_digest()),
-            Msg::Commit(s) => Some(s.signed_digest()),
             Msg::LogCheckpoint(s) => Some(s.signed_digest()),
             Msg::ViewChange(s) => Some(s.signed_digest()),
             Msg::NewView(s) => Some(s.signed_digest()),
             Msg::LogFetch(s) => Some(s.signed_digest()),
             Msg::LogEntries(s) => Some(s.signed_digest()),
-            Msg::Order(s) => Some(s.signed_digest()),
             Msg::FetchOrders(s) => Some(s.signed_digest()),
             Msg::OrdersReply(s) => Some(s.signed_digest()),
-            Msg::ExecReply(s) => Some(s.signed_digest()),
             Msg::ExecCheckpoint(s) => Some(s.signed_digest()),
             Msg::CheckpointCert(_) => None,
             Msg::StateRequest(s) => Some(s.signed_digest()),
@@ -1031,23 +1036,24 @@ impl Msg {
         }
     }
 
-    /// The principal whose signature the message carries, if any.
+    /// The principal that wrote the message: the signer of a signed one,
+    /// the named sender of an unsigned one (which only its link vouches for).
     pub fn author(&self) -> Option<Principal> {
         Some(match self {
             Msg::Request(s) => s.author(),
-            Msg::Reply(s) => s.author(),
+            Msg::Reply(m) => m.author(),
             Msg::PrePrepare(s) => s.author(),
             Msg::Prepare(s) => s.author(),
-            Msg::Commit(s) => s.author(),
+            Msg::Commit(m) => m.author(),
             Msg::LogCheckpoint(s) => s.author(),
             Msg::ViewChange(s) => s.author(),
             Msg::NewView(s) => s.author(),
             Msg::LogFetch(s) => s.author(),
             Msg::LogEntries(s) => s.author(),
-            Msg::Order(s) => s.author(),
+            Msg::Order(m) => m.author(),
             Msg::FetchOrders(s) => s.author(),
             Msg::OrdersReply(s) => s.author(),
-            Msg::ExecReply(s) => s.author(),
+            Msg::ExecReply(m) => m.author(),
             Msg::ExecCheckpoint(s) => s.author(),
             Msg::CheckpointCert(_) => return None,
             Msg::StateRequest(s) => s.author(),

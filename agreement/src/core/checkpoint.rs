@@ -279,7 +279,7 @@ impl Core {
             }
             let mine = s.prepares.matching(&d).find(|p| p.body.0.node == me).cloned();
             msgs.extend(mine.map(Msg::Prepare));
-            let mine = s.commits.matching(&d).find(|c| c.body.0.node == me).cloned();
+            let mine = s.commits.matching(&d).find(|c| c.0.node == me).copied();
             msgs.extend(mine.map(Msg::Commit));
         }
         self.out.extend(msgs.into_iter().map(Action::Broadcast));

@@ -12,7 +12,7 @@ pub struct Slot {
     pub view: View,
     pub pp: Option<Signed<PrePrepare>>,
     pub prepares: Votes<Signed<Prepare>>,
-    pub commits: Votes<Signed<Commit>>,
+    pub commits: Votes<Commit>,
     /// `pp` has 2f matching prepares in `view`.
     pub prepared: bool,
     pub sent_prepare: bool,

@@ -373,7 +373,7 @@ impl Core {
         match msg {
             Msg::PrePrepare(m) if m.body.app == self.cfg.app => self.on_pre_prepare(m),
             Msg::Prepare(m) if m.body.0.app == self.cfg.app => self.on_prepare(m),
-            Msg::Commit(m) if m.body.0.app == self.cfg.app => self.on_commit(m),
+            Msg::Commit(m) if m.0.app == self.cfg.app => self.on_commit(m),
             Msg::LogCheckpoint(m) if m.body.app == self.cfg.app => self.on_checkpoint(m),
             Msg::ViewChange(m) if m.body.app == self.cfg.app => self.on_view_change(m),
             Msg::NewView(m) if m.body.app == self.cfg.app => self.on_new_view(m),

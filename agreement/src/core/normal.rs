@@ -306,9 +306,10 @@ impl Core {
         self.check_prepared(v.seq);
     }
 
-    /// PBFT §4.2: a commit from any node of the current view.
-    pub(super) fn on_commit(&mut self, m: Signed<Commit>) {
-        let v = m.body.0;
+    /// PBFT §4.2: a commit from any node of the current view (unsigned:
+    /// only this node acts on it, and its link vouches for the sender).
+    pub(super) fn on_commit(&mut self, m: Commit) {
+        let v = m.0;
         if self.awaits_new_view(v.view) {
             return self.hold_early(Msg::Commit(m));
         }
@@ -351,15 +352,15 @@ impl Core {
         slot.prepared = true;
         let view = slot.view;
         if self.can_vote(view, seq) {
-            let vote = self.sign(Commit(Vote {
+            let vote = Commit(Vote {
                 node: self.cfg.me,
                 app: self.cfg.app,
                 view,
                 seq,
                 digest: d,
-            }));
+            });
             if let Some(slot) = self.log.get_mut(&seq) {
-                slot.commits.insert(self.cfg.me, d, vote.clone());
+                slot.commits.insert(self.cfg.me, d, vote);
                 slot.sent_commit = true;
             }
             self.broadcast(Msg::Commit(vote));

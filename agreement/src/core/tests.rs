@@ -106,7 +106,7 @@ fn prepare(from: usize, view: View, seq: Seq, d: Digest) -> Msg {
 }
 
 fn commit(from: usize, view: View, seq: Seq, d: Digest) -> Msg {
-    Msg::Commit(node_id(from).sign(Commit(vote(from, view, seq, d))))
+    Msg::Commit(Commit(vote(from, view, seq, d)))
 }
 
 fn peer(c: &mut Core, m: Msg) -> Vec<Action> {

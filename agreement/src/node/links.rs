@@ -419,11 +419,11 @@ mod tests {
         let msgs = [
             Msg::Request(request(1)),
             Msg::Prepare(forged_prepare),
-            Msg::Commit(node(2).sign(Commit(vote(2, 1)))),
+            Msg::Prepare(node(2).sign(Prepare(vote(2, 1)))),
             // Its own signature is good; a client batch it carries is not.
             pre_prepare(vec![request(5), forged_request]),
             pre_prepare(vec![request(5), request(6)]),
-            Msg::Commit(stranger.sign(Commit(vote(7, 1)))),
+            Msg::Prepare(stranger.sign(Prepare(vote(7, 1)))),
         ];
         let verdicts: Vec<bool> = check_batch(msgs.iter(), &keys).iter().map(Result::is_ok).collect();
         assert_eq!(verdicts, [true, false, true, false, true, false]);
@@ -488,6 +488,14 @@ mod tests {
             seq: 128,
             log_digest: Digest::ZERO,
         }))
+    }
+
+    #[test]
+    fn an_unsigned_message_is_only_taken_from_its_author_s_link() {
+        let commit = Msg::Commit(Commit(vote(2, 1)));
+        assert!(allowed(Principal::Node(NodeId(2)), &commit));
+        assert!(!allowed(Principal::Node(NodeId(1)), &commit));
+        assert!(!allowed(Principal::Client(ClientId(0)), &commit));
     }
 
     #[test]

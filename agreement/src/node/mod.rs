@@ -217,7 +217,7 @@ impl Node {
         let peer_app = match &msg {
             Msg::PrePrepare(m) => Some(m.body.app),
             Msg::Prepare(m) => Some(m.body.0.app),
-            Msg::Commit(m) => Some(m.body.0.app),
+            Msg::Commit(m) => Some(m.0.app),
             Msg::LogCheckpoint(m) => Some(m.body.app),
             Msg::ViewChange(m) => Some(m.body.app),
             Msg::NewView(m) => Some(m.body.app),
@@ -234,7 +234,7 @@ impl Node {
                 self.core_step(app, now, Input::Request(r))?;
             }
             Msg::ExecReply(r) => {
-                let app = r.body.replica.app;
+                let app = r.replica.app;
                 self.vote_step(app, now, VoteInput::Reply(r));
             }
             Msg::ExecCheckpoint(c) => {
@@ -336,7 +336,7 @@ impl Node {
                     let Some(a) = self.apps.get_mut(&app) else {
                         continue;
                     };
-                    let order = a.orders.commit(&self.id, seq, digest, proposal);
+                    let order = a.orders.commit(seq, digest, proposal);
                     let msg = Msg::Order(order);
                     self.send_replicas(app, &msg);
                     self.vote_step(app, now, VoteInput::Committed { seq });
@@ -360,13 +360,13 @@ impl Node {
             match action {
                 VoteAction::ClientReply { client, results, .. } => {
                     let view = self.apps.get(&app).map_or(0, |a| a.core.view());
-                    let msg = Msg::Reply(self.id.sign(ClientReply {
+                    let msg = Msg::Reply(ClientReply {
                         node: self.me,
                         app,
                         view,
                         client,
                         results,
-                    }));
+                    });
                     self.send_inbound(Principal::Client(client), &msg);
                 }
                 VoteAction::Wake { seq, kind } => {

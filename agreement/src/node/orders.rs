@@ -1,9 +1,9 @@
-//! The committed log as execution replicas see it: signed ORDERs kept from
+//! The committed log as execution replicas see it: ORDERs kept from
 //! the latest stable execution checkpoint onward, served to replicas that
 //! fell behind (`FETCH_ORDERS`).
 
 use std::collections::BTreeMap;
-use zz_wire::{AppId, CheckpointCert, Digest, Identity, NodeId, Order, Proposal, Seq, Signed};
+use zz_wire::{AppId, CheckpointCert, Digest, NodeId, Order, Proposal, Seq};
 
 /// Most orders in one `OrdersReply`; the replica asks again for more.
 pub const MAX_ORDERS_PER_REPLY: usize = 512;
@@ -15,7 +15,7 @@ pub struct OrderLog {
     me: NodeId,
     n: usize,
     f: usize,
-    orders: BTreeMap<Seq, Signed<Order>>,
+    orders: BTreeMap<Seq, Order>,
     stable: Option<CheckpointCert>,
 }
 
@@ -31,27 +31,23 @@ impl OrderLog {
         }
     }
 
-    /// Signs and keeps the order for `seq`; returns the version to push to
-    /// replicas now: with the body if this node is one of the f+1 designated
-    /// body senders for `seq`, digest only otherwise. The signature does not
-    /// cover the body (the digest does), so both versions carry it.
-    pub fn commit(&mut self, id: &Identity, seq: Seq, digest: Digest, proposal: Proposal) -> Signed<Order> {
-        let full = id.sign(Order {
+    /// Keeps the order for `seq`; returns the version to push to replicas
+    /// now: with the body if this node is one of the f+1 designated body
+    /// senders for `seq`, digest only otherwise.
+    pub fn commit(&mut self, seq: Seq, digest: Digest, proposal: Proposal) -> Order {
+        let full = Order {
             node: self.me,
             app: self.app,
             seq,
             digest,
             proposal: Some(proposal),
-        });
+        };
         let live = if self.designated(seq) {
             full.clone()
         } else {
-            Signed {
-                body: Order {
-                    proposal: None,
-                    ..full.body.clone()
-                },
-                sig: full.sig,
+            Order {
+                proposal: None,
+                ..full.clone()
             }
         };
         self.orders.insert(seq, full);
@@ -65,11 +61,11 @@ impl OrderLog {
     }
 
     /// The orders held in `from..=to`, bounded in count and bytes.
-    pub fn range(&self, from: Seq, to: Seq) -> Vec<Signed<Order>> {
+    pub fn range(&self, from: Seq, to: Seq) -> Vec<Order> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for o in self.orders.range(from..=to).map(|(_, o)| o) {
-            let size = o.body.proposal.as_ref().map_or(0, Proposal::approx_bytes);
+            let size = o.proposal.as_ref().map_or(0, Proposal::approx_bytes);
             if out.len() >= MAX_ORDERS_PER_REPLY || (bytes + size > MAX_REPLY_BYTES && !out.is_empty()) {
                 break;
             }
@@ -105,17 +101,15 @@ impl OrderLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zz_wire::Principal;
 
     #[test]
     fn bodies_come_from_f_plus_one_designated_nodes() {
         let mut with_body = [0u32; 9];
         for me in 0..4u8 {
-            let id = Identity::from_seed(Principal::Node(NodeId(me.into())), [me + 1; 32]);
             let mut log = OrderLog::new(AppId(0), NodeId(me.into()), 4, 1);
             for (seq, count) in with_body.iter_mut().enumerate().skip(1) {
-                let o = log.commit(&id, seq as u64, Digest::ZERO, Proposal::default());
-                if o.body.proposal.is_some() {
+                let o = log.commit(seq as u64, Digest::ZERO, Proposal::default());
+                if o.proposal.is_some() {
                     *count += 1;
                 }
             }
@@ -126,10 +120,9 @@ mod tests {
 
     #[test]
     fn stable_checkpoint_truncates_and_range_serves_the_rest() {
-        let id = Identity::from_seed(Principal::Node(NodeId(0)), [1; 32]);
         let mut log = OrderLog::new(AppId(0), NodeId(0), 4, 1);
         for seq in 1..=10 {
-            log.commit(&id, seq, Digest::ZERO, Proposal::default());
+            log.commit(seq, Digest::ZERO, Proposal::default());
         }
         log.set_stable(CheckpointCert {
             app: AppId(0),
@@ -139,7 +132,7 @@ mod tests {
         });
         assert_eq!(log.len(), 6);
         let r = log.range(1, 7);
-        assert_eq!(r.iter().map(|o| o.body.seq).collect::<Vec<_>>(), vec![5, 6, 7]);
-        assert!(r.iter().all(|o| o.body.proposal.is_some()));
+        assert_eq!(r.iter().map(|o| o.seq).collect::<Vec<_>>(), vec![5, 6, 7]);
+        assert!(r.iter().all(|o| o.proposal.is_some()));
     }
 }

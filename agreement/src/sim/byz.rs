@@ -88,7 +88,7 @@ impl Middleware for DelayPrePrepares {
 
 /// Replaces every message by a forgery: signed by a key not in the
 /// deployment, a tampered body under the original signature, or a message
-/// claiming another node as author.
+/// claiming another node as author (every unsigned commit does).
 pub struct Forge {
     pub stranger: Identity,
 }
@@ -102,9 +102,10 @@ impl Middleware for Forge {
                 s.body.0.digest.0[0] ^= 1;
                 Msg::Prepare(s)
             }
-            (0, Msg::Commit(mut s)) => {
-                s.body.0.seq += 1;
-                Msg::Commit(s)
+            // A commit carries no signature: only its link vouches for it.
+            (0 | 2, Msg::Commit(mut c)) => {
+                c.0.node = super::node_id((usize::from(ctx.me.0) + 1) % ctx.n);
+                Msg::Commit(c)
             }
             (0, Msg::PrePrepare(mut s)) => {
                 s.body.proposal.nondet.seed ^= 7;
@@ -116,11 +117,10 @@ impl Middleware for Forge {
                 Msg::ViewChange(s)
             }
             // Impersonate another node, signed with our key.
-            (1, Msg::Commit(s)) => {
-                let mut b = s.body;
-                b.0.node = super::node_id((usize::from(ctx.me.0) + 1) % ctx.n);
-                let sig = ctx.identity.sign_digest(&zz_wire::Signable::digest(&b));
-                Msg::Commit(zz_wire::Signed { body: b, sig })
+            (1, Msg::Commit(mut c)) => {
+                c.0.seq += 1;
+                c.0.node = super::node_id((usize::from(ctx.me.0) + 2) % ctx.n);
+                Msg::Commit(c)
             }
             (1, Msg::Prepare(s)) => {
                 let mut b = s.body;
@@ -179,7 +179,6 @@ fn resign(m: Msg, key: &Identity) -> Msg {
     match m {
         Msg::PrePrepare(s) => Msg::PrePrepare(sig(s, key)),
         Msg::Prepare(s) => Msg::Prepare(sig(s, key)),
-        Msg::Commit(s) => Msg::Commit(sig(s, key)),
         Msg::LogCheckpoint(s) => Msg::LogCheckpoint(sig(s, key)),
         Msg::ViewChange(s) => Msg::ViewChange(sig(s, key)),
         Msg::NewView(s) => Msg::NewView(sig(s, key)),

@@ -14,7 +14,7 @@ mod net;
 pub mod seeds;
 
 use crate::core::{Action, Config, Core, Durable, Input, TimerId};
-use crate::node::links::verify_client_requests;
+use crate::node::links::{allowed, verify_client_requests};
 use byz::{Middleware, MwCtx};
 use client::{InFlight, SimClient};
 pub use net::NetStats;
@@ -367,11 +367,17 @@ impl Sim {
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::ToNode { to, msg } => {
+            Event::ToNode { from, to, msg } => {
                 if self.nodes[to].core.is_none() {
                     return;
                 }
-                // What the driver does before the core sees anything.
+                // What the driver does before the core sees anything: the
+                // link's peer must be the author (the link's frame tags
+                // prove who the peer is), then signatures.
+                if !allowed(from, &msg) {
+                    self.net.rejected_authors += 1;
+                    return;
+                }
                 if msg.verify(&self.keys).is_err() || verify_client_requests(&msg, &self.keys).is_err() {
                     self.net.rejected_signatures += 1;
                     return;
@@ -461,11 +467,11 @@ impl Sim {
                 self.net.cut += 1;
                 continue;
             }
-            self.transmit(to, m, extra);
+            self.transmit(Principal::Node(node_id(from)), to, m, extra);
         }
     }
 
-    fn transmit(&mut self, to: usize, msg: Msg, extra_ms: u64) {
+    fn transmit(&mut self, from: Principal, to: usize, msg: Msg, extra_ms: u64) {
         self.net.sent += 1;
         if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss) {
             self.net.lost += 1;
@@ -479,9 +485,16 @@ impl Sim {
             let d2 = self
                 .rng
                 .gen_range(self.cfg.min_delay_ms..=self.cfg.max_delay_ms.max(self.cfg.min_delay_ms) * 2);
-            self.push(self.now + d2 + extra_ms, Event::ToNode { to, msg: msg.clone() });
+            self.push(
+                self.now + d2 + extra_ms,
+                Event::ToNode {
+                    from,
+                    to,
+                    msg: msg.clone(),
+                },
+            );
         }
-        self.push(self.now + d + extra_ms, Event::ToNode { to, msg });
+        self.push(self.now + d + extra_ms, Event::ToNode { from, to, msg });
     }
 
     fn on_deliver(&mut self, i: usize, seq: Seq, digest: Digest, p: &zz_wire::Proposal) {
@@ -566,8 +579,9 @@ impl Sim {
                 }
             }
         }
+        let me = Principal::Client(client.client);
         for (to, m) in sends {
-            self.transmit(to, m, 0);
+            self.transmit(me, to, m, 0);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The event queue and network counters of the simulator.
 
 use crate::core::TimerId;
-use zz_wire::Msg;
+use zz_wire::{Msg, Principal};
 
 /// Counters of the simulated network and driver.
 #[derive(Clone, Debug, Default)]
@@ -13,12 +13,26 @@ pub struct NetStats {
     /// Dropped by the driver-side signature checks (the message's own and
     /// its proposals' client batches) before reaching a core.
     pub rejected_signatures: u64,
+    /// Dropped because the message names another author than the node that
+    /// sent it (what an authenticated link refuses).
+    pub rejected_authors: u64,
 }
 
 pub(super) enum Event {
-    ToNode { to: usize, msg: Msg },
-    Timer { node: usize, id: TimerId, gen: u64 },
-    ClientTick { client: usize },
+    /// `from`: the sender the link would prove.
+    ToNode {
+        from: Principal,
+        to: usize,
+        msg: Msg,
+    },
+    Timer {
+        node: usize,
+        id: TimerId,
+        gen: u64,
+    },
+    ClientTick {
+        client: usize,
+    },
 }
 
 pub(super) struct Queued {

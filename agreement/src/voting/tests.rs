@@ -27,8 +27,8 @@ fn voter(f: usize) -> Voter {
     })
 }
 
-fn reply(ids: &[Identity], idx: u16, seq: Seq, body: &str) -> Signed<ExecReply> {
-    ids[usize::from(idx)].sign(ExecReply {
+fn reply(idx: u16, seq: Seq, body: &str) -> ExecReply {
+    ExecReply {
         replica: ReplicaId { app: APP, index: idx },
         seq,
         results: vec![BatchResult {
@@ -37,7 +37,7 @@ fn reply(ids: &[Identity], idx: u16, seq: Seq, body: &str) -> Signed<ExecReply> 
             responses: Packed::pack(&[AppResponse::new(200, body.as_bytes().to_vec())]).expect("pack"),
         }],
         root: Digest::ZERO,
-    })
+    }
 }
 
 fn ckpt(ids: &[Identity], idx: u16, seq: Seq, root: u8) -> Signed<ExecCheckpoint> {
@@ -79,12 +79,11 @@ fn wakes(a: &[VoteAction]) -> Vec<(Seq, IncidentKind)> {
 
 #[test]
 fn f_plus_one_matching_replies_certify_the_result() {
-    let ids = ids();
     let mut v = voter(1);
     let mut all = v.step(0, VoteInput::Committed { seq: 1 });
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 1, "ok"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(0, 1, "ok"))));
     assert!(client_replies(&all).is_empty(), "one reply is not enough");
-    all.extend(v.step(2, VoteInput::Reply(reply(&ids, 1, 1, "ok"))));
+    all.extend(v.step(2, VoteInput::Reply(reply(1, 1, "ok"))));
     assert_eq!(client_replies(&all), vec![b"ok".to_vec()]);
     assert!(wakes(&all).is_empty());
     assert!(faults(&all).is_empty());
@@ -92,25 +91,23 @@ fn f_plus_one_matching_replies_certify_the_result() {
 
 #[test]
 fn the_same_replica_twice_does_not_certify() {
-    let ids = ids();
     let mut v = voter(1);
     let mut all = v.step(0, VoteInput::Committed { seq: 1 });
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 1, "ok"))));
-    all.extend(v.step(2, VoteInput::Reply(reply(&ids, 0, 1, "ok"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(0, 1, "ok"))));
+    all.extend(v.step(2, VoteInput::Reply(reply(0, 1, "ok"))));
     assert!(client_replies(&all).is_empty());
 }
 
 #[test]
 fn mismatch_raises_incident_and_names_exactly_the_disagreeing_replica() {
-    let ids = ids();
     let mut v = voter(1);
     let mut all = v.step(0, VoteInput::Committed { seq: 1 });
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 1, "ok"))));
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 1, 1, "evil"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(0, 1, "ok"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(1, 1, "evil"))));
     assert_eq!(wakes(&all), vec![(1, IncidentKind::Mismatch)]);
     assert!(client_replies(&all).is_empty());
     // The woken standby answers like e0.
-    all.extend(v.step(5, VoteInput::Reply(reply(&ids, 2, 1, "ok"))));
+    all.extend(v.step(5, VoteInput::Reply(reply(2, 1, "ok"))));
     assert_eq!(client_replies(&all), vec![b"ok".to_vec()]);
     assert_eq!(faults(&all), vec![1]);
     assert!(all.contains(&VoteAction::Resolved { seq: 1 }));
@@ -118,11 +115,10 @@ fn mismatch_raises_incident_and_names_exactly_the_disagreeing_replica() {
 
 #[test]
 fn f2_two_faulty_replicas_are_both_named() {
-    let ids = ids();
     let mut v = voter(2);
     let mut all = v.step(0, VoteInput::Committed { seq: 1 });
     for (i, b) in [(0, "ok"), (1, "bad1"), (2, "bad2"), (3, "ok"), (4, "ok")] {
-        all.extend(v.step(1, VoteInput::Reply(reply(&ids, i, 1, b))));
+        all.extend(v.step(1, VoteInput::Reply(reply(i, 1, b))));
     }
     assert_eq!(client_replies(&all), vec![b"ok".to_vec()]);
     let mut f = faults(&all);
@@ -132,19 +128,18 @@ fn f2_two_faulty_replicas_are_both_named() {
 
 #[test]
 fn reply_timeout_raises_incident_and_names_the_silent_active_replica() {
-    let ids = ids();
     let mut v = voter(1);
     // e0 and e1 active for seq 1.
     v.step(0, VoteInput::Committed { seq: 1 });
-    v.step(1, VoteInput::Reply(reply(&ids, 0, 1, "a")));
-    v.step(1, VoteInput::Reply(reply(&ids, 1, 1, "a")));
+    v.step(1, VoteInput::Reply(reply(0, 1, "a")));
+    v.step(1, VoteInput::Reply(reply(1, 1, "a")));
     // e1 goes silent at seq 2.
     let mut all = v.step(2, VoteInput::Committed { seq: 2 });
-    all.extend(v.step(3, VoteInput::Reply(reply(&ids, 0, 2, "b"))));
+    all.extend(v.step(3, VoteInput::Reply(reply(0, 2, "b"))));
     all.extend(v.step(102, VoteInput::Timer(2)));
     assert_eq!(wakes(&all), vec![(2, IncidentKind::Timeout)]);
     // The standby e2 catches up and answers.
-    all.extend(v.step(150, VoteInput::Reply(reply(&ids, 2, 2, "b"))));
+    all.extend(v.step(150, VoteInput::Reply(reply(2, 2, "b"))));
     assert_eq!(client_replies(&all), vec![b"b".to_vec()]);
     assert!(faults(&all).is_empty(), "silence is named only a reply timeout later");
     assert!(all.contains(&VoteAction::SetTimer { seq: 2, after_ms: 100 }));
@@ -154,7 +149,6 @@ fn reply_timeout_raises_incident_and_names_the_silent_active_replica() {
 
 #[test]
 fn a_slow_replica_still_answering_earlier_seqs_is_not_named_silent() {
-    let ids = ids();
     let mut v = voter(1);
     let mut all = Vec::new();
     for s in 1..=3 {
@@ -163,18 +157,18 @@ fn a_slow_replica_still_answering_earlier_seqs_is_not_named_silent() {
     // e0 keeps up; e1 lags behind (it answered seq 1 only); both are slow
     // enough for seq 3 to time out.
     for s in 1..=3 {
-        all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, s, "x"))));
+        all.extend(v.step(1, VoteInput::Reply(reply(0, s, "x"))));
     }
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 1, 1, "x"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(1, 1, "x"))));
     all.extend(v.step(101, VoteInput::Timer(2)));
     all.extend(v.step(101, VoteInput::Timer(3)));
     assert_eq!(wakes(&all).len(), 1);
     // The woken standby answers 2 and 3: both certified without e1.
-    all.extend(v.step(150, VoteInput::Reply(reply(&ids, 2, 2, "x"))));
-    all.extend(v.step(150, VoteInput::Reply(reply(&ids, 2, 3, "x"))));
+    all.extend(v.step(150, VoteInput::Reply(reply(2, 2, "x"))));
+    all.extend(v.step(150, VoteInput::Reply(reply(2, 3, "x"))));
     assert_eq!(client_replies(&all).len(), 3);
     // e1 answers seq 2 within the grace: not silent, for 2 nor for 3.
-    all.extend(v.step(200, VoteInput::Reply(reply(&ids, 1, 2, "x"))));
+    all.extend(v.step(200, VoteInput::Reply(reply(1, 2, "x"))));
     all.extend(v.step(250, VoteInput::Timer(2)));
     all.extend(v.step(250, VoteInput::Timer(3)));
     assert!(
@@ -185,23 +179,21 @@ fn a_slow_replica_still_answering_earlier_seqs_is_not_named_silent() {
 
 #[test]
 fn certified_before_timeout_raises_nothing() {
-    let ids = ids();
     let mut v = voter(1);
     let mut all = v.step(0, VoteInput::Committed { seq: 1 });
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 1, "a"))));
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 1, 1, "a"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(0, 1, "a"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(1, 1, "a"))));
     all.extend(v.step(200, VoteInput::Timer(1)));
     assert!(wakes(&all).is_empty());
 }
 
 #[test]
 fn problems_during_an_open_incident_join_it() {
-    let ids = ids();
     let mut v = voter(1);
     let mut all = Vec::new();
     for s in 1..=3 {
         all.extend(v.step(0, VoteInput::Committed { seq: s }));
-        all.extend(v.step(0, VoteInput::Reply(reply(&ids, 0, s, "x"))));
+        all.extend(v.step(0, VoteInput::Reply(reply(0, s, "x"))));
     }
     for s in 1..=3 {
         all.extend(v.step(110, VoteInput::Timer(s)));
@@ -237,13 +229,12 @@ fn checkpoint_certificate_forms_and_a_bad_checkpoint_is_named() {
 
 #[test]
 fn replies_from_other_apps_or_unknown_indices_are_dropped() {
-    let ids = ids();
     let mut v = voter(1);
     v.step(0, VoteInput::Committed { seq: 1 });
-    let mut other = reply(&ids, 0, 1, "ok");
-    other.body.replica.app = AppId(1);
+    let mut other = reply(0, 1, "ok");
+    other.replica.app = AppId(1);
     v.step(0, VoteInput::Reply(other));
-    let far = reply(&ids, 0, 1_000_000, "ok");
+    let far = reply(0, 1_000_000, "ok");
     v.step(0, VoteInput::Reply(far));
     assert_eq!(v.stats().dropped, 2);
 }
@@ -264,14 +255,14 @@ fn an_unanswered_incident_holds_its_checkpoint_until_it_is_certified() {
     // seq 3 disagrees: the woken standby must execute it, so the checkpoint
     // at 4 (whose state it would otherwise jump to) waits for its answer.
     let mut all = v.step(0, VoteInput::Committed { seq: 3 });
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 3, "ok"))));
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 1, 3, "evil"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(0, 3, "ok"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(1, 3, "evil"))));
     all.extend(v.step(2, VoteInput::Checkpoint(ckpt(&ids, 0, 4, 1))));
     all.extend(v.step(2, VoteInput::Checkpoint(ckpt(&ids, 1, 4, 1))));
     assert!(stables(&all).is_empty(), "held while seq 3 is unanswered");
     assert_eq!(v.stable_seq(), 0);
     assert_eq!(v.stats().held_checkpoints, 1);
-    let answered = v.step(5, VoteInput::Reply(reply(&ids, 2, 3, "ok")));
+    let answered = v.step(5, VoteInput::Reply(reply(2, 3, "ok")));
     assert_eq!(client_replies(&answered), vec![b"ok".to_vec()]);
     assert_eq!(stables(&answered), vec![4], "released once seq 3 is certified");
     assert_eq!(v.stable_seq(), 4);
@@ -282,8 +273,8 @@ fn an_incident_never_answered_holds_checkpoints_only_for_a_while() {
     let ids = ids();
     let mut v = voter(1);
     let mut all = v.step(0, VoteInput::Committed { seq: 3 });
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 0, 3, "ok"))));
-    all.extend(v.step(1, VoteInput::Reply(reply(&ids, 1, 3, "evil"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(0, 3, "ok"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(1, 3, "evil"))));
     // Checkpoint interval 4, hold 4 intervals: 4..=16 are held, 20 is not.
     for seq in [4, 8, 12, 16, 20] {
         all.extend(v.step(2, VoteInput::Checkpoint(ckpt(&ids, 0, seq, 1))));
@@ -312,7 +303,7 @@ fn a_restarted_voter_takes_checkpoints_and_replies_far_above_zero_once_its_core_
     );
     assert_eq!(v.stable_seq(), 10_004);
     v.step(0, VoteInput::Committed { seq: 10_005 });
-    let mut out = v.step(0, VoteInput::Reply(reply(&ids, 0, 10_005, "ok")));
-    out.extend(v.step(0, VoteInput::Reply(reply(&ids, 1, 10_005, "ok"))));
+    let mut out = v.step(0, VoteInput::Reply(reply(0, 10_005, "ok")));
+    out.extend(v.step(0, VoteInput::Reply(reply(1, 10_005, "ok"))));
     assert_eq!(client_replies(&out), vec![b"ok".to_vec()]);
 }

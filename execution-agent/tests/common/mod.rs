@@ -122,13 +122,13 @@ impl Orderer {
         (0..=F as u64)
             .map(|k| {
                 let node = ((seq + k) % 4) as u16;
-                Msg::Order(node_id(node).sign(Order {
+                Msg::Order(Order {
                     node: NodeId(node),
                     app: AppId(0),
                     seq,
                     digest: p.digest(),
                     proposal: (k == 0).then(|| p.clone()),
-                }))
+                })
             })
             .collect()
     }
@@ -138,11 +138,19 @@ pub fn from_node() -> Principal {
     Principal::Node(NodeId(0))
 }
 
+/// The link a message arrives on: its author's for a node's message (an
+/// unsigned order counts only from its own node's link), node 0's otherwise.
+pub fn link_of(m: &Msg) -> Principal {
+    m.author()
+        .filter(|p| matches!(p, Principal::Node(_)))
+        .unwrap_or_else(from_node)
+}
+
 /// Feeds orders to a replica that needs no peers; returns its outputs.
 pub fn feed(r: &mut Replica, seq: Seq, p: &Proposal) -> Vec<Out> {
     let mut out = Vec::new();
     for m in Orderer::orders(seq, p) {
-        out.extend(r.on_msg(0, from_node(), m, &mut NoPeers));
+        out.extend(r.on_msg(0, link_of(&m), m, &mut NoPeers));
     }
     out
 }
@@ -150,7 +158,7 @@ pub fn feed(r: &mut Replica, seq: Seq, p: &Proposal) -> Vec<Out> {
 pub fn replies(out: &[Out]) -> Vec<ExecReply> {
     out.iter()
         .filter_map(|o| match o {
-            Out::Broadcast(Msg::ExecReply(r)) => Some(r.body.clone()),
+            Out::Broadcast(Msg::ExecReply(r)) => Some(r.clone()),
             _ => None,
         })
         .collect()
