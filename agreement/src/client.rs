@@ -189,7 +189,7 @@ struct Loop {
     f: usize,
     n: usize,
     opts: ClientOptions,
-    nodes: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+    nodes: BTreeMap<NodeId, links::Outbox>,
     next_id: u64,
     view: u64,
     /// Recent answer latency, for the retry period.

@@ -75,9 +75,14 @@ pub fn codec() -> LengthDelimitedCodec {
 }
 
 pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, FrameError> {
-    let v = postcard::to_stdvec(msg).map_err(FrameError::Malformed)?;
+    let mut v = postcard::to_stdvec(msg).map_err(FrameError::Malformed)?;
     if v.len() > MAX_FRAME {
         return Err(FrameError::TooLarge(v.len()));
+    }
+    // The Vec grew by doubling and `Bytes` keeps its spare capacity: a large
+    // frame waiting in a link queue would hold up to twice its size.
+    if v.len() >= 4096 && v.capacity() - v.len() > v.len() / 4 {
+        v.shrink_to_fit();
     }
     Ok(Bytes::from(v))
 }

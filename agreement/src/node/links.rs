@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -21,9 +21,78 @@ use zz_wire::{Deployment, Identity, Keyring, Msg, NodeId, Principal, SigError};
 /// Frames queued per link before new ones are dropped (a paused replica's
 /// link just fills and drops).
 pub const LINK_QUEUE: usize = 8192;
+/// Bytes queued per link before new frames are dropped. Orders carry whole
+/// proposals (tens of KB each at load), so a bound in frames alone let a
+/// link that does not drain (a paused or faulty replica) hold hundreds of
+/// MB; one frame is always let through onto an empty queue.
+pub const LINK_QUEUE_BYTES: usize = 16 << 20;
 pub const EVENT_QUEUE: usize = 16384;
 /// Most messages whose signatures are checked in one batch.
 const CHECK_BATCH: usize = 64;
+
+/// The sending side of a link's queue, bounded in frames and in bytes.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// A frame refused because its link's queue is full.
+#[derive(Debug)]
+pub struct QueueFull;
+
+/// The writer's side of a link's queue.
+pub struct OutboxRx {
+    rx: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A link queue of at most [`LINK_QUEUE`] frames and [`LINK_QUEUE_BYTES`] bytes.
+pub fn outbox() -> (Outbox, OutboxRx) {
+    outbox_with(LINK_QUEUE, LINK_QUEUE_BYTES)
+}
+
+fn outbox_with(max_frames: usize, max_bytes: usize) -> (Outbox, OutboxRx) {
+    let (tx, rx) = mpsc::channel(max_frames);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let out = Outbox {
+        tx,
+        queued: queued.clone(),
+        max_bytes,
+    };
+    (out, OutboxRx { rx, queued })
+}
+
+impl Outbox {
+    /// Queues `frame`, or refuses it at once if the queue is full.
+    pub fn try_send(&self, frame: Bytes) -> Result<(), QueueFull> {
+        let len = frame.len();
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before + len > self.max_bytes {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return Err(QueueFull);
+        }
+        self.tx.try_send(frame).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            QueueFull
+        })
+    }
+}
+
+impl OutboxRx {
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let b = self.rx.recv().await?;
+        self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+        Some(b)
+    }
+
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        let b = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+        Some(b)
+    }
+}
 
 #[derive(Debug)]
 pub enum Event {
@@ -36,7 +105,7 @@ pub enum Event {
     Up {
         who: Principal,
         conn: u64,
-        tx: mpsc::Sender<Bytes>,
+        tx: Outbox,
     },
     Down {
         who: Principal,
@@ -221,10 +290,10 @@ pub fn verify_client_requests(msg: &Msg, keys: &Keyring) -> Result<(), zz_wire::
     zz_wire::crypto::verify_all(client_requests(msg), keys)
 }
 
-async fn write_loop(mut writer: LinkWriter, rx: &mut mpsc::Receiver<Bytes>) -> Result<(), zz_wire::frame::FrameError> {
+async fn write_loop(mut writer: LinkWriter, rx: &mut OutboxRx) -> Result<(), zz_wire::frame::FrameError> {
     while let Some(first) = rx.recv().await {
         writer.feed_encoded(first).await?;
-        while let Ok(more) = rx.try_recv() {
+        while let Some(more) = rx.try_recv() {
             writer.feed_encoded(more).await?;
         }
         writer.flush().await?;
@@ -265,7 +334,7 @@ async fn serve_inbound(stream: TcpStream, addr: SocketAddr, conn: u64, me: Ident
         }
     };
     tracing::debug!(%who, %addr, "link up");
-    let (tx, mut rx) = mpsc::channel(LINK_QUEUE);
+    let (tx, mut rx) = outbox();
     if inbox.events.send(Event::Up { who, conn, tx }).await.is_err() {
         return;
     }
@@ -285,10 +354,10 @@ pub fn dial_nodes(
     keys: &Arc<Keyring>,
     inbox: &Inbox,
     tasks: &mut JoinSet<()>,
-) -> anyhow::Result<BTreeMap<NodeId, mpsc::Sender<Bytes>>> {
+) -> anyhow::Result<BTreeMap<NodeId, Outbox>> {
     let mut queues = BTreeMap::new();
     for n in dep.node_ids().filter(|n| Some(*n) != except) {
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let (tx, rx) = outbox();
         let addr = dep.node_addr(n).ok_or_else(|| anyhow::anyhow!("no address for {n}"))?;
         tasks.spawn(dial_loop(
             addr,
@@ -309,7 +378,7 @@ pub fn dial_nodes(
 pub async fn dial_loop(
     addr: SocketAddr,
     target: Principal,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: OutboxRx,
     me: Identity,
     keys: Arc<Keyring>,
     inbox: Inbox,
@@ -343,7 +412,8 @@ pub async fn dial_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{accept_loop, allowed, check_batch, Event, Inbox};
+    use super::{accept_loop, allowed, check_batch, outbox_with, Event, Inbox};
+    use bytes::Bytes;
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::sync::mpsc;
@@ -353,6 +423,25 @@ mod tests {
         AppId, AppRequest, ClientBatch, ClientId, Commit, Digest, Identity, Keyring, LogCheckpoint, Msg, NodeId,
         NonDet, PrePrepare, Prepare, Principal, Proposal, Signed, Vote,
     };
+
+    #[tokio::test]
+    async fn a_link_queue_is_bounded_in_bytes_as_well_as_frames() {
+        let (tx, mut rx) = outbox_with(4, 1000);
+        // One frame larger than the byte bound still goes onto an empty queue.
+        tx.try_send(Bytes::from(vec![0; 1500])).expect("first frame");
+        assert!(tx.try_send(Bytes::from(vec![0; 10])).is_err(), "over the byte bound");
+        assert_eq!(rx.recv().await.map(|b| b.len()), Some(1500));
+        // Draining frees the budget: 600 + 300 fit, another 300 does not.
+        tx.try_send(Bytes::from(vec![0; 600])).expect("fits");
+        tx.try_send(Bytes::from(vec![0; 300])).expect("fits");
+        assert!(tx.try_send(Bytes::from(vec![0; 300])).is_err(), "900 + 300 > 1000");
+        assert_eq!(rx.try_recv().map(|b| b.len()), Some(600));
+        tx.try_send(Bytes::from(vec![0; 300])).expect("room again");
+        // The frame bound holds too.
+        tx.try_send(Bytes::from(vec![0; 1])).expect("third frame");
+        tx.try_send(Bytes::from(vec![0; 1])).expect("fourth frame");
+        assert!(tx.try_send(Bytes::from(vec![0; 1])).is_err(), "a fifth frame");
+    }
 
     fn node(i: u8) -> Identity {
         Identity::from_seed(Principal::Node(NodeId(u16::from(i))), [i + 1; 32])

@@ -14,7 +14,7 @@ pub use store::{NodeStore, StoreError};
 use crate::core::{Action, Config as CoreConfig, Core, Input, TimerId};
 use crate::voting::{VoteAction, VoteInput, Voter, VoterConfig};
 use bytes::Bytes;
-use links::{Event, EVENT_QUEUE, LINK_QUEUE};
+use links::{Event, Outbox, EVENT_QUEUE};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -66,11 +66,11 @@ struct Node {
     dep: Arc<Deployment>,
     store: NodeStore,
     apps: BTreeMap<AppId, App>,
-    peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
-    orchestrator: mpsc::Sender<Bytes>,
+    peers: BTreeMap<NodeId, Outbox>,
+    orchestrator: Outbox,
     /// Links that others dialled in on (latest per principal wins); replicas
     /// and clients are answered on these.
-    inbound: HashMap<Principal, (u64, mpsc::Sender<Bytes>)>,
+    inbound: HashMap<Principal, (u64, Outbox)>,
     timers: Timers<TimerKey>,
     fault: Option<NodeFault>,
     control_nonce: u64,
@@ -96,7 +96,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         inbox.clone(),
     ));
     let peers = links::dial_nodes(&dep, Some(me), &cfg.identity, &keys, &inbox, &mut tasks)?;
-    let (orch_tx, orch_rx) = mpsc::channel(LINK_QUEUE);
+    let (orch_tx, orch_rx) = links::outbox();
     tasks.spawn(links::dial_loop(
         dep.orchestrator.addr,
         Principal::Orchestrator,
@@ -470,14 +470,14 @@ impl Node {
     }
 }
 
-fn send_frame(tx: &mpsc::Sender<Bytes>, msg: &Msg, muted: bool) {
+fn send_frame(tx: &Outbox, msg: &Msg, muted: bool) {
     match encode(msg) {
         Ok(b) => push(tx, b, muted),
         Err(e) => tracing::error!(error = %e, kind = msg.kind(), "cannot encode"),
     }
 }
 
-fn push(tx: &mpsc::Sender<Bytes>, b: Bytes, muted: bool) {
+fn push(tx: &Outbox, b: Bytes, muted: bool) {
     if muted {
         return;
     }
