@@ -28,6 +28,10 @@ pub enum ConfigError {
 pub struct Timing {
     /// Most client batches the primary puts in one proposal.
     pub batch_max: usize,
+    /// A proposal takes no further client batch once it holds this many
+    /// requests (it always takes one). Smaller proposals keep several in
+    /// flight, so ordering, execution and voting of consecutive ones overlap.
+    pub batch_max_ops: usize,
     /// Longest the primary waits to fill a batch.
     pub batch_delay_us: u64,
     /// Most proposals in flight above the last committed one.
@@ -53,6 +57,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             batch_max: 256,
+            batch_max_ops: 512,
             batch_delay_us: 200,
             pipeline: 8,
             view_change_timeout_ms: 300,

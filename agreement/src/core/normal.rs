@@ -59,14 +59,20 @@ impl Core {
     }
 
     /// PBFT §4.2: the primary assigns the next seqs to batches of queued
-    /// requests, at most `batch_max` per proposal and `pipeline` proposals
-    /// above the last committed one, inside the watermarks.
+    /// requests, at most `batch_max` client batches (and about
+    /// `batch_max_ops` requests) per proposal and `pipeline` proposals above
+    /// the last committed one, inside the watermarks.
     pub(super) fn try_propose(&mut self) {
         if !self.is_primary() || self.status != Status::Normal || !self.can_vote(self.view, self.next_seq) {
             return;
         }
         let t = &self.cfg.timing;
-        let (batch_max, pipeline, delay_us) = (t.batch_max.max(1), t.pipeline.max(1), t.batch_delay_us);
+        let (batch_max, max_ops, pipeline, delay_us) = (
+            t.batch_max.max(1),
+            t.batch_max_ops.max(1),
+            t.pipeline.max(1),
+            t.batch_delay_us,
+        );
         // A primary behind its stable checkpoint cannot tell what is committed.
         while self.last_committed >= self.low()
             && self.next_seq <= self.last_committed + pipeline
@@ -77,7 +83,7 @@ impl Core {
                 self.batch_due = false;
                 break;
             }
-            if self.queue.len() < batch_max && !self.batch_due {
+            if self.queue.len() < batch_max && self.queued_ops(max_ops) < max_ops && !self.batch_due {
                 if !self.batch_armed {
                     self.batch_armed = true;
                     self.out.push(Action::SetTimer(TimerId::Batch, delay_us.div_ceil(1000)));
@@ -85,7 +91,8 @@ impl Core {
                 break;
             }
             let mut requests = Vec::with_capacity(batch_max.min(self.queue.len()));
-            while requests.len() < batch_max {
+            let mut ops = 0;
+            while requests.len() < batch_max && ops < max_ops {
                 let Some(key) = self.queue.pop_front() else {
                     break;
                 };
@@ -93,6 +100,7 @@ impl Core {
                     continue;
                 }
                 if let Some(p) = self.pool.get(&key) {
+                    ops += p.req.body.ops.len();
                     requests.push(p.req.clone());
                     self.in_log.insert(key, self.next_seq);
                 }
@@ -102,6 +110,18 @@ impl Core {
             }
             self.propose(requests);
         }
+    }
+
+    /// Requests queued for proposing, counted up to `cap`.
+    fn queued_ops(&self, cap: usize) -> usize {
+        let mut ops = 0;
+        for key in &self.queue {
+            if ops >= cap {
+                break;
+            }
+            ops += self.pool.get(key).map_or(0, |p| p.req.body.ops.len());
+        }
+        ops
     }
 
     fn drop_stale_queue_head(&mut self) {

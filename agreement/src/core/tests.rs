@@ -169,6 +169,45 @@ fn primary_cuts_a_full_batch_at_once_and_a_partial_one_on_the_timer() {
     assert_eq!(broadcasts(&acts).len(), 1, "the timer cuts the partial batch");
 }
 
+/// A client batch of `n` one-byte PUTs.
+fn req_of(first_id: u64, n: usize) -> Signed<ClientBatch> {
+    let ops: Vec<AppRequest> = (0..n).map(|_| AppRequest::new("PUT", "/kv/x", vec![1])).collect();
+    client_id().sign(ClientBatch::new(ClientId(7), AppId(0), first_id, &ops).expect("pack"))
+}
+
+#[test]
+fn a_proposal_takes_no_further_batch_past_batch_max_ops_requests() {
+    let mut cfg = config(0);
+    cfg.timing.batch_max = 100;
+    cfg.timing.batch_max_ops = 10;
+    let mut p = Core::new(cfg, node_id(0));
+    p.start(T0);
+    // 6 requests: under the cap, so the batch waits for its timer.
+    let acts = p.step(T0, Input::Request(req_of(1, 6)));
+    assert!(broadcasts(&acts).is_empty());
+    // 6 + 6 reach the cap: proposed at once, both batches (the second one
+    // crosses the cap; a proposal never splits a client batch).
+    let acts = p.step(T0, Input::Request(req_of(7, 6)));
+    let sizes: Vec<usize> = broadcasts(&acts)
+        .into_iter()
+        .filter_map(|m| match m {
+            Msg::PrePrepare(pp) => Some(pp.body.proposal.op_count()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![12]);
+    // One batch larger than the cap alone is proposed whole, at once.
+    let acts = p.step(T0, Input::Request(req_of(13, 30)));
+    let sizes: Vec<usize> = broadcasts(&acts)
+        .into_iter()
+        .filter_map(|m| match m {
+            Msg::PrePrepare(pp) => Some(pp.body.proposal.op_count()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![30]);
+}
+
 #[test]
 fn pipeline_bounds_proposals_above_last_committed() {
     let mut p = core(0);

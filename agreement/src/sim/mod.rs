@@ -60,6 +60,7 @@ impl Default for SimConfig {
             max_delay_ms: 5,
             timing: Timing {
                 batch_max: 4,
+                batch_max_ops: 64,
                 batch_delay_us: 2_000,
                 pipeline: 4,
                 view_change_timeout_ms: 300,
