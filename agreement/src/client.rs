@@ -48,7 +48,10 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            batch_max: 128,
+            // One signature per batch, checked by every node: at 1024
+            // clients, 512 against 128 took the nodes from ~5.3 to ~4.5 µs
+            // and the client from ~1.8 to ~1.4 µs per request.
+            batch_max: 512,
             batch_delay: Duration::from_micros(300),
             retry: None,
             timeout: Duration::from_secs(10),
