@@ -175,6 +175,17 @@ fn req_of(first_id: u64, n: usize) -> Signed<ClientBatch> {
     client_id().sign(ClientBatch::new(ClientId(7), AppId(0), first_id, &ops).expect("pack"))
 }
 
+/// Requests in each pre-prepare broadcast among `acts`.
+fn proposed_ops(acts: &[Action]) -> Vec<usize> {
+    broadcasts(acts)
+        .into_iter()
+        .filter_map(|m| match m {
+            Msg::PrePrepare(pp) => Some(pp.body.proposal.op_count()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_proposal_takes_no_further_batch_past_batch_max_ops_requests() {
     let mut cfg = config(0);
@@ -188,24 +199,10 @@ fn a_proposal_takes_no_further_batch_past_batch_max_ops_requests() {
     // 6 + 6 reach the cap: proposed at once, both batches (the second one
     // crosses the cap; a proposal never splits a client batch).
     let acts = p.step(T0, Input::Request(req_of(7, 6)));
-    let sizes: Vec<usize> = broadcasts(&acts)
-        .into_iter()
-        .filter_map(|m| match m {
-            Msg::PrePrepare(pp) => Some(pp.body.proposal.op_count()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(sizes, vec![12]);
+    assert_eq!(proposed_ops(&acts), vec![12]);
     // One batch larger than the cap alone is proposed whole, at once.
     let acts = p.step(T0, Input::Request(req_of(13, 30)));
-    let sizes: Vec<usize> = broadcasts(&acts)
-        .into_iter()
-        .filter_map(|m| match m {
-            Msg::PrePrepare(pp) => Some(pp.body.proposal.op_count()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(sizes, vec![30]);
+    assert_eq!(proposed_ops(&acts), vec![30]);
 }
 
 #[test]
