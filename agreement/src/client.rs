@@ -59,6 +59,11 @@ impl Default for ClientOptions {
     }
 }
 
+/// A batch is sent once its request bodies reach this many bytes, whatever
+/// `batch_max` says, so that large values do not make a batch too large
+/// for one frame.
+const BATCH_MAX_BYTES: usize = 1 << 20;
+
 /// A certified answer and the view it was certified in.
 type Answer = Result<(AppResponse, View), ClientError>;
 
@@ -199,7 +204,8 @@ struct Loop {
     latency: Duration,
     /// Next look for late batches and expired requests.
     tick_at: Instant,
-    filling: BTreeMap<AppId, (Instant, Vec<Call>)>,
+    /// Per app: when its batch started filling, its calls, their body bytes.
+    filling: BTreeMap<AppId, (Instant, Vec<Call>, usize)>,
     /// By first request id (ids are unique across apps).
     batches: BTreeMap<u64, InFlight>,
 }
@@ -227,7 +233,7 @@ impl Loop {
             let flush_at = self
                 .filling
                 .values()
-                .map(|(t, _)| *t + self.opts.batch_delay)
+                .map(|(t, _, _)| *t + self.opts.batch_delay)
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -257,9 +263,13 @@ impl Loop {
 
     fn add(&mut self, c: Call) {
         let app = c.app;
-        let entry = self.filling.entry(app).or_insert_with(|| (Instant::now(), Vec::new()));
+        let entry = self
+            .filling
+            .entry(app)
+            .or_insert_with(|| (Instant::now(), Vec::new(), 0));
+        entry.2 += c.req.body.len();
         entry.1.push(c);
-        if entry.1.len() >= self.opts.batch_max {
+        if entry.1.len() >= self.opts.batch_max || entry.2 >= BATCH_MAX_BYTES {
             self.flush(app);
         }
     }
@@ -269,7 +279,7 @@ impl Loop {
         let due: Vec<AppId> = self
             .filling
             .iter()
-            .filter(|(_, (t, _))| *t + self.opts.batch_delay <= now)
+            .filter(|(_, (t, _, _))| *t + self.opts.batch_delay <= now)
             .map(|(a, _)| *a)
             .collect();
         for app in due {
@@ -278,7 +288,7 @@ impl Loop {
     }
 
     fn flush(&mut self, app: AppId) {
-        let Some((_, calls)) = self.filling.remove(&app) else {
+        let Some((_, calls, _)) = self.filling.remove(&app) else {
             return;
         };
         if calls.is_empty() {
@@ -415,5 +425,51 @@ fn answer(b: InFlight, d: &Digest, view: View) {
             Some(Err(_)) | None => Err(ClientError::BadAnswer),
         };
         let _ = reply.send(a);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zz_wire::{AppId, ClientId, NodeId, Principal};
+
+    #[tokio::test]
+    async fn a_batch_is_sent_once_its_bodies_reach_batch_max_bytes() {
+        let me = ClientId(1);
+        let (tx, mut rx) = links::outbox();
+        let mut l = Loop {
+            me,
+            id: Identity::from_seed(Principal::Client(me), [3; 32]),
+            f: 1,
+            n: 4,
+            opts: ClientOptions::default(),
+            nodes: BTreeMap::from([(NodeId(0), tx)]),
+            next_id: 1,
+            view: 0,
+            latency: Duration::ZERO,
+            tick_at: Instant::now(),
+            filling: BTreeMap::new(),
+            batches: BTreeMap::new(),
+        };
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            let req = AppRequest::new("PUT", "/kv/x", vec![0; 300 << 10]);
+            l.add(Call {
+                app: AppId(0),
+                req,
+                reply,
+            });
+        }
+        // Four 300 KiB bodies pass 1 MiB: those four went to the primary as
+        // one batch, far below batch_max requests; the fifth waits.
+        let frame = rx.try_recv().expect("a batch was sent");
+        let Ok(Msg::Request(batch)) = zz_wire::frame::decode::<Msg>(&frame) else {
+            panic!("not a request frame");
+        };
+        assert_eq!(batch.body.ops.len(), 4);
+        assert!(rx.try_recv().is_none());
+        assert_eq!(l.filling.get(&AppId(0)).map(|f| f.1.len()), Some(1));
     }
 }

@@ -53,4 +53,27 @@ async fn kv_requests_are_ordered_executed_and_certified_over_tcp() {
         .await
         .expect("GET");
     assert_eq!(missing.status, 404);
+
+    // Large values: 16 concurrent PUTs of 256 KiB each get their answer.
+    let mut calls = Vec::new();
+    for i in 0..16u8 {
+        let client = client.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .call(app, AppRequest::new("PUT", &format!("/kv/big{i}"), vec![i; 256 << 10]))
+                .await
+        }));
+    }
+    for call in calls {
+        let put = call.await.expect("join");
+        if put.as_ref().map(|r| r.status) != Ok(200) {
+            c.dump_logs();
+            panic!("large PUT failed: {put:?}");
+        }
+    }
+    let got = client
+        .call(app, AppRequest::new("GET", "/kv/big12", Vec::new()))
+        .await
+        .expect("GET");
+    assert_eq!(got.body, vec![12u8; 256 << 10]);
 }

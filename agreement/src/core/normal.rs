@@ -13,6 +13,9 @@ use zz_wire::{
 /// A request left out this many view-change timeouts while others are
 /// served makes a backup suspect the primary of censoring it.
 const CENSOR_FACTOR: u64 = 10;
+/// Request bytes past which a proposal takes no further client batch (one
+/// batch alone is at most a frame, which the client keeps far smaller).
+pub const PROPOSAL_MAX_BYTES: usize = zz_wire::frame::MAX_FRAME / 4;
 
 impl Core {
     /// PBFT §4.1: a client request. The primary queues it for a batch; a
@@ -61,7 +64,9 @@ impl Core {
     /// PBFT §4.2: the primary assigns the next seqs to batches of queued
     /// requests, at most `batch_max` client batches (and about
     /// `batch_max_ops` requests) per proposal and `pipeline` proposals above
-    /// the last committed one, inside the watermarks.
+    /// the last committed one, inside the watermarks. A proposal also takes
+    /// no further batch past [`PROPOSAL_MAX_BYTES`] of requests, so that its
+    /// pre-prepare and ORDER frames stay well inside the frame limit.
     pub(super) fn try_propose(&mut self) {
         if !self.is_primary() || self.status != Status::Normal || !self.can_vote(self.view, self.next_seq) {
             return;
@@ -91,8 +96,8 @@ impl Core {
                 break;
             }
             let mut requests = Vec::with_capacity(batch_max.min(self.queue.len()));
-            let mut ops = 0;
-            while requests.len() < batch_max && ops < max_ops {
+            let (mut ops, mut bytes) = (0, 0);
+            while requests.len() < batch_max && ops < max_ops && bytes < PROPOSAL_MAX_BYTES {
                 let Some(key) = self.queue.pop_front() else {
                     break;
                 };
@@ -101,6 +106,7 @@ impl Core {
                 }
                 if let Some(p) = self.pool.get(&key) {
                     ops += p.req.body.ops.len();
+                    bytes += p.req.body.ops.as_bytes().len();
                     requests.push(p.req.clone());
                     self.in_log.insert(key, self.next_seq);
                 }

@@ -156,14 +156,11 @@ fn primary_cuts_a_full_batch_at_once_and_a_partial_one_on_the_timer() {
     assert!(broadcasts(&acts).is_empty());
     assert!(acts.iter().any(|a| matches!(a, Action::SetTimer(TimerId::Batch, 1))));
     let acts = p.step(T0, Input::Request(req(2)));
-    let pps: Vec<_> = broadcasts(&acts)
-        .into_iter()
-        .filter_map(|m| match m {
-            Msg::PrePrepare(pp) => Some(pp.body.proposal.requests.len()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(pps, vec![2], "batch_max client batches in one proposal");
+    assert_eq!(
+        proposed_batches(&acts),
+        vec![2],
+        "batch_max client batches in one proposal"
+    );
     p.step(T0, Input::Request(req(3)));
     let acts = p.step(T0 + 1, Input::Timer(TimerId::Batch));
     assert_eq!(broadcasts(&acts).len(), 1, "the timer cuts the partial batch");
@@ -173,6 +170,17 @@ fn primary_cuts_a_full_batch_at_once_and_a_partial_one_on_the_timer() {
 fn req_of(first_id: u64, n: usize) -> Signed<ClientBatch> {
     let ops: Vec<AppRequest> = (0..n).map(|_| AppRequest::new("PUT", "/kv/x", vec![1])).collect();
     client_id().sign(ClientBatch::new(ClientId(7), AppId(0), first_id, &ops).expect("pack"))
+}
+
+/// Client batches in each pre-prepare broadcast among `acts`.
+fn proposed_batches(acts: &[Action]) -> Vec<usize> {
+    broadcasts(acts)
+        .into_iter()
+        .filter_map(|m| match m {
+            Msg::PrePrepare(pp) => Some(pp.body.proposal.requests.len()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Requests in each pre-prepare broadcast among `acts`.
@@ -203,6 +211,24 @@ fn a_proposal_takes_no_further_batch_past_batch_max_ops_requests() {
     // One batch larger than the cap alone is proposed whole, at once.
     let acts = p.step(T0, Input::Request(req_of(13, 30)));
     assert_eq!(proposed_ops(&acts), vec![30]);
+}
+
+#[test]
+fn a_proposal_takes_no_further_batch_past_proposal_max_bytes() {
+    let mut cfg = config(0);
+    cfg.timing.batch_max = 100;
+    let mut p = Core::new(cfg, node_id(0));
+    p.start(T0);
+    let body = vec![7u8; zz_wire::app::MAX_BODY];
+    for i in 0..6 {
+        let op = AppRequest::new("PUT", "/kv/big", body.clone());
+        let batch = ClientBatch::new(ClientId(7), AppId(0), i, &[op]).expect("pack");
+        assert!(broadcasts(&p.step(T0, Input::Request(client_id().sign(batch)))).is_empty());
+    }
+    // Six 1 MiB batches: the timer cuts them into proposals of at most
+    // PROPOSAL_MAX_BYTES (4 MiB), each still one frame.
+    let acts = p.step(T0 + 1, Input::Timer(TimerId::Batch));
+    assert_eq!(proposed_batches(&acts), vec![4, 2]);
 }
 
 #[test]

@@ -22,10 +22,11 @@ use zz_wire::{Deployment, Identity, Keyring, Msg, NodeId, Principal, SigError};
 /// link just fills and drops).
 pub const LINK_QUEUE: usize = 8192;
 /// Bytes queued per link before new frames are dropped. Orders carry whole
-/// proposals (tens of KB each at load), so a bound in frames alone let a
-/// link that does not drain (a paused or faulty replica) hold hundreds of
-/// MB; one frame is always let through onto an empty queue.
-pub const LINK_QUEUE_BYTES: usize = 16 << 20;
+/// proposals (tens of KB each at load, up to 4 MiB with large values), so a
+/// bound in frames alone let a link that does not drain (a paused or faulty
+/// replica) hold GBs. 32 MiB holds a full pipeline of the largest
+/// proposals; one frame is always let through onto an empty queue.
+pub const LINK_QUEUE_BYTES: usize = 32 << 20;
 pub const EVENT_QUEUE: usize = 16384;
 /// Most messages whose signatures are checked in one batch.
 const CHECK_BATCH: usize = 64;
