@@ -13,6 +13,7 @@ PACKAGES=(
     cpio                   # initramfs archives
     kmod                   # modinfo, to resolve module dependencies
     pkg-config             # the `virt` crate finds libvirt through it
+    make                   # builds jemalloc, the zz binary's allocator (tikv-jemalloc-sys)
 )
 URI=qemu:///system
 
