@@ -67,6 +67,13 @@ const BATCH_MAX_BYTES: usize = 1 << 20;
 /// A certified answer and the view it was certified in.
 type Answer = Result<(AppResponse, View), ClientError>;
 
+/// A batch being filled: since when, its calls, and their body bytes.
+struct Filling {
+    since: Instant,
+    calls: Vec<Call>,
+    bytes: usize,
+}
+
 struct Call {
     app: AppId,
     req: AppRequest,
@@ -204,8 +211,8 @@ struct Loop {
     latency: Duration,
     /// Next look for late batches and expired requests.
     tick_at: Instant,
-    /// Per app: when its batch started filling, its calls, their body bytes.
-    filling: BTreeMap<AppId, (Instant, Vec<Call>, usize)>,
+    /// Per app, the batch being filled.
+    filling: BTreeMap<AppId, Filling>,
     /// By first request id (ids are unique across apps).
     batches: BTreeMap<u64, InFlight>,
 }
@@ -233,7 +240,7 @@ impl Loop {
             let flush_at = self
                 .filling
                 .values()
-                .map(|(t, _, _)| *t + self.opts.batch_delay)
+                .map(|b| b.since + self.opts.batch_delay)
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -263,13 +270,14 @@ impl Loop {
 
     fn add(&mut self, c: Call) {
         let app = c.app;
-        let entry = self
-            .filling
-            .entry(app)
-            .or_insert_with(|| (Instant::now(), Vec::new(), 0));
-        entry.2 += c.req.body.len();
-        entry.1.push(c);
-        if entry.1.len() >= self.opts.batch_max || entry.2 >= BATCH_MAX_BYTES {
+        let b = self.filling.entry(app).or_insert_with(|| Filling {
+            since: Instant::now(),
+            calls: Vec::new(),
+            bytes: 0,
+        });
+        b.bytes += c.req.body.len();
+        b.calls.push(c);
+        if b.calls.len() >= self.opts.batch_max || b.bytes >= BATCH_MAX_BYTES {
             self.flush(app);
         }
     }
@@ -279,7 +287,7 @@ impl Loop {
         let due: Vec<AppId> = self
             .filling
             .iter()
-            .filter(|(_, (t, _, _))| *t + self.opts.batch_delay <= now)
+            .filter(|(_, b)| b.since + self.opts.batch_delay <= now)
             .map(|(a, _)| *a)
             .collect();
         for app in due {
@@ -288,7 +296,7 @@ impl Loop {
     }
 
     fn flush(&mut self, app: AppId) {
-        let Some((_, calls, _)) = self.filling.remove(&app) else {
+        let Some(Filling { calls, .. }) = self.filling.remove(&app) else {
             return;
         };
         if calls.is_empty() {
@@ -470,6 +478,6 @@ mod tests {
         };
         assert_eq!(batch.body.ops.len(), 4);
         assert!(rx.try_recv().is_none());
-        assert_eq!(l.filling.get(&AppId(0)).map(|f| f.1.len()), Some(1));
+        assert_eq!(l.filling.get(&AppId(0)).map(|b| b.calls.len()), Some(1));
     }
 }

@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         // The load generator and its client likewise: on two worker threads
         // every call and answer crossed threads, and the harness spent about
         // as much CPU as the system it measured (the unreplicated ceiling
-        // read ~150k ops/s instead of ~290k).
+        // read ~135k ops/s instead of 250-310k).
         Cmd::Bench(_) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
         _ => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
     };

@@ -15,7 +15,7 @@ use zz_wire::{
 const CENSOR_FACTOR: u64 = 10;
 /// Request bytes past which a proposal takes no further client batch (one
 /// batch alone is at most a frame, which the client keeps far smaller).
-pub const PROPOSAL_MAX_BYTES: usize = zz_wire::frame::MAX_FRAME / 4;
+pub(super) const PROPOSAL_MAX_BYTES: usize = zz_wire::frame::MAX_FRAME / 4;
 
 impl Core {
     /// PBFT §4.1: a client request. The primary queues it for a batch; a
