@@ -10,19 +10,22 @@
 
 use crate::replica::{Out, Replica};
 use crate::source::{FetchError, StateSource};
-use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc as stdmpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use zz_wire::frame::{encode, handshake};
+use zz_wire::outbox::{outbox, Outbox, OutboxRx};
 use zz_wire::{
     Deployment, Identity, Keyring, Msg, NodeId, Principal, ReplicaId, Seq, Signed, StateGive, StateRequest,
     StateResponse, StateWant,
 };
 
 const OUTBOX: usize = 1024;
+/// Bytes queued per link before frames are dropped: state responses that
+/// the nodes relay for other replicas can be megabytes each.
+const OUTBOX_BYTES: usize = 32 << 20;
 const INBOX: usize = 4096;
 const RESPONSES: usize = 256;
 const TICK: Duration = Duration::from_millis(50);
@@ -77,8 +80,8 @@ fn now_ms() -> u64 {
 /// Outboxes of every link, by peer.
 #[derive(Clone)]
 struct Links {
-    nodes: Vec<(NodeId, mpsc::Sender<Bytes>)>,
-    orchestrator: mpsc::Sender<Bytes>,
+    nodes: Vec<(NodeId, Outbox)>,
+    orchestrator: Outbox,
 }
 
 impl Links {
@@ -117,7 +120,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     let mut nodes = Vec::new();
     for n in &d.nodes {
-        let (tx, rx) = mpsc::channel(OUTBOX);
+        let (tx, rx) = outbox(OUTBOX, OUTBOX_BYTES);
         nodes.push((NodeId(n.id), tx));
         tasks.spawn(link(
             aliased(n.addr, alias),
@@ -129,7 +132,7 @@ pub async fn run(
             rx,
         ));
     }
-    let (otx, orx) = mpsc::channel(OUTBOX);
+    let (otx, orx) = outbox(OUTBOX, OUTBOX_BYTES);
     tasks.spawn(link(
         aliased(d.orchestrator.addr, alias),
         Principal::Orchestrator,
@@ -267,7 +270,7 @@ async fn link(
     keys: Keyring,
     inbox: mpsc::Sender<Input>,
     responses: stdmpsc::SyncSender<Signed<StateResponse>>,
-    mut outbox: mpsc::Receiver<Bytes>,
+    mut outbox: OutboxRx,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -315,7 +318,7 @@ async fn link(
                 if wr.feed_encoded(b).await.is_err() {
                     return;
                 }
-                while let Ok(b) = outbox.try_recv() {
+                while let Some(b) = outbox.try_recv() {
                     if wr.feed_encoded(b).await.is_err() {
                         return;
                     }

@@ -8,6 +8,7 @@ pub mod digest;
 pub mod frame;
 pub mod ids;
 pub mod msg;
+pub mod outbox;
 pub mod packed;
 pub mod zip215;
 

@@ -5,10 +5,9 @@
 //! verified messages to the single event loop. Frames for a full queue are
 //! dropped and counted, never waited for.
 
-use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -18,81 +17,25 @@ use zz_wire::crypto::Batch;
 use zz_wire::frame::{handshake, LinkReader, LinkWriter};
 use zz_wire::{Deployment, Identity, Keyring, Msg, NodeId, Principal, SigError};
 
-/// Frames queued per link before new ones are dropped (a paused replica's
-/// link just fills and drops).
+/// Frames queued per link before new ones are dropped.
 pub const LINK_QUEUE: usize = 8192;
 /// Bytes queued per link before new frames are dropped. Orders carry whole
 /// proposals (tens of KB each at load, up to 4 MiB with large values), so a
-/// bound in frames alone let a link that does not drain (a paused or faulty
-/// replica) hold GBs. 32 MiB holds a full pipeline of the largest
-/// proposals; one frame is always let through onto an empty queue.
+/// bound in frames alone let a link that does not drain hold GBs. 32 MiB
+/// holds a full pipeline of the largest proposals; one frame is always let
+/// through onto an empty queue. A link that stops draining (a paused
+/// standby, a wedged replica) is shed after `zz_wire::outbox::STALL` and
+/// holds nothing until its peer reads again.
 pub const LINK_QUEUE_BYTES: usize = 32 << 20;
 pub const EVENT_QUEUE: usize = 16384;
 /// Most messages whose signatures are checked in one batch.
 const CHECK_BATCH: usize = 64;
 
-/// The sending side of a link's queue, bounded in frames and in bytes.
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    tx: mpsc::Sender<Bytes>,
-    queued: Arc<AtomicUsize>,
-    max_bytes: usize,
-}
-
-/// A frame refused because its link's queue is full.
-#[derive(Debug)]
-pub struct QueueFull;
-
-/// The writer's side of a link's queue.
-pub struct OutboxRx {
-    rx: mpsc::Receiver<Bytes>,
-    queued: Arc<AtomicUsize>,
-}
+pub use zz_wire::outbox::{Outbox, OutboxRx, Refused};
 
 /// A link queue of at most [`LINK_QUEUE`] frames and [`LINK_QUEUE_BYTES`] bytes.
 pub fn outbox() -> (Outbox, OutboxRx) {
-    outbox_with(LINK_QUEUE, LINK_QUEUE_BYTES)
-}
-
-fn outbox_with(max_frames: usize, max_bytes: usize) -> (Outbox, OutboxRx) {
-    let (tx, rx) = mpsc::channel(max_frames);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let out = Outbox {
-        tx,
-        queued: queued.clone(),
-        max_bytes,
-    };
-    (out, OutboxRx { rx, queued })
-}
-
-impl Outbox {
-    /// Queues `frame`, or refuses it at once if the queue is full.
-    pub fn try_send(&self, frame: Bytes) -> Result<(), QueueFull> {
-        let len = frame.len();
-        let before = self.queued.fetch_add(len, Ordering::Relaxed);
-        if before > 0 && before + len > self.max_bytes {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            return Err(QueueFull);
-        }
-        self.tx.try_send(frame).map_err(|_| {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            QueueFull
-        })
-    }
-}
-
-impl OutboxRx {
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        let b = self.rx.recv().await?;
-        self.queued.fetch_sub(b.len(), Ordering::Relaxed);
-        Some(b)
-    }
-
-    pub fn try_recv(&mut self) -> Option<Bytes> {
-        let b = self.rx.try_recv().ok()?;
-        self.queued.fetch_sub(b.len(), Ordering::Relaxed);
-        Some(b)
-    }
+    zz_wire::outbox::outbox(LINK_QUEUE, LINK_QUEUE_BYTES)
 }
 
 #[derive(Debug)]
@@ -413,8 +356,7 @@ pub async fn dial_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{accept_loop, allowed, check_batch, outbox_with, Event, Inbox};
-    use bytes::Bytes;
+    use super::{accept_loop, allowed, check_batch, Event, Inbox};
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::sync::mpsc;
@@ -424,25 +366,6 @@ mod tests {
         AppId, AppRequest, ClientBatch, ClientId, Commit, Digest, Identity, Keyring, LogCheckpoint, Msg, NodeId,
         NonDet, PrePrepare, Prepare, Principal, Proposal, Signed, Vote,
     };
-
-    #[tokio::test]
-    async fn a_link_queue_is_bounded_in_bytes_as_well_as_frames() {
-        let (tx, mut rx) = outbox_with(4, 1000);
-        // One frame larger than the byte bound still goes onto an empty queue.
-        tx.try_send(Bytes::from(vec![0; 1500])).expect("first frame");
-        assert!(tx.try_send(Bytes::from(vec![0; 10])).is_err(), "over the byte bound");
-        assert_eq!(rx.recv().await.map(|b| b.len()), Some(1500));
-        // Draining frees the budget: 600 + 300 fit, another 300 does not.
-        tx.try_send(Bytes::from(vec![0; 600])).expect("fits");
-        tx.try_send(Bytes::from(vec![0; 300])).expect("fits");
-        assert!(tx.try_send(Bytes::from(vec![0; 300])).is_err(), "900 + 300 > 1000");
-        assert_eq!(rx.try_recv().map(|b| b.len()), Some(600));
-        tx.try_send(Bytes::from(vec![0; 300])).expect("room again");
-        // The frame bound holds too.
-        tx.try_send(Bytes::from(vec![0; 1])).expect("third frame");
-        tx.try_send(Bytes::from(vec![0; 1])).expect("fourth frame");
-        assert!(tx.try_send(Bytes::from(vec![0; 1])).is_err(), "a fifth frame");
-    }
 
     fn node(i: u8) -> Identity {
         Identity::from_seed(Principal::Node(NodeId(u16::from(i))), [i + 1; 32])

@@ -481,7 +481,13 @@ fn push(tx: &Outbox, b: Bytes, muted: bool) {
     if muted {
         return;
     }
-    if tx.try_send(b).is_err() {
-        metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "queue-full").increment(1);
+    if let Err(e) = tx.try_send(b) {
+        let (reason, n) = match e {
+            links::Refused::Full => ("queue-full", 1),
+            links::Refused::Shed { frames } => ("link-stalled", frames as u64 + 1),
+            links::Refused::Stalled => ("link-stalled", 1),
+            links::Refused::Closed => ("link-closed", 1),
+        };
+        metrics::counter!("zz_agreement_dropped_messages_total", "reason" => reason).increment(n);
     }
 }
