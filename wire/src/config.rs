@@ -32,7 +32,8 @@ pub struct Timing {
     /// requests (it always takes one). Smaller proposals keep several in
     /// flight, so ordering, execution and voting of consecutive ones overlap.
     pub batch_max_ops: usize,
-    /// Longest the primary waits to fill a batch.
+    /// Longest the primary waits to fill a batch, rounded up to whole
+    /// milliseconds (the protocol's timers tick in ms).
     pub batch_delay_us: u64,
     /// Most proposals in flight above the last committed one.
     pub pipeline: u64,
@@ -58,7 +59,8 @@ impl Default for Timing {
         Timing {
             batch_max: 256,
             batch_max_ops: 512,
-            batch_delay_us: 200,
+            // What 200 µs, the earlier default, rounded up to.
+            batch_delay_us: 1000,
             pipeline: 8,
             view_change_timeout_ms: 300,
             reply_timeout_ms: 400,
