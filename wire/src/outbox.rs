@@ -5,10 +5,14 @@
 //! task drains it onto the socket. A frame for a full queue is refused at
 //! once (the protocol re-sends or fetches whatever matters). A link whose
 //! peer stopped reading (a paused standby, a faulty or wedged replica) would
-//! otherwise keep a full queue for as long as the peer stays away: a queue
-//! that refuses a frame after its writer has taken nothing for the stall
-//! period drops everything it holds and refuses frames until the writer
-//! asks for more.
+//! otherwise keep a full queue for as long as the peer stays away. So when
+//! the writer has been stuck on one frame for the stall period (it took a
+//! frame and has not come back for another) and a queue of at least
+//! [`SHED_MIN_BYTES`] (or a full one) is refused another frame, the queue
+//! drops everything it holds and refuses frames until the writer asks for
+//! more. A writer that waits for frames, or has never started (a link not
+//! yet connected), is never stalled, and a few small frames queued behind a
+//! stuck writer are kept.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -17,8 +21,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// How long a full queue's writer may take nothing before the queue is shed.
+/// How long a writer may be stuck on one frame before its queue is shed.
 pub const STALL: Duration = Duration::from_secs(1);
+/// A stalled queue holding less than this (and not full) is kept.
+pub const SHED_MIN_BYTES: usize = 1 << 20;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,7 +32,7 @@ pub enum Refused {
     #[error("the link's queue is full")]
     Full,
     /// This frame and the `frames` the queue held were dropped: its writer
-    /// took nothing for the stall period.
+    /// has been stuck on one frame for the stall period.
     #[error("the link's writer is stalled; its queue of {frames} frames was shed")]
     Shed { frames: usize },
     /// The queue was shed and its writer has not asked for more since.
@@ -53,6 +59,7 @@ struct Shared {
     max_frames: usize,
     max_bytes: usize,
     stall: Duration,
+    shed_min_bytes: usize,
     state: Mutex<State>,
     /// Wakes the writer: a frame was queued, or the last sender went away.
     ready: Notify,
@@ -62,8 +69,9 @@ struct Shared {
 struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
-    /// When the writer last took a frame or asked for one.
-    last_take: Instant,
+    /// Since when the writer has been writing the frame it last took;
+    /// `None` while it waits for one (or has not started).
+    busy_since: Option<Instant>,
     /// Shed: refuse frames until the writer asks for more.
     stalled: bool,
     senders: usize,
@@ -74,21 +82,27 @@ struct State {
 
 /// A queue of at most `max_frames` frames and `max_bytes` bytes (one frame
 /// is always let through onto an empty queue, whatever its size), shed
-/// after [`STALL`] without progress.
+/// when its writer stalls ([`STALL`], [`SHED_MIN_BYTES`]).
 pub fn outbox(max_frames: usize, max_bytes: usize) -> (Outbox, OutboxRx) {
-    outbox_with_stall(max_frames, max_bytes, STALL)
+    outbox_with_stall(max_frames, max_bytes, STALL, SHED_MIN_BYTES)
 }
 
-/// [`outbox`] with another stall period.
-pub fn outbox_with_stall(max_frames: usize, max_bytes: usize, stall: Duration) -> (Outbox, OutboxRx) {
+/// [`outbox`] with another stall period and shedding threshold.
+pub fn outbox_with_stall(
+    max_frames: usize,
+    max_bytes: usize,
+    stall: Duration,
+    shed_min_bytes: usize,
+) -> (Outbox, OutboxRx) {
     let shared = Arc::new(Shared {
         max_frames: max_frames.max(1),
         max_bytes,
         stall,
+        shed_min_bytes,
         state: Mutex::new(State {
             frames: VecDeque::new(),
             bytes: 0,
-            last_take: Instant::now(),
+            busy_since: None,
             stalled: false,
             senders: 1,
             writer: true,
@@ -120,10 +134,8 @@ impl Outbox {
         }
         let len = frame.len();
         let full = st.frames.len() >= s.max_frames || (!st.frames.is_empty() && st.bytes + len > s.max_bytes);
-        if full {
-            if st.last_take.elapsed() < s.stall {
-                return Err(Refused::Full);
-            }
+        let stuck = st.busy_since.is_some_and(|t| t.elapsed() >= s.stall);
+        if stuck && (full || st.bytes + len >= s.shed_min_bytes) {
             let n = st.frames.len();
             st.shed_frames += n as u64 + 1;
             st.stalled = true;
@@ -133,10 +145,13 @@ impl Outbox {
             drop(shed); // freed outside the lock
             tracing::warn!(
                 frames = n,
-                "link writer took nothing for {:?}; its queue is shed",
+                "link writer stuck on one frame for {:?}; its queue is shed",
                 s.stall
             );
             return Err(Refused::Shed { frames: n });
+        }
+        if full {
+            return Err(Refused::Full);
         }
         st.bytes += len;
         st.frames.push_back(frame);
@@ -194,12 +209,13 @@ impl OutboxRx {
         loop {
             {
                 let mut st = self.shared.lock();
-                st.last_take = Instant::now();
                 st.stalled = false;
                 if let Some(b) = st.frames.pop_front() {
                     st.bytes -= b.len();
+                    st.busy_since = Some(Instant::now());
                     return Some(b);
                 }
+                st.busy_since = None;
                 if st.senders == 0 {
                     return None;
                 }
@@ -214,7 +230,7 @@ impl OutboxRx {
         let mut st = self.shared.lock();
         let b = st.frames.pop_front()?;
         st.bytes -= b.len();
-        st.last_take = Instant::now();
+        st.busy_since = Some(Instant::now());
         Some(b)
     }
 }
@@ -268,17 +284,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_queue_is_shed_and_refuses_frames_until_its_writer_asks_again() {
-        let (tx, mut rx) = outbox(4, 1 << 20);
-        for _ in 0..4 {
+        let (tx, mut rx) = outbox(5, 1 << 20);
+        for _ in 0..5 {
             tx.try_send(frame(100)).expect("room");
         }
-        // Full, but the writer took something recently: refused, nothing shed.
+        // The writer takes one frame and gets stuck writing it.
+        assert!(rx.try_recv().is_some());
+        tx.try_send(frame(100)).expect("room for one more");
+        // Full, but the writer took its frame just now: refused, nothing shed.
         assert_eq!(tx.try_send(frame(100)), Err(Refused::Full));
-        assert_eq!(tx.len(), 4);
+        assert_eq!(tx.len(), 5);
         tokio::time::advance(STALL).await;
-        assert_eq!(tx.try_send(frame(100)), Err(Refused::Shed { frames: 4 }));
+        assert_eq!(tx.try_send(frame(100)), Err(Refused::Shed { frames: 5 }));
         assert_eq!(tx.len(), 0, "the queue is shed");
-        assert_eq!(tx.shed_frames(), 5);
+        assert_eq!(tx.shed_frames(), 6);
         // Empty now, yet still refusing: the writer has not come back.
         assert_eq!(tx.try_send(frame(100)), Err(Refused::Stalled));
         assert!(rx.try_recv().is_none());
@@ -287,6 +306,50 @@ mod tests {
         tokio::task::yield_now().await;
         tx.try_send(frame(7)).expect("writer is back");
         assert_eq!(next.await.expect("join"), Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_writer_sheds_a_queue_past_shed_min_bytes_before_it_is_full() {
+        let (tx, mut rx) = outbox_with_stall(8192, 32 << 20, STALL, 1000);
+        tx.try_send(frame(10)).expect("room");
+        assert!(rx.try_recv().is_some(), "the writer takes a frame and gets stuck");
+        tokio::time::advance(STALL * 2).await;
+        // Small frames behind a stuck writer are kept (a link's first
+        // messages, queued before its peer reads)...
+        for _ in 0..9 {
+            tx.try_send(frame(100)).expect("under shed_min_bytes");
+        }
+        // ...until they reach shed_min_bytes.
+        assert_eq!(tx.try_send(frame(100)), Err(Refused::Shed { frames: 9 }));
+        assert_eq!(tx.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_that_waits_or_never_started_is_never_stalled() {
+        // Never started (a link not connected yet): bounded, never shed.
+        let (tx, _rx) = outbox_with_stall(4, 1 << 20, STALL, 1);
+        for _ in 0..4 {
+            tx.try_send(frame(100)).expect("room");
+        }
+        tokio::time::advance(STALL * 10).await;
+        assert_eq!(tx.try_send(frame(100)), Err(Refused::Full));
+        assert_eq!(tx.len(), 4);
+        // Waiting for frames for a long time is not being stuck.
+        let (tx, mut rx) = outbox_with_stall(4, 1 << 20, STALL, 1);
+        tx.try_send(frame(1)).expect("room");
+        let writer = tokio::spawn(async move {
+            let mut n = 0;
+            while rx.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        });
+        tokio::task::yield_now().await;
+        tokio::time::advance(STALL * 10).await;
+        tx.try_send(frame(100)).expect("a waiting writer takes it");
+        tokio::task::yield_now().await;
+        drop(tx);
+        assert_eq!(writer.await.expect("join"), 2);
     }
 
     #[tokio::test(start_paused = true)]
