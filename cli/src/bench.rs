@@ -285,9 +285,21 @@ async fn bench_deployment(a: &BenchArgs, seed: u64, kind: &str, names: &[String]
     let result = tokio::select! {
         r = load => r,
         e = running.failed() => Err(e),
+        e = interrupted() => Err(e),
     };
     running.stop().await;
     result
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so that a bench stops the deployment it
+/// started (paused replicas included) instead of leaving it behind.
+pub(crate) async fn interrupted() -> anyhow::Error {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    anyhow::anyhow!("interrupted")
 }
 
 async fn wait_ready(running: &Info, names: &[String], active: usize) -> anyhow::Result<()> {
@@ -337,7 +349,7 @@ async fn bench_unreplicated(a: &BenchArgs, seed: u64, kind: &str, names: &[Strin
     let result = tokio::select! {
         r = load => r,
         e = servers.exited() => Err(e),
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        e = interrupted() => Err(e),
     };
     servers.stop().await;
     let mut result = result?;

@@ -157,6 +157,7 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
     let result = tokio::select! {
         r = rounds(&a, standby, &info) => r,
         e = running.failed() => Err(e),
+        e = crate::bench::interrupted() => Err(e),
     };
     running.stop().await;
     if a.keep {

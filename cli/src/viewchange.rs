@@ -125,7 +125,10 @@ pub async fn view_change(a: ViewChangeArgs) -> anyhow::Result<ViewChangeResult> 
     .await?;
     // Not raced against `Running::failed`: the rounds restart nodes through
     // `running`, and every wait in them is bounded.
-    let result = rounds(&a, &mut running).await;
+    let result = tokio::select! {
+        r = rounds(&a, &mut running) => r,
+        e = crate::bench::interrupted() => Err(e),
+    };
     running.stop().await;
     if a.keep {
         eprintln!("data kept in {}", dir.keep().display());
