@@ -294,11 +294,7 @@ async fn bench_deployment(a: &BenchArgs, seed: u64, kind: &str, names: &[String]
 /// Resolves on Ctrl-C or SIGTERM, so that a bench stops the deployment it
 /// started (paused replicas included) instead of leaving it behind.
 pub(crate) async fn interrupted() -> anyhow::Error {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
+    crate::up::shutdown_signal().await;
     anyhow::anyhow!("interrupted")
 }
 

@@ -121,6 +121,16 @@ impl Shared {
     }
 }
 
+impl State {
+    /// The writer takes the next frame, and is busy writing it from now.
+    fn take(&mut self) -> Option<Bytes> {
+        let b = self.frames.pop_front()?;
+        self.bytes -= b.len();
+        self.busy_since = Some(Instant::now());
+        Some(b)
+    }
+}
+
 impl Outbox {
     /// Queues `frame`, or refuses it at once.
     pub fn try_send(&self, frame: Bytes) -> Result<(), Refused> {
@@ -210,9 +220,7 @@ impl OutboxRx {
             {
                 let mut st = self.shared.lock();
                 st.stalled = false;
-                if let Some(b) = st.frames.pop_front() {
-                    st.bytes -= b.len();
-                    st.busy_since = Some(Instant::now());
+                if let Some(b) = st.take() {
                     return Some(b);
                 }
                 st.busy_since = None;
@@ -227,11 +235,7 @@ impl OutboxRx {
 
     /// The next frame if one is queued.
     pub fn try_recv(&mut self) -> Option<Bytes> {
-        let mut st = self.shared.lock();
-        let b = st.frames.pop_front()?;
-        st.bytes -= b.len();
-        st.busy_since = Some(Instant::now());
-        Some(b)
+        self.shared.lock().take()
     }
 }
 
