@@ -83,7 +83,6 @@ struct Call {
 #[derive(Clone)]
 pub struct Client {
     tx: mpsc::Sender<Call>,
-    timeout: Duration,
     _tasks: Arc<TaskGuard>,
 }
 
@@ -117,7 +116,6 @@ impl Client {
                 .unwrap_or(Duration::from_millis(dep.timing.client_retry_ms))
                 .max(Duration::from_millis(1)),
         );
-        let timeout = opts.timeout;
         let state = Loop {
             me,
             id,
@@ -135,7 +133,6 @@ impl Client {
         tasks.spawn(state.run(rx, ev_rx));
         Ok(Client {
             tx,
-            timeout,
             _tasks: Arc::new(TaskGuard(std::sync::Mutex::new(tasks))),
         })
     }
@@ -157,11 +154,9 @@ impl Client {
             .send(Call { app, req, reply })
             .await
             .map_err(|_| ClientError::Closed)?;
-        match tokio::time::timeout(self.timeout + Duration::from_millis(100), rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Err(_) => Err(ClientError::Timeout(self.timeout)),
-        }
+        // The loop answers every call by its deadline (`retry_and_expire`);
+        // a timer per call here would only repeat that, at a cost per call.
+        rx.await.unwrap_or(Err(ClientError::Closed))
     }
 }
 
@@ -236,6 +231,12 @@ impl Loop {
     }
 
     async fn run(mut self, mut calls: mpsc::Receiver<Call>, mut events: mpsc::Receiver<Event>) {
+        // Two timers for the loop's life, moved only when their deadline
+        // changes: a fresh one per turn costs a timer-wheel insert and removal
+        // on every burst of calls or answers.
+        let flush = tokio::time::sleep_until(Instant::now());
+        let tick = tokio::time::sleep_until(self.tick_at);
+        tokio::pin!(flush, tick);
         loop {
             let flush_at = self
                 .filling
@@ -243,6 +244,12 @@ impl Loop {
                 .map(|b| b.since + self.opts.batch_delay)
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            if flush.deadline() != flush_at {
+                flush.as_mut().reset(flush_at);
+            }
+            if tick.deadline() != self.tick_at {
+                tick.as_mut().reset(self.tick_at);
+            }
             tokio::select! {
                 c = calls.recv() => {
                     let Some(c) = c else { return };
@@ -257,8 +264,8 @@ impl Loop {
                         self.on_event(ev);
                     }
                 }
-                _ = tokio::time::sleep_until(flush_at) => self.flush_due(),
-                _ = tokio::time::sleep_until(self.tick_at) => {
+                () = &mut flush => self.flush_due(),
+                () = &mut tick => {
                     self.retry_and_expire();
                     // Idle: nothing to re-send until `flush` brings it forward.
                     let idle = self.batches.is_empty();
@@ -441,24 +448,58 @@ mod tests {
     use super::*;
     use zz_wire::{AppId, ClientId, NodeId, Principal};
 
-    #[tokio::test]
-    async fn a_batch_is_sent_once_its_bodies_reach_batch_max_bytes() {
+    /// A client loop whose only link, to node 0 (the primary), is `primary`.
+    fn test_loop(opts: ClientOptions, primary: links::Outbox) -> Loop {
         let me = ClientId(1);
-        let (tx, mut rx) = links::outbox();
-        let mut l = Loop {
+        Loop {
             me,
             id: Identity::from_seed(Principal::Client(me), [3; 32]),
             f: 1,
             n: 4,
-            opts: ClientOptions::default(),
-            nodes: BTreeMap::from([(NodeId(0), tx)]),
+            opts,
+            nodes: BTreeMap::from([(NodeId(0), primary)]),
             next_id: 1,
             view: 0,
             latency: Duration::ZERO,
             tick_at: Instant::now(),
             filling: BTreeMap::new(),
             batches: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_nobody_answers_fails_at_its_deadline() {
+        let (tx, _unread) = links::outbox();
+        let opts = ClientOptions {
+            timeout: Duration::from_millis(200),
+            retry: Some(Duration::from_millis(50)),
+            ..ClientOptions::default()
         };
+        let (calls, calls_rx) = mpsc::channel(8);
+        let (_events, events_rx) = mpsc::channel(8);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(test_loop(opts, tx).run(calls_rx, events_rx));
+        let client = Client {
+            tx: calls,
+            _tasks: Arc::new(TaskGuard(std::sync::Mutex::new(tasks))),
+        };
+        let t = Instant::now();
+        let call = client.call(AppId(0), AppRequest::new("GET", "/kv/x", Vec::new()));
+        let r = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the loop answers a call by its deadline");
+        assert!(
+            matches!(r, Err(ClientError::Timeout(d)) if d == Duration::from_millis(200)),
+            "{r:?}"
+        );
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_sent_once_its_bodies_reach_batch_max_bytes() {
+        let (tx, mut rx) = links::outbox();
+        let mut l = test_loop(ClientOptions::default(), tx);
         let mut answers = Vec::new();
         for _ in 0..5 {
             let (reply, answer) = oneshot::channel();

@@ -96,6 +96,10 @@ pub struct BenchArgs {
     /// Seed for key choice (printed).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Overrides one `[timing]` knob of the deployment, e.g. `pipeline=2`
+    /// (repeatable; `zz` and `full` modes).
+    #[arg(long = "timing", value_name = "KEY=VALUE")]
+    pub timing: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,12 +170,13 @@ pub fn machine() -> String {
     format!("{cpus} cores, {model}")
 }
 
-/// One request to one app, with what the workload needs to build it.
-fn make_request(w: Workload, rng: &mut impl Rng, value: &[u8]) -> AppRequest {
+/// One request to the app named `app` (its paths start with its name),
+/// with what the workload needs to build it.
+fn make_request(w: Workload, rng: &mut impl Rng, value: &[u8], app: &str) -> AppRequest {
     match w {
-        Workload::KvPut => AppRequest::new("PUT", &format!("/kv/k{}", rng.gen_range(0..10_000)), value.to_vec()),
+        Workload::KvPut => AppRequest::new("PUT", &format!("/{app}/k{}", rng.gen_range(0..10_000)), value.to_vec()),
         Workload::KvMix => {
-            let key = format!("/kv/k{}", rng.gen_range(0..1_000));
+            let key = format!("/{app}/k{}", rng.gen_range(0..1_000));
             if rng.gen_bool(0.5) {
                 AppRequest::new("GET", &key, Vec::new())
             } else {
@@ -182,7 +187,7 @@ fn make_request(w: Workload, rng: &mut impl Rng, value: &[u8]) -> AppRequest {
             let from = rng.gen_range(0..16);
             let to = (from + 1 + rng.gen_range(0..15)) % 16;
             let body = format!(r#"{{"from":"b{from}","to":"b{to}","amount":1}}"#);
-            let mut r = AppRequest::new("POST", "/bank/transfer", body.into_bytes());
+            let mut r = AppRequest::new("POST", &format!("/{app}/transfer"), body.into_bytes());
             r.headers.push(("content-type".into(), "application/json".into()));
             r
         }
@@ -197,20 +202,20 @@ enum Target {
 }
 
 impl Target {
-    /// The app path prefix is the app's name: rewrite `/kv/...` to `/<name>/...`.
-    fn path_for(names: &[String], app: usize, path: &str) -> String {
-        let rest = path.splitn(3, '/').nth(2).unwrap_or("");
-        format!("/{}/{rest}", names[app])
+    /// The apps' names, which start their request paths.
+    fn names(&self) -> &[String] {
+        match self {
+            Target::Client(_, _, names) | Target::Gateway(_, _, names) | Target::Unreplicated(_, names) => names,
+        }
     }
 
-    async fn call(&self, app: usize, mut req: AppRequest) -> bool {
+    /// `req` to app number `app`, whose name its path already starts with
+    /// (built once per request by `make_request`, not rewritten here).
+    async fn call(&self, app: usize, req: AppRequest) -> bool {
         match self {
-            Target::Client(c, ids, names) => {
-                req.path = Self::path_for(names, app, &req.path);
-                matches!(c.call(ids[app], req).await, Ok(r) if r.status < 500)
-            }
-            Target::Gateway(http, base, names) => {
-                let url = format!("{base}{}", Self::path_for(names, app, &req.path));
+            Target::Client(c, ids, _) => matches!(c.call(ids[app], req).await, Ok(r) if r.status < 500),
+            Target::Gateway(http, base, _) => {
+                let url = format!("{base}{}", req.path);
                 let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::GET);
                 let mut b = http.request(method, url).body(req.body);
                 for (k, v) in req.headers {
@@ -218,16 +223,17 @@ impl Target {
                 }
                 matches!(b.send().await, Ok(r) if r.status().as_u16() < 500)
             }
-            Target::Unreplicated(c, names) => {
-                req.path = Self::path_for(names, app, &req.path);
-                c.call(app, req).await
-            }
+            Target::Unreplicated(c, _) => c.call(app, req).await,
         }
     }
 }
 
 pub async fn bench(a: BenchArgs) -> anyhow::Result<BenchResult> {
     anyhow::ensure!(a.apps >= 1 && a.apps <= 16, "--apps must be 1..=16");
+    anyhow::ensure!(
+        a.timing.is_empty() || a.mode != Mode::Unreplicated,
+        "--timing tunes the agreement protocol, which --mode unreplicated does not run"
+    );
     let seed = a.seed.unwrap_or_else(rand::random);
     let kind = if a.workload == Workload::Bank { "bank" } else { "kv" };
     let names: Vec<String> = (0..a.apps)
@@ -258,7 +264,10 @@ async fn bench_deployment(a: &BenchArgs, seed: u64, kind: &str, names: &[String]
     let dir = tempfile::Builder::new().prefix("zz-bench-").tempdir()?;
     let mut opts = GenerateOptions::local(a.f, &[])?;
     opts.apps = names.iter().map(|n| (n.clone(), kind.to_string())).collect();
-    let (dep, ids) = generate(&opts)?;
+    let (mut dep, ids) = generate(&opts)?;
+    for t in &a.timing {
+        dep.timing.set(t)?;
+    }
     let config = dep.write(dir.path(), &ids)?;
     let ports = free_ports(2)?;
     let active = match a.mode {
@@ -387,7 +396,7 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
             for i in 0..16 {
                 let mut r = AppRequest::new(
                     "POST",
-                    "/bank/accounts",
+                    &format!("/{}/accounts", target.names()[app]),
                     format!(r#"{{"id":"b{i}","balance":1000000}}"#).into_bytes(),
                 );
                 r.headers.push(("content-type".into(), "application/json".into()));
@@ -427,7 +436,7 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let app = rng.gen_range(0..apps);
-                        let req = make_request(workload, &mut rng, &value);
+                        let req = make_request(workload, &mut rng, &value, &target.names()[app]);
                         let t = Instant::now();
                         let ok = target.call(app, req).await;
                         record(ok, u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -449,7 +458,7 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
                     tokio::time::sleep_until(intended.into()).await;
                     n += 1;
                     let app = rng.gen_range(0..apps);
-                    let req = make_request(workload, &mut rng, &value);
+                    let req = make_request(workload, &mut rng, &value, &target.names()[app]);
                     let (target, record) = (target.clone(), record.clone());
                     tokio::spawn(async move {
                         let ok = target.call(app, req).await;

@@ -54,6 +54,35 @@ pub struct Timing {
     pub archive_max_mb: u64,
 }
 
+impl Timing {
+    /// Sets one knob by its field name from `KEY=VALUE` (`zz bench
+    /// --timing`): unknown keys and values that are not whole numbers are
+    /// refused by name.
+    pub fn set(&mut self, assignment: &str) -> Result<(), ConfigError> {
+        let invalid = |why: &str| ConfigError::Invalid(format!("timing {assignment:?}: {why}"));
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| invalid("expected KEY=VALUE"))?;
+        let value: u64 = value
+            .trim()
+            .parse()
+            .map_err(|_| invalid("the value must be a whole number"))?;
+        let mut fields = match serde_json::to_value(&*self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return Err(invalid("cannot represent the timing table")),
+        };
+        match fields.get_mut(key.trim()) {
+            Some(slot) => *slot = value.into(),
+            None => {
+                let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+                return Err(invalid(&format!("unknown key; known: {}", known.join(", "))));
+            }
+        }
+        *self = serde_json::from_value(fields.into()).map_err(|e| invalid(&e.to_string()))?;
+        Ok(())
+    }
+}
+
 impl Default for Timing {
     fn default() -> Self {
         Timing {
@@ -503,6 +532,25 @@ fn write_secret(path: &Path, text: &str) -> Result<(), ConfigError> {
 #[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timing_set_changes_one_knob_and_names_bad_ones() {
+        let mut t = Timing::default();
+        t.set("pipeline=2").unwrap();
+        t.set(" batch_delay_us = 3000").unwrap();
+        assert_eq!((t.pipeline, t.batch_delay_us), (2, 3000));
+        assert_eq!(t.batch_max_ops, Timing::default().batch_max_ops);
+        for bad in ["pipeline", "pipeline=two", "pipeline=-1", "no_such_knob=1"] {
+            let e = t.set(bad).unwrap_err().to_string();
+            assert!(e.contains(bad.split('=').next().unwrap()), "{e}");
+        }
+        let e = t.set("no_such_knob=1").unwrap_err().to_string();
+        assert!(
+            e.contains("known: ") && e.contains("batch_max_ops") && e.contains("pipeline"),
+            "{e}"
+        );
+        assert_eq!(t.pipeline, 2, "a refused assignment changes nothing");
+    }
 
     #[test]
     fn generate_write_load_round_trip() {

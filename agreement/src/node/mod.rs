@@ -161,12 +161,18 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
     }
     tracing::info!(%me, "agreement node running");
 
-    tokio::pin!(shutdown);
+    // One timer for the loop's life, moved only when the next deadline
+    // changes (a fresh one per turn is a timer-wheel insert and removal).
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(shutdown, timer);
     loop {
         let deadline = node
             .timers
             .next_deadline()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
@@ -184,7 +190,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
                     tokio::time::sleep(SLOW_DELAY).await;
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => node.fire_timers()?,
+            () = &mut timer => node.fire_timers()?,
         }
     }
     tasks.shutdown().await;
