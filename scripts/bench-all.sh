@@ -77,10 +77,21 @@ done
 for mode in zz full; do
   run "$mode-f2-c256" bench --mode "$mode" --f 2 --clients 256 "${load[@]}"
 done
-# Four apps sharing the machine (aggregate throughput).
+# Four apps sharing the machine (aggregate throughput), at 256 and at 1024
+# clients per app; then at 1024 per app with the execution replicas on the
+# last CPU and the agreement nodes and client on the others (ZZ's layout:
+# the shared execution host apart from the agreement cluster).
 for mode in zz full; do
   run "$mode-f1-apps4" bench --mode "$mode" --f 1 --apps 4 --clients 1024 "${load[@]}"
+  run "$mode-f1-apps4-c4096" bench --mode "$mode" --f 1 --apps 4 --clients 4096 "${load[@]}"
 done
+cpus="$(nproc)"
+if [ "$cpus" -ge 2 ]; then
+  for mode in zz full; do
+    run "$mode-f1-apps4-c4096-exec-cpu" bench --mode "$mode" --f 1 --apps 4 --clients 4096 \
+      --exec-cpus "$((cpus - 1))" "${load[@]}"
+  done
+fi
 
 # Recovery: fault → answer per standby tier and state size, plus the
 # full-transfer baseline.

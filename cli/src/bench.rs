@@ -100,6 +100,11 @@ pub struct BenchArgs {
     /// (repeatable; `zz` and `full` modes).
     #[arg(long = "timing", value_name = "KEY=VALUE")]
     pub timing: Vec<String>,
+    /// Pin the execution replicas (or the unreplicated agent) to these CPUs
+    /// and everything else (agreement nodes, client) to the others, as if
+    /// the execution host were apart from the agreement cluster, e.g. `1`.
+    #[arg(long, value_delimiter = ',', value_name = "CPU,...")]
+    pub exec_cpus: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,6 +137,9 @@ pub struct BenchResult {
     pub roles: Vec<RoleUsage>,
     pub seed: u64,
     pub machine: String,
+    /// `--exec-cpus`, when the run kept execution on its own CPUs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_cpus: Option<Vec<usize>>,
 }
 
 impl BenchResult {
@@ -391,6 +399,10 @@ async fn deployment_target(a: &BenchArgs, running: &Info, names: &[String], acti
 /// The load itself, the same for every mode: set up the workload's
 /// accounts, warm up, then measure `--duration` seconds.
 async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> anyhow::Result<BenchResult> {
+    if let Some(cpus) = &a.exec_cpus {
+        let (exec, rest) = crate::procstat::split_cpus(cpus)?;
+        eprintln!("bench: {exec} execution process(es) pinned to CPU {cpus:?}, {rest} other(s) to the remaining CPUs");
+    }
     if a.workload == Workload::Bank {
         for app in 0..apps {
             for i in 0..16 {
@@ -519,5 +531,6 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
         roles,
         seed,
         machine: machine(),
+        exec_cpus: a.exec_cpus.clone(),
     })
 }

@@ -50,7 +50,7 @@ fn ensure_font() -> anyhow::Result<()> {
 /// A series' points, sorted by x.
 type Points = Vec<(f64, f64)>;
 
-/// One series per (mode, f, apps, via, workload), so runs of different
+/// One series per (mode and CPU layout, f, apps, via, workload), so runs of different
 /// shapes are never joined into one line; via and workload are named in the
 /// label only when they are not the defaults.
 fn throughput_series(runs: &[ThroughputRun]) -> Vec<(String, Points, Points)> {
@@ -60,7 +60,7 @@ fn throughput_series(runs: &[ThroughputRun]) -> Vec<(String, Points, Points)> {
     for r in runs {
         let key = (
             mode_rank(&r.mode),
-            r.mode.clone(),
+            r.mode_label(),
             r.f,
             r.apps,
             r.via.clone(),

@@ -73,6 +73,79 @@ fn role_of_cmdline(cmd: &str) -> &'static str {
 /// Current usage of this process and every descendant, grouped by role.
 pub fn snapshot() -> BTreeMap<&'static str, Usage> {
     let me = std::process::id();
+    let mut out: BTreeMap<&'static str, Usage> = BTreeMap::new();
+    for p in family() {
+        let u = out.entry(role(p, me)).or_default();
+        u.cpu_secs += cpu_secs(p);
+        u.rss_mib += rss_mib(p);
+        u.processes += 1;
+    }
+    out
+}
+
+/// Whether a role executes the app (its processes are what `full` runs
+/// more of than `zz`).
+fn executes(role: &str) -> bool {
+    matches!(role, "execution replicas" | "unreplicated agent")
+}
+
+/// `zz bench --exec-cpus`: pins every thread of the execution replicas (or
+/// the unreplicated agent) to `exec` and every other thread of this process
+/// and its descendants (agreement nodes, client, orchestrator) to the other
+/// CPUs this process may use: the execution host apart from the agreement
+/// cluster, as ZZ deploys them, on one machine. Processes started later
+/// (replacements) are not pinned. Returns the processes pinned on each side.
+pub fn split_cpus(exec: &[usize]) -> anyhow::Result<(usize, usize)> {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let allowed = sched_getaffinity(Pid::from_raw(0))?;
+    let usable: Vec<usize> = (0..CpuSet::count())
+        .filter(|c| allowed.is_set(*c).unwrap_or(false))
+        .collect();
+    anyhow::ensure!(!exec.is_empty(), "--exec-cpus names no CPU");
+    if let Some(c) = exec.iter().find(|c| !usable.contains(c)) {
+        anyhow::bail!("--exec-cpus: CPU {c} is not one this process may use ({usable:?})");
+    }
+    let rest: Vec<usize> = usable.iter().copied().filter(|c| !exec.contains(c)).collect();
+    anyhow::ensure!(
+        !rest.is_empty(),
+        "--exec-cpus {exec:?} leaves no CPU for the agreement nodes and the client (usable: {usable:?})"
+    );
+    let set_of = |cpus: &[usize]| -> anyhow::Result<CpuSet> {
+        let mut set = CpuSet::new();
+        for c in cpus {
+            set.set(*c)?;
+        }
+        Ok(set)
+    };
+    let (exec_set, rest_set) = (set_of(exec)?, set_of(&rest)?);
+    let me = std::process::id();
+    let mut pinned = (0, 0);
+    for p in family() {
+        let on_exec = executes(role(p, me));
+        let set = if on_exec { &exec_set } else { &rest_set };
+        let tasks: Vec<i32> = std::fs::read_dir(format!("/proc/{p}/task"))
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        for t in tasks {
+            // A thread that exited since the listing is no error.
+            match sched_setaffinity(Pid::from_raw(t), set) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => anyhow::bail!("pinning thread {t} of process {p}: {e}"),
+            }
+        }
+        if on_exec {
+            pinned.0 += 1;
+        } else {
+            pinned.1 += 1;
+        }
+    }
+    Ok(pinned)
+}
+
+/// This process and every descendant.
+fn family() -> Vec<u32> {
+    let me = std::process::id();
     let mut pids = vec![me];
     let all: Vec<u32> = std::fs::read_dir("/proc")
         .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
@@ -92,19 +165,54 @@ pub fn snapshot() -> BTreeMap<&'static str, Usage> {
             }
         }
     }
-    let mut out: BTreeMap<&'static str, Usage> = BTreeMap::new();
-    for p in pids {
-        let u = out.entry(role(p, me)).or_default();
-        u.cpu_secs += cpu_secs(p);
-        u.rss_mib += rss_mib(p);
-        u.processes += 1;
-    }
-    out
+    pids
 }
 
 #[cfg(test)]
 mod tests {
-    use super::role_of_cmdline;
+    use super::{role_of_cmdline, split_cpus};
+    use nix::sched::{sched_getaffinity, CpuSet};
+    use nix::unistd::Pid;
+
+    fn cpus_of(pid: i32) -> Vec<usize> {
+        let set = sched_getaffinity(Pid::from_raw(pid)).unwrap();
+        (0..CpuSet::count())
+            .filter(|c| set.is_set(*c).unwrap_or(false))
+            .collect()
+    }
+
+    #[test]
+    fn split_cpus_pins_execution_apart_from_the_rest() {
+        let usable = cpus_of(0);
+        assert!(split_cpus(&[]).is_err());
+        let unusable = (0..CpuSet::count()).find(|c| !usable.contains(c)).unwrap();
+        let err = split_cpus(&[unusable]).unwrap_err().to_string();
+        assert!(err.contains("not one this process may use"), "{err}");
+        let err = split_cpus(&usable).unwrap_err().to_string();
+        assert!(err.contains("leaves no CPU"), "{err}");
+        if usable.len() < 2 {
+            eprintln!("one usable CPU ({usable:?}): nothing to split");
+            return;
+        }
+        // A child whose command line names the agent counts as an
+        // execution replica; this process stays with the rest.
+        // (`read` is a shell builtin: no grandchild to leave behind.)
+        let mut agent = std::process::Command::new("sh")
+            .args(["-c", "read x", "zz-agent"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let exec = *usable.last().unwrap();
+        let pinned = split_cpus(&[exec]);
+        let agent_cpus = cpus_of(agent.id() as i32);
+        let _ = agent.kill();
+        let _ = agent.wait();
+        assert_eq!(pinned.unwrap(), (1, 1));
+        assert_eq!(agent_cpus, vec![exec]);
+        let rest: Vec<usize> = usable.iter().copied().filter(|c| *c != exec).collect();
+        assert_eq!(cpus_of(0), rest);
+    }
 
     #[test]
     fn serve_agents_are_their_own_role() {

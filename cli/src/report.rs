@@ -62,6 +62,24 @@ pub struct ThroughputRun {
     pub roles: Vec<RoleRow>,
     #[serde(default)]
     pub machine: Option<String>,
+    /// `zz bench --exec-cpus`: the CPUs the execution processes were pinned
+    /// to (everything else on the others); absent when all shared the machine.
+    #[serde(default)]
+    pub exec_cpus: Option<Vec<usize>>,
+}
+
+impl ThroughputRun {
+    /// The mode, and where execution ran when it was kept apart.
+    pub fn mode_label(&self) -> String {
+        match &self.exec_cpus {
+            Some(cpus) => format!(
+                "{} (execution on CPU {})",
+                self.mode,
+                cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+            ),
+            None => self.mode.clone(),
+        }
+    }
 }
 
 /// A `zz bench recovery` run.
@@ -221,11 +239,32 @@ impl Results {
     }
 }
 
-type ThroughputKey<'a> = (u8, &'a str, usize, usize, &'a str, &'a str, Option<u64>, usize);
+type ThroughputKey<'a> = (
+    u8,
+    &'a str,
+    Option<&'a [usize]>,
+    usize,
+    usize,
+    &'a str,
+    &'a str,
+    Option<u64>,
+    usize,
+);
 
 fn throughput_key(t: &ThroughputRun) -> ThroughputKey<'_> {
     let m = t.mode.as_str();
-    (mode_rank(m), m, t.f, t.apps, &t.via, &t.workload, t.rate, t.clients)
+    let exec = t.exec_cpus.as_deref();
+    (
+        mode_rank(m),
+        m,
+        exec,
+        t.f,
+        t.apps,
+        &t.via,
+        &t.workload,
+        t.rate,
+        t.clients,
+    )
 }
 
 /// Baseline first, then cheaper to more expensive replication.
@@ -277,7 +316,7 @@ pub fn markdown(r: &Results) -> String {
                 s,
                 "| {} | {} | {} | {} | {} | {} | {load} | {:.0} | {:.2} | {:.2} | {} | {} | {cpu:.1} | {rss:.0} |",
                 t.file,
-                t.mode,
+                t.mode_label(),
                 t.via,
                 t.workload,
                 t.f,

@@ -68,14 +68,37 @@ fn every_bench_mode_reports_sane_numbers_and_the_report_plots_them() {
     let d = dir.path();
     let path = |name: &str| d.join(name).to_string_lossy().into_owned();
 
+    // The zz run also takes a timing override and, given two CPUs, keeps
+    // execution on the last one.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let exec_cpu = (cpus - 1).to_string();
     for mode in ["zz", "full"] {
         let json = path(&format!("{mode}.json"));
         let load = ["--duration", "2", "--warmup", "1", "--clients", "8", "--seed", "7"];
         let mut args = vec!["bench", "--mode", mode, "--json", &json];
         args.extend(load);
-        zz(&args, d);
-        check_throughput(&read_json(Path::new(&json)), mode);
+        if mode == "zz" {
+            args.extend(["--timing", "pipeline=4"]);
+            if cpus >= 2 {
+                args.extend(["--exec-cpus", &exec_cpu]);
+            }
+        }
+        let printed = zz(&args, d);
+        let v = read_json(Path::new(&json));
+        check_throughput(&v, mode);
+        if mode == "zz" && cpus >= 2 {
+            assert_eq!(v["exec_cpus"], serde_json::json!([cpus - 1]), "{v}");
+            assert!(printed.contains("pinned to CPU"), "{printed}");
+        } else {
+            assert!(v.get("exec_cpus").is_none(), "{v}");
+        }
     }
+    let bad = zz_tests::run_zz(
+        &["bench", "--mode", "zz", "--timing", "pipelin=4"],
+        &d.join("bad-timing.log"),
+        RUN_LIMIT,
+    );
+    assert!(!bad.success && bad.output.contains("unknown key"), "{}", bad.output);
     for standby in ["paused", "hibernated"] {
         let json = path(&format!("recovery-{standby}.json"));
         let args = [
@@ -123,5 +146,8 @@ fn every_bench_mode_reports_sane_numbers_and_the_report_plots_them() {
         assert_eq!(rows, 1, "expected one row for {f} in results.md:\n{md}");
     }
     assert!(!md.contains("other.json"), "{md}");
+    if cpus >= 2 {
+        assert!(md.contains(&format!("| zz (execution on CPU {}) |", cpus - 1)), "{md}");
+    }
     assert!(md.contains("Measured on: "), "{md}");
 }
