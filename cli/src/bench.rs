@@ -178,24 +178,45 @@ pub fn machine() -> String {
     format!("{cpus} cores, {model}")
 }
 
-/// One request to the app named `app` (its paths start with its name),
-/// with what the workload needs to build it.
-fn make_request(w: Workload, rng: &mut impl Rng, value: &[u8], app: &str) -> AppRequest {
+/// Keys the kv workloads choose from (`kv-mix` uses the first tenth).
+const KV_KEYS: usize = 10_000;
+
+/// One app's request paths, formatted once: formatting a path per request
+/// was a fifth of the load generator's CPU, which shares the machine with
+/// the system it measures.
+struct AppPaths {
+    keys: Vec<String>,
+    transfer: String,
+}
+
+impl AppPaths {
+    /// The paths of the app named `app` (its paths start with its name).
+    fn new(app: &str) -> AppPaths {
+        AppPaths {
+            keys: (0..KV_KEYS).map(|k| format!("/{app}/k{k}")).collect(),
+            transfer: format!("/{app}/transfer"),
+        }
+    }
+}
+
+/// One request to the app whose paths are `paths`, with what the workload
+/// needs to build it.
+fn make_request(w: Workload, rng: &mut impl Rng, value: &[u8], paths: &AppPaths) -> AppRequest {
     match w {
-        Workload::KvPut => AppRequest::new("PUT", &format!("/{app}/k{}", rng.gen_range(0..10_000)), value.to_vec()),
+        Workload::KvPut => AppRequest::new("PUT", &paths.keys[rng.gen_range(0..KV_KEYS)], value.to_vec()),
         Workload::KvMix => {
-            let key = format!("/{app}/k{}", rng.gen_range(0..1_000));
+            let key = &paths.keys[rng.gen_range(0..KV_KEYS / 10)];
             if rng.gen_bool(0.5) {
-                AppRequest::new("GET", &key, Vec::new())
+                AppRequest::new("GET", key, Vec::new())
             } else {
-                AppRequest::new("PUT", &key, value.to_vec())
+                AppRequest::new("PUT", key, value.to_vec())
             }
         }
         Workload::Bank => {
             let from = rng.gen_range(0..16);
             let to = (from + 1 + rng.gen_range(0..15)) % 16;
             let body = format!(r#"{{"from":"b{from}","to":"b{to}","amount":1}}"#);
-            let mut r = AppRequest::new("POST", &format!("/{app}/transfer"), body.into_bytes());
+            let mut r = AppRequest::new("POST", &paths.transfer, body.into_bytes());
             r.headers.push(("content-type".into(), "application/json".into()));
             r
         }
@@ -422,6 +443,7 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let value = vec![b'x'; a.value_size];
+    let paths: Arc<Vec<AppPaths>> = Arc::new(target.names().iter().map(|n| AppPaths::new(n)).collect());
     let mut tasks = Vec::new();
     let record = {
         let (hist, recording, done, errors) = (hist.clone(), recording.clone(), done.clone(), errors.clone());
@@ -442,13 +464,19 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
     match a.rate {
         None => {
             for w in 0..a.clients {
-                let (target, stop, value, record) = (target.clone(), stop.clone(), value.clone(), record.clone());
+                let (target, stop, value, record, paths) = (
+                    target.clone(),
+                    stop.clone(),
+                    value.clone(),
+                    record.clone(),
+                    paths.clone(),
+                );
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(w as u64));
                 let workload = a.workload;
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let app = rng.gen_range(0..apps);
-                        let req = make_request(workload, &mut rng, &value, &target.names()[app]);
+                        let req = make_request(workload, &mut rng, &value, &paths[app]);
                         let t = Instant::now();
                         let ok = target.call(app, req).await;
                         record(ok, u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -457,7 +485,13 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
             }
         }
         Some(rate) => {
-            let (target, stop, value, record) = (target.clone(), stop.clone(), value.clone(), record.clone());
+            let (target, stop, value, record, paths) = (
+                target.clone(),
+                stop.clone(),
+                value.clone(),
+                record.clone(),
+                paths.clone(),
+            );
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
             let workload = a.workload;
             tasks.push(tokio::spawn(async move {
@@ -470,7 +504,7 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
                     tokio::time::sleep_until(intended.into()).await;
                     n += 1;
                     let app = rng.gen_range(0..apps);
-                    let req = make_request(workload, &mut rng, &value, &target.names()[app]);
+                    let req = make_request(workload, &mut rng, &value, &paths[app]);
                     let (target, record) = (target.clone(), record.clone());
                     tokio::spawn(async move {
                         let ok = target.call(app, req).await;
