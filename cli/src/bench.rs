@@ -199,26 +199,44 @@ impl AppPaths {
     }
 }
 
-/// One request to the app whose paths are `paths`, with what the workload
-/// needs to build it.
-fn make_request(w: Workload, rng: &mut impl Rng, value: &[u8], paths: &AppPaths) -> AppRequest {
-    match w {
-        Workload::KvPut => AppRequest::new("PUT", &paths.keys[rng.gen_range(0..KV_KEYS)], value.to_vec()),
-        Workload::KvMix => {
-            let key = &paths.keys[rng.gen_range(0..KV_KEYS / 10)];
-            if rng.gen_bool(0.5) {
-                AppRequest::new("GET", key, Vec::new())
-            } else {
-                AppRequest::new("PUT", key, value.to_vec())
-            }
+/// What every load task builds its requests from: the workload, the value
+/// to PUT and each app's paths.
+struct Requests {
+    workload: Workload,
+    value: Vec<u8>,
+    paths: Vec<AppPaths>,
+}
+
+impl Requests {
+    fn new(workload: Workload, value_size: usize, names: &[String]) -> Requests {
+        Requests {
+            workload,
+            value: vec![b'x'; value_size],
+            paths: names.iter().map(|n| AppPaths::new(n)).collect(),
         }
-        Workload::Bank => {
-            let from = rng.gen_range(0..16);
-            let to = (from + 1 + rng.gen_range(0..15)) % 16;
-            let body = format!(r#"{{"from":"b{from}","to":"b{to}","amount":1}}"#);
-            let mut r = AppRequest::new("POST", &paths.transfer, body.into_bytes());
-            r.headers.push(("content-type".into(), "application/json".into()));
-            r
+    }
+
+    /// One request to app number `app`.
+    fn make(&self, rng: &mut impl Rng, app: usize) -> AppRequest {
+        let (paths, value) = (&self.paths[app], &self.value);
+        match self.workload {
+            Workload::KvPut => AppRequest::new("PUT", &paths.keys[rng.gen_range(0..KV_KEYS)], value.clone()),
+            Workload::KvMix => {
+                let key = &paths.keys[rng.gen_range(0..KV_KEYS / 10)];
+                if rng.gen_bool(0.5) {
+                    AppRequest::new("GET", key, Vec::new())
+                } else {
+                    AppRequest::new("PUT", key, value.clone())
+                }
+            }
+            Workload::Bank => {
+                let from = rng.gen_range(0..16);
+                let to = (from + 1 + rng.gen_range(0..15)) % 16;
+                let body = format!(r#"{{"from":"b{from}","to":"b{to}","amount":1}}"#);
+                let mut r = AppRequest::new("POST", &paths.transfer, body.into_bytes());
+                r.headers.push(("content-type".into(), "application/json".into()));
+                r
+            }
         }
     }
 }
@@ -442,8 +460,7 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let value = vec![b'x'; a.value_size];
-    let paths: Arc<Vec<AppPaths>> = Arc::new(target.names().iter().map(|n| AppPaths::new(n)).collect());
+    let requests = Arc::new(Requests::new(a.workload, a.value_size, target.names()));
     let mut tasks = Vec::new();
     let record = {
         let (hist, recording, done, errors) = (hist.clone(), recording.clone(), done.clone(), errors.clone());
@@ -464,19 +481,12 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
     match a.rate {
         None => {
             for w in 0..a.clients {
-                let (target, stop, value, record, paths) = (
-                    target.clone(),
-                    stop.clone(),
-                    value.clone(),
-                    record.clone(),
-                    paths.clone(),
-                );
+                let (target, stop, requests, record) = (target.clone(), stop.clone(), requests.clone(), record.clone());
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(w as u64));
-                let workload = a.workload;
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let app = rng.gen_range(0..apps);
-                        let req = make_request(workload, &mut rng, &value, &paths[app]);
+                        let req = requests.make(&mut rng, app);
                         let t = Instant::now();
                         let ok = target.call(app, req).await;
                         record(ok, u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -485,15 +495,8 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
             }
         }
         Some(rate) => {
-            let (target, stop, value, record, paths) = (
-                target.clone(),
-                stop.clone(),
-                value.clone(),
-                record.clone(),
-                paths.clone(),
-            );
+            let (target, stop, requests, record) = (target.clone(), stop.clone(), requests.clone(), record.clone());
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let workload = a.workload;
             tasks.push(tokio::spawn(async move {
                 let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
                 let start = Instant::now();
@@ -504,7 +507,7 @@ async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> any
                     tokio::time::sleep_until(intended.into()).await;
                     n += 1;
                     let app = rng.gen_range(0..apps);
-                    let req = make_request(workload, &mut rng, &value, &paths[app]);
+                    let req = requests.make(&mut rng, app);
                     let (target, record) = (target.clone(), record.clone());
                     tokio::spawn(async move {
                         let ok = target.call(app, req).await;
