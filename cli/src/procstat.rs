@@ -98,10 +98,7 @@ fn executes(role: &str) -> bool {
 pub fn split_cpus(exec: &[usize]) -> anyhow::Result<(usize, usize)> {
     use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
     use nix::unistd::Pid;
-    let allowed = sched_getaffinity(Pid::from_raw(0))?;
-    let usable: Vec<usize> = (0..CpuSet::count())
-        .filter(|c| allowed.is_set(*c).unwrap_or(false))
-        .collect();
+    let usable = cpus_in(&sched_getaffinity(Pid::from_raw(0))?);
     anyhow::ensure!(!exec.is_empty(), "--exec-cpus names no CPU");
     if let Some(c) = exec.iter().find(|c| !usable.contains(c)) {
         anyhow::bail!("--exec-cpus: CPU {c} is not one this process may use ({usable:?})");
@@ -124,10 +121,7 @@ pub fn split_cpus(exec: &[usize]) -> anyhow::Result<(usize, usize)> {
     for p in family() {
         let on_exec = executes(role(p, me));
         let set = if on_exec { &exec_set } else { &rest_set };
-        let tasks: Vec<i32> = std::fs::read_dir(format!("/proc/{p}/task"))
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
-            .unwrap_or_default();
-        for t in tasks {
+        for t in numeric_entries::<i32>(&format!("/proc/{p}/task")) {
             // A thread that exited since the listing is no error.
             match sched_setaffinity(Pid::from_raw(t), set) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
@@ -143,13 +137,26 @@ pub fn split_cpus(exec: &[usize]) -> anyhow::Result<(usize, usize)> {
     Ok(pinned)
 }
 
+/// The CPUs in `set`.
+fn cpus_in(set: &nix::sched::CpuSet) -> Vec<usize> {
+    (0..nix::sched::CpuSet::count())
+        .filter(|c| set.is_set(*c).unwrap_or(false))
+        .collect()
+}
+
+/// The entries of `dir` named by a number (pids, thread ids); none if it
+/// cannot be read.
+fn numeric_entries<T: std::str::FromStr>(dir: &str) -> Vec<T> {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// This process and every descendant.
 fn family() -> Vec<u32> {
     let me = std::process::id();
     let mut pids = vec![me];
-    let all: Vec<u32> = std::fs::read_dir("/proc")
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
-        .unwrap_or_default();
+    let all: Vec<u32> = numeric_entries("/proc");
     // Walk down the tree: anything whose ancestor chain reaches `me`.
     let parents: BTreeMap<u32, u32> = all.iter().filter_map(|p| Some((*p, ppid(*p)?))).collect();
     for p in &all {
@@ -170,15 +177,12 @@ fn family() -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{role_of_cmdline, split_cpus};
+    use super::{cpus_in, role_of_cmdline, split_cpus};
     use nix::sched::{sched_getaffinity, CpuSet};
     use nix::unistd::Pid;
 
     fn cpus_of(pid: i32) -> Vec<usize> {
-        let set = sched_getaffinity(Pid::from_raw(pid)).unwrap();
-        (0..CpuSet::count())
-            .filter(|c| set.is_set(*c).unwrap_or(false))
-            .collect()
+        cpus_in(&sched_getaffinity(Pid::from_raw(pid)).unwrap())
     }
 
     #[test]
