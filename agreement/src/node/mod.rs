@@ -326,7 +326,7 @@ impl Node {
                     }
                 }
                 Action::Broadcast(msg) => {
-                    if let Ok(b) = encode(&msg) {
+                    if let Some(b) = encoded(&msg) {
                         for tx in self.peers.values() {
                             push(tx, b.clone(), self.muted());
                         }
@@ -467,7 +467,7 @@ impl Node {
 
     /// Pushes to every connected replica of `app`, never waiting on one.
     fn send_replicas(&self, app: AppId, msg: &Msg) {
-        let Ok(b) = encode(msg) else { return };
+        let Some(b) = encoded(msg) else { return };
         for (who, (_, tx)) in &self.inbound {
             if matches!(who, Principal::Replica(r) if r.app == app) {
                 push(tx, b.clone(), self.muted());
@@ -477,9 +477,22 @@ impl Node {
 }
 
 fn send_frame(tx: &Outbox, msg: &Msg, muted: bool) {
+    if let Some(b) = encoded(msg) {
+        push(tx, b, muted);
+    }
+}
+
+/// `msg` as a frame; a message that cannot be one (past the frame limit,
+/// such as a NEW-VIEW carrying many large proposals) is logged and counted,
+/// never sent cut short.
+fn encoded(msg: &Msg) -> Option<Bytes> {
     match encode(msg) {
-        Ok(b) => push(tx, b, muted),
-        Err(e) => tracing::error!(error = %e, kind = msg.kind(), "cannot encode"),
+        Ok(b) => Some(b),
+        Err(e) => {
+            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unencodable").increment(1);
+            tracing::error!(error = %e, kind = msg.kind(), "cannot encode; not sent");
+            None
+        }
     }
 }
 
@@ -495,5 +508,37 @@ fn push(tx: &Outbox, b: Bytes, muted: bool) {
             links::Refused::Closed => ("link-closed", 1),
         };
         metrics::counter!("zz_agreement_dropped_messages_total", "reason" => reason).increment(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zz_wire::{AppRequest, ClientBatch, ClientId, Digest, NonDet, Order, Proposal};
+
+    /// An ORDER carrying one client batch of `bodies` requests of 1 MiB each.
+    fn order(bodies: usize) -> Msg {
+        let ops: Vec<AppRequest> = (0..bodies)
+            .map(|_| AppRequest::new("PUT", "/kv/k", vec![7; 1 << 20]))
+            .collect();
+        let client = Identity::from_seed(Principal::Client(ClientId(1)), [5; 32]);
+        let batch = ClientBatch::new(ClientId(1), AppId(0), 1, &ops).expect("packs");
+        Msg::Order(Order {
+            node: NodeId(0),
+            app: AppId(0),
+            seq: 1,
+            digest: Digest::ZERO,
+            proposal: Some(Proposal {
+                requests: vec![client.sign(batch)],
+                nondet: NonDet::default(),
+            }),
+        })
+    }
+
+    #[test]
+    fn a_message_past_the_frame_limit_is_refused_not_sent() {
+        assert!(encoded(&order(1)).is_some());
+        // 20 MiB of bodies: past the 16 MiB frame limit.
+        assert!(encoded(&order(20)).is_none());
     }
 }
