@@ -257,7 +257,7 @@ impl Target {
     }
 
     /// `req` to app number `app`, whose name its path already starts with
-    /// (built once per request by `make_request`, not rewritten here).
+    /// (built once per request by `Requests::make`, not rewritten here).
     async fn call(&self, app: usize, req: AppRequest) -> bool {
         match self {
             Target::Client(c, ids, _) => matches!(c.call(ids[app], req).await, Ok(r) if r.status < 500),
