@@ -5,7 +5,7 @@
 //! actions in order, and feeds timers back as inputs.
 //!
 //! CONTRACT (used by the driver in `crate::node`; change only together with it):
-//! - `Core::new(Config, Identity)`; `Core::restore(Config, Identity, Durable)`
+//! - `Core::new(Config, Identity)`; `Core::restore(Config, Identity, Durable, Vec<Record>)`
 //! - `Core::step(&mut self, now_ms: u64, input: Input) -> Vec<Action>`
 //! - read-only accessors: `view()`, `primary()`, `last_committed()`,
 //!   `stable_checkpoint()`, `is_primary()`.
@@ -16,6 +16,7 @@
 
 mod checkpoint;
 mod dedup;
+mod durable;
 mod log;
 mod normal;
 pub mod quorum;
@@ -34,6 +35,7 @@ use zz_wire::{
     Proposal, Seq, Signable, Signed, Timing, View, ViewChange,
 };
 
+pub use durable::{Durable, Record};
 pub use validate::Reject;
 
 /// Static parameters of one app's PBFT instance on one node.
@@ -92,6 +94,10 @@ pub enum Action {
     CancelTimer(TimerId),
     /// Write to stable storage before anything after it is sent.
     Persist(Durable),
+    /// Append to the write-ahead log before **any** later action is carried
+    /// out: a commit vote, a delivery and everything else after it depend
+    /// on it (PBFT's log on stable storage; `Durable` snapshots prune it).
+    Record(Record),
     /// `seq` is committed with this proposal. Emitted exactly once per seq, in
     /// seq order with no gaps (including seqs learned through `LogEntries`).
     /// A core restored from `Durable` starts again after `Durable::last_committed`.
@@ -102,22 +108,6 @@ pub enum Action {
     },
     /// The node entered `view` (for metrics and client replies).
     ViewChanged(View),
-}
-
-/// What survives a restart: enough to rejoin without voting inconsistently.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Durable {
-    pub view: View,
-    pub last_committed: Seq,
-    /// Chain digest of the committed log up to `last_committed`.
-    pub log_digest: Digest,
-    pub stable_checkpoint: Seq,
-    /// Log digest at `stable_checkpoint` and its 2f+1 signed checkpoints, so
-    /// a restarted node can still prove its stable checkpoint in a view change.
-    #[serde(default)]
-    pub stable_digest: Digest,
-    #[serde(default)]
-    pub stable_proof: Vec<Signed<LogCheckpoint>>,
 }
 
 /// Counters for metrics and tests: every dropped input is counted once.
@@ -298,31 +288,6 @@ impl Core {
         }
     }
 
-    /// Comes back in the persisted view with the persisted committed prefix.
-    /// It may have voted in that view before the crash without remembering
-    /// it, so it stays passive (no prepare, commit or proposal) for every seq
-    /// it could have voted on until a later view or a stable checkpoint above
-    /// them, and catches up with `LogFetch`.
-    pub fn restore(config: Config, id: Identity, durable: Durable) -> Self {
-        let mut core = Core::new(config, id);
-        let window = core.cfg.timing.log_window;
-        core.view = durable.view;
-        core.last_normal_view = durable.view;
-        core.last_committed = durable.last_committed;
-        core.log_digest = durable.log_digest;
-        core.tick_committed = durable.last_committed;
-        core.next_seq = durable.last_committed + 1;
-        core.stable = Stable {
-            seq: durable.stable_checkpoint,
-            digest: durable.stable_digest,
-            proof: durable.stable_proof,
-        };
-        let voted_up_to = durable.stable_checkpoint.max(durable.last_committed) + window;
-        core.passive = Some((durable.view, voted_up_to));
-        core.fetch.behind = durable.last_committed + 1;
-        core
-    }
-
     /// Start-up actions (the periodic retransmit timer, a first log fetch
     /// after a restart). `step` calls it on its first input if the driver did not.
     pub fn start(&mut self, now_ms: u64) -> Vec<Action> {
@@ -454,6 +419,7 @@ impl Core {
             stable_checkpoint: self.stable.seq,
             stable_digest: self.stable.digest,
             stable_proof: self.stable.proof.clone(),
+            dedup: self.dedup.record(),
         }
     }
 

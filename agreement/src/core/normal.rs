@@ -4,7 +4,7 @@
 use super::dedup::ReqKey;
 use super::log::{chain, Slot};
 use super::quorum::Insert;
-use super::{Action, Core, Pooled, Status, TimerId, MAX_POOL};
+use super::{Action, Core, Pooled, Record, Status, TimerId, MAX_POOL};
 use std::collections::BTreeSet;
 use zz_wire::{
     ClientBatch, Commit, Msg, NodeFault, NodeId, NonDet, PrePrepare, Prepare, Principal, Proposal, Seq, Signed, Vote,
@@ -377,6 +377,11 @@ impl Core {
         }
         slot.prepared = true;
         let view = slot.view;
+        // On disk before our commit can leave: a correct node never forgets
+        // a certificate a commit quorum may depend on (see `durable`).
+        if let Some(proof) = slot.proof() {
+            self.out.push(Action::Record(Record::Prepared(proof)));
+        }
         if self.can_vote(view, seq) {
             let vote = Commit(Vote {
                 node: self.cfg.me,
@@ -426,6 +431,13 @@ impl Core {
             if !proposal.requests.is_empty() {
                 self.last_ts = self.last_ts.max(proposal.nondet.timestamp_ms);
             }
+            let batches = proposal
+                .requests
+                .iter()
+                .map(|r| (r.body.client, r.body.first_id))
+                .collect();
+            self.out
+                .push(Action::Record(Record::Committed { seq, digest, batches }));
             for r in &proposal.requests {
                 let key = (r.body.client, r.body.first_id);
                 if let Some(p) = self.pool.remove(&key) {

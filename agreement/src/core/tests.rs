@@ -2,6 +2,9 @@
 #![allow(clippy::cast_possible_truncation)] // small test indices
 
 use super::*;
+
+mod durable;
+
 use zz_wire::{AppRequest, ClientId, Commit, LogEntries, NonDet, PrePrepare, Prepare, Vote};
 
 const F: usize = 1;
@@ -627,7 +630,7 @@ fn restored_node_does_not_vote_again_in_its_old_view() {
         view: 0,
         ..Durable::default()
     };
-    let mut b = Core::restore(config(1), node_id(1), durable);
+    let mut b = Core::restore(config(1), node_id(1), durable, Vec::new());
     let acts = b.start(T0);
     assert!(broadcasts(&acts).iter().any(|m| matches!(m, Msg::LogFetch(_))));
     let acts = peer(&mut b, Msg::PrePrepare(pp(0, 0, 1, proposal(&[1], T0))));

@@ -9,7 +9,7 @@ mod timers;
 
 pub use links::allowed;
 pub use orders::{OrderLog, MAX_ORDERS_PER_REPLY};
-pub use store::{NodeStore, StoreError};
+pub use store::{NodeStore, StoreError, Write};
 
 use crate::core::{Action, Config as CoreConfig, Core, Input, TimerId};
 use crate::voting::{VoteAction, VoteInput, Voter, VoterConfig};
@@ -74,6 +74,11 @@ struct Node {
     timers: Timers<TimerKey>,
     fault: Option<NodeFault>,
     control_nonce: u64,
+    /// Writes the cores asked for since the last `flush`, and every action
+    /// that came after the first of them: those wait for the writes to be
+    /// on disk (`Action`'s order promise), so one sync serves a whole burst.
+    writes: Vec<Write>,
+    deferred: Vec<(AppId, u64, Action)>,
 }
 
 /// Runs an agreement node until `shutdown` resolves.
@@ -119,9 +124,9 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
             keys: (*keys).clone(),
         };
         let core = match store.load(app)? {
-            Some(d) => {
-                tracing::info!(%me, app = app.0, view = d.view, last = d.last_committed, "restoring");
-                Core::restore(core_cfg, cfg.identity.clone(), d)
+            Some((d, records)) => {
+                tracing::info!(%me, app = app.0, view = d.view, last = d.last_committed, records = records.len(), "restoring");
+                Core::restore(core_cfg, cfg.identity.clone(), d, records)
             }
             None => Core::new(core_cfg, cfg.identity.clone()),
         };
@@ -147,6 +152,8 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         timers: Timers::new(),
         fault: None,
         control_nonce: 0,
+        writes: Vec::new(),
+        deferred: Vec::new(),
     };
     node.timers.set(TimerKey::Heartbeat, Instant::now() + HEARTBEAT);
     let now = now_ms();
@@ -159,6 +166,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         };
         node.apply(app, now, actions)?;
     }
+    node.flush()?;
     tracing::info!(%me, "agreement node running");
 
     // One timer for the loop's life, moved only when the next deadline
@@ -186,13 +194,18 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
                         Err(_) => break,
                     }
                 }
+                node.flush()?;
                 if node.fault == Some(NodeFault::Slow) {
                     tokio::time::sleep(SLOW_DELAY).await;
                 }
             }
-            () = &mut timer => node.fire_timers()?,
+            () = &mut timer => {
+                node.fire_timers()?;
+                node.flush()?;
+            }
         }
     }
+    node.flush()?;
     tasks.shutdown().await;
     tracing::info!(%me, "agreement node stopped");
     Ok(())
@@ -315,42 +328,68 @@ impl Node {
         self.apply(app, now, actions)
     }
 
-    /// Carries out the core's actions in order (a Persist completes before
-    /// anything after it is sent).
+    /// Carries out the core's actions in order. Writes (`Persist`,
+    /// `Record`) are batched: from the first of them on, every later action
+    /// waits in `deferred` until `flush` has the writes on disk.
     fn apply(&mut self, app: AppId, now: u64, actions: Vec<Action>) -> anyhow::Result<()> {
         for action in actions {
             match action {
-                Action::Send(to, msg) => {
-                    if let Some(tx) = self.peers.get(&to) {
-                        send_frame(tx, &msg, self.muted());
+                Action::Persist(d) => self.writes.push(Write::Snapshot(app, d)),
+                Action::Record(r) => self.writes.push(Write::Record(app, r)),
+                a if !self.writes.is_empty() => self.deferred.push((app, now, a)),
+                a => self.carry_out(app, now, a)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs the batched writes, then carries out what waited for them.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        let writes = std::mem::take(&mut self.writes);
+        self.store.commit(&writes)?;
+        metrics::counter!("zz_agreement_store_syncs_total").increment(1);
+        for (app, now, a) in std::mem::take(&mut self.deferred) {
+            self.carry_out(app, now, a)?;
+        }
+        Ok(())
+    }
+
+    fn carry_out(&mut self, app: AppId, now: u64, action: Action) -> anyhow::Result<()> {
+        match action {
+            Action::Send(to, msg) => {
+                if let Some(tx) = self.peers.get(&to) {
+                    send_frame(tx, &msg, self.muted());
+                }
+            }
+            Action::Broadcast(msg) => {
+                if let Some(b) = encoded(&msg) {
+                    for tx in self.peers.values() {
+                        push(tx, b.clone(), self.muted());
                     }
                 }
-                Action::Broadcast(msg) => {
-                    if let Some(b) = encoded(&msg) {
-                        for tx in self.peers.values() {
-                            push(tx, b.clone(), self.muted());
-                        }
-                    }
-                }
-                Action::SetTimer(t, ms) => self
-                    .timers
-                    .set(TimerKey::Core(app, t), Instant::now() + Duration::from_millis(ms)),
-                Action::CancelTimer(t) => self.timers.cancel(TimerKey::Core(app, t)),
-                Action::Persist(d) => self.store.save(app, &d)?,
-                Action::Deliver { seq, digest, proposal } => {
-                    metrics::counter!("zz_agreement_committed_total").increment(1);
-                    let Some(a) = self.apps.get_mut(&app) else {
-                        continue;
-                    };
-                    let order = a.orders.commit(seq, digest, proposal);
-                    let msg = Msg::Order(order);
-                    self.send_replicas(app, &msg);
-                    self.vote_step(app, now, VoteInput::Committed { seq });
-                }
-                Action::ViewChanged(v) => {
-                    metrics::counter!("zz_agreement_view_changes_total").increment(1);
-                    tracing::info!(me = %self.me, app = app.0, view = v, "entered view");
-                }
+            }
+            Action::SetTimer(t, ms) => self
+                .timers
+                .set(TimerKey::Core(app, t), Instant::now() + Duration::from_millis(ms)),
+            Action::CancelTimer(t) => self.timers.cancel(TimerKey::Core(app, t)),
+            Action::Persist(d) => self.writes.push(Write::Snapshot(app, d)),
+            Action::Record(r) => self.writes.push(Write::Record(app, r)),
+            Action::Deliver { seq, digest, proposal } => {
+                metrics::counter!("zz_agreement_committed_total").increment(1);
+                let Some(a) = self.apps.get_mut(&app) else {
+                    return Ok(());
+                };
+                let order = a.orders.commit(seq, digest, proposal);
+                let msg = Msg::Order(order);
+                self.send_replicas(app, &msg);
+                self.vote_step(app, now, VoteInput::Committed { seq });
+            }
+            Action::ViewChanged(v) => {
+                metrics::counter!("zz_agreement_view_changes_total").increment(1);
+                tracing::info!(me = %self.me, app = app.0, view = v, "entered view");
             }
         }
         Ok(())

@@ -13,7 +13,7 @@ mod client;
 mod net;
 pub mod seeds;
 
-use crate::core::{Action, Config, Core, Durable, Input, TimerId};
+use crate::core::{Action, Config, Core, Durable, Input, Record, TimerId};
 use crate::node::links::{allowed, verify_client_requests};
 use byz::{Middleware, MwCtx};
 use client::{InFlight, SimClient};
@@ -86,6 +86,9 @@ pub struct SimNode {
     config: Config,
     identity: Identity,
     durable: Option<Durable>,
+    /// The write-ahead records not yet covered by `durable`, keyed as the
+    /// node's store keys them: a later certificate for a seq replaces one.
+    records: BTreeMap<(Seq, bool), Record>,
     timers: BTreeMap<TimerId, u64>,
     middleware: Vec<Box<dyn Middleware>>,
     /// Excluded from the safety checks (its outgoing messages are rewritten).
@@ -173,6 +176,7 @@ impl Sim {
                     config,
                     identity,
                     durable: None,
+                    records: BTreeMap::new(),
                     timers: BTreeMap::new(),
                     middleware: Vec::new(),
                     byzantine: false,
@@ -233,12 +237,19 @@ impl Sim {
         self.nodes[i].timers.clear();
     }
 
-    /// The node comes back from its last persisted `Durable` (or fresh).
+    /// The node comes back from what it had on stable storage: its last
+    /// `Durable` snapshot and the records written after it (or fresh).
     pub fn restart(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let mut core = match node.durable.clone() {
-            Some(d) => Core::restore(node.config.clone(), node.identity.clone(), d),
-            None => Core::new(node.config.clone(), node.identity.clone()),
+        let records: Vec<Record> = node.records.values().cloned().collect();
+        let mut core = match (node.durable.clone(), records.is_empty()) {
+            (None, true) => Core::new(node.config.clone(), node.identity.clone()),
+            (d, _) => Core::restore(
+                node.config.clone(),
+                node.identity.clone(),
+                d.unwrap_or_default(),
+                records,
+            ),
         };
         node.next_deliver = core.last_committed() + 1;
         let acts = core.start(self.now);
@@ -432,7 +443,15 @@ impl Sim {
                 Action::CancelTimer(id) => {
                     self.nodes[i].timers.remove(&id);
                 }
-                Action::Persist(d) => self.nodes[i].durable = Some(d),
+                Action::Persist(d) => {
+                    let node = &mut self.nodes[i];
+                    node.records.retain(|_, r| !r.covered_by(&d));
+                    node.durable = Some(d);
+                }
+                Action::Record(r) => {
+                    let key = (r.seq(), matches!(r, Record::Committed { .. }));
+                    self.nodes[i].records.insert(key, r);
+                }
                 Action::Deliver { seq, digest, proposal } => self.on_deliver(i, seq, digest, &proposal),
                 Action::ViewChanged(_) => {}
             }

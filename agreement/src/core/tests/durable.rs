@@ -1,0 +1,120 @@
+//! Write-ahead records: what a node votes for is on disk before the vote
+//! leaves, and a restarted node acts on what it recorded.
+
+use super::*;
+
+/// A backup that receives the pre-prepare and 2f prepares for seq 1.
+fn prepared_backup() -> (Core, Digest, Vec<Action>) {
+    let mut b = core(1);
+    let p = proposal(&[1], T0);
+    let d = p.digest();
+    peer(&mut b, Msg::PrePrepare(pp(0, 0, 1, p)));
+    let acts = peer(&mut b, prepare(2, 0, 1, d));
+    (b, d, acts)
+}
+
+fn position(acts: &[Action], what: impl Fn(&Action) -> bool) -> Option<usize> {
+    acts.iter().position(what)
+}
+
+#[test]
+fn a_prepared_certificate_is_recorded_before_the_commit_leaves() {
+    let (_, _, acts) = prepared_backup();
+    let rec = position(&acts, |a| matches!(a, Action::Record(Record::Prepared(_)))).expect("recorded");
+    let com = position(&acts, |a| matches!(a, Action::Broadcast(Msg::Commit(_)))).expect("commit sent");
+    assert!(rec < com, "record at {rec}, commit at {com}");
+}
+
+#[test]
+fn a_delivery_is_recorded_before_it_is_delivered() {
+    let (mut b, d, _) = prepared_backup();
+    peer(&mut b, commit(0, 0, 1, d));
+    let acts = peer(&mut b, commit(2, 0, 1, d));
+    let rec = position(&acts, |a| matches!(a, Action::Record(Record::Committed { seq: 1, .. }))).expect("recorded");
+    let del = position(&acts, |a| matches!(a, Action::Deliver { seq: 1, .. })).expect("delivered");
+    assert!(rec < del);
+}
+
+/// PBFT §4.4: the P set of a view change holds every certificate the node
+/// prepared above its stable checkpoint, restarts included.
+#[test]
+fn a_restarted_node_carries_its_recorded_certificates_into_a_view_change() {
+    let (_, d, acts) = prepared_backup();
+    let records: Vec<Record> = acts
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let mut b = Core::restore(config(1), node_id(1), Durable::default(), records);
+    b.start(T0);
+    b.step(T0, Input::Request(req(5)));
+    let acts = b.step(T0 + 10_000, Input::Timer(TimerId::ViewChange(0)));
+    let vc = broadcasts(&acts)
+        .into_iter()
+        .find_map(|m| match m {
+            Msg::ViewChange(v) => Some(v.body.clone()),
+            _ => None,
+        })
+        .expect("view change sent");
+    assert_eq!(vc.prepared.len(), 1);
+    assert_eq!(vc.prepared[0].pre_prepare.body.digest, d);
+}
+
+#[test]
+fn a_restarted_node_resumes_after_its_recorded_deliveries() {
+    let (mut b, d, _) = prepared_backup();
+    peer(&mut b, commit(0, 0, 1, d));
+    let acts = peer(&mut b, commit(2, 0, 1, d));
+    let records: Vec<Record> = acts
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let r = Core::restore(config(1), node_id(1), Durable::default(), records);
+    assert_eq!(r.last_committed(), 1);
+    assert_eq!(r.durable().log_digest, b.durable().log_digest);
+}
+
+/// A restarted node still refuses a proposal that repeats a batch committed
+/// before its last snapshot (the dedup record is part of `Durable`).
+#[test]
+fn a_restarted_node_refuses_a_batch_committed_before_its_snapshot() {
+    let (mut b, d, _) = prepared_backup();
+    peer(&mut b, commit(0, 0, 1, d));
+    peer(&mut b, commit(2, 0, 1, d));
+    let snapshot = b.durable();
+    let mut r = Core::restore(config(1), node_id(1), snapshot, Vec::new());
+    r.start(T0);
+    // View 1 so the restarted node may vote; its primary is node 1 itself,
+    // so use view 2 (primary node 2) through a new view's normal case.
+    r.view = 2;
+    r.passive = None;
+    peer(&mut r, Msg::PrePrepare(pp(2, 2, 2, proposal(&[1], T0))));
+    assert_eq!(r.stats().rejected_duplicates, 1);
+}
+
+#[test]
+fn records_covered_by_a_snapshot_are_obsolete() {
+    let p = prepared_proof(proposal(&[1], T0));
+    let prepared = Record::Prepared(p);
+    let committed = Record::Committed {
+        seq: 1,
+        digest: Digest::ZERO,
+        batches: Vec::new(),
+    };
+    let d = Durable {
+        last_committed: 1,
+        ..Durable::default()
+    };
+    assert!(committed.covered_by(&d));
+    assert!(!prepared.covered_by(&d), "seq 1 is above the stable checkpoint 0");
+    let d = Durable {
+        stable_checkpoint: 4,
+        ..d
+    };
+    assert!(prepared.covered_by(&d));
+}
