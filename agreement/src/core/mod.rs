@@ -100,7 +100,7 @@ pub enum Action {
     Record(Record),
     /// `seq` is committed with this proposal. Emitted exactly once per seq, in
     /// seq order with no gaps (including seqs learned through `LogEntries`).
-    /// A core restored from `Durable` starts again after `Durable::last_committed`.
+    /// A restored core starts again after its last recorded delivery.
     Deliver {
         seq: Seq,
         digest: Digest,
