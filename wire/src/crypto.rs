@@ -243,6 +243,11 @@ impl Keyring {
         self.keys.contains_key(who)
     }
 
+    /// How many agreement nodes the ring holds keys for (n = 3f+1).
+    pub fn node_count(&self) -> usize {
+        self.keys.keys().filter(|p| matches!(p, Principal::Node(_))).count()
+    }
+
     /// Verifies a raw signature over a digest by a named principal.
     pub fn verify_digest(&self, who: Principal, d: &Digest, sig: &Signature) -> Result<(), SigError> {
         let key = self.keys.get(&who).ok_or(SigError::UnknownKey(who))?;

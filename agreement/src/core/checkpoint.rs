@@ -86,6 +86,9 @@ impl Core {
         if self.my_checkpoints.get(&seq).is_some_and(|d| *d != digest) {
             self.stats.checkpoint_mismatch += 1;
         }
+        let mut proof = proof;
+        // Exactly a quorum: peers refuse padded proofs.
+        proof.truncate(self.th.quorum());
         self.stable = Stable { seq, digest, proof };
         self.stats.stable_checkpoints += 1;
         let keep_from = seq.min(self.last_committed) + 1;

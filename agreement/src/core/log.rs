@@ -109,17 +109,20 @@ impl Slot {
     }
 
     /// This slot's P-set entry for a view change: the certificate of the
-    /// latest view in which it prepared.
-    pub fn proof(&self) -> Option<PreparedProof> {
-        if self.prepared {
+    /// latest view in which it prepared, with exactly `need` (2f) prepares.
+    pub fn proof(&self, need: usize) -> Option<PreparedProof> {
+        let mut proof = if self.prepared {
             let pp = self.pp.as_ref()?;
             let d = pp.body.digest;
-            return Some(PreparedProof {
+            PreparedProof {
                 pre_prepare: pp.clone(),
                 prepares: self.prepares.matching(&d).cloned().collect(),
-            });
-        }
-        self.old_proof.clone()
+            }
+        } else {
+            self.old_proof.clone()?
+        };
+        proof.prepares.truncate(need);
+        Some(proof)
     }
 
     /// Timestamp of the proposal known here, unless it is the null request.

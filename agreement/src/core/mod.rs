@@ -128,6 +128,8 @@ pub struct Stats {
     pub rejected_duplicates: u64,
     /// View changes this node started.
     pub view_changes_started: u64,
+    /// Peers' view changes whose proofs this node checked.
+    pub view_changes_checked: u64,
     /// New views installed.
     pub view_changes: u64,
     pub proposed: u64,
@@ -220,6 +222,8 @@ pub struct Core {
     batch_due: bool,
     vc_armed: bool,
     view_changes: BTreeMap<NodeId, Signed<ViewChange>>,
+    /// When each peer's view change was last checked (one per period).
+    vc_checked: BTreeMap<NodeId, u64>,
     my_view_change: Option<Signed<ViewChange>>,
     new_view: Option<Signed<NewView>>,
     fetch: Fetch,
@@ -272,6 +276,7 @@ impl Core {
             batch_due: false,
             vc_armed: false,
             view_changes: BTreeMap::new(),
+            vc_checked: BTreeMap::new(),
             my_view_change: None,
             new_view: None,
             fetch: Fetch::default(),

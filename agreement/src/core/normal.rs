@@ -379,7 +379,7 @@ impl Core {
         let view = slot.view;
         // On disk before our commit can leave: a correct node never forgets
         // a certificate a commit quorum may depend on (see `durable`).
-        if let Some(proof) = slot.proof() {
+        if let Some(proof) = slot.proof(need) {
             self.out.push(Action::Record(Record::Prepared(proof)));
         }
         if self.can_vote(view, seq) {

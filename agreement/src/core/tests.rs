@@ -4,6 +4,7 @@
 use super::*;
 
 mod durable;
+mod exhaustion;
 
 use zz_wire::{AppRequest, ClientId, Commit, LogEntries, NonDet, PrePrepare, Prepare, Vote};
 

@@ -79,9 +79,10 @@ impl Plan {
 }
 
 impl Core {
-    /// A view change carries a valid stable-checkpoint proof (2f+1 distinct
-    /// signers) and valid prepared certificates (pre-prepare by that view's
-    /// primary plus 2f matching prepares from distinct backups) above it.
+    /// A view change carries a valid stable-checkpoint proof (exactly 2f+1
+    /// distinct signers) and valid prepared certificates (pre-prepare by that
+    /// view's primary plus exactly 2f matching prepares from distinct backups)
+    /// above it. Cheap checks come first, signatures last.
     pub(super) fn check_view_change(&self, vc: &ViewChange) -> Result<(), Reject> {
         if vc.app != self.cfg.app {
             return Err(Reject::WrongApp);
@@ -114,7 +115,9 @@ impl Core {
                     return Err(Reject::BadPreparedProof);
                 }
             }
-            if distinct(p.prepares.iter().map(|v| v.body.0.node)) < self.th.prepares() {
+            // Exactly 2f distinct: padding would only cost the checker time.
+            let n = p.prepares.len();
+            if n != self.th.prepares() || distinct(p.prepares.iter().map(|v| v.body.0.node)) != n {
                 return Err(Reject::BadPreparedProof);
             }
             if b.proposal.digest() != b.digest {
@@ -146,7 +149,8 @@ impl Core {
                 let b = &c.body;
                 b.app == self.cfg.app && b.seq == seq && b.log_digest == *digest && self.th.is_node(b.node)
             })
-            && distinct(proof.iter().map(|c| c.body.node)) >= self.th.quorum();
+            && proof.len() == self.th.quorum()
+            && distinct(proof.iter().map(|c| c.body.node)) == proof.len();
         if !ok {
             return Err(Reject::BadCheckpointProof);
         }
@@ -165,7 +169,7 @@ impl Core {
         }
         let vcs: Vec<&ViewChange> = nv.view_changes.iter().map(|s| &s.body).collect();
         let authors = distinct(vcs.iter().map(|v| v.node));
-        if authors != vcs.len() || authors < self.th.quorum() {
+        if authors != vcs.len() || authors != self.th.quorum() {
             return Err(Reject::TooFewViewChanges);
         }
         if vcs.iter().any(|v| v.new_view != nv.view) {

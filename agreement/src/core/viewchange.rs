@@ -21,10 +21,11 @@ impl Core {
         self.ahead.retain(|_, v| *v > target);
         self.stats.view_changes_started += 1;
         self.batch_due = false;
+        let need = self.th.prepares();
         let prepared = self
             .log
             .range(self.stable.seq + 1..)
-            .filter_map(|(_, s)| s.proof())
+            .filter_map(|(_, s)| s.proof(need))
             .collect();
         let vc = self.sign(ViewChange {
             node: self.cfg.me,
@@ -65,6 +66,16 @@ impl Core {
             self.stats.dropped_old += 1;
             return;
         }
+        // Checking a view change costs up to a window of certificates; a
+        // node naming ever higher views gets one check per period (a correct
+        // node re-sends its latest view change every period anyway).
+        let period = self.retransmit_ms();
+        if self.vc_checked.get(&node).is_some_and(|t| self.now < t + period) {
+            self.stats.dropped_overload += 1;
+            return;
+        }
+        self.vc_checked.insert(node, self.now);
+        self.stats.view_changes_checked += 1;
         if self.check_view_change(&m.body).is_err() {
             self.stats.dropped_invalid += 1;
             return;

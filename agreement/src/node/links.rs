@@ -70,6 +70,20 @@ pub fn allowed(peer: Principal, msg: &Msg) -> bool {
     }
 }
 
+/// Whether a node may send `msg` at all, by the message's own fields, checked
+/// before any of its signatures (a pre-prepare can carry thousands of nested
+/// client signatures): pre-prepares and new views come from the primary of
+/// their view, prepares from a backup. `n` is the number of agreement nodes.
+pub fn authorised(msg: &Msg, n: usize) -> bool {
+    let primary = |view: u64| u64::try_from(n).ok().filter(|n| *n > 0).map(|n| view % n);
+    match msg {
+        Msg::PrePrepare(m) => primary(m.body.view) == Some(u64::from(m.body.node.0)),
+        Msg::NewView(m) => primary(m.body.view) == Some(u64::from(m.body.node.0)),
+        Msg::Prepare(m) => primary(m.body.0.view) != Some(u64::from(m.body.0.node.0)),
+        _ => true,
+    }
+}
+
 /// A message read off a link, its signatures not yet checked.
 struct Unchecked {
     from: Principal,
@@ -102,14 +116,17 @@ impl Closing {
 pub struct Inbox {
     events: mpsc::Sender<Event>,
     check: mpsc::Sender<Unchecked>,
+    /// Agreement nodes in the deployment, for `authorised`.
+    nodes: usize,
 }
 
 impl Inbox {
     /// Starts the checker task, in `tasks`, in front of `events`.
     pub fn new(keys: Arc<Keyring>, events: mpsc::Sender<Event>, tasks: &mut JoinSet<()>) -> Inbox {
         let (check, rx) = mpsc::channel(EVENT_QUEUE);
+        let nodes = keys.node_count();
         tasks.spawn(check_loop(rx, keys, events.clone()));
-        Inbox { events, check }
+        Inbox { events, check, nodes }
     }
 }
 
@@ -197,6 +214,11 @@ async fn read_loop(peer: Principal, mut reader: LinkReader, inbox: Inbox) {
         if !allowed(peer, &msg) {
             metrics::counter!("zz_agreement_invalid_messages_total", "reason" => "author").increment(1);
             tracing::warn!(%peer, kind = msg.kind(), "message not authored by the link's peer; closing link");
+            return;
+        }
+        if !authorised(&msg, inbox.nodes) {
+            metrics::counter!("zz_agreement_invalid_messages_total", "reason" => "authority").increment(1);
+            tracing::warn!(%peer, kind = msg.kind(), "message its author may not send in that view; closing link");
             return;
         }
         let u = Unchecked {
@@ -356,7 +378,7 @@ pub async fn dial_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{accept_loop, allowed, check_batch, Event, Inbox};
+    use super::{accept_loop, allowed, authorised, check_batch, Event, Inbox};
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::sync::mpsc;
@@ -509,6 +531,24 @@ mod tests {
         assert!(allowed(Principal::Node(NodeId(2)), &commit));
         assert!(!allowed(Principal::Node(NodeId(1)), &commit));
         assert!(!allowed(Principal::Client(ClientId(0)), &commit));
+    }
+
+    /// Checked before a single signature: only view v's primary (v mod n)
+    /// may send its pre-prepares, and it sends no prepares.
+    #[test]
+    fn only_the_primary_of_its_view_may_send_a_pre_prepare() {
+        let pp = pre_prepare(vec![request(1)]); // node 0, view 0
+        assert!(authorised(&pp, 4));
+        let Msg::PrePrepare(mut m) = pp.clone() else {
+            unreachable!()
+        };
+        m.body.view = 1;
+        assert!(!authorised(&Msg::PrePrepare(m.clone()), 4), "view 1 is node 1's");
+        m.body.view = 4;
+        assert!(authorised(&Msg::PrePrepare(m), 4));
+        let prep = |by: u16| Msg::Prepare(node(u8::try_from(by).unwrap()).sign(Prepare(vote(by, 1))));
+        assert!(!authorised(&prep(0), 4), "the primary does not prepare");
+        assert!(authorised(&prep(1), 4));
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod orders;
 mod store;
 mod timers;
 
-pub use links::allowed;
+pub use links::{allowed, authorised};
 pub use orders::{OrderLog, MAX_ORDERS_PER_REPLY};
 pub use store::{NodeStore, StoreError, Write};
 

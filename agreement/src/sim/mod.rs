@@ -14,7 +14,7 @@ mod net;
 pub mod seeds;
 
 use crate::core::{Action, Config, Core, Durable, Input, Record, TimerId};
-use crate::node::links::{allowed, verify_client_requests};
+use crate::node::links::{allowed, authorised, verify_client_requests};
 use byz::{Middleware, MwCtx};
 use client::{InFlight, SimClient};
 pub use net::NetStats;
@@ -386,7 +386,7 @@ impl Sim {
                 // What the driver does before the core sees anything: the
                 // link's peer must be the author (the link's frame tags
                 // prove who the peer is), then signatures.
-                if !allowed(from, &msg) {
+                if !allowed(from, &msg) || !authorised(&msg, self.nodes.len()) {
                     self.net.rejected_authors += 1;
                     return;
                 }

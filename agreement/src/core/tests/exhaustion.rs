@@ -1,0 +1,88 @@
+//! One Byzantine node must not make the others do unbounded work (issue 25,
+//! item 10): proofs hold exactly a quorum of signatures, and a node's view
+//! changes for ever higher views are checked at most once per retransmit
+//! period.
+
+use super::*;
+
+/// A view change from node 2 for `new_view` with a stable checkpoint at 4
+/// proven by `signers` (which may repeat).
+fn view_change_with_checkpoint(new_view: View, signers: &[usize]) -> Signed<ViewChange> {
+    let d = Digest([4; 32]);
+    node_id(2).sign(ViewChange {
+        node: NodeId(2),
+        app: AppId(0),
+        new_view,
+        stable_seq: 4,
+        stable_digest: d,
+        checkpoint_proof: signers.iter().map(|i| checkpoint(*i, 4, d)).collect(),
+        prepared: vec![],
+    })
+}
+
+#[test]
+fn a_checkpoint_proof_of_exactly_a_quorum_is_accepted() {
+    let mut b = core(1);
+    peer(&mut b, Msg::ViewChange(view_change_with_checkpoint(1, &[0, 2, 3])));
+    assert_eq!(b.stats().dropped_invalid, 0);
+}
+
+#[test]
+fn a_checkpoint_proof_padded_with_repeated_signatures_is_refused() {
+    let mut b = core(1);
+    let padded: Vec<usize> = [0, 2, 3].iter().copied().cycle().take(300).collect();
+    peer(&mut b, Msg::ViewChange(view_change_with_checkpoint(1, &padded)));
+    assert_eq!(b.stats().dropped_invalid, 1);
+}
+
+#[test]
+fn a_checkpoint_proof_with_more_than_a_quorum_is_refused() {
+    let mut b = core(1);
+    peer(&mut b, Msg::ViewChange(view_change_with_checkpoint(1, &[0, 1, 2, 3])));
+    assert_eq!(b.stats().dropped_invalid, 1);
+}
+
+#[test]
+fn a_prepared_certificate_padded_with_repeated_prepares_is_refused() {
+    let mut b = core(1);
+    let mut proof = prepared_proof(proposal(&[1], T0));
+    let extra = proof.prepares[0].clone();
+    proof.prepares.extend(std::iter::repeat_n(extra, 200));
+    peer(&mut b, Msg::ViewChange(view_change(2, 1, vec![proof])));
+    assert_eq!(b.stats().dropped_invalid, 1);
+}
+
+#[test]
+fn a_node_cannot_make_others_check_a_view_change_per_view_number() {
+    let mut b = core(1);
+    for v in 1..=50 {
+        peer(&mut b, Msg::ViewChange(view_change(2, v, vec![])));
+    }
+    assert_eq!(b.stats().view_changes_checked, 1, "one per retransmit period");
+    // A period later the node's latest view change counts again.
+    b.step(T0 + 1_000, Input::Peer(Msg::ViewChange(view_change(2, 51, vec![]))));
+    assert_eq!(b.stats().view_changes_checked, 2);
+}
+
+/// The proofs a node builds itself are exactly-quorum, or its peers would
+/// refuse its view changes.
+#[test]
+fn a_view_change_carries_exactly_2f_prepares_per_certificate() {
+    let mut b = core(1);
+    let p = proposal(&[1], T0);
+    let d = p.digest();
+    peer(&mut b, Msg::PrePrepare(pp(0, 0, 1, p)));
+    peer(&mut b, prepare(2, 0, 1, d));
+    peer(&mut b, prepare(3, 0, 1, d));
+    b.step(T0, Input::Request(req(5)));
+    let acts = b.step(T0 + 10_000, Input::Timer(TimerId::ViewChange(0)));
+    let vc = broadcasts(&acts)
+        .into_iter()
+        .find_map(|m| match m {
+            Msg::ViewChange(v) => Some(v.body.clone()),
+            _ => None,
+        })
+        .expect("view change sent");
+    assert_eq!(vc.prepared.len(), 1);
+    assert_eq!(vc.prepared[0].prepares.len(), 2 * F);
+}
