@@ -31,7 +31,7 @@ pub const MAX_FRAME: usize = 16 << 20;
 pub const TAG_LEN: usize = blake3::OUT_LEN;
 
 /// 2: link keys and per-frame tags.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -112,11 +112,15 @@ pub struct LinkCodec {
     counter: u64,
 }
 
+/// Largest frame before the handshake completes: a hello or a proof is a
+/// few dozen bytes, and a peer that proved nothing gets no big buffer.
+const HANDSHAKE_MAX_FRAME: usize = 512;
+
 impl LinkCodec {
     fn new() -> Self {
         LinkCodec {
             inner: LengthDelimitedCodec::builder()
-                .max_frame_length(MAX_FRAME + TAG_LEN)
+                .max_frame_length(HANDSHAKE_MAX_FRAME)
                 .length_field_type::<u32>()
                 .new_codec(),
             key: None,
@@ -127,6 +131,7 @@ impl LinkCodec {
     fn set_key(&mut self, key: [u8; 32]) {
         self.key = Some(key);
         self.counter = 0;
+        self.inner.set_max_frame_length(MAX_FRAME + TAG_LEN);
     }
 }
 
@@ -244,7 +249,7 @@ impl LinkWriter {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Hello {
     version: u32,
     who: Principal,
@@ -253,21 +258,26 @@ struct Hello {
     share: [u8; 32],
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Proof {
     sig: Signature,
 }
 
-/// What a side signs: itself, both nonces and both key shares, so the link
-/// keys are bound to the two proven identities and to this connection.
+/// What a side signs: both identities, both nonces and both key shares, so
+/// the link keys are bound to the two proven identities and to this
+/// connection. Naming the verifier keeps a principal from relaying a proof
+/// made for it to a third party (an unknown key share, as SIGMA and Noise's
+/// XX pattern prevent by the same binding).
 fn proof_digest(prover: &Hello, verifier: &Hello) -> crate::Digest {
-    let h = Hasher::new("zz/handshake/v2");
-    let h = match prover.who {
-        Principal::Node(n) => h.u8(0).u16(n.0),
-        Principal::Replica(r) => h.u8(1).u16(r.app.0).u16(r.index),
-        Principal::Client(c) => h.u8(2).u16(c.0),
-        Principal::Orchestrator => h.u8(3),
-    };
+    fn who(h: Hasher, p: Principal) -> Hasher {
+        match p {
+            Principal::Node(n) => h.u8(0).u16(n.0),
+            Principal::Replica(r) => h.u8(1).u16(r.app.0).u16(r.index),
+            Principal::Client(c) => h.u8(2).u16(c.0),
+            Principal::Orchestrator => h.u8(3),
+        }
+    }
+    let h = who(who(Hasher::new("zz/handshake/v3"), prover.who), verifier.who);
     h.bytes(&prover.nonce)
         .bytes(&verifier.nonce)
         .bytes(&prover.share)
@@ -413,6 +423,90 @@ mod tests {
         let s = TcpStream::connect(addr).await.unwrap();
         let _ = handshake(s, &impostor, &ring, None).await;
         assert!(matches!(server.await.unwrap(), Err(LinkError::BadProof(_))));
+    }
+
+    /// Unknown key share (issue 25, item 12): m, a principal of the
+    /// deployment, takes a's call and relays it to b, renaming b's hello as
+    /// its own towards a and signing its own proof. a must not end up on a
+    /// link that b takes for a's: each proof names whom it is for.
+    #[tokio::test]
+    async fn a_relayed_handshake_is_refused() {
+        let a = Identity::from_seed(Principal::Node(NodeId(0)), [1; 32]);
+        let b = Identity::from_seed(Principal::Node(NodeId(1)), [2; 32]);
+        let m = Identity::from_seed(Principal::Node(NodeId(2)), [3; 32]);
+        let mut ring = Keyring::new();
+        for id in [&a, &b, &m] {
+            ring.insert(id.who, id.public());
+        }
+        let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b_addr = lb.local_addr().unwrap();
+        let ring_b = ring.clone();
+        let at_b = tokio::spawn(async move {
+            let (s, _) = lb.accept().await.unwrap();
+            handshake(s, &b, &ring_b, None).await.map(|x| x.0)
+        });
+        let lm = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let m_addr = lm.local_addr().unwrap();
+        let relay = tokio::spawn(async move {
+            let (from_a, _) = lm.accept().await.unwrap();
+            let (ra, wa) = from_a.into_split();
+            let mut ra = LinkReader {
+                inner: FramedRead::new(ra, LinkCodec::new()),
+            };
+            let mut wa = LinkWriter {
+                inner: FramedWrite::new(wa, LinkCodec::new()),
+            };
+            let (rb, wb) = TcpStream::connect(b_addr).await.unwrap().into_split();
+            let mut rb = LinkReader {
+                inner: FramedRead::new(rb, LinkCodec::new()),
+            };
+            let mut wb = LinkWriter {
+                inner: FramedWrite::new(wb, LinkCodec::new()),
+            };
+            let hello_a: Hello = ra.recv_raw().await.unwrap();
+            wb.send_raw(&hello_a).await.unwrap();
+            let hello_b: Hello = rb.recv_raw().await.unwrap();
+            let renamed = Hello { who: m.who, ..hello_b };
+            wa.send_raw(&renamed).await.unwrap();
+            let proof_a: Proof = ra.recv_raw().await.unwrap();
+            wb.send_raw(&proof_a).await.unwrap();
+            let _ = rb.recv_raw::<Proof>().await;
+            let sig = m.sign_digest(&proof_digest(&renamed, &hello_a));
+            let _ = wa.send_raw(&Proof { sig }).await;
+            // Keep both connections open until the ends have decided.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        });
+        let s = TcpStream::connect(m_addr).await.unwrap();
+        let _ = handshake(s, &a, &ring, Some(Principal::Node(NodeId(2)))).await;
+        let b_saw = at_b.await.unwrap();
+        assert!(
+            matches!(b_saw, Err(LinkError::BadProof(_))),
+            "b took the relayed link for a's: {b_saw:?}"
+        );
+        relay.abort();
+    }
+
+    /// Before the peer has proven anything a frame is a hello or a proof,
+    /// a few dozen bytes: a length prefix of megabytes is refused at once
+    /// instead of being buffered.
+    #[tokio::test]
+    async fn a_large_frame_before_the_handshake_is_refused() {
+        let (_, b, ring) = pair();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            handshake(s, &b, &ring, None).await.map(|x| x.0)
+        });
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        s.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
+        s.write_all(&[0u8; 1024]).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), server).await;
+        assert!(
+            matches!(got, Ok(Ok(Err(LinkError::Frame(FrameError::TooLarge(_)))))),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]
