@@ -11,7 +11,7 @@
 
 use super::log::Slot;
 use super::quorum::Insert;
-use super::{Action, Core, Stable, Status, AHEAD_WINDOWS};
+use super::{Action, Core, Stable, Status, AHEAD_WINDOWS, FETCH_BYTES_PER_PEER};
 use zz_wire::{LogCheckpoint, LogEntries, LogFetch, Msg, NodeFault, Proposal, Seq, Signed};
 
 /// Most entries in one `LogEntries` answer.
@@ -149,16 +149,17 @@ impl Core {
     /// checkpoint proof (so it can move its watermarks) and what we hold.
     pub(super) fn on_log_fetch(&mut self, m: Signed<LogFetch>) {
         let (node, from) = (m.body.node, m.body.from.max(1));
-        // One answer per peer and start point per retransmit period.
+        // An answer can be megabytes: one per peer per retransmit period,
+        // except the next one for a peer that used up the last (catching up
+        // walks forward; asking for other start points waits).
         if self
             .served
             .get(&node)
-            .is_some_and(|(f, t)| *f == from && self.now < t + self.retransmit_ms())
+            .is_some_and(|(end, t)| from != *end && self.now < t + self.retransmit_ms())
         {
             self.stats.dropped_old += 1;
             return;
         }
-        self.served.insert(node, (from, self.now));
         if self.stable.seq >= from {
             for c in self.stable.proof.clone() {
                 self.send(node, Msg::LogCheckpoint(c));
@@ -179,6 +180,7 @@ impl Core {
             entries.push((next, p.clone()));
             next += 1;
         }
+        self.served.insert(node, (next, self.now));
         if entries.is_empty() {
             return;
         }
@@ -199,6 +201,11 @@ impl Core {
             self.stats.dropped_invalid += 1;
             return;
         }
+        // Not fetching: nobody asked (or the answer came after others').
+        if self.fetch.behind <= self.last_committed {
+            self.stats.dropped_old += 1;
+            return;
+        }
         let mut accepted = Vec::new();
         for (seq, p) in m.body.entries {
             if seq <= self.last_committed || seq > limit {
@@ -214,13 +221,22 @@ impl Core {
                 continue;
             }
             let n = votes.count(&d);
-            self.fetch.bodies.entry((seq, d)).or_insert(p);
+            if !self.fetch.bodies.contains_key(&(seq, d)) {
+                let held = self.fetch.held.entry(node).or_default();
+                let size = p.approx_bytes();
+                if *held + size <= FETCH_BYTES_PER_PEER {
+                    *held += size;
+                    self.fetch.bodies.insert((seq, d), (node, p));
+                } else {
+                    self.stats.dropped_overload += 1;
+                }
+            }
             if n >= self.th.weak() {
                 accepted.push((seq, d));
             }
         }
         for (seq, d) in accepted {
-            let Some(p) = self.fetch.bodies.remove(&(seq, d)) else {
+            let Some(p) = self.take_fetched(seq, d) else {
                 continue;
             };
             let now = self.now;
@@ -233,6 +249,25 @@ impl Core {
         self.try_deliver();
         if self.fetch.behind > self.last_committed {
             self.maybe_fetch();
+        }
+    }
+
+    /// Takes a fetched body out, releasing its peer's share of the budget.
+    fn take_fetched(&mut self, seq: Seq, d: zz_wire::Digest) -> Option<Proposal> {
+        let (node, p) = self.fetch.bodies.remove(&(seq, d))?;
+        if let Some(h) = self.fetch.held.get_mut(&node) {
+            *h = h.saturating_sub(p.approx_bytes());
+        }
+        Some(p)
+    }
+
+    /// Forgets fetched bodies for seqs up to `seq` (delivered by now).
+    pub(super) fn drop_fetched_through(&mut self, seq: Seq) {
+        let rest = self.fetch.bodies.split_off(&(seq + 1, zz_wire::Digest::ZERO));
+        for (node, p) in std::mem::replace(&mut self.fetch.bodies, rest).into_values() {
+            if let Some(h) = self.fetch.held.get_mut(&node) {
+                *h = h.saturating_sub(p.approx_bytes());
+            }
         }
     }
 

@@ -171,13 +171,18 @@ struct Fetch {
     behind: Seq,
     /// Per seq, who vouched for which digest.
     votes: BTreeMap<Seq, Votes<()>>,
-    bodies: BTreeMap<(Seq, Digest), Proposal>,
+    /// Bodies not yet vouched for by f+1 peers, with the peer whose copy it
+    /// is; `held` is what each peer's copies weigh (`FETCH_BYTES_PER_PEER`).
+    bodies: BTreeMap<(Seq, Digest), (NodeId, Proposal)>,
+    held: BTreeMap<NodeId, usize>,
     sent_ms: Option<u64>,
     sent_from: Seq,
 }
 
 /// Most client batches waiting to be ordered before new ones are refused.
 const MAX_POOL: usize = 1 << 17;
+/// Request bytes of fetched, not yet vouched-for entries kept per peer.
+pub(crate) const FETCH_BYTES_PER_PEER: usize = 16 << 20;
 /// Checkpoint votes and fetched entries are kept this many windows ahead.
 const AHEAD_WINDOWS: u64 = 4;
 
@@ -227,6 +232,7 @@ pub struct Core {
     my_view_change: Option<Signed<ViewChange>>,
     new_view: Option<Signed<NewView>>,
     fetch: Fetch,
+    /// Per peer: where our last answer to its log fetch ended, and when.
     served: BTreeMap<NodeId, (Seq, u64)>,
     /// After a restart: no prepare/commit in views up to `.0` for seqs up to `.1`.
     passive: Option<(View, Seq)>,

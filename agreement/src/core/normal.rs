@@ -458,11 +458,7 @@ impl Core {
         if delivered {
             self.next_seq = self.next_seq.max(self.last_committed + 1);
             self.fetch.votes = self.fetch.votes.split_off(&(self.last_committed + 1));
-            let rest = self
-                .fetch
-                .bodies
-                .split_off(&(self.last_committed + 1, zz_wire::Digest::ZERO));
-            self.fetch.bodies = rest;
+            self.drop_fetched_through(self.last_committed);
             self.try_propose();
         }
     }

@@ -665,6 +665,8 @@ fn equivocating_primary_sends_each_backup_another_digest() {
 #[test]
 fn log_entries_count_once_f_plus_one_peers_vouch() {
     let mut b = core(1);
+    b.note_behind(1); // it asked
+
     let p = proposal(&[1], T0);
     let entries = |from: usize, p: Proposal| {
         Msg::LogEntries(node_id(from).sign(LogEntries {

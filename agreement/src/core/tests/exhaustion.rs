@@ -4,6 +4,7 @@
 //! period.
 
 use super::*;
+use zz_wire::LogFetch;
 
 /// A view change from node 2 for `new_view` with a stable checkpoint at 4
 /// proven by `signers` (which may repeat).
@@ -85,4 +86,76 @@ fn a_view_change_carries_exactly_2f_prepares_per_certificate() {
         .expect("view change sent");
     assert_eq!(vc.prepared.len(), 1);
     assert_eq!(vc.prepared[0].prepares.len(), 2 * F);
+}
+
+fn log_entries(from: usize, entries: Vec<(Seq, Proposal)>) -> Msg {
+    Msg::LogEntries(node_id(from).sign(LogEntries {
+        node: NodeId(from as u16),
+        app: AppId(0),
+        entries,
+    }))
+}
+
+fn big_proposal(id: u64) -> Proposal {
+    let batch = client_id().sign(
+        ClientBatch::new(
+            ClientId(7),
+            AppId(0),
+            id,
+            &[AppRequest::new("PUT", "/kv/x", vec![7; 1 << 20])],
+        )
+        .expect("pack"),
+    );
+    Proposal {
+        requests: vec![batch],
+        nondet: NonDet {
+            timestamp_ms: T0,
+            seed: id,
+        },
+    }
+}
+
+/// Item 11: entries nobody asked for are not kept (a node that is not
+/// fetching has no use for them, and each may carry megabytes).
+#[test]
+fn unsolicited_log_entries_are_not_kept() {
+    let mut b = core(1);
+    let entries = (1..=16).map(|s| (s, big_proposal(s))).collect();
+    peer(&mut b, log_entries(2, entries));
+    assert_eq!(b.fetch.bodies.len(), 0);
+}
+
+/// While fetching, what one peer's entries may hold back is bounded in
+/// bytes, so a lying peer cannot fill memory with bodies no one else vouches for.
+#[test]
+fn log_entries_held_per_peer_are_bounded_in_bytes() {
+    let mut b = core(1);
+    b.note_behind(10_000);
+    for round in 0..4u64 {
+        let entries = (1..=16)
+            .map(|s| (round * 16 + s, big_proposal(round * 16 + s)))
+            .collect();
+        peer(&mut b, log_entries(2, entries));
+    }
+    let held: usize = b.fetch.bodies.values().map(|(_, p)| p.approx_bytes()).sum();
+    assert!(
+        held <= super::super::FETCH_BYTES_PER_PEER,
+        "{held} bytes held for one peer"
+    );
+}
+
+/// Item 11: a log fetch is answered once per peer per period, whatever
+/// start point it names (each answer can be megabytes).
+#[test]
+fn log_fetches_naming_other_start_points_get_one_answer_per_period() {
+    let mut b = core(1);
+    for from in 1..=20 {
+        let m = node_id(2).sign(LogFetch {
+            node: NodeId(2),
+            app: AppId(0),
+            from,
+        });
+        peer(&mut b, Msg::LogFetch(m));
+    }
+    assert_eq!(b.stats().dropped_old, 19);
 }
