@@ -4,6 +4,7 @@
 
 pub mod links;
 mod orders;
+mod replies;
 mod store;
 mod timers;
 
@@ -15,6 +16,7 @@ use crate::core::{Action, Config as CoreConfig, Core, Input, TimerId};
 use crate::voting::{VoteAction, VoteInput, Voter, VoterConfig};
 use bytes::Bytes;
 use links::{Event, Outbox, EVENT_QUEUE};
+use replies::ReplyCache;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -79,6 +81,7 @@ struct Node {
     /// on disk (`Action`'s order promise), so one sync serves a whole burst.
     writes: Vec<Write>,
     deferred: Vec<(AppId, u64, Action)>,
+    replies: ReplyCache,
 }
 
 /// Runs an agreement node until `shutdown` resolves.
@@ -154,6 +157,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         control_nonce: 0,
         writes: Vec::new(),
         deferred: Vec::new(),
+        replies: ReplyCache::default(),
     };
     node.timers.set(TimerKey::Heartbeat, Instant::now() + HEARTBEAT);
     let now = now_ms();
@@ -249,6 +253,20 @@ impl Node {
         }
         match msg {
             Msg::Request(r) => {
+                let b = &r.body;
+                if let Some(done) = self.replies.get(b.app, b.client, b.first_id) {
+                    // Executed already: the client lost our answer.
+                    metrics::counter!("zz_agreement_replies_resent_total").increment(1);
+                    let msg = Msg::Reply(ClientReply {
+                        node: self.me,
+                        app: b.app,
+                        view: self.apps.get(&b.app).map_or(0, |a| a.core.view()),
+                        client: b.client,
+                        results: vec![done.clone()],
+                    });
+                    self.send_inbound(Principal::Client(b.client), &msg);
+                    return Ok(());
+                }
                 let app = r.body.app;
                 self.core_step(app, now, Input::Request(r))?;
             }
@@ -404,6 +422,7 @@ impl Node {
         for action in actions {
             match action {
                 VoteAction::ClientReply { client, results, .. } => {
+                    self.replies.insert(app, &results);
                     let view = self.apps.get(&app).map_or(0, |a| a.core.view());
                     let msg = Msg::Reply(ClientReply {
                         node: self.me,
