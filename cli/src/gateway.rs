@@ -33,7 +33,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = router(dep, client);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    zz_orchestrator::api::serve(
+        listener,
+        app,
+        zz_orchestrator::api::HttpLimits::from_env(),
+        "gateway",
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 
