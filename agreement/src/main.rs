@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
+    zz_wire::fdlimit::raise_nofile_limit();
     let dep = Deployment::load(&args.config)?;
     let base = args.config.parent().map(PathBuf::from).unwrap_or_default();
     let keys = args.keys.unwrap_or_else(|| base.join("keys"));

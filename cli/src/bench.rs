@@ -331,6 +331,7 @@ async fn bench_deployment(a: &BenchArgs, seed: u64, kind: &str, names: &[String]
         active_replicas: Some(active),
         refresh_when_busy: false,
         backend: crate::launch::Backend::Process,
+        restart_nodes: true,
     })
     .await?;
     let info = running.info.clone();

@@ -181,6 +181,7 @@ async fn run_scenario(s: &Scenario, a: &DemoArgs) -> anyhow::Result<()> {
         active_replicas: None,
         refresh_when_busy: false,
         backend: a.backend.resolve()?,
+        restart_nodes: true,
     })
     .await?;
     let info = running.info.clone();

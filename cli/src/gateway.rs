@@ -9,11 +9,16 @@ use axum::routing::any;
 use axum::{Json, Router};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use zz_agreement::client::{Client, ClientError};
 use zz_wire::{AppRequest, Deployment};
 
 /// Request bodies above this are refused with 413 (a kv value is ≤ 1 MiB).
 pub const MAX_REQUEST_BODY: usize = zz_wire::app::MAX_BODY;
+/// A body not received whole within this is refused with 408 and its
+/// connection closed: the header deadline of `api::serve` ends with the
+/// head, and a client trickling its body would hold a connection slot.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 struct Gateway {
@@ -33,7 +38,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = router(dep, client);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    zz_orchestrator::api::serve(
+        listener,
+        app,
+        zz_orchestrator::api::HttpLimits::from_env(),
+        "gateway",
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 
@@ -59,13 +71,22 @@ async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
     let Some(app) = gw.dep.app_by_name(app_name) else {
         return error(StatusCode::NOT_FOUND, format!("no app named {app_name:?}"));
     };
-    let body: Bytes = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
+    let body: Bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_REQUEST_BODY)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body exceeds {MAX_REQUEST_BODY} bytes"),
             )
+        }
+        Err(_) => {
+            let mut r = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received within {} s", BODY_TIMEOUT.as_secs()),
+            );
+            r.headers_mut()
+                .insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
         }
     };
     let headers = pick_headers(&parts.headers);

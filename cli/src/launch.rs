@@ -8,11 +8,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use zz_agreement::client::{Client, ClientOptions};
+use zz_orchestrator::backend::BackendEvent;
+use zz_orchestrator::model::{EVENT_NODE_EXITED, EVENT_NODE_RESTARTED};
 use zz_wire::{Deployment, NodeId, Principal};
 
 pub fn keys_dir(config: &Path) -> PathBuf {
@@ -136,16 +139,29 @@ impl Backend {
     }
 }
 
+/// A channel for the backend's unsolicited reports; `zz up` also sends its
+/// node supervisor's restarts down it, so they reach the event log.
+pub fn backend_events() -> (mpsc::Sender<BackendEvent>, mpsc::Receiver<BackendEvent>) {
+    mpsc::channel(256)
+}
+
 /// Runs the orchestrator on the chosen backend until `shutdown`.
 pub async fn run_orchestrator(
     cfg: zz_orchestrator::OrchestratorConfig,
     backend: Backend,
     admin: tokio::net::TcpListener,
     links: tokio::net::TcpListener,
+    (tx, rx): (mpsc::Sender<BackendEvent>, mpsc::Receiver<BackendEvent>),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     match backend {
-        Backend::Process => zz_orchestrator::run(cfg, admin, links, shutdown).await,
+        Backend::Process => {
+            use zz_orchestrator::backend::{Launch, ProcessBackend};
+            let launch = Launch::agent(&cfg.agent_bin, &cfg.deployment_path, &cfg.keys_dir);
+            let procs = Arc::new(ProcessBackend::new(launch, cfg.data_dir.join("logs"), tx));
+            let tuning = zz_orchestrator::controller::Tuning::default();
+            zz_orchestrator::run_with_backend(cfg, procs, rx, tuning, admin, links, shutdown).await
+        }
         #[cfg(feature = "libvirt")]
         Backend::Libvirt { image_dir, accel } => {
             use zz_orchestrator::backend::libvirt::{LibvirtBackend, LibvirtConfig};
@@ -163,7 +179,6 @@ pub async fn run_orchestrator(
                 cfg.data_dir.join("libvirt"),
             );
             lc.accel = accel;
-            let (tx, rx) = tokio::sync::mpsc::channel(256);
             let vms = LibvirtBackend::new(lc, tx).context("starting the libvirt backend")?;
             let vms = Arc::new(vms);
             zz_orchestrator::run_with_backend(cfg, vms, rx, vm_tuning(), admin, links, shutdown).await
@@ -210,19 +225,60 @@ pub fn orchestrator_config(
     })
 }
 
-/// The agreement nodes run as child processes.
+/// Shortest and longest wait before restarting a node that exited on its
+/// own; the wait doubles per exit and resets once a node ran `STABLE`.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const STABLE: Duration = Duration::from_secs(60);
+/// How long a node has to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// What a node's supervisor is asked, besides stopping.
+enum NodeCmd {
+    /// Kill the node (if it runs) and start it again now.
+    Restart(oneshot::Sender<anyhow::Result<()>>),
+}
+
+/// The agreement nodes run as child processes, each owned by a supervisor
+/// task that restarts it when it exits on its own (as systemd would).
 struct Nodes {
-    children: Vec<(NodeId, Child)>,
+    /// Cancelled first on shutdown: no restart from then on.
+    no_restart: CancellationToken,
+    /// Cancelled last: each supervisor stops its node and returns.
+    stop: CancellationToken,
+    supervisors: Vec<(NodeId, mpsc::Sender<NodeCmd>, JoinHandle<()>)>,
+}
+
+/// Where and how a node is started, and where its supervisor reports.
+#[derive(Clone)]
+struct NodeLaunch {
+    config: PathBuf,
+    data_dir: PathBuf,
+    /// Restart nodes that exit on their own; `zz bench view-change` crashes
+    /// nodes on purpose and restarts them itself, when it measures from.
+    restart: bool,
+    events: mpsc::Sender<BackendEvent>,
 }
 
 impl Nodes {
-    fn spawn(dep: &Deployment, config: &Path, data_dir: &Path) -> anyhow::Result<Nodes> {
-        std::fs::create_dir_all(data_dir.join("logs"))?;
-        let children = dep
-            .node_ids()
-            .map(|n| Ok((n, Self::spawn_one(config, data_dir, n)?)))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Nodes { children })
+    fn spawn(dep: &Deployment, how: &NodeLaunch) -> anyhow::Result<Nodes> {
+        std::fs::create_dir_all(how.data_dir.join("logs"))?;
+        let no_restart = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let mut nodes = Nodes {
+            no_restart: no_restart.clone(),
+            stop: stop.clone(),
+            supervisors: Vec::new(),
+        };
+        for n in dep.node_ids() {
+            // On an error `nodes` is dropped: the children started so far
+            // are killed (kill_on_drop) as their supervisors are aborted.
+            let child = Self::spawn_one(&how.config, &how.data_dir, n)?;
+            let (tx, rx) = mpsc::channel(1);
+            let task = tokio::spawn(supervise(n, child, how.clone(), rx, no_restart.clone(), stop.clone()));
+            nodes.supervisors.push((n, tx, task));
+        }
+        Ok(nodes)
     }
 
     /// One node: `zz agreement` with its own data dir; the log is appended
@@ -249,19 +305,156 @@ impl Nodes {
             .with_context(|| format!("starting agreement node {n}"))
     }
 
-    /// SIGTERM, then SIGKILL after a grace period; always reaps.
+    async fn restart(&self, n: NodeId) -> anyhow::Result<()> {
+        let (_, tx, _) = self
+            .supervisors
+            .iter()
+            .find(|(id, _, _)| *id == n)
+            .with_context(|| format!("no agreement node {n}"))?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(NodeCmd::Restart(reply))
+            .await
+            .map_err(|_| anyhow::anyhow!("the supervisor of {n} has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the supervisor of {n} has stopped"))?
+    }
+
+    /// Stops restarting, then each supervisor stops its node (SIGTERM, then
+    /// SIGKILL after a grace period; always reaped).
     async fn stop(mut self) {
-        for (_, c) in &self.children {
-            if let Some(pid) = c.id().and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-            }
-        }
-        for (_, c) in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(3), c.wait()).await.is_err() {
-                let _ = c.kill().await;
+        self.no_restart.cancel();
+        self.stop.cancel();
+        for (n, _, task) in std::mem::take(&mut self.supervisors) {
+            if let Err(e) = task.await {
+                tracing::error!(node = %n, error = %e, "node supervisor");
             }
         }
     }
+}
+
+impl Drop for Nodes {
+    /// Without `stop` (a failed start): aborting a supervisor drops its
+    /// child, which kills it (`kill_on_drop`).
+    fn drop(&mut self) {
+        self.no_restart.cancel();
+        for (_, _, task) in &self.supervisors {
+            task.abort();
+        }
+    }
+}
+
+/// Owns node `n`'s process until `stop`: restarts it with exponential
+/// backoff when it exits on its own (a clean exit, status 0, is a node
+/// told to stop by a signal, and is left stopped), and reports both the
+/// exit and the restart to the orchestrator's event log.
+async fn supervise(
+    n: NodeId,
+    mut child: Child,
+    how: NodeLaunch,
+    mut cmds: mpsc::Receiver<NodeCmd>,
+    no_restart: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut started = Instant::now();
+    // False while the node is down for good (a clean exit, shutdown, or
+    // restarting off), until a `Restart` command.
+    let mut running = true;
+    loop {
+        tokio::select! {
+            // Shutdown wins over an exit seen in the same poll.
+            biased;
+            () = stop.cancelled() => {
+                if running {
+                    terminate(n, &mut child).await;
+                }
+                return;
+            }
+            Some(NodeCmd::Restart(reply)) = cmds.recv() => {
+                if running {
+                    let _ = child.kill().await;
+                }
+                let r = Nodes::spawn_one(&how.config, &how.data_dir, n);
+                running = r.is_ok();
+                let _ = reply.send(r.map(|c| {
+                    child = c;
+                    started = Instant::now();
+                }));
+            }
+            status = child.wait(), if running => {
+                running = false;
+                let status = match status {
+                    Ok(s) if s.success() => {
+                        tracing::info!(node = %n, "agreement node stopped cleanly; not restarted");
+                        continue;
+                    }
+                    Ok(s) => s.to_string(),
+                    Err(e) => format!("wait failed: {e}"),
+                };
+                if no_restart.is_cancelled() || !how.restart {
+                    tracing::warn!(node = %n, %status, "agreement node exited");
+                    continue;
+                }
+                if started.elapsed() >= STABLE {
+                    backoff = BACKOFF_MIN;
+                }
+                tracing::warn!(node = %n, %status, "agreement node exited; restarting in {backoff:?}");
+                let ms = backoff.as_millis();
+                note(&how, EVENT_NODE_EXITED, format!("{n} exited ({status}); restarting in {ms} ms")).await;
+                let Some((c, waited)) = respawn(n, &how, &mut backoff, &no_restart).await else {
+                    continue;
+                };
+                child = c;
+                running = true;
+                started = Instant::now();
+                let pid = child.id().unwrap_or_default();
+                tracing::info!(node = %n, pid, "agreement node restarted");
+                let ms = waited.as_millis();
+                note(&how, EVENT_NODE_RESTARTED, format!("{n} restarted as pid {pid} after {ms} ms")).await;
+            }
+        }
+    }
+}
+
+/// Waits out the backoff and starts node `n` again, doubling the backoff
+/// each try and retrying while the start itself fails; returns the child
+/// and the last wait, or `None` once shutdown begins.
+async fn respawn(
+    n: NodeId,
+    how: &NodeLaunch,
+    backoff: &mut Duration,
+    no_restart: &CancellationToken,
+) -> Option<(Child, Duration)> {
+    loop {
+        let wait = *backoff;
+        tokio::select! {
+            () = no_restart.cancelled() => return None,
+            () = tokio::time::sleep(wait) => {}
+        }
+        *backoff = (wait * 2).min(BACKOFF_MAX);
+        match Nodes::spawn_one(&how.config, &how.data_dir, n) {
+            Ok(c) => return Some((c, wait)),
+            Err(e) => tracing::error!(node = %n, error = %e, "restarting agreement node"),
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL after `STOP_GRACE`; reaps either way.
+async fn terminate(n: NodeId, child: &mut Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+        tracing::warn!(node = %n, "agreement node ignored SIGTERM; killing it");
+        let _ = child.kill().await;
+    }
+}
+
+/// Records a supervisor event; the orchestrator may already be gone at
+/// shutdown, which is fine.
+async fn note(how: &NodeLaunch, kind: &'static str, detail: String) {
+    let _ = how.events.send(BackendEvent::Host { kind, detail }).await;
 }
 
 pub struct LaunchOptions {
@@ -276,6 +469,9 @@ pub struct LaunchOptions {
     /// See `OrchestratorConfig::refresh_when_busy`.
     pub refresh_when_busy: bool,
     pub backend: Backend,
+    /// Restart an agreement node that exits on its own (with backoff);
+    /// off where a run crashes nodes on purpose and restarts them itself.
+    pub restart_nodes: bool,
 }
 
 /// Where a running deployment can be reached.
@@ -348,13 +544,23 @@ impl Running {
         let gateway_addr = gw_listener.local_addr()?;
         let mut orch_cfg = orchestrator_config(&o.config, &o.dep, o.data_dir.clone(), o.active_replicas, &o.backend)?;
         orch_cfg.refresh_when_busy = o.refresh_when_busy;
-        let nodes = Nodes::spawn(&o.dep, &o.config, &o.data_dir)?;
+        let events = backend_events();
+        let nodes = Nodes::spawn(
+            &o.dep,
+            &NodeLaunch {
+                config: o.config.clone(),
+                data_dir: o.data_dir.clone(),
+                restart: o.restart_nodes,
+                events: events.0.clone(),
+            },
+        )?;
         let stop = CancellationToken::new();
         let orch = tokio::spawn(run_orchestrator(
             orch_cfg,
             o.backend.clone(),
             admin,
             links,
+            events,
             stop.clone().cancelled_owned(),
         ));
         let client = start_client(&o.dep, &o.config, "gateway", ClientOptions::default())?;
@@ -406,25 +612,17 @@ impl Running {
     }
 
     /// Starts node `n` again with the same command and data dir (it
-    /// restores from its store), after reaping its previous process; kills
-    /// that process first if it is still running.
+    /// restores from its store), killing and reaping its previous process
+    /// first if that still runs.
     pub async fn restart_node(&mut self, n: NodeId) -> anyhow::Result<()> {
-        let (_, child) = self
-            .nodes
-            .children
-            .iter_mut()
-            .find(|(id, _)| *id == n)
-            .with_context(|| format!("no agreement node {n}"))?;
-        if child.try_wait()?.is_none() {
-            child.kill().await?;
-        }
-        *child = Nodes::spawn_one(&self.info.config, &self.info.data_dir, n)?;
-        Ok(())
+        self.nodes.restart(n).await
     }
 
     /// Stops the gateway, the orchestrator (which kills and reaps its
     /// replicas) and the agreement nodes.
     pub async fn stop(self) {
+        // Nodes are not restarted from here on, whatever exits.
+        self.nodes.no_restart.cancel();
         self.stop.cancel();
         let _ = self.gw.await;
         if !self.orch.is_finished() {

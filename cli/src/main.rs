@@ -135,6 +135,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
         .with_writer(std::io::stderr)
         .init();
+    // Servers and the roles that start them hold a descriptor per
+    // connection; the thin clients need no more than they have.
+    if !matches!(cli.cmd, Cmd::Status(_) | Cmd::Inject { .. } | Cmd::Keygen { .. }) {
+        zz_wire::fdlimit::raise_nofile_limit();
+    }
     match cli.cmd {
         Cmd::Up(a) => up::up(a).await,
         Cmd::Demo(a) => demo::demo(a).await,

@@ -151,6 +151,7 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
         // Rounds wait for a current standby: refresh it whatever else runs.
         refresh_when_busy: true,
         backend,
+        restart_nodes: true,
     })
     .await?;
     let info = running.info.clone();

@@ -1,6 +1,8 @@
 //! `zz up` and the single-role commands (`agreement`, `orchestrator`, `keygen`).
 
-use crate::launch::{keys_dir, orchestrator_config, run_orchestrator, BackendArgs, LaunchOptions, Running};
+use crate::launch::{
+    backend_events, keys_dir, orchestrator_config, run_orchestrator, BackendArgs, LaunchOptions, Running,
+};
 use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
@@ -129,7 +131,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> anyhow::Result<()> {
     let links = tokio::net::TcpListener::bind(dep.orchestrator.addr)
         .await
         .with_context(|| format!("binding {}", dep.orchestrator.addr))?;
-    run_orchestrator(cfg, backend, admin, links, shutdown_signal()).await
+    run_orchestrator(cfg, backend, admin, links, backend_events(), shutdown_signal()).await
 }
 
 /// Loads the deployment in the data dir, or writes a fresh one.
@@ -187,6 +189,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         active_replicas: None,
         refresh_when_busy: false,
         backend,
+        restart_nodes: true,
     })
     .await?;
     let (dep, gw, admin) = (

@@ -121,6 +121,8 @@ pub async fn view_change(a: ViewChangeArgs) -> anyhow::Result<ViewChangeResult> 
         active_replicas: None,
         refresh_when_busy: false,
         backend: Backend::Process,
+        // Each round crashes a node and restarts it when it measures from.
+        restart_nodes: false,
     })
     .await?;
     // Not raced against `Running::failed`: the rounds restart nodes through

@@ -13,6 +13,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    zz_wire::fdlimit::raise_nofile_limit();
     if let Some(Cmd::Serve(s)) = &args.cmd {
         return serve(s);
     }

@@ -111,10 +111,15 @@ pub async fn run_with_backend(
         shutdown: stop_rx.clone(),
     };
     let mut http_stop = stop_rx.clone();
-    let server = axum::serve(admin, api::router(state)).with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    });
-    let http = tokio::spawn(async move { server.await });
+    let http = tokio::spawn(api::serve(
+        admin,
+        api::router(state),
+        api::HttpLimits::from_env(),
+        "admin",
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    ));
     let signal = async move {
         shutdown.await;
         let _ = stop_tx.send(true);

@@ -152,6 +152,12 @@ pub struct Event {
     pub detail: String,
 }
 
+/// Event kind: an agreement node under `zz up` exited on its own (crash,
+/// kill); its supervisor restarts it after a backoff.
+pub const EVENT_NODE_EXITED: &str = "node-exited";
+/// Event kind: `zz up` restarted an agreement node from its durable state.
+pub const EVENT_NODE_RESTARTED: &str = "node-restarted";
+
 /// A wake incident with its timings (unix ms).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {

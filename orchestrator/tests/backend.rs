@@ -88,7 +88,9 @@ async fn an_exit_is_reported() {
         .await
         .expect("no exit reported")
         .unwrap();
-    let BackendEvent::Exited { handle, status } = ev;
+    let BackendEvent::Exited { handle, status } = ev else {
+        panic!("expected an exit, got {ev:?}")
+    };
     assert_eq!(handle, h);
     assert!(status.contains('3'), "status {status}");
     assert_eq!(b.state(&h).await, BackendState::Stopped);
@@ -161,7 +163,9 @@ async fn an_attached_process_that_dies_is_reported() {
         .await
         .expect("no exit reported")
         .unwrap();
-    let BackendEvent::Exited { handle, .. } = ev;
+    let BackendEvent::Exited { handle, .. } = ev else {
+        panic!("expected an exit, got {ev:?}")
+    };
     assert_eq!(handle, h);
     let _ = child.wait();
 }

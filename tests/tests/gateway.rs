@@ -183,3 +183,39 @@ async fn no_cluster_is_503_with_json_error_within_the_deadline() {
         ));
     }
 }
+
+/// A client that sends its headers and then only part of the body it
+/// announced must not hold its connection (and a slot of the gateway's
+/// connection cap) for ever: 408 with a JSON error once the body deadline
+/// passes, then the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_body_is_408_and_closed_after_the_body_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start();
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    s.write_all(b"PUT /kv/slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .await
+        .expect("send half a request");
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    if tokio::time::timeout(DEADLINE_LIMIT, read).await.is_err() {
+        gw.fail(format!(
+            "a half-sent body held its connection for {DEADLINE_LIMIT:?}; got {:?}",
+            String::from_utf8_lossy(&got)
+        ));
+    }
+    let text = String::from_utf8_lossy(&got);
+    println!("after {:?}: {text}", start.elapsed());
+    if !text.starts_with("HTTP/1.1 408") || !text.contains("\"error\"") {
+        gw.fail(format!("expected 408 with a JSON error, got {text:?}"));
+    }
+}

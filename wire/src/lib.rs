@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod crypto;
 pub mod digest;
+pub mod fdlimit;
 pub mod frame;
 pub mod ids;
 pub mod msg;

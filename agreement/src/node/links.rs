@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use zz_wire::crypto::Batch;
 use zz_wire::frame::{handshake, LinkReader, LinkWriter};
@@ -267,8 +267,47 @@ async fn write_loop(mut writer: LinkWriter, rx: &mut OutboxRx) -> Result<(), zz_
     Ok(())
 }
 
+/// Connections still in their handshake, at most (fewer under a low
+/// open-file limit: see `AcceptLimits::default`). A connection past the cap
+/// is closed as soon as it is accepted, so unauthenticated connections
+/// cannot take the descriptors the node needs for its links and store.
+pub const PENDING_MAX: usize = 256;
+/// A connection that has not proven its key within this is closed.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Bounds on connections that have not finished their handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptLimits {
+    pub pending: usize,
+    pub handshake: Duration,
+}
+
+impl Default for AcceptLimits {
+    /// `PENDING_MAX`, or an eighth of the open-file soft limit if less.
+    fn default() -> Self {
+        let fd_share =
+            zz_wire::fdlimit::nofile_limit().map_or(PENDING_MAX, |n| usize::try_from(n / 8).unwrap_or(usize::MAX));
+        AcceptLimits {
+            pending: PENDING_MAX.min(fd_share).max(1),
+            handshake: HANDSHAKE_DEADLINE,
+        }
+    }
+}
+
 /// Accepts links from anyone in the deployment (peers, replicas, clients).
 pub async fn accept_loop(listener: TcpListener, me: Identity, keys: Arc<Keyring>, inbox: Inbox) {
+    accept_loop_with(listener, me, keys, inbox, AcceptLimits::default()).await;
+}
+
+/// `accept_loop` with the pending-connection bounds given.
+pub async fn accept_loop_with(
+    listener: TcpListener,
+    me: Identity,
+    keys: Arc<Keyring>,
+    inbox: Inbox,
+    limits: AcceptLimits,
+) {
+    let pending = Arc::new(Semaphore::new(limits.pending));
     let mut conns = JoinSet::new();
     let mut next_conn = 0u64;
     loop {
@@ -282,20 +321,51 @@ pub async fn accept_loop(listener: TcpListener, me: Identity, keys: Arc<Keyring>
                         continue;
                     }
                 };
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    metrics::counter!("zz_agreement_refused_connections_total").increment(1);
+                    tracing::debug!(%addr, "too many connections in their handshake; closed");
+                    continue;
+                };
                 next_conn += 1;
-                conns.spawn(serve_inbound(stream, addr, next_conn, me.clone(), keys.clone(), inbox.clone()));
+                conns.spawn(serve_inbound(
+                    stream,
+                    addr,
+                    next_conn,
+                    me.clone(),
+                    keys.clone(),
+                    inbox.clone(),
+                    (permit, limits.handshake),
+                ));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
 }
 
-async fn serve_inbound(stream: TcpStream, addr: SocketAddr, conn: u64, me: Identity, keys: Arc<Keyring>, inbox: Inbox) {
-    let (who, reader, writer) = match handshake(stream, &me, &keys, None).await {
-        Ok(x) => x,
-        Err(e) => {
+/// `pending`: the slot this connection holds until its handshake is done,
+/// and how long that may take.
+async fn serve_inbound(
+    stream: TcpStream,
+    addr: SocketAddr,
+    conn: u64,
+    me: Identity,
+    keys: Arc<Keyring>,
+    inbox: Inbox,
+    pending: (OwnedSemaphorePermit, Duration),
+) {
+    let (permit, deadline) = pending;
+    let shaken = tokio::time::timeout(deadline, handshake(stream, &me, &keys, None)).await;
+    drop(permit);
+    let (who, reader, writer) = match shaken {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
             metrics::counter!("zz_agreement_rejected_links_total").increment(1);
             tracing::warn!(%addr, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics::counter!("zz_agreement_rejected_links_total").increment(1);
+            tracing::warn!(%addr, "no handshake within {deadline:?}; closed");
             return;
         }
     };
@@ -378,7 +448,7 @@ pub async fn dial_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{accept_loop, allowed, authorised, check_batch, Event, Inbox};
+    use super::{accept_loop, accept_loop_with, allowed, authorised, check_batch, AcceptLimits, Event, Inbox};
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::sync::mpsc;
@@ -513,6 +583,54 @@ mod tests {
             .await
             .expect("closed within 5 s");
         assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_pending_cap_are_closed_at_once_and_the_rest_at_the_handshake_deadline() {
+        use tokio::io::AsyncReadExt;
+        let keys = Arc::new(ring());
+        let (ev_tx, _events) = mpsc::channel(64);
+        let mut tasks = JoinSet::new();
+        let inbox = Inbox::new(keys.clone(), ev_tx, &mut tasks);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let limits = AcceptLimits {
+            pending: 3,
+            handshake: Duration::from_secs(2),
+        };
+        tasks.spawn(accept_loop_with(listener, node(0), keys.clone(), inbox, limits));
+
+        let mut idle = Vec::new();
+        for _ in 0..10 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        let t0 = tokio::time::Instant::now();
+        let mut readers = JoinSet::new();
+        for mut s in idle {
+            readers.spawn(async move {
+                // The node's hello, then the close.
+                let mut buf = [0u8; 256];
+                let read_all = async { while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {} };
+                tokio::time::timeout(Duration::from_secs(5), read_all)
+                    .await
+                    .expect("closed within 5 s");
+                t0.elapsed()
+            });
+        }
+        let closed_after: Vec<Duration> = readers.join_all().await;
+        let early = closed_after.iter().filter(|d| **d < Duration::from_secs(1)).count();
+        assert_eq!(early, 7, "{closed_after:?}");
+        assert!(
+            closed_after
+                .iter()
+                .all(|d| *d < Duration::from_secs(1) || *d >= Duration::from_millis(1800)),
+            "{closed_after:?}"
+        );
+        // With the slots free again, a real peer gets in.
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        handshake(stream, &client(), &keys, Some(Principal::Node(NodeId(0))))
+            .await
+            .expect("handshake after the flood");
     }
 
     fn log_checkpoint(by: u16) -> Msg {

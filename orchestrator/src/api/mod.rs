@@ -4,6 +4,9 @@
 
 mod handlers;
 pub mod openapi;
+mod serve;
+
+pub use serve::{serve, HttpLimits, REFUSED_CONNECTIONS};
 
 use crate::controller::{ApiCmd, Command, CommandError};
 use crate::metrics as m;

@@ -44,6 +44,10 @@ pub enum BackendState {
 pub enum BackendEvent {
     /// The instance stopped on its own (not through `hibernate`/`destroy`).
     Exited { handle: Handle, status: String },
+    /// Something the host runs beside the replicas changed on its own (`zz
+    /// up`'s supervisor restarted an agreement node): recorded in the event
+    /// log as `kind` (see the `EVENT_*` kinds in `model`), nothing else.
+    Host { kind: &'static str, detail: String },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -469,6 +469,7 @@ impl Controller {
                 self.fence_and_replace(id, None, &format!("process exited: {status}"))
                     .await;
             }
+            BackendEvent::Host { kind, detail } => self.emit(None, None, kind, detail),
         }
     }
 

@@ -51,6 +51,13 @@ impl ZzUp {
     /// Starts `zz up --data-dir <tmp> --admin 127.0.0.1:0 --gateway 127.0.0.1:0`
     /// and waits for the URLs it prints.
     pub fn start() -> ZzUp {
+        ZzUp::start_with_nofile(None)
+    }
+
+    /// `start`, with the open-file limit (soft and hard) of `zz up` and all
+    /// it starts set to `nofile` (through the shell's `ulimit`, which then
+    /// `exec`s `zz`, so the pid is `zz up`'s).
+    pub fn start_with_nofile(nofile: Option<u64>) -> ZzUp {
         let dir = tempfile::Builder::new()
             .prefix("zz-up-e2e-")
             .tempdir()
@@ -59,7 +66,17 @@ impl ZzUp {
         // `zz up` finds an empty data dir and writes a fresh deployment.
         let stderr_path = PathBuf::from(format!("{}.stderr", dir.path().display()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let mut child = Command::new(zz_tests::bin("zz"))
+        let mut cmd = match nofile {
+            None => Command::new(zz_tests::bin("zz")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(zz_tests::bin("zz"));
+                c
+            }
+        };
+        let mut child = cmd
             .arg("up")
             .arg("--data-dir")
             .arg(dir.path())
