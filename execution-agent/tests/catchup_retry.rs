@@ -119,3 +119,32 @@ fn a_failed_catch_up_is_retried_on_a_tick_not_on_every_backlog_message() {
         src.timeouts
     );
 }
+
+#[test]
+fn ticks_retry_a_failing_catch_up_less_and_less_often() {
+    let seed = seed();
+    let (a, _, certs) = run(48, 48, seed);
+    let clock = Cell::new(10_000);
+    let mut src = Clocked {
+        inner: LocalPeers::new(vec![&a]),
+        silent: replica_name(1),
+        clock: &clock,
+        timeouts: 0,
+    };
+    let mut c = replica(2, &Opts::default());
+    let start = clock.get();
+    c.on_msg(start, from_node(), Msg::CheckpointCert(certs[0].clone()), &mut src);
+    assert_eq!(src.timeouts, 1);
+    // Two seconds of 10 ms ticks with nothing newer to catch up to: waits
+    // of 50, 100, 200, 400, 800 ms after each failed try, not a try per tick.
+    while clock.get() < start + 2_000 {
+        c.on_tick(clock.get(), &mut src);
+        clock.set(clock.get() + 10);
+    }
+    assert_eq!(c.last_executed(), 0);
+    assert!(
+        (2..=7).contains(&src.timeouts),
+        "{} tries in 2 s; seed {seed}",
+        src.timeouts
+    );
+}
