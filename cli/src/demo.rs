@@ -5,11 +5,11 @@
 
 use crate::admin::AdminClient;
 use crate::launch::{BackendArgs, Info, LaunchOptions, Running};
+use crate::oracle::KvOracle;
 use anyhow::Context;
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -241,7 +241,7 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
         let (http, gw, c, stop) = (http.clone(), gw.clone(), counters.clone(), stop.clone());
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         workers.push(tokio::spawn(async move {
-            let mut mine: BTreeMap<String, String> = BTreeMap::new();
+            let mut mine = KvOracle::default();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
@@ -250,21 +250,29 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
                     0 => {
                         let key = format!("w{w}-k{}", rng.gen_range(0..16));
                         let val = format!("v{n}");
-                        match http.put(format!("{gw}/kv/{key}")).body(val.clone()).send().await {
-                            Ok(r) if r.status().as_u16() == 200 => {
-                                mine.insert(key, val);
-                                Some(true)
-                            }
+                        let answered = match http.put(format!("{gw}/kv/{key}")).body(val.clone()).send().await {
+                            Ok(r) if r.status().as_u16() == 200 => Some(true),
                             Ok(r) if r.status().is_server_error() => None,
                             Ok(_) => Some(false),
                             Err(_) => None,
+                        };
+                        match answered {
+                            Some(true) => mine.written(&key, &val),
+                            // No answer: the PUT may still have been applied.
+                            None => mine.maybe_written(&key, &val),
+                            Some(false) => {}
                         }
+                        answered
                     }
-                    1 if !mine.is_empty() => {
-                        let idx = rng.gen_range(0..mine.len());
-                        let (key, want) = mine.iter().nth(idx).map(|(k, v)| (k.clone(), v.clone())).unwrap_or_default();
+                    1 if mine.keys().len() > 0 => {
+                        let idx = rng.gen_range(0..mine.keys().len());
+                        let key = mine.keys().nth(idx).unwrap_or_default().to_string();
                         match http.get(format!("{gw}/kv/{key}")).send().await {
-                            Ok(r) if r.status().as_u16() == 200 => Some(r.text().await.ok().as_deref() == Some(want.as_str())),
+                            Ok(r) if r.status().as_u16() == 200 => match r.text().await {
+                                Ok(body) => Some(mine.read(&key, Some(&body))),
+                                Err(_) => None,
+                            },
+                            Ok(r) if r.status().as_u16() == 404 => Some(mine.read(&key, None)),
                             Ok(r) if r.status().is_server_error() => None,
                             Ok(_) => Some(false),
                             Err(_) => None,

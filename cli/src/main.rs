@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod gateway;
 mod launch;
+mod oracle;
 mod plot;
 mod procstat;
 mod recovery;

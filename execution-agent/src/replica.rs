@@ -23,12 +23,37 @@ pub const CRASH_EXIT: i32 = 101;
 pub const SLOW_DELAY: Duration = Duration::from_millis(100);
 /// Least time between two FETCH_ORDERS for the same gap.
 const REFETCH_MS: u64 = 300;
-/// Wait before retrying a catch-up that failed for the same checkpoint.
+/// Wait before retrying a catch-up (or a prefetch) that failed for the
+/// same seq; it doubles with each further failure, up to
+/// `CATCH_UP_RETRY_MAX_MS`, so a checkpoint no peer serves costs little.
 const CATCH_UP_RETRY_MS: u64 = 50;
+const CATCH_UP_RETRY_MAX_MS: u64 = 1_000;
 /// How many ready seqs one prefetch looks ahead.
 const PREFETCH_SEQS: u64 = 64;
 /// Most orders one FETCH_ORDERS asks for (nodes answer at most 512).
 const FETCH_SPAN: u64 = 512;
+
+/// A state fetch that failed for `seq` at `at`, the `tries`-th time in a row.
+#[derive(Clone, Copy, Debug)]
+struct Failed {
+    seq: Seq,
+    at: u64,
+    tries: u32,
+}
+
+impl Failed {
+    /// `prev` followed by a failure for `seq` at `now`.
+    fn after(prev: Option<Failed>, seq: Seq, now: u64) -> Failed {
+        let tries = prev.filter(|f| f.seq == seq).map_or(1, |f| f.tries.saturating_add(1));
+        Failed { seq, at: now, tries }
+    }
+
+    fn wait_ms(&self) -> u64 {
+        CATCH_UP_RETRY_MS
+            .saturating_mul(1 << self.tries.saturating_sub(1).min(8))
+            .min(CATCH_UP_RETRY_MAX_MS)
+    }
+}
 
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,17 +117,18 @@ pub struct Replica {
     /// A certified checkpoint above `last_executed` not yet caught up to.
     pending_cert: Option<CheckpointCert>,
     /// The checkpoint a catch-up last failed for, and when: it is retried
-    /// on a timer, not on every message, so a woken replica reading a
-    /// backlog reaches the newer certificates in it quickly.
-    catch_up_failed: Option<(Seq, u64)>,
+    /// on a tick, never on a message, so a woken replica reading a backlog
+    /// reaches the newer certificates in it quickly. (A failed fetch may
+    /// have blocked for its peers' timeouts, longer than any retry wait.)
+    catch_up_failed: Option<Failed>,
     /// The checkpoint no peer could serve the next batch's stale objects
     /// from (peers keep only the last stable ones): replaying on from it is
     /// impossible, so a newer certified checkpoint is caught up to instead,
     /// even when its orders are at hand.
     replay_blocked_at: Option<Seq>,
     /// The seq whose stale objects could not be fetched last, and when: as
-    /// for a failed catch-up, retried on a timer, not on every message.
-    prefetch_failed: Option<(Seq, u64)>,
+    /// for a failed catch-up, retried on a tick, never on a message.
+    prefetch_failed: Option<Failed>,
     pub(crate) faults: Faults,
     last_nonce: u64,
     last_fetch_orders_ms: Option<u64>,
@@ -222,7 +248,7 @@ impl Replica {
                 if !self.accept_order(from, o) {
                     self.stats.dropped_msgs += 1;
                 }
-                self.drive(src)
+                self.drive(src, false)
             }
             Msg::OrdersReply(r) => {
                 let by = Principal::Node(r.body.node);
@@ -239,12 +265,12 @@ impl Replica {
                         self.stats.dropped_msgs += 1;
                     }
                 }
-                out.extend(self.drive(src));
+                out.extend(self.drive(src, false));
                 out
             }
             Msg::CheckpointCert(c) => {
                 let mut out = self.on_cert(c);
-                out.extend(self.drive(src));
+                out.extend(self.drive(src, false));
                 out
             }
             Msg::StateRequest(r) => self.on_state_request(from, r),
@@ -261,7 +287,7 @@ impl Replica {
         if self.faults.has(ReplicaFault::Hang) {
             return Vec::new();
         }
-        self.drive(src)
+        self.drive(src, true)
     }
 
     /// An order is unsigned: it counts only as the vote of the node whose
@@ -298,7 +324,8 @@ impl Replica {
 
     /// Executes every seq that is ready, catching up state first when the
     /// next seq is below a certified checkpoint we have not reached.
-    fn drive(&mut self, src: &mut dyn StateSource) -> Vec<Out> {
+    /// `tick`: time passed (no message), so failed fetches may be retried.
+    fn drive(&mut self, src: &mut dyn StateSource, tick: bool) -> Vec<Out> {
         let mut out = Vec::new();
         loop {
             if let Some(c) = self.pending_cert.clone() {
@@ -308,7 +335,7 @@ impl Replica {
                     || self.mid_full_transfer()
                     || self.replay_blocked_at.is_some_and(|at| c.seq > at)
                 {
-                    if self.backing_off(self.catch_up_failed, c.seq) {
+                    if self.backing_off(self.catch_up_failed, c.seq, tick) {
                         return out;
                     }
                     match self.catch_up(&c, src) {
@@ -322,7 +349,7 @@ impl Replica {
                         }
                         Err(e) => {
                             tracing::warn!(seq = c.seq, "catch-up failed: {e}");
-                            self.catch_up_failed = Some((c.seq, self.now_ms));
+                            self.catch_up_failed = Some(Failed::after(self.catch_up_failed, c.seq, self.now_ms));
                             // The nodes' answer carries their newest stable
                             // certificate, which peers may still serve.
                             out.extend(self.fetch_orders(self.last_executed + 1));
@@ -338,11 +365,11 @@ impl Replica {
             if self.book.ready(next).is_none() {
                 break;
             }
-            if self.backing_off(self.prefetch_failed, next) {
+            if self.backing_off(self.prefetch_failed, next, tick) {
                 return out;
             }
             if let Err(e) = self.prefetch(next, src) {
-                self.prefetch_failed = Some((next, self.now_ms));
+                self.prefetch_failed = Some(Failed::after(self.prefetch_failed, next, self.now_ms));
                 tracing::warn!(seq = next, "cannot fetch state for the next batch: {e}");
                 // Peers may have dropped the checkpoint this replica fetches
                 // from (they keep the last stable ones): catch up to a newer
@@ -369,10 +396,11 @@ impl Replica {
         out
     }
 
-    /// Whether `failed` (a seq whose state fetch failed, and when) says to
-    /// wait before trying `seq` again.
-    fn backing_off(&self, failed: Option<(Seq, u64)>, seq: Seq) -> bool {
-        failed.is_some_and(|(s, at)| s == seq && self.now_ms < at + CATCH_UP_RETRY_MS)
+    /// Whether `failed` says to wait before trying `seq` again: until a
+    /// tick at least its wait after the failure. Retrying on messages would
+    /// pay the failed fetch's peer timeouts once per message of a backlog.
+    fn backing_off(&self, failed: Option<Failed>, seq: Seq, tick: bool) -> bool {
+        failed.is_some_and(|f| f.seq == seq && (!tick || self.now_ms < f.at.saturating_add(f.wait_ms())))
     }
 
     /// Orders are missing: some node is past the next seq, a certified

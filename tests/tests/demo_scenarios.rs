@@ -33,6 +33,40 @@ fn run(scenario: &str) {
         stdout.contains(&format!("PASSED {scenario}")),
         "no PASSED line:\n{stdout}"
     );
+    // Wake-up and replay take tens of ms; a bound this loose catches only
+    // a stall (two-faults used to take ~20 s), not a slow shared host.
+    for ms in certified_ms(&stdout) {
+        assert!(
+            ms < CERTIFIED_WITHIN_MS,
+            "an incident of {scenario} (seed {seed}) was certified after {ms} ms:\n{stdout}"
+        );
+    }
+}
+
+/// Longest an incident may take from detection to its certified answer.
+const CERTIFIED_WITHIN_MS: u64 = 2_000;
+
+/// The N of every "incident K certified after N ms" line the demo narrates.
+fn certified_ms(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            l.split_once("certified after ")?
+                .1
+                .strip_suffix(" ms")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn certified_times_are_read_from_the_narration() {
+    let out = "[    84 ms] incident-certified      incident 1 certified after 77 ms\n\
+               [ 19920 ms] incident-certified      incident 2 certified after 19906 ms\n\
+               PASSED two-faults in 3.0 s";
+    assert_eq!(certified_ms(out), vec![77, 19906]);
 }
 
 #[test]
