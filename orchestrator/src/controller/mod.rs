@@ -229,7 +229,7 @@ impl Controller {
         let next_fault = snap.faults.iter().map(|f| f.id + 1).max().unwrap_or(1);
         let (feed, _) = broadcast::channel(1024);
         Ok(Controller {
-            tracker: Tracker::new(dep.f, snap.incidents),
+            tracker: Tracker::new(dep.f, dep.timing.log_window, snap.incidents),
             dep,
             identity,
             backend,
@@ -378,6 +378,11 @@ impl Controller {
                     self.save_incident(incident);
                 }
             }
+            Decision::Refused { replica, seq, why } => {
+                // Not an event: a faulty node could fill the log with them.
+                tracing::debug!(replica = %self.dep.replica_name(replica), seq, "FAULT refused: {}", why.as_str());
+                metrics::counter!(m::DROPPED, "reason" => why.as_str()).increment(1);
+            }
             Decision::Fence { replica, incident } => {
                 // A replacement still provisioning has answered nothing the
                 // nodes could certify against: late FAULTs about the instance
@@ -500,6 +505,7 @@ impl Controller {
         if self.dep.app(hb.app).is_none() {
             return;
         }
+        self.tracker.on_progress(hb.app, n, hb.last_executed, now);
         let s = self.nodes.entry(n).or_default();
         s.last_heartbeat_ms = Some(now);
         s.apps.insert(

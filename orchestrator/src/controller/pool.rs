@@ -102,6 +102,7 @@ impl Controller {
         };
         let from = self.replicas.insert(id, rec).map(|r| r.state);
         self.instance_links.remove(&id);
+        self.tracker.new_instance(id, now);
         self.save_replica(id);
         self.emit(
             Some(id),
