@@ -13,7 +13,7 @@ use crate::model::{
     ReplicaState, ReplicaView,
 };
 use crate::store::{Change, Store, StoreError, MAX_EVENTS};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,11 +27,20 @@ pub use faults::FaultTarget;
 pub struct Tuning {
     /// How often timeouts are checked.
     pub tick: Duration,
-    /// An active replica silent this long (after its first heartbeat) is faulty.
+    /// An active replica silent this long (after its first heartbeat) is
+    /// suspected: a standby is woken in its place.
     pub silence_ms: u64,
     /// An active replica with no heartbeat at all this long after it
-    /// started is faulty.
+    /// started is suspected.
     pub startup_grace_ms: u64,
+    /// Whether a suspected replica is also fenced, on the orchestrator's
+    /// word alone. Off by default: the orchestrator fences only on an f+1
+    /// FAULT certificate (or when the backend reports the instance gone),
+    /// since a loaded host or a short partition silences a correct replica
+    /// too. A hung replica is still fenced: the agreement nodes' reply
+    /// audit names it. Turn it on only where the hosts are trusted to be
+    /// responsive and no certificate would come (no agreement nodes audit).
+    pub silence_fencing: bool,
     /// A new standby is paused after this even if it never caught up.
     pub standby_grace_ms: u64,
     /// A woken replica counts as active after this even without a heartbeat.
@@ -76,6 +85,7 @@ impl Default for Tuning {
             tick: Duration::from_millis(200),
             silence_ms: 2_000,
             startup_grace_ms: 15_000,
+            silence_fencing: false,
             standby_grace_ms: 10_000,
             waking_grace_ms: 3_000,
             settle_ms: 3_000,
@@ -190,6 +200,10 @@ pub struct Controller {
     /// heartbeats, in flight when it was killed, would pass a replacement
     /// with no state yet off as a synced standby).
     instance_links: HashMap<ReplicaId, u64>,
+    /// Active replicas silent past their limit, not (yet) fenced: a standby
+    /// was woken for each, and they are the first paused once the app
+    /// settles.
+    suspects: BTreeSet<ReplicaId>,
     faults: BTreeMap<u64, FaultRecord>,
     next_fault: u64,
     nonces: BTreeMap<String, u64>,
@@ -239,6 +253,7 @@ impl Controller {
             nodes: BTreeMap::new(),
             links: HashMap::new(),
             instance_links: HashMap::new(),
+            suspects: BTreeSet::new(),
             faults: snap.faults.into_iter().map(|f| (f.id, f)).collect(),
             next_fault,
             nonces: snap.nonces,

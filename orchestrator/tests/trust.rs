@@ -1,0 +1,91 @@
+//! What the orchestrator does on its own word, and what it refuses to do
+//! (issue 25): silence alone suspects but does not fence.
+
+mod common;
+
+use common::{deployment, marker, start_tuned, tuning};
+use std::time::Duration;
+use zz_wire::{AppId, Digest, Fault, Heartbeat, Msg, NodeId, Principal, ReplicaId};
+
+const KV: AppId = AppId(0);
+
+fn replica(index: u16) -> ReplicaId {
+    ReplicaId { app: KV, index }
+}
+
+fn heartbeat(from: Principal, last_executed: u64) -> Heartbeat {
+    Heartbeat {
+        from,
+        app: KV,
+        view: 0,
+        last_executed,
+        last_checkpoint: 0,
+        fetched_objects: 0,
+        stale_objects: 0,
+        time_ms: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_silence_suspects_and_wakes_a_standby_but_only_a_certificate_fences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dep, ids) = deployment(dir.path());
+    let t = zz_orchestrator::controller::Tuning {
+        silence_ms: 300,
+        ..tuning()
+    };
+    let mut o = start_tuned(dir.path(), dep, ids, marker(21), t).await;
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
+    let e1 = Principal::Replica(replica(1));
+    // kv-e1 stays connected but stops heartbeating (a loaded host, a hang).
+    let (_rx, mut tx) = o.connect(e1).await;
+    o.wait_event("link-up", Some("kv-e1")).await;
+    tx.send(&Msg::Heartbeat(o.id(e1).sign(heartbeat(e1, 7)))).await.unwrap();
+    o.wait_replicas("heartbeat", |v| v[1]["last_executed"] == 7).await;
+    o.wait_replicas("standby woken", |v| v[2]["state"] != "paused").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let r = o.replica("kv-e1").await;
+    assert_eq!(r["generation"], 1, "heartbeat silence alone destroyed kv-e1: {r}");
+    assert_eq!(r["state"], "active", "{r}");
+    let ev = o.wait_event("suspected", Some("kv-e1")).await;
+    assert!(ev["detail"].as_str().unwrap().contains("silent"), "{ev}");
+
+    // The agreement nodes' audit names it (silent through an incident): f+1
+    // FAULTs fence it.
+    for n in [0u16, 1] {
+        let who = Principal::Node(NodeId(n));
+        let (_nrx, mut ntx) = o.connect(who).await;
+        let f = Fault {
+            node: NodeId(n),
+            replica: replica(1),
+            seq: 5,
+            certified_digest: Digest::ZERO,
+            their_digest: None,
+        };
+        ntx.send(&Msg::Fault(o.id(who).sign(f))).await.unwrap();
+        // Keep the link open until the vote is read.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    o.wait_replicas("kv-e1 replaced", |v| v[1]["generation"] == 2).await;
+    o.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_fencing_is_an_explicit_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dep, ids) = deployment(dir.path());
+    let t = zz_orchestrator::controller::Tuning {
+        silence_ms: 300,
+        silence_fencing: true,
+        ..tuning()
+    };
+    let mut o = start_tuned(dir.path(), dep, ids, marker(24), t).await;
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
+    let e1 = Principal::Replica(replica(1));
+    let (_rx, mut tx) = o.connect(e1).await;
+    o.wait_event("link-up", Some("kv-e1")).await;
+    tx.send(&Msg::Heartbeat(o.id(e1).sign(heartbeat(e1, 7)))).await.unwrap();
+    o.wait_replicas("kv-e1 fenced on silence", |v| v[1]["generation"] == 2)
+        .await;
+    o.shutdown().await;
+}
