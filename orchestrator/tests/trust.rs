@@ -1,9 +1,11 @@
 //! What the orchestrator does on its own word, and what it refuses to do
-//! (issue 25): silence alone suspects but does not fence.
+//! (issue 25): silence alone suspects but does not fence; fault injection
+//! stays within f per app and per agreement cluster unless forced; the
+//! dashboard keeps its token out of URLs and persistent storage.
 
 mod common;
 
-use common::{deployment, marker, start_tuned, tuning};
+use common::{deployment, marker, start, start_tuned, tuning};
 use std::time::Duration;
 use zz_wire::{AppId, Digest, Fault, Heartbeat, Msg, NodeId, Principal, ReplicaId};
 
@@ -67,6 +69,72 @@ async fn heartbeat_silence_suspects_and_wakes_a_standby_but_only_a_certificate_f
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     o.wait_replicas("kv-e1 replaced", |v| v[1]["generation"] == 2).await;
+    o.shutdown().await;
+}
+
+async fn post_status(o: &common::Orch, body: &str) -> (u16, serde_json::Value) {
+    let r = o.post("/v1/faults", body).await;
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injecting_more_than_f_faulty_replicas_or_nodes_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dep, ids) = deployment(dir.path());
+    let mut o = start(dir.path(), dep, ids, marker(22)).await;
+
+    assert_eq!(
+        post_status(&o, r#"{"target":"kv-e0","kind":"corrupt-reply"}"#).await.0,
+        201
+    );
+    // A second fault on the same replica keeps one replica faulty.
+    assert_eq!(post_status(&o, r#"{"target":"kv-e0","kind":"slow"}"#).await.0, 201);
+    // A second replica of kv would make f+1 = 2 matching wrong answers possible.
+    let (status, v) = post_status(&o, r#"{"target":"kv-e1","kind":"corrupt-reply"}"#).await;
+    assert_eq!(status, 400, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("f = 1") && e.contains("force"), "{e}");
+    assert_eq!(o.get_json("/v1/faults").await.as_array().unwrap().len(), 2);
+    let (status, v) = post_status(&o, r#"{"target":"kv-e1","kind":"corrupt-reply","force":true}"#).await;
+    assert_eq!(status, 201, "{v}");
+
+    // The same for agreement nodes.
+    assert_eq!(post_status(&o, r#"{"target":"a0","kind":"crash"}"#).await.0, 201);
+    let (status, v) = post_status(&o, r#"{"target":"a1","kind":"mute"}"#).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("f = 1"), "{v}");
+    assert_eq!(
+        post_status(&o, r#"{"target":"a1","kind":"mute","force":true}"#).await.0,
+        201
+    );
+    // `force` must be a boolean.
+    assert_eq!(
+        post_status(&o, r#"{"target":"a2","kind":"mute","force":"yes"}"#)
+            .await
+            .0,
+        400
+    );
+    o.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_keeps_its_token_out_of_urls_and_local_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dep, ids) = deployment(dir.path());
+    let mut o = start(dir.path(), dep, ids, marker(23)).await;
+    let html = o
+        .http
+        .get(format!("{}/", o.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("localStorage"), "the token outlives the tab");
+    assert!(!html.contains("location.search"), "the token is read from the URL");
+    assert!(html.contains("sessionStorage"));
     o.shutdown().await;
 }
 

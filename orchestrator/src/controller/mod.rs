@@ -117,6 +117,9 @@ pub enum CommandError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A valid request the orchestrator will not carry out as asked.
+    #[error("{0}")]
+    Refused(String),
     #[error("backend: {0}")]
     Backend(#[from] crate::backend::BackendError),
     #[error("the orchestrator is shutting down")]
@@ -137,6 +140,8 @@ pub enum ApiCmd {
     InjectFault {
         target: FaultTarget,
         duration_ms: Option<u64>,
+        /// Past f faulty replicas of an app (or f nodes) too.
+        force: bool,
         reply: Reply<Result<u64, CommandError>>,
     },
     Faults(Reply<Vec<FaultView>>),
@@ -438,9 +443,11 @@ impl Controller {
             ApiCmd::InjectFault {
                 target,
                 duration_ms,
+                force,
                 reply,
             } => {
-                let _ = reply.send(Ok(self.inject(target, duration_ms)));
+                let r = if force { Ok(()) } else { self.within_f(target) };
+                let _ = reply.send(r.map(|()| self.inject(target, duration_ms)));
             }
             ApiCmd::Faults(reply) => {
                 let _ = reply.send(self.faults.values().map(FaultView::from).collect());
