@@ -157,3 +157,41 @@ async fn silence_fencing_is_an_explicit_policy() {
         .await;
     o.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_faults_do_not_fence_a_replacement_that_never_executed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dep, ids) = deployment(dir.path());
+    let mut o = start(dir.path(), dep, ids, marker(25)).await;
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
+    let mut nodes = Vec::new();
+    for n in 0..2u16 {
+        let who = Principal::Node(NodeId(n));
+        let (_rx, tx) = o.connect(who).await;
+        nodes.push((n, o.id(who), tx, _rx));
+    }
+    let fault = |n: u16, seq: u64| Fault {
+        node: NodeId(n),
+        replica: replica(1),
+        seq,
+        certified_digest: Digest::ZERO,
+        their_digest: Some(Digest([1; 32])),
+    };
+    for (n, id, tx, _) in &mut nodes {
+        tx.send(&Msg::Fault(id.sign(fault(*n, 5)))).await.unwrap();
+    }
+    o.wait_replicas("kv-e1 replaced", |v| v[1]["generation"] == 2).await;
+    // The replacement syncs and is paused as the standby, never woken.
+    o.wait_replicas("kv-e1 standby", |v| v[1]["state"] == "paused").await;
+    // Votes about the fenced instance's lies at a later seq, slower than
+    // the nodes' heartbeats (none here): the tracker cannot tell them from
+    // votes about the new instance, but that one has executed nothing.
+    for (n, id, tx, _) in &mut nodes {
+        tx.send(&Msg::Fault(id.sign(fault(*n, 9)))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = o.replica("kv-e1").await;
+    assert_eq!(r["generation"], 2, "a replacement that never executed was fenced: {r}");
+    o.wait_event("fault-ignored", Some("kv-e1")).await;
+    o.shutdown().await;
+}

@@ -209,6 +209,10 @@ pub struct Controller {
     /// was woken for each, and they are the first paused once the app
     /// settles.
     suspects: BTreeSet<ReplicaId>,
+    /// Standbys whose current instance has not been woken since it was
+    /// provisioned: it has answered nothing the nodes certify against, so
+    /// a FAULT certificate naming the slot is about an instance before it.
+    unproven: BTreeSet<ReplicaId>,
     faults: BTreeMap<u64, FaultRecord>,
     next_fault: u64,
     nonces: BTreeMap<String, u64>,
@@ -259,6 +263,7 @@ impl Controller {
             links: HashMap::new(),
             instance_links: HashMap::new(),
             suspects: BTreeSet::new(),
+            unproven: BTreeSet::new(),
             faults: snap.faults.into_iter().map(|f| (f.id, f)).collect(),
             next_fault,
             nonces: snap.nonces,
@@ -404,15 +409,18 @@ impl Controller {
                 metrics::counter!(m::DROPPED, "reason" => why.as_str()).increment(1);
             }
             Decision::Fence { replica, incident } => {
-                // A replacement still provisioning has answered nothing the
-                // nodes could certify against: late FAULTs about the instance
-                // it replaces must not fence it again.
-                if self.replicas.get(&replica).map(|r| r.state) == Some(ReplicaState::Provisioning) {
+                // A replacement still provisioning, or a standby not woken
+                // since, has answered nothing the nodes could certify
+                // against: late FAULTs about the instance it replaces (the
+                // tracker cannot always tell, see `certs::Instance`) must not
+                // fence it again.
+                let provisioning = self.replicas.get(&replica).map(|r| r.state) == Some(ReplicaState::Provisioning);
+                if provisioning || self.unproven.contains(&replica) {
                     self.emit(
                         Some(replica),
                         None,
                         "fault-ignored",
-                        "late FAULT certificate about the fenced instance".into(),
+                        "late FAULT certificate: this instance has not executed since it started".into(),
                     );
                     return;
                 }

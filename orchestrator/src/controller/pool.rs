@@ -104,6 +104,11 @@ impl Controller {
         let from = self.replicas.insert(id, rec).map(|r| r.state);
         self.instance_links.remove(&id);
         self.suspects.remove(&id);
+        if role == Role::Standby {
+            self.unproven.insert(id);
+        } else {
+            self.unproven.remove(&id);
+        }
         self.tracker.new_instance(id, now);
         self.save_replica(id);
         self.emit(
@@ -253,6 +258,7 @@ impl Controller {
         if let Some(r) = self.replicas.get_mut(&id) {
             r.role = Role::Active;
         }
+        self.unproven.remove(&id);
         metrics::counter!(m::WAKES, "app" => rec.app_name.clone()).increment(1);
         if let Some(i) = incident {
             if self.tracker.mark_woken(i, now) {
@@ -357,6 +363,7 @@ impl Controller {
         if let Some(r) = self.replicas.get_mut(&id) {
             r.role = Role::Active;
         }
+        self.unproven.remove(&id);
         self.set_state(id, ReplicaState::Active, "active", why);
     }
 
