@@ -90,6 +90,15 @@ struct Slot {
     /// named only if they also send nothing at all for a reply timeout after
     /// this (a slow replica still answering earlier seqs is not silent).
     silence_since: Option<u64>,
+    /// The silence check above has run.
+    silence_judged: bool,
+}
+
+impl Slot {
+    /// Certified through an incident, its silent replicas not yet judged.
+    fn awaits_silence_check(&self) -> bool {
+        self.incident && self.silence_since.is_some() && !self.silence_judged
+    }
 }
 
 #[derive(Default)]
@@ -309,7 +318,8 @@ impl Voter {
             return;
         };
         if let Some(cert) = slot.certified {
-            if let (true, Some(since)) = (slot.incident, slot.silence_since) {
+            if let (true, Some(since), false) = (slot.incident, slot.silence_since, slot.silence_judged) {
+                slot.silence_judged = true;
                 self.blame_silent(seq, cert, since, out);
             }
             return;
@@ -446,9 +456,11 @@ impl Voter {
             return;
         }
         self.stable = seq;
-        // Keep uncertified slots with open incidents: they still need an answer.
+        // Keep uncertified slots with open incidents: they still need an
+        // answer; and certified ones whose silent replicas are still to be
+        // named (the orchestrator fences a hung replica on nothing else).
         self.slots
-            .retain(|s, slot| *s > seq || (slot.incident && slot.certified.is_none()));
+            .retain(|s, slot| *s > seq || (slot.incident && slot.certified.is_none()) || slot.awaits_silence_check());
         let keep_from = seq.saturating_sub(self.cfg.checkpoint_interval);
         self.checkpoints.retain(|s, _| *s >= keep_from);
     }

@@ -161,10 +161,19 @@ pub async fn status(a: &AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn inject(a: &AdminArgs, target: &str, kind: &str, duration_ms: Option<u64>) -> anyhow::Result<()> {
+pub async fn inject(
+    a: &AdminArgs,
+    target: &str,
+    kind: &str,
+    duration_ms: Option<u64>,
+    force: bool,
+) -> anyhow::Result<()> {
     let mut body = serde_json::json!({ "target": target, "kind": kind });
     if let Some(d) = duration_ms {
         body["duration_ms"] = d.into();
+    }
+    if force {
+        body["force"] = true.into();
     }
     let v = a.client()?.post("/v1/faults", body).await.context("inject failed")?;
     println!("injected {kind} into {target}: fault id {}", s(&v, "id"));

@@ -64,6 +64,11 @@ enum Cmd {
         /// Clear the fault automatically after this many milliseconds.
         #[arg(long)]
         duration_ms: Option<u64>,
+        /// Inject even if more than f replicas of the app (or more than f
+        /// agreement nodes) would then be faulty at once: beyond f, wrong
+        /// answers can certify, which shows the model broken, not zz.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         admin: admin::AdminArgs,
     },
@@ -155,8 +160,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             kind,
             duration_ms,
+            force,
             admin,
-        } => admin::inject(&admin, &target, &kind, duration_ms).await,
+        } => admin::inject(&admin, &target, &kind, duration_ms, force).await,
         Cmd::Keygen {
             out,
             f,

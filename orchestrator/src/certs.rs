@@ -3,9 +3,10 @@
 //!
 //! The orchestrator acts only on f+1 signed messages from distinct
 //! agreement nodes (one of them is then correct): f+1 `WAKE`s for the same
-//! (app, seq) wake standbys, f+1 `FAULT`s naming the same replica fence it,
-//! f+1 `RESOLVED`s for an incident's seq record its certified reply. A
-//! minority of faulty nodes can therefore neither wake, kill nor churn.
+//! (app, seq) wake standbys, f+1 `FAULT`s naming the same instance of a
+//! replica in the same incident (or about the same seq) fence it, f+1
+//! `RESOLVED`s for an incident's seq record its certified reply. A minority
+//! of faulty nodes can therefore neither wake, kill nor churn.
 
 use crate::model::Incident;
 use std::collections::{BTreeMap, VecDeque};
@@ -16,6 +17,10 @@ use zz_wire::{AppId, Fault, Keyring, Msg, NodeId, Principal, ReplicaId, Resolved
 pub const MAX_PENDING_PER_NODE: usize = 64;
 /// Incidents kept (oldest dropped first).
 pub const MAX_INCIDENTS: usize = 1000;
+/// How long after a replica's new instance starts the nodes' heartbeats
+/// still move its boundary up (see [`Instance`]): four of their 500 ms
+/// heartbeat intervals.
+pub const INSTANCE_SETTLE_MS: u64 = 2_000;
 
 /// Why an inbound message was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +114,14 @@ impl<K: Ord + Copy> Quorum<K> {
         }
     }
 
+    /// Drops every pending vote whose key matches.
+    fn forget(&mut self, matches: impl Fn(&K) -> bool) {
+        let keys: Vec<K> = self.votes.keys().filter(|k| matches(k)).copied().collect();
+        for k in keys {
+            self.take(k);
+        }
+    }
+
     fn take(&mut self, key: K) -> Option<Tally> {
         let tally = self.votes.remove(&key)?;
         for node in tally.seqs.keys() {
@@ -131,32 +144,149 @@ pub enum Decision {
     Certified { incident: u64 },
     /// f+1 nodes name this replica faulty: destroy and replace it.
     Fence { replica: ReplicaId, incident: Option<u64> },
+    /// A FAULT vote that cannot count (see [`Refusal`]); nothing to do but
+    /// count it.
+    Refused { replica: ReplicaId, seq: Seq, why: Refusal },
+}
+
+/// Why a FAULT vote was not counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its seq is past anything a correct node can have committed
+    /// ([`Tracker::horizon`]): only a faulty node sends it.
+    BeyondHorizon,
+    /// Its seq is at or below the current instance's boundary: it is about
+    /// an instance already fenced (or the vote is made up).
+    EarlierInstance,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::BeyondHorizon => "fault-beyond-horizon",
+            Refusal::EarlierInstance => "fault-about-fenced-instance",
+        }
+    }
+}
+
+/// What a FAULT vote is about. Votes add up only when they agree on it, so
+/// one correct node's vote in one incident and a faulty node's vote in
+/// another never make a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultScope {
+    /// The seq lies within an incident's range, or at or after the start of
+    /// an open one: the nodes' votes about that incident may name different
+    /// seqs of it (each names the seq where it saw the replica go wrong or
+    /// silent).
+    Incident(u64),
+    /// No incident covers it (a checkpoint mismatch, say): the exact seq.
+    Seq(Seq),
+}
+
+/// FAULT tallies are kept per replica, instance and scope.
+type FaultKey = (ReplicaId, u64, FaultScope);
+
+/// The instance of a replica slot that FAULTs are counted against.
+///
+/// A FAULT names a replica index and a seq, not an instance, so the
+/// instance is inferred from the seq: a vote about seq `s` concerns the
+/// instance that was running when `s` was executed. After a replacement,
+/// `after` is set to a seq every vote about the old instance stays at or
+/// below, and such votes are refused:
+/// - the certificate's lowest seq: some correct node saw the old instance
+///   fail there, and
+/// - the seq f+1 nodes report having committed ([`Tracker::vouched`]),
+///   raised by their heartbeats for [`INSTANCE_SETTLE_MS`] after the
+///   replacement. The old instance was destroyed at the replacement, so it
+///   answered no seq committed later; a correct node's late vote about it
+///   names a seq committed by then, which f+1 nodes report within a couple
+///   of heartbeats.
+///
+/// The cost: the new instance cannot be fenced for a wrong answer at a seq
+/// up to `after` (it is still outvoted there); it is fenced once it
+/// misbehaves past it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Instance {
+    /// Counts the instances this tracker has seen in the slot.
+    epoch: u64,
+    after: Seq,
+    settling_until: u64,
 }
 
 pub struct Tracker {
     f: usize,
+    /// The agreement nodes' `log_window` (PBFT's L): see [`Tracker::horizon`].
+    log_window: u64,
     wakes: Quorum<(AppId, Seq)>,
     resolved: Quorum<(AppId, Seq)>,
-    faults: Quorum<ReplicaId>,
-    /// FAULTs at or below this seq concern an instance already fenced.
-    fenced_through: BTreeMap<ReplicaId, Seq>,
+    faults: Quorum<FaultKey>,
+    instances: BTreeMap<ReplicaId, Instance>,
+    /// Each node's last committed seq per app, from its heartbeats.
+    committed: BTreeMap<AppId, BTreeMap<NodeId, Seq>>,
     incidents: VecDeque<Incident>,
     next_id: u64,
 }
 
 impl Tracker {
-    pub fn new(f: usize, mut incidents: Vec<Incident>) -> Self {
+    pub fn new(f: usize, log_window: u64, mut incidents: Vec<Incident>) -> Self {
         incidents.sort_by_key(|i| i.id);
         let next_id = incidents.last().map_or(1, |i| i.id + 1);
         Tracker {
             f,
+            log_window,
             wakes: Quorum::new(),
             resolved: Quorum::new(),
             faults: Quorum::new(),
-            fenced_through: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            committed: BTreeMap::new(),
             incidents: incidents.into(),
             next_id,
         }
+    }
+
+    /// A node's heartbeat: it has committed `seq` of `app`.
+    pub fn on_progress(&mut self, app: AppId, node: NodeId, seq: Seq, now: u64) {
+        self.committed.entry(app).or_default().insert(node, seq);
+        let vouched = self.vouched(app);
+        for (r, i) in self.instances.iter_mut() {
+            if r.app == app && now < i.settling_until {
+                i.after = i.after.max(vouched);
+            }
+        }
+    }
+
+    /// The highest seq of `app` that f+1 nodes report having committed (so
+    /// at least one correct node has). Faulty nodes cannot raise it.
+    pub fn vouched(&self, app: AppId) -> Seq {
+        let mut seen: Vec<Seq> = self
+            .committed
+            .get(&app)
+            .map(|m| m.values().copied().collect())
+            .unwrap_or_default();
+        seen.sort_unstable_by(|a, b| b.cmp(a));
+        seen.get(self.f).copied().unwrap_or(0)
+    }
+
+    /// The highest seq of `app` a correct node can have committed, and so
+    /// name in a FAULT. A correct node commits seq s only once 2f+1 nodes
+    /// prepared it, f+1 of them correct, and a correct node prepares only
+    /// within `log_window` of its stable checkpoint (PBFT's high watermark),
+    /// which is at or below its last committed seq: so f+1 nodes have
+    /// committed at least s - log_window, and s ≤ `vouched` + log_window.
+    /// A second window covers heartbeats' lag behind the nodes.
+    pub fn horizon(&self, app: AppId) -> Seq {
+        self.vouched(app).saturating_add(self.log_window.saturating_mul(2))
+    }
+
+    /// A new instance of `r` starts (a replacement, or a first start): FAULTs
+    /// about earlier instances stop counting (see [`Instance`]).
+    pub fn new_instance(&mut self, r: ReplicaId, now: u64) {
+        let vouched = self.vouched(r.app);
+        let i = self.instances.entry(r).or_default();
+        i.epoch += 1;
+        i.after = i.after.max(vouched);
+        i.settling_until = now.saturating_add(INSTANCE_SETTLE_MS);
+        self.faults.forget(|k| k.0 == r);
     }
 
     fn need(&self) -> usize {
@@ -250,16 +380,43 @@ impl Tracker {
         }
     }
 
+    /// A FAULT vote. It counts with votes about the same instance and scope
+    /// ([`FaultScope`]); a vote past the [`horizon`](Self::horizon) or about
+    /// an earlier instance is refused, so no single vote can move the
+    /// boundary of later instances.
     pub fn on_fault(&mut self, fault: &Fault, now: u64) -> Vec<Decision> {
         let r = fault.replica;
-        if self.fenced_through.get(&r).is_some_and(|s| fault.seq <= *s) {
-            return Vec::new();
+        let refuse = |why| {
+            vec![Decision::Refused {
+                replica: r,
+                seq: fault.seq,
+                why,
+            }]
+        };
+        if fault.seq > self.horizon(r.app) {
+            return refuse(Refusal::BeyondHorizon);
         }
-        let Some(tally) = self.faults.vote(r, fault.node, fault.seq, now, self.need()) else {
+        let instance = self.instances.get(&r).copied().unwrap_or_default();
+        if fault.seq <= instance.after {
+            return refuse(Refusal::EarlierInstance);
+        }
+        let scope = self
+            .incidents
+            .iter()
+            .rev()
+            .find(|i| i.app == r.app && (i.covers(fault.seq) || (i.is_open() && fault.seq >= i.seq)))
+            .map_or(FaultScope::Seq(fault.seq), |i| FaultScope::Incident(i.id));
+        let key = (r, instance.epoch, scope);
+        let Some(tally) = self.faults.vote(key, fault.node, fault.seq, now, self.need()) else {
             return Vec::new();
         };
-        let through = tally.seqs.values().copied().max().unwrap_or(fault.seq);
-        self.fenced_through.insert(r, through);
+        // At least one of the f+1 votes is a correct node's, so the lowest
+        // seq is one the fenced instance did execute.
+        let lowest = tally.seqs.values().copied().min().unwrap_or(fault.seq);
+        self.new_instance(r, now);
+        if let Some(i) = self.instances.get_mut(&r) {
+            i.after = i.after.max(lowest);
+        }
         let incident = self
             .incidents
             .iter()

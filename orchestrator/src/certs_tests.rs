@@ -2,6 +2,13 @@ use super::*;
 use zz_wire::{Digest, Heartbeat, Identity, IncidentKind, Signed};
 
 const APP: AppId = AppId(0);
+/// The nodes' log window in these tests.
+const WINDOW: u64 = 1000;
+
+/// Whether the decisions fence a replica.
+fn fences(d: &[Decision]) -> bool {
+    d.iter().any(|d| matches!(d, Decision::Fence { .. }))
+}
 
 fn node_ids(n: u16) -> (Vec<Identity>, Keyring) {
     let ids: Vec<Identity> = (0..n)
@@ -43,7 +50,7 @@ fn resolved(node: u16, seq: Seq) -> Resolved {
 
 #[test]
 fn wake_needs_f_plus_one_distinct_nodes() {
-    let mut t = Tracker::new(1, Vec::new());
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
     assert!(t.on_wake(&wake(0, 10), 100).is_empty());
     let d = t.on_wake(&wake(1, 10), 150);
     assert_eq!(d, vec![Decision::Opened { incident: 1 }]);
@@ -55,7 +62,7 @@ fn wake_needs_f_plus_one_distinct_nodes() {
 
 #[test]
 fn duplicate_wakes_from_one_node_do_not_count() {
-    let mut t = Tracker::new(1, Vec::new());
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
     for at in 0..10 {
         assert!(t.on_wake(&wake(3, 10), at).is_empty());
     }
@@ -65,12 +72,12 @@ fn duplicate_wakes_from_one_node_do_not_count() {
 #[test]
 fn a_single_faulty_node_changes_nothing() {
     // f = 2: two colluding nodes are still a minority.
-    let mut t = Tracker::new(2, Vec::new());
+    let mut t = Tracker::new(2, WINDOW, Vec::new());
     for seq in 0..500 {
         assert!(t.on_wake(&wake(0, seq), seq).is_empty());
         assert!(t.on_wake(&wake(1, seq), seq).is_empty());
-        assert!(t.on_fault(&fault(0, 1, seq), seq).is_empty());
-        assert!(t.on_fault(&fault(1, 1, seq), seq).is_empty());
+        assert!(!fences(&t.on_fault(&fault(0, 1, seq), seq)));
+        assert!(!fences(&t.on_fault(&fault(1, 1, seq), seq)));
     }
     assert_eq!(t.incidents().count(), 0);
     // Their pending votes stay bounded.
@@ -81,7 +88,7 @@ fn a_single_faulty_node_changes_nothing() {
 
 #[test]
 fn wakes_for_different_seqs_do_not_combine() {
-    let mut t = Tracker::new(1, Vec::new());
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
     assert!(t.on_wake(&wake(0, 10), 0).is_empty());
     assert!(t.on_wake(&wake(1, 11), 0).is_empty());
     assert_eq!(t.incidents().count(), 0);
@@ -89,7 +96,7 @@ fn wakes_for_different_seqs_do_not_combine() {
 
 #[test]
 fn later_certificate_joins_the_open_incident() {
-    let mut t = Tracker::new(1, Vec::new());
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
     t.on_wake(&wake(0, 10), 0);
     t.on_wake(&wake(1, 10), 0);
     t.on_wake(&wake(2, 12), 5);
@@ -101,7 +108,7 @@ fn later_certificate_joins_the_open_incident() {
 
 #[test]
 fn wakes_for_a_seq_inside_a_closed_incident_are_ignored() {
-    let mut t = Tracker::new(1, Vec::new());
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
     t.on_wake(&wake(0, 10), 0);
     t.on_wake(&wake(1, 10), 0);
     t.on_wake(&wake(0, 12), 0);
@@ -122,7 +129,7 @@ fn wakes_for_a_seq_inside_a_closed_incident_are_ignored() {
 
 #[test]
 fn resolved_needs_f_plus_one_and_sets_recovery() {
-    let mut t = Tracker::new(1, Vec::new());
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
     t.on_wake(&wake(0, 10), 1000);
     t.on_wake(&wake(1, 10), 1010);
     assert!(t.on_resolved(&resolved(0, 10), 1100).is_empty());
@@ -141,7 +148,7 @@ fn resolved_needs_f_plus_one_and_sets_recovery() {
 
 #[test]
 fn fault_certificate_fences_once_and_certifies_an_open_incident() {
-    let mut t = Tracker::new(1, Vec::new());
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
     t.on_wake(&wake(0, 10), 0);
     t.on_wake(&wake(1, 10), 0);
     assert!(t.on_fault(&fault(0, 1, 10), 20).is_empty());
@@ -160,12 +167,19 @@ fn fault_certificate_fences_once_and_certifies_an_open_incident() {
     );
     assert_eq!(t.incident(1).unwrap().faulty, vec![e1]);
     // Stragglers about the fenced instance do not fence its replacement.
-    assert!(t.on_fault(&fault(1, 1, 10), 40).is_empty());
+    assert_eq!(
+        t.on_fault(&fault(1, 1, 10), 40),
+        vec![Decision::Refused {
+            replica: e1,
+            seq: 10,
+            why: Refusal::EarlierInstance
+        }]
+    );
     assert!(t.on_fault(&fault(3, 1, 11), 41).is_empty());
     // Faults about later seqs concern the new instance and need f+1 again.
     assert!(t.on_fault(&fault(1, 1, 50), 60).is_empty());
     assert_eq!(
-        t.on_fault(&fault(3, 1, 51), 61),
+        t.on_fault(&fault(3, 1, 50), 61),
         vec![Decision::Fence {
             replica: e1,
             // Incident 1 is certified and ended at seq 10.
@@ -176,7 +190,7 @@ fn fault_certificate_fences_once_and_certifies_an_open_incident() {
 
 #[test]
 fn faults_naming_different_replicas_do_not_combine() {
-    let mut t = Tracker::new(1, Vec::new());
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
     assert!(t.on_fault(&fault(0, 1, 10), 0).is_empty());
     assert!(t.on_fault(&fault(1, 2, 10), 0).is_empty());
 }
@@ -247,4 +261,141 @@ fn check_rejects_kinds_a_role_may_not_send() {
         check(ids[0].who, &Msg::Order(order), &ring),
         Err(DropReason::Unexpected)
     );
+}
+
+// Issue 25 item 3: FAULT votes count only with votes about the same
+// instance and the same incident (or, outside incidents, the same seq).
+
+fn e1() -> ReplicaId {
+    ReplicaId { app: APP, index: 1 }
+}
+
+#[test]
+fn faults_about_different_seqs_do_not_combine() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    assert!(t.on_fault(&fault(0, 1, 10), 0).is_empty());
+    // Another node about another seq, no incident joining them: one vote each.
+    assert!(t.on_fault(&fault(1, 1, 500), 1).is_empty());
+    // The same seq from a second node is a certificate.
+    assert_eq!(
+        t.on_fault(&fault(2, 1, 10), 2),
+        vec![Decision::Fence {
+            replica: e1(),
+            incident: None
+        }]
+    );
+}
+
+#[test]
+fn faults_from_different_incidents_do_not_combine() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    t.on_wake(&wake(0, 10), 0);
+    t.on_wake(&wake(1, 10), 0);
+    t.on_resolved(&resolved(0, 10), 5);
+    t.on_resolved(&resolved(1, 10), 5);
+    assert!(t.on_fault(&fault(0, 1, 10), 6).is_empty());
+    t.on_wake(&wake(2, 90), 100);
+    assert_eq!(t.on_wake(&wake(3, 90), 100), vec![Decision::Opened { incident: 2 }]);
+    // a3 about incident 2 and a0 about incident 1 are two half votes.
+    assert!(t.on_fault(&fault(3, 1, 90), 110).is_empty());
+    // Within one incident, votes about its seqs combine.
+    let d = t.on_fault(&fault(2, 1, 90), 120);
+    assert_eq!(
+        d[0],
+        Decision::Fence {
+            replica: e1(),
+            incident: Some(2)
+        }
+    );
+}
+
+#[test]
+fn a_fault_about_a_seq_no_node_can_have_reached_is_refused_and_poisons_nothing() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    // a3 (faulty) names seq u64::MAX; a0 (correct) names seq 10.
+    assert_eq!(
+        t.on_fault(&fault(3, 1, u64::MAX), 0),
+        vec![Decision::Refused {
+            replica: e1(),
+            seq: u64::MAX,
+            why: Refusal::BeyondHorizon
+        }]
+    );
+    assert!(t.on_fault(&fault(0, 1, 10), 1).is_empty(), "u64::MAX counted as a vote");
+    assert!(fences(&t.on_fault(&fault(1, 1, 10), 2)));
+    // The replacement misbehaves much later: a certificate still fences it.
+    assert!(t.on_fault(&fault(0, 1, 200), 10_000).is_empty());
+    assert!(
+        fences(&t.on_fault(&fault(2, 1, 200), 10_001)),
+        "the slot can never be fenced again"
+    );
+}
+
+#[test]
+fn the_horizon_is_what_f_plus_one_nodes_committed_plus_two_windows() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    assert_eq!(t.horizon(APP), 2 * WINDOW);
+    // One node alone, however far ahead it claims to be, moves nothing.
+    t.on_progress(APP, NodeId(3), u64::MAX, 0);
+    assert_eq!(t.horizon(APP), 2 * WINDOW);
+    t.on_progress(APP, NodeId(0), 5_000, 0);
+    assert_eq!(t.vouched(APP), 5_000);
+    assert_eq!(t.horizon(APP), 7_000);
+    let refused = t.on_fault(&fault(0, 1, 7_001), 1);
+    assert!(matches!(
+        refused[..],
+        [Decision::Refused {
+            why: Refusal::BeyondHorizon,
+            ..
+        }]
+    ));
+    assert!(t.on_fault(&fault(0, 1, 7_000), 2).is_empty());
+    assert!(fences(&t.on_fault(&fault(1, 1, 7_000), 3)));
+}
+
+#[test]
+fn late_faults_about_a_fenced_instance_do_not_fence_its_replacement() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    // e1 lied at seqs 10..=12; a0 and a1 fence it on seq 10.
+    t.on_fault(&fault(0, 1, 10), 0);
+    assert!(fences(&t.on_fault(&fault(1, 1, 10), 1)));
+    // a2 and a3 were slower: their votes about seqs 11 and 12 (the old
+    // instance's lies) arrive after the fence, each alone for its seq.
+    assert!(t.on_fault(&fault(2, 1, 11), 50).is_empty());
+    // The nodes' next heartbeats report seq 12 committed (it was, before
+    // the fence): votes up to it concern the fenced instance.
+    for n in 0..3 {
+        t.on_progress(APP, NodeId(n), 12, 500);
+    }
+    for (n, seq) in [(3, 12), (2, 12), (3, 11)] {
+        assert!(!fences(&t.on_fault(&fault(n, 1, seq), 600)), "fenced the replacement");
+    }
+    // Once the replacement has settled, heartbeats no longer move its
+    // boundary: it is fenced for what it does after seq 12.
+    for n in 0..3 {
+        t.on_progress(APP, NodeId(n), 100, 3_000);
+    }
+    assert!(t.on_fault(&fault(0, 1, 13), 3_100).is_empty());
+    assert!(fences(&t.on_fault(&fault(3, 1, 13), 3_101)));
+}
+
+#[test]
+fn a_replacement_for_any_reason_drops_votes_about_the_old_instance() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    for n in 0..3 {
+        t.on_progress(APP, NodeId(n), 40, 0);
+    }
+    // a0 voted about seq 30; then the instance exited and was replaced.
+    assert!(t.on_fault(&fault(0, 1, 30), 1).is_empty());
+    t.new_instance(e1(), 2);
+    // The pending vote is gone, and a vote about seq 30 is refused.
+    assert!(matches!(
+        t.on_fault(&fault(1, 1, 30), 3)[..],
+        [Decision::Refused {
+            why: Refusal::EarlierInstance,
+            ..
+        }]
+    ));
+    assert!(t.on_fault(&fault(1, 1, 41), 4).is_empty());
+    assert!(fences(&t.on_fault(&fault(2, 1, 41), 5)));
 }

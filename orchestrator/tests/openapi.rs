@@ -36,7 +36,7 @@ fn every_route_is_documented() {
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(documented, ROUTES.len(), "undocumented extra operations");
     let fault = &doc["components"]["schemas"]["FaultRequest"]["properties"];
-    for field in ["target", "kind", "duration_ms"] {
+    for field in ["target", "kind", "duration_ms", "force"] {
         assert!(fault.get(field).is_some(), "FaultRequest.{field}");
     }
     let hibernate = &doc["components"]["schemas"]["HibernateRequest"]["properties"];

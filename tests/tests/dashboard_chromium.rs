@@ -167,6 +167,16 @@ impl Browser {
         self.text(&e).await
     }
 
+    async fn type_into(&self, element: &str, text: &str) -> Result<(), String> {
+        self.session_cmd(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await
+        .map(drop)
+    }
+
     async fn click(&self, element: &str) -> Result<(), String> {
         self.session_cmd(
             reqwest::Method::POST,
@@ -333,9 +343,14 @@ async fn dashboard_button_injects_a_fault_and_the_incident_appears() {
 
 async fn drive(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Result<(), String> {
     browser
-        .goto(&up.admin_url(&format!("/?token={}", up.token())))
+        .goto(&up.admin_url("/"))
         .await
         .map_err(|e| format!("opening the dashboard: {e}"))?;
+    // The page takes the token typed in, never from its URL.
+    let input = browser.find("#token").await?;
+    browser.type_into(&input, &up.token()).await?;
+    let use_it = browser.find("#save-token").await?;
+    browser.click(&use_it).await?;
     let state = poll(Duration::from_secs(30), || async {
         match browser.find_text(KV_E1_STATE).await? {
             s if s == "active" => Ok(s),

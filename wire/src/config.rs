@@ -379,9 +379,11 @@ impl Deployment {
     }
 
     /// Reads the secret key of `who` from `keys_dir/NAME.key` and checks it
-    /// matches the public key in the deployment.
+    /// matches the public key in the deployment. A key file that group or
+    /// others may access is refused, as ssh does.
     pub fn load_identity(&self, keys_dir: &Path, who: Principal) -> Result<Identity, ConfigError> {
         let path = keys_dir.join(format!("{}.key", self.name(who)));
+        check_private(&path)?;
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
             path: path.clone(),
             source,
@@ -510,6 +512,31 @@ impl Deployment {
     }
 }
 
+/// Refuses a secret file (a key, a token) whose mode lets group or others
+/// at it: the mode given at creation does not stop a later `chmod` or a
+/// copy from widening it.
+pub fn check_private(path: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::Key {
+                path: path.into(),
+                reason: format!(
+                    "mode {mode:o} lets group or others at it; run `chmod 600 {}`",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn write_secret(path: &Path, text: &str) -> Result<(), ConfigError> {
     use std::io::Write;
     #[cfg(unix)]
@@ -522,6 +549,16 @@ fn write_secret(path: &Path, text: &str) -> Result<(), ConfigError> {
         path: path.into(),
         source,
     })?;
+    // `mode` applies only when the file is created: tighten one that was there.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| ConfigError::Write {
+                path: path.into(),
+                source,
+            })?;
+    }
     f.write_all(text.as_bytes()).map_err(|source| ConfigError::Write {
         path: path.into(),
         source,
@@ -578,6 +615,28 @@ mod tests {
         assert!(loaded
             .load_identity(&dir.path().join("keys"), Principal::Node(NodeId(1)))
             .is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused_and_a_rewrite_tightens_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (d, ids) = generate(&GenerateOptions::local(1, &["kv"]).unwrap()).unwrap();
+        d.write(dir.path(), &ids).unwrap();
+        let keys = dir.path().join("keys");
+        let a1 = keys.join("a1.key");
+        let me = Principal::Node(NodeId(1));
+        std::fs::set_permissions(&a1, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = d.load_identity(&keys, me).unwrap_err().to_string();
+        assert!(err.contains("a1.key") && err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&a1, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(d.load_identity(&keys, me).is_err(), "group-readable key accepted");
+        // Writing the deployment again fixes the mode of existing key files.
+        d.write(dir.path(), &ids).unwrap();
+        let mode = std::fs::metadata(&a1).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(d.load_identity(&keys, me).is_ok());
     }
 
     #[test]

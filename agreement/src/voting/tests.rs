@@ -148,6 +148,34 @@ fn reply_timeout_raises_incident_and_names_the_silent_active_replica() {
 }
 
 #[test]
+fn a_replica_silent_through_an_incident_is_named_even_if_a_checkpoint_becomes_stable_meanwhile() {
+    let ids = ids();
+    let mut v = voter(1);
+    v.step(0, VoteInput::Committed { seq: 1 });
+    v.step(1, VoteInput::Reply(reply(0, 1, "a")));
+    v.step(1, VoteInput::Reply(reply(1, 1, "a")));
+    // e1 hangs at seq 2; the woken e2 answers it.
+    let mut all = v.step(2, VoteInput::Committed { seq: 2 });
+    all.extend(v.step(3, VoteInput::Reply(reply(0, 2, "b"))));
+    all.extend(v.step(102, VoteInput::Timer(2)));
+    all.extend(v.step(150, VoteInput::Reply(reply(2, 2, "b"))));
+    assert_eq!(client_replies(&all), vec![b"b".to_vec()]);
+    // e0 and e2 reach the checkpoint at 4 before e1's silence is judged.
+    for seq in 3..=4 {
+        v.step(151, VoteInput::Committed { seq });
+        v.step(152, VoteInput::Reply(reply(0, seq, "c")));
+        v.step(152, VoteInput::Reply(reply(2, seq, "c")));
+    }
+    all.extend(v.step(160, VoteInput::Checkpoint(ckpt(&ids, 0, 4, 1))));
+    all.extend(v.step(160, VoteInput::Checkpoint(ckpt(&ids, 2, 4, 1))));
+    assert_eq!(stables(&all), vec![4]);
+    all.extend(v.step(250, VoteInput::Timer(2)));
+    assert_eq!(faults(&all), vec![1], "the silent e1 was never named");
+    // Judged once; the slot then goes like any below the stable checkpoint.
+    assert!(faults(&v.step(400, VoteInput::Timer(2))).is_empty());
+}
+
+#[test]
 fn a_slow_replica_still_answering_earlier_seqs_is_not_named_silent() {
     let mut v = voter(1);
     let mut all = Vec::new();

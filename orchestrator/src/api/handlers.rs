@@ -33,6 +33,13 @@ pub struct FaultRequest {
     pub kind: String,
     /// Cleared automatically after this long.
     pub duration_ms: Option<u64>,
+    /// Inject even if more than f replicas of the target's app, or more
+    /// than f agreement nodes, would then have a fault at once. Without it
+    /// such a fault is refused (400): past f, f+1 matching wrong answers
+    /// certify (or PBFT loses safety), which demonstrates breaking the
+    /// fault model, not zz.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /v1/replicas/{id}/hibernate` (the body is optional).
@@ -113,6 +120,7 @@ pub async fn dashboard() -> Html<&'static str> {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "status",
+    description = "Prometheus metrics. Needs no token, so a scraper needs no admin credential: it serves counts, gauges and timings by app, replica state, route and reason, nothing an operator could act with. Bind the admin address where only trusted scrapers reach it if even that is too much.",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics() -> Response {
     (
@@ -193,15 +201,18 @@ pub async fn replace(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
 
 #[utoipa::path(post, path = "/v1/faults", tag = "faults", security(("bearer" = [])),
     request_body = FaultRequest,
-    responses((status = 201, body = Created), (status = 400, body = ErrorBody)))]
+    description = "Injects a fault. Refused with 400 if more than f replicas of one app, or more than f agreement nodes, would then have a fault at once, unless `force` is true.",
+    responses((status = 201, body = Created),
+        (status = 400, description = "Bad body, unknown target or kind, or more than f faulty without force", body = ErrorBody)))]
 pub async fn inject_fault(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let req: FaultRequest = parse_body(&body)?;
     let target = fault_target(&s, &req)?;
-    let duration_ms = req.duration_ms;
+    let (duration_ms, force) = (req.duration_ms, req.force);
     let id = s
         .ask(|reply| ApiCmd::InjectFault {
             target,
             duration_ms,
+            force,
             reply,
         })
         .await??;

@@ -77,6 +77,7 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::NotFound(what) => ApiError::NotFound(format!("no such {what}")),
             CommandError::Conflict(m) => ApiError::Conflict(m),
+            CommandError::Refused(m) => ApiError::BadRequest(m),
             CommandError::Backend(e) => ApiError::Internal(e.to_string()),
             CommandError::Unavailable => ApiError::Unavailable,
         }

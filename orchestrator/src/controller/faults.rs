@@ -5,6 +5,7 @@ use super::{CommandError, Controller};
 use crate::metrics as m;
 use crate::model::{now_ms, FaultKind, FaultRecord};
 use crate::store::Change;
+use std::collections::BTreeSet;
 use zz_wire::{Control, ControlCmd, Msg, NodeFault, NodeId, Principal, ReplicaFault, ReplicaId};
 
 /// A validated injection: the kind always matches the target's role.
@@ -38,6 +39,43 @@ fn set_cmd(kind: FaultKind) -> ControlCmd {
 }
 
 impl Controller {
+    /// Refuses a fault that would leave more than f replicas of one app, or
+    /// more than f agreement nodes, with an injected fault at once: zz
+    /// promises nothing past f (f+1 matching wrong answers certify; PBFT
+    /// loses safety), so such an injection shows the model broken, not zz.
+    /// Every kind counts, even `slow`: the bound is on faulty parts.
+    pub(super) fn within_f(&self, target: FaultTarget) -> Result<(), CommandError> {
+        let who = target.principal();
+        let same_group = |p: &Principal| match (p, who) {
+            (Principal::Replica(a), Principal::Replica(b)) => a.app == b.app,
+            (Principal::Node(_), Principal::Node(_)) => true,
+            _ => false,
+        };
+        let mut faulty: BTreeSet<Principal> = self.faults.values().map(|f| f.target).filter(same_group).collect();
+        faulty.insert(who);
+        let f = self.dep.f;
+        if faulty.len() <= f {
+            return Ok(());
+        }
+        let names: Vec<String> = faulty.iter().map(|p| self.dep.name(*p)).collect();
+        let (what, why) = match who {
+            Principal::Replica(r) => (
+                format!("replicas of {}", self.app_name(r.app)),
+                "f+1 matching wrong answers would then certify",
+            ),
+            _ => (
+                "agreement nodes".to_string(),
+                "PBFT then guarantees neither safety nor progress",
+            ),
+        };
+        Err(CommandError::Refused(format!(
+            "refused: {} {what} would have a fault at once ({}), more than f = {f}; {why}, which demonstrates \
+             breaking zz's fault model, not zz. Pass \"force\": true (zz inject --force) to inject it anyway",
+            faulty.len(),
+            names.join(", ")
+        )))
+    }
+
     pub(super) fn inject(&mut self, target: FaultTarget, duration_ms: Option<u64>) -> u64 {
         let now = now_ms();
         let id = self.next_fault;

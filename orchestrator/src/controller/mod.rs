@@ -13,7 +13,7 @@ use crate::model::{
     ReplicaState, ReplicaView,
 };
 use crate::store::{Change, Store, StoreError, MAX_EVENTS};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,11 +27,20 @@ pub use faults::FaultTarget;
 pub struct Tuning {
     /// How often timeouts are checked.
     pub tick: Duration,
-    /// An active replica silent this long (after its first heartbeat) is faulty.
+    /// An active replica silent this long (after its first heartbeat) is
+    /// suspected: a standby is woken in its place.
     pub silence_ms: u64,
     /// An active replica with no heartbeat at all this long after it
-    /// started is faulty.
+    /// started is suspected.
     pub startup_grace_ms: u64,
+    /// Whether a suspected replica is also fenced, on the orchestrator's
+    /// word alone. Off by default: the orchestrator fences only on an f+1
+    /// FAULT certificate (or when the backend reports the instance gone),
+    /// since a loaded host or a short partition silences a correct replica
+    /// too. A hung replica is still fenced: the agreement nodes' reply
+    /// audit names it. Turn it on only where the hosts are trusted to be
+    /// responsive and no certificate would come (no agreement nodes audit).
+    pub silence_fencing: bool,
     /// A new standby is paused after this even if it never caught up.
     pub standby_grace_ms: u64,
     /// A woken replica counts as active after this even without a heartbeat.
@@ -76,6 +85,7 @@ impl Default for Tuning {
             tick: Duration::from_millis(200),
             silence_ms: 2_000,
             startup_grace_ms: 15_000,
+            silence_fencing: false,
             standby_grace_ms: 10_000,
             waking_grace_ms: 3_000,
             settle_ms: 3_000,
@@ -107,6 +117,9 @@ pub enum CommandError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A valid request the orchestrator will not carry out as asked.
+    #[error("{0}")]
+    Refused(String),
     #[error("backend: {0}")]
     Backend(#[from] crate::backend::BackendError),
     #[error("the orchestrator is shutting down")]
@@ -127,6 +140,8 @@ pub enum ApiCmd {
     InjectFault {
         target: FaultTarget,
         duration_ms: Option<u64>,
+        /// Past f faulty replicas of an app (or f nodes) too.
+        force: bool,
         reply: Reply<Result<u64, CommandError>>,
     },
     Faults(Reply<Vec<FaultView>>),
@@ -190,6 +205,14 @@ pub struct Controller {
     /// heartbeats, in flight when it was killed, would pass a replacement
     /// with no state yet off as a synced standby).
     instance_links: HashMap<ReplicaId, u64>,
+    /// Active replicas silent past their limit, not (yet) fenced: a standby
+    /// was woken for each, and they are the first paused once the app
+    /// settles.
+    suspects: BTreeSet<ReplicaId>,
+    /// Standbys whose current instance has not been woken since it was
+    /// provisioned: it has answered nothing the nodes certify against, so
+    /// a FAULT certificate naming the slot is about an instance before it.
+    unproven: BTreeSet<ReplicaId>,
     faults: BTreeMap<u64, FaultRecord>,
     next_fault: u64,
     nonces: BTreeMap<String, u64>,
@@ -229,7 +252,7 @@ impl Controller {
         let next_fault = snap.faults.iter().map(|f| f.id + 1).max().unwrap_or(1);
         let (feed, _) = broadcast::channel(1024);
         Ok(Controller {
-            tracker: Tracker::new(dep.f, snap.incidents),
+            tracker: Tracker::new(dep.f, dep.timing.log_window, snap.incidents),
             dep,
             identity,
             backend,
@@ -239,6 +262,8 @@ impl Controller {
             nodes: BTreeMap::new(),
             links: HashMap::new(),
             instance_links: HashMap::new(),
+            suspects: BTreeSet::new(),
+            unproven: BTreeSet::new(),
             faults: snap.faults.into_iter().map(|f| (f.id, f)).collect(),
             next_fault,
             nonces: snap.nonces,
@@ -378,16 +403,24 @@ impl Controller {
                     self.save_incident(incident);
                 }
             }
+            Decision::Refused { replica, seq, why } => {
+                // Not an event: a faulty node could fill the log with them.
+                tracing::debug!(replica = %self.dep.replica_name(replica), seq, "FAULT refused: {}", why.as_str());
+                metrics::counter!(m::DROPPED, "reason" => why.as_str()).increment(1);
+            }
             Decision::Fence { replica, incident } => {
-                // A replacement still provisioning has answered nothing the
-                // nodes could certify against: late FAULTs about the instance
-                // it replaces must not fence it again.
-                if self.replicas.get(&replica).map(|r| r.state) == Some(ReplicaState::Provisioning) {
+                // A replacement still provisioning, or a standby not woken
+                // since, has answered nothing the nodes could certify
+                // against: late FAULTs about the instance it replaces (the
+                // tracker cannot always tell, see `certs::Instance`) must not
+                // fence it again.
+                let provisioning = self.replicas.get(&replica).map(|r| r.state) == Some(ReplicaState::Provisioning);
+                if provisioning || self.unproven.contains(&replica) {
                     self.emit(
                         Some(replica),
                         None,
                         "fault-ignored",
-                        "late FAULT certificate about the fenced instance".into(),
+                        "late FAULT certificate: this instance has not executed since it started".into(),
                     );
                     return;
                 }
@@ -418,9 +451,11 @@ impl Controller {
             ApiCmd::InjectFault {
                 target,
                 duration_ms,
+                force,
                 reply,
             } => {
-                let _ = reply.send(Ok(self.inject(target, duration_ms)));
+                let r = if force { Ok(()) } else { self.within_f(target) };
+                let _ = reply.send(r.map(|()| self.inject(target, duration_ms)));
             }
             ApiCmd::Faults(reply) => {
                 let _ = reply.send(self.faults.values().map(FaultView::from).collect());
@@ -500,6 +535,7 @@ impl Controller {
         if self.dep.app(hb.app).is_none() {
             return;
         }
+        self.tracker.on_progress(hb.app, n, hb.last_executed, now);
         let s = self.nodes.entry(n).or_default();
         s.last_heartbeat_ms = Some(now);
         s.apps.insert(

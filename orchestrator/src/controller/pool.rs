@@ -1,5 +1,6 @@
 //! The replica pool: start-up, pause/wake, fencing and replacement, and the
-//! failure detectors (backend exits, heartbeat silence).
+//! failure detectors (backend exits, heartbeat silence). Only a backend
+//! exit or an f+1 FAULT certificate fences by default; silence suspects.
 
 use super::{CommandError, Controller, ReplicaAction};
 use crate::backend::{BackendEvent, BackendState, Handle, ReplicaSpec};
@@ -102,6 +103,13 @@ impl Controller {
         };
         let from = self.replicas.insert(id, rec).map(|r| r.state);
         self.instance_links.remove(&id);
+        self.suspects.remove(&id);
+        if role == Role::Standby {
+            self.unproven.insert(id);
+        } else {
+            self.unproven.remove(&id);
+        }
+        self.tracker.new_instance(id, now);
         self.save_replica(id);
         self.emit(
             Some(id),
@@ -250,6 +258,7 @@ impl Controller {
         if let Some(r) = self.replicas.get_mut(&id) {
             r.role = Role::Active;
         }
+        self.unproven.remove(&id);
         metrics::counter!(m::WAKES, "app" => rec.app_name.clone()).increment(1);
         if let Some(i) = incident {
             if self.tracker.mark_woken(i, now) {
@@ -354,6 +363,7 @@ impl Controller {
         if let Some(r) = self.replicas.get_mut(&id) {
             r.role = Role::Active;
         }
+        self.unproven.remove(&id);
         self.set_state(id, ReplicaState::Active, "active", why);
     }
 
@@ -420,6 +430,9 @@ impl Controller {
         r.stale_objects = hb.stale_objects;
         r.last_heartbeat_ms = Some(now);
         let (state, role, since, idle) = (r.state, r.role, r.since_ms, r.idle_ms(now));
+        if self.suspects.remove(&id) {
+            self.emit(Some(id), None, "unsuspected", "heartbeat again after a silence".into());
+        }
         // The catch-up work of a replica just woken is part of an incident's
         // story; later background sync is not worth an event each heartbeat.
         if fetched > 0
@@ -526,8 +539,16 @@ impl Controller {
         for id in settled {
             self.set_state(id, ReplicaState::Active, "active", "wake grace elapsed".into());
         }
+        // Suspicion lasts while the replica is meant to execute.
+        let replicas = &self.replicas;
+        self.suspects
+            .retain(|id| replicas.get(id).is_some_and(|r| r.state == ReplicaState::Active));
         for (id, ms) in silent {
-            self.fence_and_replace(id, None, &format!("silent for {ms} ms")).await;
+            if t.silence_fencing {
+                self.fence_and_replace(id, None, &format!("silent for {ms} ms")).await;
+            } else {
+                self.suspect(id, ms).await;
+            }
         }
         for id in ready {
             self.standby_ready(id, "standby grace elapsed").await;
@@ -538,24 +559,49 @@ impl Controller {
         self.expire_faults(now);
     }
 
-    /// Back to f+1 active once the app is quiet: keeps the most advanced.
+    /// An active replica went silent: a standby takes its place, so f+1
+    /// replicas answer, but it is not destroyed. It is fenced if the nodes'
+    /// audit names it (an f+1 FAULT certificate), paused first when the app
+    /// settles, and trusted again if it heartbeats.
+    async fn suspect(&mut self, id: ReplicaId, silent_ms: u64) {
+        if !self.suspects.insert(id) {
+            return;
+        }
+        self.emit(
+            Some(id),
+            None,
+            "suspected",
+            format!("silent for {silent_ms} ms: a standby is woken; fenced only on an f+1 FAULT certificate"),
+        );
+        let why = format!("{} suspected", self.dep.replica_name(id));
+        if let Some(standby) = self.standbys_in_wake_order(id.app).into_iter().next() {
+            let incident = self.tracker.open_incident(id.app).map(|i| i.id);
+            if let Err(e) = self.wake(standby, incident, &why).await {
+                self.emit(Some(standby), None, "wake-failed", e.to_string());
+            }
+        }
+    }
+
+    /// Back to f+1 active once the app is quiet: keeps the most advanced,
+    /// pausing suspects first.
     async fn rebalance(&mut self, app: AppId, now: u64) {
         if self.tracker.busy(app, now, self.tuning.settle_ms) {
             return;
         }
-        let mut active: Vec<(u64, ReplicaId)> = self
+        let mut active: Vec<(bool, u64, ReplicaId)> = self
             .replicas
             .values()
             .filter(|r| r.id.app == app && r.state == ReplicaState::Active)
-            .map(|r| (r.last_executed, r.id))
+            .map(|r| (self.suspects.contains(&r.id), r.last_executed, r.id))
             .collect();
         let target = self.active_target();
         if active.len() <= target {
             return;
         }
-        // Most advanced first; among equals the lower index stays.
-        active.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.index.cmp(&b.1.index)));
-        for (_, id) in active.split_off(target) {
+        // Trusted before suspected (a silent replica's last heartbeat may
+        // show it ahead), then most advanced; among equals the lower index.
+        active.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.index.cmp(&b.2.index)));
+        for (_, _, id) in active.split_off(target) {
             if let Err(e) = self.pause(id, "back to f+1 active").await {
                 self.emit(Some(id), None, "pause-failed", e.to_string());
             }
