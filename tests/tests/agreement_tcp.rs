@@ -71,10 +71,11 @@ async fn kv_requests_are_ordered_executed_and_certified_over_tcp() {
             panic!("large PUT failed: {put:?}");
         }
     }
-    let got = client
-        .call(app, AppRequest::new("GET", "/kv/big12", Vec::new()))
-        .await
-        .expect("GET");
+    let got = client.call(app, AppRequest::new("GET", "/kv/big12", Vec::new())).await;
+    let Ok(got) = got else {
+        c.dump_logs();
+        panic!("GET of a large value: {got:?}");
+    };
     assert_eq!(got.body, vec![12u8; 256 << 10]);
 }
 
