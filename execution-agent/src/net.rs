@@ -12,6 +12,7 @@ use crate::replica::{Out, Replica};
 use crate::source::{FetchError, StateSource};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc as stdmpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -117,6 +118,13 @@ pub async fn run(
     let keys = d.keyring();
     let (in_tx, in_rx) = mpsc::channel::<Input>(INBOX);
     let (resp_tx, resp_rx) = stdmpsc::sync_channel::<Signed<StateResponse>>(RESPONSES);
+    let resp_tx = ResponseGate {
+        tx: resp_tx,
+        me,
+        keys: keys.clone(),
+        asked: Arc::default(),
+        dropped: Arc::default(),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     let mut nodes = Vec::new();
     for n in &d.nodes {
@@ -139,7 +147,7 @@ pub async fn run(
         identity.clone(),
         keys.clone(),
         in_tx.clone(),
-        resp_tx,
+        resp_tx.clone(),
         orx,
     ));
     let links = Links {
@@ -161,6 +169,7 @@ pub async fn run(
         identity: identity.clone(),
         keys,
         links: links.clone(),
+        gate: resp_tx.clone(),
         responses: resp_rx,
         next_id: 0,
         rr: 0,
@@ -262,6 +271,52 @@ fn carry_out(out: Vec<Out>, links: &Links) {
     }
 }
 
+/// Where link readers hand state responses to the replica thread. Only an
+/// answer to a request the thread made lately, from the peer it asked and
+/// signed by that peer, gets through: a flood of others (a Byzantine
+/// replica's, relayed by correct nodes) is dropped here, cheap checks first,
+/// instead of filling the queue and crowding out the real answer.
+#[derive(Clone)]
+struct ResponseGate {
+    tx: stdmpsc::SyncSender<Signed<StateResponse>>,
+    me: ReplicaId,
+    keys: Keyring,
+    /// (request id, peer asked), newest last.
+    asked: Arc<std::sync::Mutex<std::collections::VecDeque<(u64, ReplicaId)>>>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Requests whose (possibly late) answers are still let through.
+const ASKED_KEPT: usize = 16;
+
+impl ResponseGate {
+    fn expect(&self, id: u64, peer: ReplicaId) {
+        if let Ok(mut a) = self.asked.lock() {
+            if a.len() >= ASKED_KEPT {
+                a.pop_front();
+            }
+            a.push_back((id, peer));
+        }
+    }
+
+    fn offer(&self, r: Signed<StateResponse>) {
+        let b = &r.body;
+        let asked = self
+            .asked
+            .lock()
+            .is_ok_and(|a| a.iter().any(|(id, peer)| *id == b.id && *peer == b.from));
+        if b.to != self.me || !asked || r.verify(&self.keys).is_err() {
+            let n = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(from = %b.from, dropped = n, "state responses nobody asked for dropped");
+            }
+            return;
+        }
+        // The replica thread may be busy; it asks again.
+        let _ = self.tx.try_send(r);
+    }
+}
+
 /// One outgoing link: dial, handshake, pump both ways, redial on failure.
 async fn link(
     addr: SocketAddr,
@@ -269,7 +324,7 @@ async fn link(
     me: Identity,
     keys: Keyring,
     inbox: mpsc::Sender<Input>,
-    responses: stdmpsc::SyncSender<Signed<StateResponse>>,
+    responses: ResponseGate,
     mut outbox: OutboxRx,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -296,10 +351,7 @@ async fn link(
         let reader = async {
             loop {
                 match rd.recv().await {
-                    Ok(Some(Msg::StateResponse(r))) => {
-                        // The fetching replica thread may be gone or busy; it retries.
-                        let _ = responses.try_send(r);
-                    }
+                    Ok(Some(Msg::StateResponse(r))) => responses.offer(r),
                     Ok(Some(m)) => {
                         if !deliver(&inbox, peer, m, &mut dropped).await {
                             return;
@@ -376,6 +428,7 @@ struct NetSource {
     identity: Identity,
     keys: Keyring,
     links: Links,
+    gate: ResponseGate,
     responses: stdmpsc::Receiver<Signed<StateResponse>>,
     next_id: u64,
     rr: usize,
@@ -423,6 +476,7 @@ impl StateSource for NetSource {
             });
             let via = self.links.nodes[self.rr % n].0;
             self.rr += 1;
+            self.gate.expect(id, peer);
             self.links.send(Some(via), &Msg::StateRequest(req));
             let deadline = Instant::now() + *timeout;
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
