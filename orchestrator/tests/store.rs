@@ -60,6 +60,10 @@ fn inventory_events_and_incidents_survive_reopen() {
             index: 1,
         }],
         replaced: vec![],
+        coalesced: 2,
+        kinds: vec![IncidentKind::Timeout, IncidentKind::Mismatch],
+        answer_from: Some(12),
+        last_joined_at: 150,
     };
     {
         let s = Store::open(&path).unwrap();
