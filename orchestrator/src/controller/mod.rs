@@ -395,7 +395,7 @@ impl Controller {
                         Some(i.app),
                         "incident-joined",
                         format!(
-                            "seq {seq} joins incident {incident} (same episode: {} certificates coalesced, seqs {}..={}, {})",
+                            "seq {seq} joins incident {incident} (same episode: coalesced {}, seqs {}..={}, kinds {})",
                             i.coalesced,
                             i.seq,
                             i.last_seq,
