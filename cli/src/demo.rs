@@ -409,8 +409,18 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
     let incidents = admin.get("/v1/incidents").await?;
     for i in incidents.as_array().into_iter().flatten() {
         println!(
-            "   incident {} app {} seq {} kind {}: recovery {} ms, faulty {}, replaced {}",
-            i["id"], i["app"], i["seq"], i["kind"], i["recovery_ms"], i["faulty"], i["replaced"]
+            "   incident {} app {} seq {} kind {}: recovery {} ms, faulty {}, replaced {}; coalesced {} (seqs {}..={}, kinds {})",
+            i["id"],
+            i["app"],
+            i["seq"],
+            i["kind"],
+            i["recovery_ms"],
+            i["faulty"],
+            i["replaced"],
+            i["coalesced"],
+            i["seq"],
+            i["last_seq"],
+            i["kinds"]
         );
     }
     println!(

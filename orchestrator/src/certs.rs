@@ -7,6 +7,15 @@
 //! replica in the same incident (or about the same seq) fence it, f+1
 //! `RESOLVED`s for an incident's seq record its certified reply. A minority
 //! of faulty nodes can therefore neither wake, kill nor churn.
+//!
+//! One fault episode is one incident: while an app's incident is open, or
+//! until it has been quiet (certified, no WAKE or FAULT certificate joining
+//! it) for the quiet window, WAKE certificates join it. A faulty replica
+//! keeps answering wrong or late until it is fenced, its replacement phase
+//! brings more late replies, and each node raises a new WAKE as soon as its
+//! previous one is answered; these are counted in the incident, not opened
+//! as incidents of their own. The controller acts on a joined certificate
+//! as on a new one (it wakes any standby left).
 
 use crate::model::Incident;
 use std::collections::{BTreeMap, VecDeque};
@@ -21,6 +30,11 @@ pub const MAX_INCIDENTS: usize = 1000;
 /// still move its boundary up (see [`Instance`]): four of their 500 ms
 /// heartbeat intervals.
 pub const INSTANCE_SETTLE_MS: u64 = 2_000;
+/// Default quiet window of an incident (see [`Tracker::with_quiet_ms`]):
+/// longer than the nodes' re-armed reply timeout (4 × 400 ms by default),
+/// so a replica that stays slow or silent keeps one incident; short enough
+/// that a fault injected a few seconds after recovery is a new one.
+pub const DEFAULT_QUIET_MS: u64 = 2_000;
 
 /// Why an inbound message was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -138,7 +152,8 @@ impl<K: Ord + Copy> Quorum<K> {
 pub enum Decision {
     /// A new incident: wake standbys of its app.
     Opened { incident: u64 },
-    /// Another certificate joined an open incident: wake any standby left.
+    /// Another certificate joined the app's incident (open, or certified
+    /// but not yet quiet, which it reopens): wake any standby left.
     Joined { incident: u64, seq: Seq },
     /// The incident got its certified reply (or its first fault certificate).
     Certified { incident: u64 },
@@ -225,6 +240,7 @@ pub struct Tracker {
     committed: BTreeMap<AppId, BTreeMap<NodeId, Seq>>,
     incidents: VecDeque<Incident>,
     next_id: u64,
+    quiet_ms: u64,
 }
 
 impl Tracker {
@@ -241,7 +257,27 @@ impl Tracker {
             committed: BTreeMap::new(),
             incidents: incidents.into(),
             next_id,
+            quiet_ms: DEFAULT_QUIET_MS,
         }
+    }
+
+    /// How long an app's incident must be quiet (certified, and no WAKE or
+    /// FAULT certificate joining it) before a WAKE certificate opens a new
+    /// one instead of joining it.
+    pub fn with_quiet_ms(mut self, quiet_ms: u64) -> Self {
+        self.quiet_ms = quiet_ms;
+        self
+    }
+
+    /// The app's incident a certificate at `now` joins: its newest, if that
+    /// is open or not yet quiet.
+    fn episode(&self, app: AppId, now: u64) -> Option<u64> {
+        self.incidents
+            .iter()
+            .rev()
+            .find(|i| i.app == app)
+            .filter(|i| i.joinable(now, self.quiet_ms))
+            .map(|i| i.id)
     }
 
     /// A node's heartbeat: it has committed `seq` of `app`.
@@ -325,12 +361,12 @@ impl Tracker {
         let Some(tally) = self.wakes.vote((w.app, w.seq), w.node, w.seq, now, self.need()) else {
             return Vec::new();
         };
-        if let Some(open) = self.open_incident(w.app).map(|i| i.id) {
-            if let Some(i) = self.incident_mut(open) {
-                i.last_seq = i.last_seq.max(w.seq);
+        if let Some(id) = self.episode(w.app, now) {
+            if let Some(i) = self.incident_mut(id) {
+                i.join(w.seq, w.kind, now);
             }
             return vec![Decision::Joined {
-                incident: open,
+                incident: id,
                 seq: w.seq,
             }];
         }
@@ -347,6 +383,10 @@ impl Tracker {
             certified_at: None,
             faulty: Vec::new(),
             replaced: Vec::new(),
+            coalesced: 0,
+            kinds: vec![w.kind],
+            answer_from: None,
+            last_joined_at: 0,
         });
         while self.incidents.len() > MAX_INCIDENTS {
             self.incidents.pop_front();
@@ -359,7 +399,7 @@ impl Tracker {
             .incidents
             .iter()
             .rev()
-            .find(|i| i.app == r.app && i.is_open() && i.covers(r.seq))
+            .find(|i| i.app == r.app && i.is_open() && i.answered_by(r.seq))
             .map(|i| i.id);
         let Some(id) = target else {
             return Vec::new();
@@ -417,18 +457,24 @@ impl Tracker {
         if let Some(i) = self.instances.get_mut(&r) {
             i.after = i.after.max(lowest);
         }
+        // The fence belongs to the episode under way, if any, and keeps
+        // it from going quiet.
         let incident = self
             .incidents
             .iter()
             .rev()
             .find(|i| i.app == r.app && (i.is_open() || i.covers(fault.seq)))
-            .map(|i| i.id);
+            .map(|i| i.id)
+            .or_else(|| self.episode(r.app, now));
         let mut out = Vec::new();
         if let Some(i) = incident.and_then(|id| self.incident_mut(id)) {
             if !i.faulty.contains(&r) {
                 i.faulty.push(r);
             }
-            if i.certified_at.is_none() {
+            i.last_joined_at = now;
+            // A vote about a seq before the WAKE that reopened it is no
+            // answer after that WAKE.
+            if i.certified_at.is_none() && i.answer_from.is_none_or(|from| lowest >= from) {
                 i.certified_at = Some(now);
                 out.push(Decision::Certified { incident: i.id });
             }

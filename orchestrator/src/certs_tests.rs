@@ -122,9 +122,12 @@ fn wakes_for_a_seq_inside_a_closed_incident_are_ignored() {
     assert!(t.on_wake(&wake(2, 11), 80).is_empty());
     assert!(t.on_wake(&wake(3, 11), 80).is_empty());
     assert_eq!(t.incidents().count(), 1);
-    // A new seq after it closed opens a new one.
-    t.on_wake(&wake(2, 20), 90);
-    assert_eq!(t.on_wake(&wake(3, 20), 95), vec![Decision::Opened { incident: 2 }]);
+    // A new seq once it has been quiet opens a new one.
+    t.on_wake(&wake(2, 20), 70 + DEFAULT_QUIET_MS);
+    assert_eq!(
+        t.on_wake(&wake(3, 20), 70 + DEFAULT_QUIET_MS),
+        vec![Decision::Opened { incident: 2 }]
+    );
 }
 
 #[test]
@@ -177,12 +180,13 @@ fn fault_certificate_fences_once_and_certifies_an_open_incident() {
     );
     assert!(t.on_fault(&fault(3, 1, 11), 41).is_empty());
     // Faults about later seqs concern the new instance and need f+1 again.
-    assert!(t.on_fault(&fault(1, 1, 50), 60).is_empty());
+    let quiet = 30 + DEFAULT_QUIET_MS;
+    assert!(t.on_fault(&fault(1, 1, 50), quiet).is_empty());
     assert_eq!(
-        t.on_fault(&fault(3, 1, 50), 61),
+        t.on_fault(&fault(3, 1, 50), quiet + 1),
         vec![Decision::Fence {
             replica: e1,
-            // Incident 1 is certified and ended at seq 10.
+            // Incident 1 is certified, ended at seq 10 and has been quiet.
             incident: None
         }]
     );
@@ -294,12 +298,14 @@ fn faults_from_different_incidents_do_not_combine() {
     t.on_resolved(&resolved(0, 10), 5);
     t.on_resolved(&resolved(1, 10), 5);
     assert!(t.on_fault(&fault(0, 1, 10), 6).is_empty());
-    t.on_wake(&wake(2, 90), 100);
-    assert_eq!(t.on_wake(&wake(3, 90), 100), vec![Decision::Opened { incident: 2 }]);
+    // Incident 1 has been quiet: another episode.
+    let later = 5 + DEFAULT_QUIET_MS;
+    t.on_wake(&wake(2, 90), later);
+    assert_eq!(t.on_wake(&wake(3, 90), later), vec![Decision::Opened { incident: 2 }]);
     // a3 about incident 2 and a0 about incident 1 are two half votes.
-    assert!(t.on_fault(&fault(3, 1, 90), 110).is_empty());
+    assert!(t.on_fault(&fault(3, 1, 90), later + 10).is_empty());
     // Within one incident, votes about its seqs combine.
-    let d = t.on_fault(&fault(2, 1, 90), 120);
+    let d = t.on_fault(&fault(2, 1, 90), later + 20);
     assert_eq!(
         d[0],
         Decision::Fence {
@@ -398,4 +404,139 @@ fn a_replacement_for_any_reason_drops_votes_about_the_old_instance() {
     ));
     assert!(t.on_fault(&fault(1, 1, 41), 4).is_empty());
     assert!(fences(&t.on_fault(&fault(2, 1, 41), 5)));
+}
+
+// Issue 25 item 9: one fault episode is one incident. A faulty replica keeps
+// answering wrong (or late) until it is fenced, and the replacement phase
+// brings more late replies, so the nodes raise a WAKE certificate per seq
+// as each of their incidents is certified; they join the episode's incident.
+
+fn wake_kind(node: u16, seq: Seq, kind: IncidentKind) -> Wake {
+    Wake {
+        kind,
+        ..wake(node, seq)
+    }
+}
+
+/// f+1 (f = 1) nodes' WAKEs for `seq`; the decisions of the second.
+fn wake_cert(t: &mut Tracker, seq: Seq, kind: IncidentKind, now: u64) -> Vec<Decision> {
+    t.on_wake(&wake_kind(0, seq, kind), now);
+    t.on_wake(&wake_kind(1, seq, kind), now)
+}
+
+fn resolved_cert(t: &mut Tracker, seq: Seq, now: u64) -> Vec<Decision> {
+    t.on_resolved(&resolved(2, seq), now);
+    t.on_resolved(&resolved(3, seq), now)
+}
+
+#[test]
+fn one_fault_episode_is_one_incident_and_a_quiet_period_ends_it() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    assert_eq!(
+        wake_cert(&mut t, 100, IncidentKind::Mismatch, 1_000),
+        vec![Decision::Opened { incident: 1 }]
+    );
+    // While it is open, another seq's certificate joins it.
+    assert_eq!(
+        wake_cert(&mut t, 101, IncidentKind::Mismatch, 1_050),
+        vec![Decision::Joined { incident: 1, seq: 101 }]
+    );
+    assert_eq!(
+        resolved_cert(&mut t, 100, 1_100),
+        vec![Decision::Certified { incident: 1 }]
+    );
+    t.on_fault(&fault(0, 1, 100), 1_110);
+    assert!(fences(&t.on_fault(&fault(1, 1, 101), 1_120)));
+    // Just certified, the replacement phase: later seqs time out, a checkpoint
+    // mismatches. Each certificate joins incident 1 (the controller still
+    // wakes standbys for it), it is open again until answers are certified.
+    for (seq, kind, at) in [
+        (103, IncidentKind::Mismatch, 1_300),
+        (110, IncidentKind::Timeout, 1_900),
+        (128, IncidentKind::Checkpoint, 2_500),
+    ] {
+        assert_eq!(
+            wake_cert(&mut t, seq, kind, at),
+            vec![Decision::Joined { incident: 1, seq }],
+            "seq {seq} at {at} ms"
+        );
+    }
+    // A straggling RESOLVED for a seq before the last wake is no answer to it.
+    assert!(t.on_resolved(&resolved(0, 100), 2_600).is_empty());
+    assert!(t.on_resolved(&resolved(1, 100), 2_600).is_empty());
+    assert_eq!(
+        resolved_cert(&mut t, 128, 2_700),
+        vec![Decision::Certified { incident: 1 }]
+    );
+    assert_eq!(t.incidents().count(), 1, "one fault episode made several incidents");
+    // Quiet (no WAKE or FAULT certificate) for less than the window: still it.
+    assert_eq!(
+        wake_cert(&mut t, 140, IncidentKind::Timeout, 2_700 + DEFAULT_QUIET_MS - 1),
+        vec![Decision::Joined { incident: 1, seq: 140 }]
+    );
+    let healed = 2_700 + DEFAULT_QUIET_MS + 100;
+    assert_eq!(
+        resolved_cert(&mut t, 140, healed),
+        vec![Decision::Certified { incident: 1 }]
+    );
+    assert_eq!(t.incidents().count(), 1);
+    let i = t.incident(1).unwrap();
+    assert_eq!((i.seq, i.last_seq), (100, 140));
+    assert_eq!(i.coalesced, 5);
+    assert_eq!(
+        i.kinds,
+        vec![IncidentKind::Mismatch, IncidentKind::Timeout, IncidentKind::Checkpoint]
+    );
+    assert_eq!(i.faulty, vec![e1()]);
+    // From the first detection to the answer after the last wake it absorbed.
+    assert_eq!(i.recovery_ms(), Some(healed - 1_000));
+    // Healthy for the whole window after that: a new episode, a new incident.
+    assert_eq!(
+        wake_cert(&mut t, 400, IncidentKind::Mismatch, healed + DEFAULT_QUIET_MS),
+        vec![Decision::Opened { incident: 2 }]
+    );
+    assert_eq!(t.incident(2).unwrap().coalesced, 0);
+}
+
+#[test]
+fn the_quiet_window_counts_from_the_last_fence_too() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    wake_cert(&mut t, 10, IncidentKind::Timeout, 0);
+    resolved_cert(&mut t, 10, 100);
+    // The hung replica is named after the incident was certified.
+    t.on_fault(&fault(0, 1, 10), 1_500);
+    assert!(fences(&t.on_fault(&fault(1, 1, 10), 1_500)));
+    // More than the window after certification, less after the fence.
+    assert_eq!(
+        wake_cert(&mut t, 20, IncidentKind::Timeout, 100 + DEFAULT_QUIET_MS + 500),
+        vec![Decision::Joined { incident: 1, seq: 20 }]
+    );
+}
+
+#[test]
+fn a_shorter_quiet_window_separates_episodes_sooner() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new()).with_quiet_ms(100);
+    wake_cert(&mut t, 10, IncidentKind::Timeout, 0);
+    resolved_cert(&mut t, 10, 50);
+    assert_eq!(
+        wake_cert(&mut t, 20, IncidentKind::Timeout, 150),
+        vec![Decision::Opened { incident: 2 }]
+    );
+}
+
+#[test]
+fn a_checkpoint_wake_below_the_first_seq_reopens_and_its_answer_certifies() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    wake_cert(&mut t, 100, IncidentKind::Mismatch, 0);
+    resolved_cert(&mut t, 100, 50);
+    assert_eq!(
+        wake_cert(&mut t, 96, IncidentKind::Checkpoint, 300),
+        vec![Decision::Joined { incident: 1, seq: 96 }]
+    );
+    assert!(t.open_incident(APP).is_some());
+    assert_eq!(
+        resolved_cert(&mut t, 96, 400),
+        vec![Decision::Certified { incident: 1 }]
+    );
+    assert_eq!(t.incident(1).unwrap().recovery_ms(), Some(400));
 }

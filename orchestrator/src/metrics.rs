@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 pub const REPLICAS: &str = "zz_orchestrator_replicas";
 pub const WAKES: &str = "zz_orchestrator_wakes_total";
 pub const INCIDENTS: &str = "zz_orchestrator_incidents_total";
+pub const INCIDENTS_COALESCED: &str = "zz_orchestrator_incident_wakes_coalesced_total";
 pub const RECOVERY_MS: &str = "zz_orchestrator_recovery_ms";
 pub const REPLACEMENTS: &str = "zz_orchestrator_replacements_total";
 pub const FAULTS_INJECTED: &str = "zz_orchestrator_faults_injected_total";
@@ -53,6 +54,10 @@ pub fn register(apps: &[String]) {
     metrics::describe_gauge!(REPLICAS, "Execution replicas by app and state");
     metrics::describe_counter!(WAKES, "Standbys woken");
     metrics::describe_counter!(INCIDENTS, "Incidents opened by f+1 WAKEs");
+    metrics::describe_counter!(
+        INCIDENTS_COALESCED,
+        "f+1 WAKE certificates that joined the incident of their fault episode"
+    );
     metrics::describe_histogram!(RECOVERY_MS, "Incident detection to certified reply (ms)");
     metrics::describe_counter!(REPLACEMENTS, "Replicas fenced and replaced");
     metrics::describe_counter!(FAULTS_INJECTED, "Faults injected through the API");
@@ -61,6 +66,7 @@ pub fn register(apps: &[String]) {
     for app in apps {
         metrics::counter!(WAKES, "app" => app.clone()).increment(0);
         metrics::counter!(REPLACEMENTS, "app" => app.clone()).increment(0);
+        metrics::counter!(INCIDENTS_COALESCED, "app" => app.clone()).increment(0);
         for kind in ["mismatch", "timeout", "checkpoint"] {
             metrics::counter!(INCIDENTS, "app" => app.clone(), "kind" => kind).increment(0);
         }

@@ -158,7 +158,10 @@ pub const EVENT_NODE_EXITED: &str = "node-exited";
 /// Event kind: `zz up` restarted an agreement node from its durable state.
 pub const EVENT_NODE_RESTARTED: &str = "node-restarted";
 
-/// A wake incident with its timings (unix ms).
+/// A wake incident with its timings (unix ms): one fault episode of an
+/// app. WAKE certificates that come while it is open, or within the quiet
+/// window after it (see `certs::Tracker::with_quiet_ms`), join it instead of
+/// opening another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {
     pub id: u64,
@@ -167,15 +170,38 @@ pub struct Incident {
     pub seq: u64,
     /// Highest seq that joined it.
     pub last_seq: u64,
+    /// The kind of the certificate that opened it.
     pub kind: zz_wire::IncidentKind,
     pub detected_at: u64,
     pub woken: Option<u64>,
+    /// When the answers were certified again after the last WAKE it absorbed
+    /// (cleared while a joined WAKE keeps it open).
     pub certified_at: Option<u64>,
     pub faulty: Vec<ReplicaId>,
     pub replaced: Vec<ReplicaId>,
+    /// WAKE certificates that joined it after the one that opened it.
+    /// Fields below are absent in stores written before coalescing.
+    #[serde(default)]
+    pub coalesced: u64,
+    /// The kinds of its WAKE certificates, in the order first seen.
+    #[serde(default)]
+    pub kinds: Vec<zz_wire::IncidentKind>,
+    /// Only an answer certified at or after this seq ends it: the seq of the
+    /// WAKE that reopened it after it was certified (none until then), so
+    /// straggling votes about the earlier seqs do not.
+    #[serde(default)]
+    pub answer_from: Option<u64>,
+    /// The last WAKE or FAULT certificate that joined it (unix ms, 0 if
+    /// none after it opened): its quiet window counts from this or from
+    /// `certified_at`, whichever is later.
+    #[serde(default)]
+    pub last_joined_at: u64,
 }
 
 impl Incident {
+    /// From the first detection to the first certified answer after the
+    /// last WAKE the incident absorbed: the whole episode, not its first
+    /// certificate alone.
     pub fn recovery_ms(&self) -> Option<u64> {
         self.certified_at.map(|c| c.saturating_sub(self.detected_at))
     }
@@ -186,6 +212,44 @@ impl Incident {
 
     pub fn covers(&self, seq: u64) -> bool {
         (self.seq..=self.last_seq).contains(&seq)
+    }
+
+    /// Whether a certificate at `now` still belongs to this episode: it is
+    /// open, or was certified, and last joined, less than `quiet_ms` ago.
+    pub fn joinable(&self, now: u64, quiet_ms: u64) -> bool {
+        match self.certified_at {
+            None => true,
+            Some(c) => now.saturating_sub(c.max(self.last_joined_at)) < quiet_ms,
+        }
+    }
+
+    /// A further WAKE certificate, for `seq`, joins the episode; it is open
+    /// again until an answer at or after `seq` is certified.
+    pub fn join(&mut self, seq: u64, kind: zz_wire::IncidentKind, now: u64) {
+        self.last_seq = self.last_seq.max(seq);
+        self.coalesced = self.coalesced.saturating_add(1);
+        if !self.kinds.contains(&kind) {
+            self.kinds.push(kind);
+        }
+        if self.certified_at.take().is_some() {
+            self.answer_from = Some(seq);
+        }
+        self.last_joined_at = now;
+    }
+
+    /// Whether a certified answer at `seq` ends the open incident.
+    pub fn answered_by(&self, seq: u64) -> bool {
+        // A checkpoint WAKE may reopen it below the seq that opened it.
+        (self.answer_from.unwrap_or(self.seq)..=self.last_seq).contains(&seq)
+    }
+
+    /// The kinds to report: stores written before coalescing kept only one.
+    pub fn all_kinds(&self) -> Vec<zz_wire::IncidentKind> {
+        if self.kinds.is_empty() {
+            vec![self.kind]
+        } else {
+            self.kinds.clone()
+        }
     }
 }
 
@@ -201,7 +265,14 @@ pub struct IncidentView {
     pub certified_at: Option<u64>,
     pub faulty: Vec<String>,
     pub replaced: Vec<String>,
+    /// From detection to the first certified answer after the last WAKE
+    /// the incident absorbed.
     pub recovery_ms: Option<u64>,
+    /// WAKE certificates of the same fault episode that joined this
+    /// incident instead of opening their own (seqs `seq..=last_seq`).
+    pub coalesced: u64,
+    /// The kinds of all its WAKE certificates, in the order first seen.
+    pub kinds: Vec<String>,
 }
 
 /// What was injected: a replica fault or an agreement node fault.

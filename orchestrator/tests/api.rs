@@ -314,6 +314,72 @@ async fn wake_certificate_opens_an_incident_and_fault_certificate_replaces() {
     assert!(children(&o.marker).is_empty());
 }
 
+/// Issue 25 item 9: a WAKE certificate for a later seq of the same episode
+/// joins the incident, which says so, instead of opening another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_certificates_of_one_episode_make_one_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dep, ids) = deployment(dir.path());
+    // A window no test machine can outwait: the join does not race the clock.
+    let t = zz_orchestrator::controller::Tuning {
+        incident_quiet_ms: 600_000,
+        ..tuning()
+    };
+    let mut o = start_tuned(dir.path(), dep, ids, marker(8), t).await;
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
+    let mut nodes = Vec::new();
+    for n in 0..2 {
+        let who = Principal::Node(NodeId(n));
+        let (_rx, tx) = o.connect(who).await;
+        nodes.push((o.id(who), tx));
+    }
+    for (seq, kind) in [(5, IncidentKind::Mismatch), (9, IncidentKind::Timeout)] {
+        for n in 0..2u16 {
+            let (id, tx) = &mut nodes[usize::from(n)];
+            let w = Wake {
+                node: NodeId(n),
+                app: KV,
+                seq,
+                kind,
+            };
+            tx.send(&Msg::Wake(id.sign(w))).await.unwrap();
+        }
+        if seq == 9 {
+            o.wait_event("incident-joined", None).await;
+        }
+        for n in 0..2u16 {
+            let (id, tx) = &mut nodes[usize::from(n)];
+            let r = Resolved {
+                node: NodeId(n),
+                app: KV,
+                seq,
+            };
+            tx.send(&Msg::Resolved(id.sign(r))).await.unwrap();
+        }
+        o.wait_event("incident-certified", None).await;
+    }
+    let mut inc = o.get_json("/v1/incidents").await;
+    for _ in 0..100 {
+        // Joined (the event was seen), then certified again by seq 9.
+        if inc[0]["last_seq"] == 9 && !inc[0]["certified_at"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        inc = o.get_json("/v1/incidents").await;
+    }
+    assert_eq!(inc.as_array().unwrap().len(), 1, "{inc}");
+    assert_eq!(
+        (inc[0]["seq"].as_u64(), inc[0]["last_seq"].as_u64()),
+        (Some(5), Some(9))
+    );
+    assert_eq!(inc[0]["kind"], "mismatch");
+    assert_eq!(inc[0]["coalesced"], 1);
+    assert_eq!(inc[0]["kinds"], serde_json::json!(["mismatch", "timeout"]));
+    assert!(inc[0]["recovery_ms"].as_u64().is_some());
+    o.shutdown().await;
+    assert!(children(&o.marker).is_empty());
+}
+
 async fn read_until<S>(body: &mut S, seen: &mut String, needle: &str)
 where
     S: futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin,

@@ -60,6 +60,10 @@ fn inventory_events_and_incidents_survive_reopen() {
             index: 1,
         }],
         replaced: vec![],
+        coalesced: 2,
+        kinds: vec![IncidentKind::Timeout, IncidentKind::Mismatch],
+        answer_from: Some(12),
+        last_joined_at: 150,
     };
     {
         let s = Store::open(&path).unwrap();
@@ -119,4 +123,33 @@ fn a_syncing_replica_is_idle_only_since_its_last_progress() {
     assert_eq!(r.idle_ms(10_000), 10_000 - 950, "from its last progress");
     r.sync_progress_ms = 0;
     assert_eq!(r.idle_ms(10_000), 10_000 - 900, "from entering its state");
+}
+
+#[test]
+fn incidents_written_before_coalescing_still_load() {
+    let incident = Incident {
+        id: 3,
+        app: AppId(0),
+        seq: 10,
+        last_seq: 10,
+        kind: IncidentKind::Mismatch,
+        detected_at: 100,
+        woken: Some(101),
+        certified_at: Some(150),
+        faulty: vec![],
+        replaced: vec![],
+        coalesced: 4,
+        kinds: vec![IncidentKind::Mismatch, IncidentKind::Timeout],
+        answer_from: Some(10),
+        last_joined_at: 140,
+    };
+    let mut v = serde_json::to_value(&incident).unwrap();
+    for field in ["coalesced", "kinds", "answer_from", "last_joined_at"] {
+        v.as_object_mut().unwrap().remove(field);
+    }
+    let old: Incident = serde_json::from_value(v).unwrap();
+    assert_eq!((old.coalesced, old.answer_from, old.last_joined_at), (0, None, 0));
+    // It reports the one kind it kept.
+    assert_eq!(old.all_kinds(), vec![IncidentKind::Mismatch]);
+    assert_eq!(old.recovery_ms(), Some(50));
 }

@@ -65,6 +65,11 @@ pub struct Tuning {
     /// ... unless it has been paused this long: under sustained load a
     /// standby is still refreshed, to bound its catch-up work.
     pub refresh_overdue_ms: u64,
+    /// A WAKE certificate joins the app's incident (one per fault episode)
+    /// unless that incident was certified, with no WAKE or FAULT
+    /// certificate joining it, this long ago; default
+    /// [`DEFAULT_QUIET_MS`](crate::certs::DEFAULT_QUIET_MS), 2 s.
+    pub incident_quiet_ms: u64,
 }
 
 impl Tuning {
@@ -94,6 +99,7 @@ impl Default for Tuning {
             refresh_after_ms: 10_000,
             refresh_max_busy: Some(0.5),
             refresh_overdue_ms: 120_000,
+            incident_quiet_ms: crate::certs::DEFAULT_QUIET_MS,
         }
     }
 }
@@ -251,8 +257,10 @@ impl Controller {
         let next_event = snap.events.last().map_or(1, |e| e.seq + 1);
         let next_fault = snap.faults.iter().map(|f| f.id + 1).max().unwrap_or(1);
         let (feed, _) = broadcast::channel(1024);
+        let tracker =
+            Tracker::new(dep.f, dep.timing.log_window, snap.incidents).with_quiet_ms(tuning.incident_quiet_ms);
         Ok(Controller {
-            tracker: Tracker::new(dep.f, dep.timing.log_window, snap.incidents),
+            tracker,
             dep,
             identity,
             backend,
@@ -379,15 +387,23 @@ impl Controller {
                 }
             }
             Decision::Joined { incident, seq } => {
-                if let Some(app) = self.tracker.incident(incident).map(|i| i.app) {
+                if let Some(i) = self.tracker.incident(incident).cloned() {
+                    metrics::counter!(m::INCIDENTS_COALESCED, "app" => self.app_name(i.app)).increment(1);
+                    let kinds: Vec<&str> = i.all_kinds().iter().map(|k| k.as_str()).collect();
                     self.emit(
                         None,
-                        Some(app),
+                        Some(i.app),
                         "incident-joined",
-                        format!("seq {seq} joins incident {incident}"),
+                        format!(
+                            "seq {seq} joins incident {incident} (same episode: coalesced {}, seqs {}..={}, kinds {})",
+                            i.coalesced,
+                            i.seq,
+                            i.last_seq,
+                            kinds.join("+")
+                        ),
                     );
                     self.save_incident(incident);
-                    self.wake_standbys(app, Some(incident), now).await;
+                    self.wake_standbys(i.app, Some(incident), now).await;
                 }
             }
             Decision::Certified { incident } => {
@@ -499,6 +515,8 @@ impl Controller {
             faulty: i.faulty.iter().map(|r| self.dep.replica_name(*r)).collect(),
             replaced: i.replaced.iter().map(|r| self.dep.replica_name(*r)).collect(),
             recovery_ms: i.recovery_ms(),
+            coalesced: i.coalesced,
+            kinds: i.all_kinds().iter().map(|k| k.as_str().to_string()).collect(),
         }
     }
 
