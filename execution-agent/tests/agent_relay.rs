@@ -195,8 +195,8 @@ async fn woken_agent_catches_up(flood: bool) -> usize {
     if flood {
         // e2 (Byzantine) answers requests nobody made; the correct nodes
         // relay what it sends, so it reaches the agent on every link.
-        for w in writers.iter().cloned() {
-            let e2_id = who(Principal::Replica(rep(2)));
+        for w in &writers {
+            let (w, e2_id) = (w.clone(), who(Principal::Replica(rep(2))));
             tokio::spawn(async move {
                 for id in 0..100_000u64 {
                     let junk = e2_id.sign(StateResponse {
