@@ -594,9 +594,12 @@ impl Signable for StateRequest {
         Principal::Replica(self.from)
     }
     fn digest(&self) -> Digest {
-        let mut h = Hasher::new("zz/state-request/v1")
+        // The whole addressing is signed: a relay cannot re-aim a request
+        // at another app's replica.
+        let mut h = Hasher::new("zz/state-request/v2")
             .u16(self.from.app.0)
             .u16(self.from.index)
+            .u16(self.to.app.0)
             .u16(self.to.index)
             .u64(self.id)
             .u64(self.checkpoint);
@@ -653,9 +656,10 @@ impl Signable for StateResponse {
         Principal::Replica(self.from)
     }
     fn digest(&self) -> Digest {
-        let mut h = Hasher::new("zz/state-response/v1")
+        let mut h = Hasher::new("zz/state-response/v2")
             .u16(self.from.app.0)
             .u16(self.from.index)
+            .u16(self.to.app.0)
             .u16(self.to.index)
             .u64(self.id)
             .u64(self.checkpoint);

@@ -4,6 +4,7 @@
 
 pub mod links;
 mod orders;
+mod relay;
 mod replies;
 mod store;
 mod timers;
@@ -82,6 +83,7 @@ struct Node {
     writes: Vec<Write>,
     deferred: Vec<(AppId, u64, Action)>,
     replies: ReplyCache,
+    relay: relay::RelayBudget,
 }
 
 /// Runs an agreement node until `shutdown` resolves.
@@ -158,6 +160,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         writes: Vec::new(),
         deferred: Vec::new(),
         replies: ReplyCache::default(),
+        relay: relay::RelayBudget::default(),
     };
     node.timers.set(TimerKey::Heartbeat, Instant::now() + HEARTBEAT);
     let now = now_ms();
@@ -279,14 +282,8 @@ impl Node {
                 self.vote_step(app, now, VoteInput::Checkpoint(c));
             }
             Msg::FetchOrders(f) => self.serve_orders(from, f.body.replica, f.body.from, f.body.to),
-            Msg::StateRequest(ref r) => {
-                let to = Principal::Replica(r.body.to);
-                self.send_inbound(to, &msg);
-            }
-            Msg::StateResponse(ref r) => {
-                let to = Principal::Replica(r.body.to);
-                self.send_inbound(to, &msg);
-            }
+            Msg::StateRequest(ref r) => self.relay_state(r.body.from, r.body.to, now, &msg),
+            Msg::StateResponse(ref r) => self.relay_state(r.body.from, r.body.to, now, &msg),
             Msg::Control(c) => self.on_control(c.body.target, c.body.nonce, c.body.cmd, now)?,
             // Replicas heartbeat their node links so a link that died unseen
             // (a restored VM) fails on send; nothing to do with it here.
@@ -515,6 +512,16 @@ impl Node {
 
     fn muted(&self) -> bool {
         self.fault == Some(NodeFault::Mute)
+    }
+
+    /// Relays a replica's state message to its addressee, within the
+    /// sender's budget.
+    fn relay_state(&mut self, from: ReplicaId, to: ReplicaId, now: u64, msg: &Msg) {
+        if self.relay.allow(from, to, now) {
+            self.send_inbound(Principal::Replica(to), msg);
+        } else {
+            metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "relay-budget").increment(1);
+        }
     }
 
     fn send_inbound(&self, to: Principal, msg: &Msg) {
