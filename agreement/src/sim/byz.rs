@@ -184,6 +184,8 @@ fn resign(m: Msg, key: &Identity) -> Msg {
         Msg::NewView(s) => Msg::NewView(sig(s, key)),
         Msg::LogFetch(s) => Msg::LogFetch(sig(s, key)),
         Msg::LogEntries(s) => Msg::LogEntries(sig(s, key)),
+        Msg::BodyFetch(s) => Msg::BodyFetch(sig(s, key)),
+        Msg::Bodies(s) => Msg::Bodies(sig(s, key)),
         other => other,
     }
 }
