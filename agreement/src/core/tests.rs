@@ -3,7 +3,7 @@
 
 use super::*;
 
-
+mod bodies;
 mod durable;
 mod exhaustion;
 
