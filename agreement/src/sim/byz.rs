@@ -116,6 +116,12 @@ impl Middleware for Forge {
                 s.body.new_view += 1;
                 Msg::ViewChange(s)
             }
+            (0, Msg::Bodies(mut s)) => {
+                for (_, p) in &mut s.body.proposals {
+                    p.nondet.seed ^= 7;
+                }
+                Msg::Bodies(s)
+            }
             // Impersonate another node, signed with our key.
             (1, Msg::Commit(mut c)) => {
                 c.0.seq += 1;
