@@ -159,6 +159,76 @@ impl Signable for PrePrepare {
         Principal::Node(self.node)
     }
     fn digest(&self) -> Digest {
+        self.header().digest()
+    }
+}
+
+impl PrePrepare {
+    /// The signed part without the body: what view changes and new views
+    /// carry, so their size does not grow with request sizes.
+    pub fn header(&self) -> PrePrepareHeader {
+        PrePrepareHeader {
+            node: self.node,
+            app: self.app,
+            view: self.view,
+            seq: self.seq,
+            digest: self.digest,
+        }
+    }
+}
+
+/// A pre-prepare without its proposal. Its signature digest is the
+/// pre-prepare's (same domain tag and fields), so a pre-prepare's signature
+/// verifies on its header, and a header with a body whose digest matches is
+/// again a validly signed pre-prepare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrePrepareHeader {
+    pub node: NodeId,
+    pub app: AppId,
+    pub view: View,
+    pub seq: Seq,
+    pub digest: Digest,
+}
+
+impl PrePrepareHeader {
+    /// The full pre-prepare, if `proposal` is the body this header names.
+    pub fn with_body(&self, proposal: Proposal) -> Option<PrePrepare> {
+        (proposal.digest() == self.digest).then_some(PrePrepare {
+            node: self.node,
+            app: self.app,
+            view: self.view,
+            seq: self.seq,
+            proposal,
+            digest: self.digest,
+        })
+    }
+}
+
+impl Signed<PrePrepare> {
+    /// The header with the pre-prepare's own signature (it covers the header).
+    pub fn signed_header(&self) -> Signed<PrePrepareHeader> {
+        Signed {
+            body: self.body.header(),
+            sig: self.sig,
+        }
+    }
+}
+
+impl Signed<PrePrepareHeader> {
+    /// The signed pre-prepare again, if `proposal` is the body this header names.
+    pub fn with_body(&self, proposal: Proposal) -> Option<Signed<PrePrepare>> {
+        Some(Signed {
+            body: self.body.with_body(proposal)?,
+            sig: self.sig,
+        })
+    }
+}
+
+impl Signable for PrePrepareHeader {
+    fn author(&self) -> Principal {
+        Principal::Node(self.node)
+    }
+    fn digest(&self) -> Digest {
         Hasher::new("zz/pre-prepare/v1")
             .u16(self.node.0)
             .u16(self.app.0)
@@ -237,10 +307,12 @@ impl Signable for LogCheckpoint {
     }
 }
 
-/// A pre-prepare with 2f matching prepares from distinct backups (PBFT's P set entry).
+/// A pre-prepare with 2f matching prepares from distinct backups (PBFT's P
+/// set entry). Only the header travels: receivers that need the body fetch
+/// it by (seq, digest) with `BodyFetch`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedProof {
-    pub pre_prepare: Signed<PrePrepare>,
+    pub pre_prepare: Signed<PrePrepareHeader>,
     pub prepares: Vec<Signed<Prepare>>,
 }
 
@@ -292,7 +364,8 @@ pub struct NewView {
     pub app: AppId,
     pub view: View,
     pub view_changes: Vec<Signed<ViewChange>>,
-    pub pre_prepares: Vec<Signed<PrePrepare>>,
+    /// The O set, as headers; bodies come from the receiver's log or `BodyFetch`.
+    pub pre_prepares: Vec<Signed<PrePrepareHeader>>,
 }
 
 impl Signable for NewView {
@@ -356,6 +429,56 @@ impl Signable for LogEntries {
             .u16(self.app.0)
             .u64(self.entries.len() as u64);
         for (seq, p) in &self.entries {
+            h = h.u64(*seq).digest(&p.digest());
+        }
+        h.finish()
+    }
+}
+
+/// A node installing a new view asks peers for the proposals it lacks,
+/// named by (seq, digest).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyFetch {
+    pub node: NodeId,
+    pub app: AppId,
+    pub wants: Vec<(Seq, Digest)>,
+}
+
+impl Signable for BodyFetch {
+    fn author(&self) -> Principal {
+        Principal::Node(self.node)
+    }
+    fn digest(&self) -> Digest {
+        let mut h = Hasher::new("zz/body-fetch/v1")
+            .u16(self.node.0)
+            .u16(self.app.0)
+            .u64(self.wants.len() as u64);
+        for (seq, d) in &self.wants {
+            h = h.u64(*seq).digest(d);
+        }
+        h.finish()
+    }
+}
+
+/// Proposals answering a `BodyFetch`; the receiver checks each against the
+/// digest it asked for, so one correct answer suffices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bodies {
+    pub node: NodeId,
+    pub app: AppId,
+    pub proposals: Vec<(Seq, Proposal)>,
+}
+
+impl Signable for Bodies {
+    fn author(&self) -> Principal {
+        Principal::Node(self.node)
+    }
+    fn digest(&self) -> Digest {
+        let mut h = Hasher::new("zz/bodies/v1")
+            .u16(self.node.0)
+            .u16(self.app.0)
+            .u64(self.proposals.len() as u64);
+        for (seq, p) in &self.proposals {
             h = h.u64(*seq).digest(&p.digest());
         }
         h.finish()
@@ -955,6 +1078,8 @@ pub enum Msg {
     NewView(Signed<NewView>),
     LogFetch(Signed<LogFetch>),
     LogEntries(Signed<LogEntries>),
+    BodyFetch(Signed<BodyFetch>),
+    Bodies(Signed<Bodies>),
     Order(Order),
     FetchOrders(Signed<FetchOrders>),
     OrdersReply(Signed<OrdersReply>),
@@ -984,6 +1109,8 @@ impl Msg {
             Msg::NewView(_) => "new-view",
             Msg::LogFetch(_) => "log-fetch",
             Msg::LogEntries(_) => "log-entries",
+            Msg::BodyFetch(_) => "body-fetch",
+            Msg::Bodies(_) => "bodies",
             Msg::Order(_) => "order",
             Msg::FetchOrders(_) => "fetch-orders",
             Msg::OrdersReply(_) => "orders-reply",
@@ -1026,6 +1153,8 @@ impl Msg {
             Msg::NewView(s) => Some(s.signed_digest()),
             Msg::LogFetch(s) => Some(s.signed_digest()),
             Msg::LogEntries(s) => Some(s.signed_digest()),
+            Msg::BodyFetch(s) => Some(s.signed_digest()),
+            Msg::Bodies(s) => Some(s.signed_digest()),
             Msg::FetchOrders(s) => Some(s.signed_digest()),
             Msg::OrdersReply(s) => Some(s.signed_digest()),
             Msg::ExecCheckpoint(s) => Some(s.signed_digest()),
@@ -1054,6 +1183,8 @@ impl Msg {
             Msg::NewView(s) => s.author(),
             Msg::LogFetch(s) => s.author(),
             Msg::LogEntries(s) => s.author(),
+            Msg::BodyFetch(s) => s.author(),
+            Msg::Bodies(s) => s.author(),
             Msg::Order(m) => m.author(),
             Msg::FetchOrders(s) => s.author(),
             Msg::OrdersReply(s) => s.author(),
@@ -1068,5 +1199,41 @@ impl Msg {
             Msg::Control(s) => s.author(),
             Msg::Heartbeat(s) => s.author(),
         })
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+    use crate::Identity;
+
+    #[test]
+    fn a_pre_prepare_signature_verifies_on_its_header_and_back() {
+        let id = Identity::from_seed(Principal::Node(NodeId(0)), [7; 32]);
+        let mut keys = crate::Keyring::new();
+        keys.insert(Principal::Node(NodeId(0)), id.public());
+        let proposal = Proposal::default();
+        let pp = id.sign(PrePrepare {
+            node: NodeId(0),
+            app: AppId(1),
+            view: 3,
+            seq: 7,
+            digest: proposal.digest(),
+            proposal: proposal.clone(),
+        });
+        let h = pp.signed_header();
+        assert_eq!(h.body.digest(), pp.body.digest());
+        h.verify(&keys).expect("header verifies");
+        let back = h.with_body(proposal).expect("matching body");
+        back.verify(&keys).expect("re-formed pre-prepare verifies");
+        assert_eq!(back, pp);
+        let other = Proposal {
+            nondet: NonDet {
+                timestamp_ms: 1,
+                seed: 2,
+            },
+            ..Proposal::default()
+        };
+        assert!(h.with_body(other).is_none(), "a body with another digest is refused");
     }
 }

@@ -280,7 +280,10 @@ impl Core {
                     self.broadcast(Msg::ViewChange(vc));
                 }
             }
-            Status::Normal => self.retransmit_votes(period),
+            Status::Normal => {
+                self.retransmit_votes(period);
+                self.retry_bodies();
+            }
         }
         // No delivery for a whole period while later seqs are known: ask peers.
         let stalled = self.last_committed == self.tick_committed

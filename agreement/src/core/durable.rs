@@ -16,9 +16,9 @@
 //! (`tests/sim_restart.rs` shows that fork).
 
 use super::dedup::DedupRecord;
-use super::log::{chain, Slot};
+use super::log::{chain, Certificate, Slot};
 use super::{Config, Core, Stable};
-use zz_wire::{ClientId, Digest, Identity, LogCheckpoint, PreparedProof, Seq, Signed, View};
+use zz_wire::{ClientId, Digest, Identity, LogCheckpoint, Seq, Signed, View};
 
 /// The snapshot part of what survives a restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,7 +45,7 @@ pub struct Durable {
 pub enum Record {
     /// This node holds a prepared certificate for the seq (the latest view's
     /// replaces an earlier one); it goes into every later view change.
-    Prepared(PreparedProof),
+    Prepared(Certificate),
     /// The seq was delivered with this digest, holding these client batches.
     Committed {
         seq: Seq,
@@ -132,7 +132,7 @@ impl Core {
     /// A recorded certificate becomes the slot's P-set entry, and its
     /// batches count as pending at that seq (a proposal repeating them
     /// elsewhere is refused).
-    fn restore_prepared(&mut self, p: PreparedProof) {
+    fn restore_prepared(&mut self, p: Certificate) {
         let (seq, view) = (p.pre_prepare.body.seq, p.pre_prepare.body.view);
         if seq <= self.stable.seq {
             return;

@@ -4,13 +4,40 @@
 
 use super::quorum::Votes;
 use std::collections::BTreeMap;
-use zz_wire::{Commit, Digest, Hasher, PrePrepare, Prepare, PreparedProof, Proposal, Seq, Signed, View};
+use zz_wire::{
+    Commit, Digest, Hasher, PrePrepare, PrePrepareHeader, Prepare, PreparedProof, Proposal, Seq, Signed, View,
+};
+
+/// A prepared certificate as this node keeps it: with the proposal, so
+/// that it can deliver and serve the body. Its serialised form is what the
+/// wire's `PreparedProof` was before it lost the body (old write-ahead logs
+/// still decode); `to_wire` gives the header-only form for view changes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Certificate {
+    pub pre_prepare: Signed<PrePrepare>,
+    pub prepares: Vec<Signed<Prepare>>,
+}
+
+impl Certificate {
+    pub fn to_wire(&self) -> PreparedProof {
+        PreparedProof {
+            pre_prepare: self.pre_prepare.signed_header(),
+            prepares: self.prepares.clone(),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Slot {
     /// The view `pp` and the vote sets belong to.
     pub view: View,
     pub pp: Option<Signed<PrePrepare>>,
+    /// A new view's pre-prepare for this slot whose body this node lacks
+    /// (`BodyFetch`); it becomes `pp` when the body comes. No vote before.
+    pub pending: Option<Signed<PrePrepareHeader>>,
+    /// A pre-prepare of an earlier view that did not prepare here, kept as a
+    /// source of its body for a new view that re-issues it.
+    pub spare: Option<Signed<PrePrepare>>,
     pub prepares: Votes<Signed<Prepare>>,
     pub commits: Votes<Commit>,
     /// `pp` has 2f matching prepares in `view`.
@@ -22,7 +49,7 @@ pub struct Slot {
     /// The committed proposal when it came from `LogEntries` or outlived its pre-prepare.
     pub body: Option<Proposal>,
     /// Prepared certificate from an earlier view.
-    pub old_proof: Option<PreparedProof>,
+    pub old_proof: Option<Certificate>,
     /// When this slot last started a view, for retransmission.
     pub since_ms: u64,
 }
@@ -32,6 +59,8 @@ impl Slot {
         Slot {
             view,
             pp: None,
+            pending: None,
+            spare: None,
             prepares: Votes::default(),
             commits: Votes::default(),
             prepared: false,
@@ -58,7 +87,7 @@ impl Slot {
             if let Some(pp) = self.pp.take() {
                 let d = pp.body.digest;
                 let prepares = self.prepares.matching(&d).cloned().collect();
-                self.old_proof = Some(PreparedProof {
+                self.old_proof = Some(Certificate {
                     pre_prepare: pp,
                     prepares,
                 });
@@ -68,9 +97,12 @@ impl Slot {
             if pp.body.digest == c && self.body.is_none() {
                 self.body = Some(pp.body.proposal);
             }
+        } else if let Some(pp) = self.pp.take() {
+            self.spare = Some(pp);
         }
         self.view = view;
         self.pp = None;
+        self.pending = None;
         self.prepares.clear();
         self.commits.clear();
         self.prepared = false;
@@ -110,11 +142,11 @@ impl Slot {
 
     /// This slot's P-set entry for a view change: the certificate of the
     /// latest view in which it prepared, with exactly `need` (2f) prepares.
-    pub fn proof(&self, need: usize) -> Option<PreparedProof> {
+    pub fn proof(&self, need: usize) -> Option<Certificate> {
         let mut proof = if self.prepared {
             let pp = self.pp.as_ref()?;
             let d = pp.body.digest;
-            PreparedProof {
+            Certificate {
                 pre_prepare: pp.clone(),
                 prepares: self.prepares.matching(&d).cloned().collect(),
             }
@@ -123,6 +155,19 @@ impl Slot {
         };
         proof.prepares.truncate(need);
         Some(proof)
+    }
+
+    /// A proposal with digest `d` known in this slot, in whatever role.
+    pub fn body_for(&self, d: &Digest) -> Option<&Proposal> {
+        let pps = [
+            self.pp.as_ref(),
+            self.old_proof.as_ref().map(|c| &c.pre_prepare),
+            self.spare.as_ref(),
+        ];
+        if let Some(pp) = pps.into_iter().flatten().find(|p| p.body.digest == *d) {
+            return Some(&pp.body.proposal);
+        }
+        self.body.as_ref().filter(|_| self.committed == Some(*d))
     }
 
     /// Timestamp of the proposal known here, unless it is the null request.

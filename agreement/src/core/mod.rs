@@ -14,6 +14,7 @@
 //! request batching), `checkpoint` (§4.3 and log catch-up), `viewchange`
 //! (§4.4, §4.5.2) with nested-proof checks in `validate`.
 
+mod bodies;
 mod checkpoint;
 mod dedup;
 mod durable;
@@ -36,6 +37,7 @@ use zz_wire::{
 };
 
 pub use durable::{Durable, Record};
+pub use log::Certificate;
 pub use validate::Reject;
 
 /// Static parameters of one app's PBFT instance on one node.
@@ -62,7 +64,7 @@ pub enum TimerId {
     Batch,
     /// Backup: a request it knows of was not committed in time (PBFT §4.4).
     ViewChange(View),
-    /// Resend the view-change / fetch-log messages if nothing moved.
+    /// Resend the view-change / fetch-log / fetch-body messages if nothing moved.
     Retransmit,
 }
 
@@ -72,7 +74,8 @@ pub enum Input {
     /// From a client (directly or forwarded by a backup).
     Request(Signed<ClientBatch>),
     /// From another agreement node: PrePrepare, Prepare, Commit, LogCheckpoint,
-    /// ViewChange, NewView, LogFetch, LogEntries. Other variants are ignored.
+    /// ViewChange, NewView, LogFetch, LogEntries, BodyFetch, Bodies. Other
+    /// variants are ignored.
     Peer(Msg),
     Timer(TimerId),
     /// Orchestrator-injected misbehaviour for demos and tests (`equivocate`,
@@ -138,6 +141,8 @@ pub struct Stats {
     /// Of which learned from peers' `LogEntries`.
     pub fetched: u64,
     pub log_fetches: u64,
+    /// New-view proposal bodies this node lacked and got from `Bodies`.
+    pub bodies_fetched: u64,
     pub stable_checkpoints: u64,
     /// Our own checkpoint digest disagreed with a stable one (should stay 0).
     pub checkpoint_mismatch: u64,
@@ -234,6 +239,8 @@ pub struct Core {
     fetch: Fetch,
     /// Per peer: where our last answer to its log fetch ended, and when.
     served: BTreeMap<NodeId, (Seq, u64)>,
+    /// Per peer: when we last answered its body fetch.
+    bodies_served: BTreeMap<NodeId, u64>,
     /// After a restart: no prepare/commit in views up to `.0` for seqs up to `.1`.
     passive: Option<(View, Seq)>,
     fault: Option<NodeFault>,
@@ -287,6 +294,7 @@ impl Core {
             new_view: None,
             fetch: Fetch::default(),
             served: BTreeMap::new(),
+            bodies_served: BTreeMap::new(),
             passive: None,
             fault: None,
             early: Vec::new(),
@@ -355,6 +363,8 @@ impl Core {
             Msg::NewView(m) if m.body.app == self.cfg.app => self.on_new_view(m),
             Msg::LogFetch(m) if m.body.app == self.cfg.app => self.on_log_fetch(m),
             Msg::LogEntries(m) if m.body.app == self.cfg.app => self.on_log_entries(m),
+            Msg::BodyFetch(m) if m.body.app == self.cfg.app => self.on_body_fetch(m),
+            Msg::Bodies(m) if m.body.app == self.cfg.app => self.on_bodies(m),
             _ => self.stats.dropped_invalid += 1,
         }
     }

@@ -71,6 +71,11 @@ impl Core {
         if !self.is_primary() || self.status != Status::Normal || !self.can_vote(self.view, self.next_seq) {
             return;
         }
+        // The new view's batches are pending only once their bodies are
+        // here; proposing before could order one of them twice.
+        if self.missing_body() {
+            return;
+        }
         let t = &self.cfg.timing;
         let (batch_max, max_ops, pipeline, delay_us) = (
             t.batch_max.max(1),
@@ -216,6 +221,28 @@ impl Core {
             // The primary is far ahead of us: we are probably lagging.
             self.stats.dropped_future += 1;
             self.note_behind(pp.seq.saturating_sub(self.cfg.timing.log_window));
+            return;
+        }
+        let pending = self
+            .log
+            .get(&pp.seq)
+            .filter(|s| s.view == pp.view)
+            .and_then(|s| s.pending.as_ref())
+            .map(|h| h.body.digest);
+        if let Some(d) = pending {
+            // The primary's retransmitted pre-prepare brings a body this
+            // node's new view lacks.
+            if d == pp.digest && pp.proposal.digest() == d {
+                self.fill_body(m);
+            } else {
+                self.stats.dropped_invalid += 1;
+            }
+            return;
+        }
+        if self.missing_body() {
+            // Its duplicate check needs the whole new view; the primary
+            // retransmits the pre-prepare.
+            self.stats.dropped_future += 1;
             return;
         }
         if let Some(d) = self

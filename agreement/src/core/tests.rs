@@ -3,6 +3,7 @@
 
 use super::*;
 
+mod bodies;
 mod durable;
 mod exhaustion;
 
@@ -561,12 +562,17 @@ fn f_plus_one_view_changes_for_higher_views_make_a_node_join() {
 }
 
 /// A prepared certificate for seq 1 in view 0 (pre-prepare + 2f prepares).
-fn prepared_proof(p: Proposal) -> zz_wire::PreparedProof {
+fn certificate(p: Proposal) -> Certificate {
     let d = p.digest();
-    zz_wire::PreparedProof {
+    Certificate {
         pre_prepare: pp(0, 0, 1, p),
         prepares: (1..=2).map(|i| node_id(i).sign(Prepare(vote(i, 0, 1, d)))).collect(),
     }
+}
+
+/// The same certificate as a view change carries it (header only).
+fn prepared_proof(p: Proposal) -> zz_wire::PreparedProof {
+    certificate(p).to_wire()
 }
 
 #[test]
@@ -594,11 +600,31 @@ fn new_primary_reissues_prepared_requests_and_fills_gaps_with_null() {
     b.step(T0 + 100, Input::Timer(TimerId::ViewChange(0)));
     let acts = peer(&mut b, Msg::NewView(nv.clone()));
     assert!(acts.iter().any(|a| matches!(a, Action::ViewChanged(1))));
-    assert!(sent_prepare(&acts));
+    // It lacks the body: it asks for it and votes only once it is here.
+    assert!(!sent_prepare(&acts));
+    let wants = acts.iter().find_map(|a| match a {
+        Action::Broadcast(Msg::BodyFetch(m)) | Action::Send(_, Msg::BodyFetch(m)) => Some(m.body.wants.clone()),
+        _ => None,
+    });
+    assert_eq!(wants, Some(vec![(1, prop.digest())]));
+    let bodies = |p: Proposal| {
+        Msg::Bodies(node_id(3).sign(zz_wire::Bodies {
+            node: NodeId(3),
+            app: AppId(0),
+            proposals: vec![(1, p)],
+        }))
+    };
+    let next = peer(&mut b, Msg::PrePrepare(pp(1, 1, 2, proposal(&[6], T0))));
+    assert!(
+        !sent_prepare(&next),
+        "no new pre-prepare is taken while a body is missing"
+    );
+    assert!(!sent_prepare(&peer(&mut b, bodies(proposal(&[2], T0)))), "wrong body");
+    assert!(sent_prepare(&peer(&mut b, bodies(prop.clone()))));
 
     // A new view whose O set omits the prepared request is refused.
     let mut tampered = nv.body.clone();
-    tampered.pre_prepares[0] = pp(1, 1, 1, Proposal::default());
+    tampered.pre_prepares[0] = pp(1, 1, 1, Proposal::default()).signed_header();
     let forged = node_id(1).sign(tampered);
     let mut c = core(3);
     c.step(T0, Input::Request(req(5)));

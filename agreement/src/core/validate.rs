@@ -4,7 +4,10 @@
 
 use super::quorum::distinct;
 use super::Core;
-use zz_wire::{verify_all, Digest, LogCheckpoint, NewView, PreparedProof, Proposal, Seq, Signed, View, ViewChange};
+use zz_wire::{
+    verify_all, Digest, LogCheckpoint, NewView, PrePrepareHeader, PreparedProof, Proposal, Seq, Signed, View,
+    ViewChange,
+};
 
 /// Why an input was refused.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
@@ -120,9 +123,6 @@ impl Core {
             if n != self.th.prepares() || distinct(p.prepares.iter().map(|v| v.body.0.node)) != n {
                 return Err(Reject::BadPreparedProof);
             }
-            if b.proposal.digest() != b.digest {
-                return Err(Reject::BadDigest);
-            }
             pps.push(&p.pre_prepare);
             votes.extend(p.prepares.iter());
         }
@@ -190,24 +190,17 @@ impl Core {
         view: View,
         primary: zz_wire::NodeId,
         plan: &Plan,
-        pps: &[Signed<zz_wire::PrePrepare>],
+        pps: &[Signed<PrePrepareHeader>],
     ) -> Result<(), Reject> {
         if pps.len() != plan.entries.len() {
             return Err(Reject::WrongNewViewSet);
         }
-        let null = Proposal::default();
-        let null_digest = null.digest();
+        let null_digest = Proposal::default().digest();
         for (pp, (seq, choice)) in pps.iter().zip(&plan.entries) {
             let b = &pp.body;
-            let (expected, digest) = choice.as_ref().map_or((&null, null_digest), |p| {
-                (&p.pre_prepare.body.proposal, p.pre_prepare.body.digest)
-            });
-            let ok = b.node == primary
-                && b.app == self.cfg.app
-                && b.view == view
-                && b.seq == *seq
-                && b.proposal == *expected
-                && b.digest == digest;
+            let digest = choice.as_ref().map_or(null_digest, |p| p.pre_prepare.body.digest);
+            let ok =
+                b.node == primary && b.app == self.cfg.app && b.view == view && b.seq == *seq && b.digest == digest;
             if !ok {
                 return Err(Reject::WrongNewViewSet);
             }

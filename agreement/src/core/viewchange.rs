@@ -3,7 +3,8 @@
 use super::log::Slot;
 use super::validate::Plan;
 use super::{Action, Core, Status, TimerId};
-use zz_wire::{Msg, NewView, Seq, Signed, View, ViewChange};
+use std::collections::BTreeMap;
+use zz_wire::{Digest, Msg, NewView, PrePrepareHeader, Proposal, Seq, Signed, View, ViewChange};
 
 /// Most early messages held while waiting for a new view.
 const MAX_EARLY: usize = 4096;
@@ -26,6 +27,7 @@ impl Core {
             .log
             .range(self.stable.seq + 1..)
             .filter_map(|(_, s)| s.proof(need))
+            .map(|c| c.to_wire())
             .collect();
         let vc = self.sign(ViewChange {
             node: self.cfg.me,
@@ -120,15 +122,20 @@ impl Core {
             return;
         }
         let plan = Plan::compute(&chosen.iter().map(|s| &s.body).collect::<Vec<_>>());
+        // Headers only: the backups (and this node) find or fetch the bodies.
+        let null = Proposal::default().digest();
         let pre_prepares = plan
             .entries
             .iter()
             .map(|(seq, choice)| {
-                let proposal = choice
-                    .as_ref()
-                    .map(|p| p.pre_prepare.body.proposal.clone())
-                    .unwrap_or_default();
-                self.make_pre_prepare(view, *seq, proposal)
+                let digest = choice.as_ref().map_or(null, |p| p.pre_prepare.body.digest);
+                self.sign(PrePrepareHeader {
+                    node: self.cfg.me,
+                    app: self.cfg.app,
+                    view,
+                    seq: *seq,
+                    digest,
+                })
             })
             .collect();
         let nv = self.sign(NewView {
@@ -179,25 +186,35 @@ impl Core {
         }
         let primary = self.is_primary();
         let mut top_ts = self.last_ts;
-        for pp in nv.body.pre_prepares.iter() {
-            let (seq, digest) = (pp.body.seq, pp.body.digest);
+        for h in nv.body.pre_prepares.iter() {
+            let (seq, digest) = (h.body.seq, h.body.digest);
             if seq <= self.stable.seq {
                 continue;
             }
-            if !pp.body.proposal.requests.is_empty() {
-                top_ts = top_ts.max(pp.body.proposal.nondet.timestamp_ms);
+            let full = self.known_body(seq, &digest).and_then(|p| h.with_body(p));
+            if let Some(p) = full.as_ref().map(|pp| &pp.body.proposal) {
+                if !p.requests.is_empty() {
+                    top_ts = top_ts.max(p.nondet.timestamp_ms);
+                }
             }
             let slot = self.log.entry(seq).or_insert_with(|| Slot::new(view, now));
             if slot.committed.is_some_and(|c| c != digest) {
                 self.stats.checkpoint_mismatch += 1;
                 continue;
             }
-            slot.pp = Some(pp.clone());
-            if !primary {
-                self.send_prepare(seq, digest);
+            match full {
+                Some(pp) => {
+                    slot.pp = Some(pp);
+                    if !primary {
+                        self.send_prepare(seq, digest);
+                    }
+                }
+                // No vote before the body is here (see `bodies`).
+                None => slot.pending = Some(h.clone()),
             }
         }
         self.rebuild_after_view_change(plan.max_s(), top_ts);
+        let namers = Self::namers(&nv.body.view_changes, self.cfg.me);
         if primary {
             self.new_view = Some(nv);
         } else {
@@ -214,8 +231,22 @@ impl Core {
         for s in seqs {
             self.check_prepared(s);
         }
+        self.fetch_bodies(Some(&namers));
         self.try_propose();
         self.refresh_view_change_timer();
+    }
+
+    /// For each prepared (seq, digest) in these view changes, one other node
+    /// that named it: it held the body when it sent its view change.
+    fn namers(vcs: &[Signed<ViewChange>], me: zz_wire::NodeId) -> BTreeMap<(Seq, Digest), zz_wire::NodeId> {
+        let mut out = BTreeMap::new();
+        for vc in vcs.iter().filter(|v| v.body.node != me) {
+            for p in &vc.body.prepared {
+                let h = &p.pre_prepare.body;
+                out.entry((h.seq, h.digest)).or_insert(vc.body.node);
+            }
+        }
+        out
     }
 
     /// Waiting for the new view of `view`: its primary's pre-prepares and

@@ -232,18 +232,14 @@ async fn read_loop(peer: Principal, mut reader: LinkReader, inbox: Inbox) {
     }
 }
 
-/// The client batches a message carries (a proposal's, a new view's, a log
-/// fetch answer's).
+/// The client batches a message carries (a proposal's, a log fetch
+/// answer's, a body fetch answer's; view changes and new views carry
+/// headers only).
 fn client_requests(msg: &Msg) -> Box<dyn Iterator<Item = &zz_wire::Signed<zz_wire::ClientBatch>> + '_> {
     match msg {
         Msg::PrePrepare(pp) => Box::new(pp.body.proposal.requests.iter()),
-        Msg::NewView(nv) => Box::new(
-            nv.body
-                .pre_prepares
-                .iter()
-                .flat_map(|pp| pp.body.proposal.requests.iter()),
-        ),
         Msg::LogEntries(le) => Box::new(le.body.entries.iter().flat_map(|(_, p)| p.requests.iter())),
+        Msg::Bodies(b) => Box::new(b.body.proposals.iter().flat_map(|(_, p)| p.requests.iter())),
         _ => Box::new(std::iter::empty()),
     }
 }

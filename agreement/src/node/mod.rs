@@ -249,6 +249,8 @@ impl Node {
             Msg::NewView(m) => Some(m.body.app),
             Msg::LogFetch(m) => Some(m.body.app),
             Msg::LogEntries(m) => Some(m.body.app),
+            Msg::BodyFetch(m) => Some(m.body.app),
+            Msg::Bodies(m) => Some(m.body.app),
             _ => None,
         };
         if let Some(app) = peer_app {

@@ -116,6 +116,12 @@ impl Middleware for Forge {
                 s.body.new_view += 1;
                 Msg::ViewChange(s)
             }
+            (0, Msg::Bodies(mut s)) => {
+                for (_, p) in &mut s.body.proposals {
+                    p.nondet.seed ^= 7;
+                }
+                Msg::Bodies(s)
+            }
             // Impersonate another node, signed with our key.
             (1, Msg::Commit(mut c)) => {
                 c.0.seq += 1;
@@ -184,6 +190,8 @@ fn resign(m: Msg, key: &Identity) -> Msg {
         Msg::NewView(s) => Msg::NewView(sig(s, key)),
         Msg::LogFetch(s) => Msg::LogFetch(sig(s, key)),
         Msg::LogEntries(s) => Msg::LogEntries(sig(s, key)),
+        Msg::BodyFetch(s) => Msg::BodyFetch(sig(s, key)),
+        Msg::Bodies(s) => Msg::Bodies(sig(s, key)),
         other => other,
     }
 }

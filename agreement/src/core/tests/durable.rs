@@ -99,7 +99,7 @@ fn a_restarted_node_refuses_a_batch_committed_before_its_snapshot() {
 
 #[test]
 fn records_covered_by_a_snapshot_are_obsolete() {
-    let p = prepared_proof(proposal(&[1], T0));
+    let p = certificate(proposal(&[1], T0));
     let prepared = Record::Prepared(p);
     let committed = Record::Committed {
         seq: 1,
