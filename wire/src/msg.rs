@@ -1078,8 +1078,6 @@ pub enum Msg {
     NewView(Signed<NewView>),
     LogFetch(Signed<LogFetch>),
     LogEntries(Signed<LogEntries>),
-    BodyFetch(Signed<BodyFetch>),
-    Bodies(Signed<Bodies>),
     Order(Order),
     FetchOrders(Signed<FetchOrders>),
     OrdersReply(Signed<OrdersReply>),
@@ -1094,6 +1092,9 @@ pub enum Msg {
     Resolved(Signed<Resolved>),
     Control(Signed<Control>),
     Heartbeat(Signed<Heartbeat>),
+    // Appended, so the tags of the variants above stay as they were.
+    BodyFetch(Signed<BodyFetch>),
+    Bodies(Signed<Bodies>),
 }
 
 impl Msg {
