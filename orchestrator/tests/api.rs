@@ -3,32 +3,10 @@
 
 mod common;
 
-use common::{children, deployment, marker, start, start_tuned, tuning, TOKEN};
+use common::{children, deployment, heartbeat, marker, replica, start, start_tuned, tuning, KV, TOKEN};
 use futures::StreamExt;
 use std::time::Duration;
-use zz_wire::{
-    AppId, ControlCmd, Digest, Fault, Heartbeat, IncidentKind, Msg, NodeId, Principal, ReplicaFault, ReplicaId,
-    Resolved, Wake,
-};
-
-const KV: AppId = AppId(0);
-
-fn replica(index: u16) -> ReplicaId {
-    ReplicaId { app: KV, index }
-}
-
-fn heartbeat(from: Principal, last_executed: u64) -> Heartbeat {
-    Heartbeat {
-        from,
-        app: KV,
-        view: 0,
-        last_executed,
-        last_checkpoint: 0,
-        fetched_objects: 0,
-        stale_objects: 0,
-        time_ms: 0,
-    }
-}
+use zz_wire::{ControlCmd, Digest, Fault, IncidentKind, Msg, NodeId, Principal, ReplicaFault, Resolved, Wake};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_validation_and_status_codes() {

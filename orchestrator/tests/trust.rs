@@ -5,28 +5,9 @@
 
 mod common;
 
-use common::{deployment, marker, start, start_tuned, tuning};
+use common::{deployment, heartbeat, marker, replica, start, start_tuned, tuning};
 use std::time::Duration;
-use zz_wire::{AppId, Digest, Fault, Heartbeat, Msg, NodeId, Principal, ReplicaId};
-
-const KV: AppId = AppId(0);
-
-fn replica(index: u16) -> ReplicaId {
-    ReplicaId { app: KV, index }
-}
-
-fn heartbeat(from: Principal, last_executed: u64) -> Heartbeat {
-    Heartbeat {
-        from,
-        app: KV,
-        view: 0,
-        last_executed,
-        last_checkpoint: 0,
-        fetched_objects: 0,
-        stale_objects: 0,
-        time_ms: 0,
-    }
-}
+use zz_wire::{Digest, Fault, Msg, NodeId, Principal};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_silence_suspects_and_wakes_a_standby_but_only_a_certificate_fences() {

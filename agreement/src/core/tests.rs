@@ -127,6 +127,19 @@ fn broadcasts(acts: &[Action]) -> Vec<&Msg> {
         .collect()
 }
 
+/// A backup holding a request times out on the primary: the view change it sends.
+fn times_out_and_changes_view(b: &mut Core) -> ViewChange {
+    b.step(T0, Input::Request(req(5)));
+    let acts = b.step(T0 + 10_000, Input::Timer(TimerId::ViewChange(0)));
+    broadcasts(&acts)
+        .into_iter()
+        .find_map(|m| match m {
+            Msg::ViewChange(v) => Some(v.body.clone()),
+            _ => None,
+        })
+        .expect("view change sent")
+}
+
 fn sent_prepare(acts: &[Action]) -> bool {
     broadcasts(acts).iter().any(|m| matches!(m, Msg::Prepare(_)))
 }

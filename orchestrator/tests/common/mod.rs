@@ -12,9 +12,30 @@ use zz_orchestrator::controller::Tuning;
 use zz_orchestrator::{run_with, OrchestratorConfig};
 use zz_wire::config::generate;
 use zz_wire::frame::{handshake, LinkReader, LinkWriter};
-use zz_wire::{Deployment, GenerateOptions, Identity, Principal};
+use zz_wire::{AppId, Deployment, GenerateOptions, Heartbeat, Identity, Principal, ReplicaId};
 
 pub const TOKEN: &str = "test-token-123";
+
+/// The deployment's first app.
+pub const KV: AppId = AppId(0);
+
+pub fn replica(index: u16) -> ReplicaId {
+    ReplicaId { app: KV, index }
+}
+
+/// A heartbeat from `from` about KV at `last_executed`.
+pub fn heartbeat(from: Principal, last_executed: u64) -> Heartbeat {
+    Heartbeat {
+        from,
+        app: KV,
+        view: 0,
+        last_executed,
+        last_checkpoint: 0,
+        fetched_objects: 0,
+        stale_objects: 0,
+        time_ms: 0,
+    }
+}
 
 pub struct Orch {
     pub dep: Deployment,

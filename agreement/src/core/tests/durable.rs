@@ -13,6 +13,16 @@ fn prepared_backup() -> (Core, Digest, Vec<Action>) {
     (b, d, acts)
 }
 
+/// The write-ahead records among the actions, in order.
+fn recorded(acts: Vec<Action>) -> Vec<Record> {
+    acts.into_iter()
+        .filter_map(|a| match a {
+            Action::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
 fn position(acts: &[Action], what: impl Fn(&Action) -> bool) -> Option<usize> {
     acts.iter().position(what)
 }
@@ -40,24 +50,10 @@ fn a_delivery_is_recorded_before_it_is_delivered() {
 #[test]
 fn a_restarted_node_carries_its_recorded_certificates_into_a_view_change() {
     let (_, d, acts) = prepared_backup();
-    let records: Vec<Record> = acts
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::Record(r) => Some(r),
-            _ => None,
-        })
-        .collect();
+    let records = recorded(acts);
     let mut b = Core::restore(config(1), node_id(1), Durable::default(), records);
     b.start(T0);
-    b.step(T0, Input::Request(req(5)));
-    let acts = b.step(T0 + 10_000, Input::Timer(TimerId::ViewChange(0)));
-    let vc = broadcasts(&acts)
-        .into_iter()
-        .find_map(|m| match m {
-            Msg::ViewChange(v) => Some(v.body.clone()),
-            _ => None,
-        })
-        .expect("view change sent");
+    let vc = times_out_and_changes_view(&mut b);
     assert_eq!(vc.prepared.len(), 1);
     assert_eq!(vc.prepared[0].pre_prepare.body.digest, d);
 }
@@ -67,13 +63,7 @@ fn a_restarted_node_resumes_after_its_recorded_deliveries() {
     let (mut b, d, _) = prepared_backup();
     peer(&mut b, commit(0, 0, 1, d));
     let acts = peer(&mut b, commit(2, 0, 1, d));
-    let records: Vec<Record> = acts
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::Record(r) => Some(r),
-            _ => None,
-        })
-        .collect();
+    let records = recorded(acts);
     let r = Core::restore(config(1), node_id(1), Durable::default(), records);
     assert_eq!(r.last_committed(), 1);
     assert_eq!(r.durable().log_digest, b.durable().log_digest);

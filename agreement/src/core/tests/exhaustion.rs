@@ -75,15 +75,7 @@ fn a_view_change_carries_exactly_2f_prepares_per_certificate() {
     peer(&mut b, Msg::PrePrepare(pp(0, 0, 1, p)));
     peer(&mut b, prepare(2, 0, 1, d));
     peer(&mut b, prepare(3, 0, 1, d));
-    b.step(T0, Input::Request(req(5)));
-    let acts = b.step(T0 + 10_000, Input::Timer(TimerId::ViewChange(0)));
-    let vc = broadcasts(&acts)
-        .into_iter()
-        .find_map(|m| match m {
-            Msg::ViewChange(v) => Some(v.body.clone()),
-            _ => None,
-        })
-        .expect("view change sent");
+    let vc = times_out_and_changes_view(&mut b);
     assert_eq!(vc.prepared.len(), 1);
     assert_eq!(vc.prepared[0].prepares.len(), 2 * F);
 }
