@@ -241,6 +241,9 @@ pub struct Tracker {
     incidents: VecDeque<Incident>,
     next_id: u64,
     quiet_ms: u64,
+    /// When a fault was last injected into each app (by the operator): a
+    /// new fault is a new episode, not part of the last one still settling.
+    injected: BTreeMap<AppId, u64>,
 }
 
 impl Tracker {
@@ -258,7 +261,15 @@ impl Tracker {
             incidents: incidents.into(),
             next_id,
             quiet_ms: DEFAULT_QUIET_MS,
+            injected: BTreeMap::new(),
         }
+    }
+
+    /// A fault was injected into `app` at `now`: certificates after this no
+    /// longer join an incident already certified (a benchmark or a demo
+    /// injecting one fault after another gets one incident per fault).
+    pub fn on_injected(&mut self, app: AppId, now: u64) {
+        self.injected.insert(app, now);
     }
 
     /// How long an app's incident must be quiet (certified, and no WAKE or
@@ -277,6 +288,10 @@ impl Tracker {
             .rev()
             .find(|i| i.app == app)
             .filter(|i| i.joinable(now, self.quiet_ms))
+            .filter(|i| {
+                let injected = self.injected.get(&app).copied();
+                !matches!((i.certified_at, injected), (Some(c), Some(t)) if t >= c)
+            })
             .map(|i| i.id)
     }
 

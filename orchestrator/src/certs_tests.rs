@@ -540,3 +540,30 @@ fn a_checkpoint_wake_below_the_first_seq_reopens_and_its_answer_certifies() {
     );
     assert_eq!(t.incident(1).unwrap().recovery_ms(), Some(400));
 }
+
+/// One injected fault after another (a benchmark's rounds, a demo): each is
+/// its own episode, however soon it follows the last one's answer.
+#[test]
+fn a_fault_injected_after_an_incident_was_answered_opens_a_new_one() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    wake_cert(&mut t, 10, IncidentKind::Mismatch, 0);
+    // Injected while the first incident is still open: it joins.
+    t.on_injected(AppId(0), 50);
+    assert_eq!(
+        wake_cert(&mut t, 11, IncidentKind::Mismatch, 60),
+        vec![Decision::Joined { incident: 1, seq: 11 }]
+    );
+    resolved_cert(&mut t, 11, 100);
+    t.on_injected(AppId(0), 300);
+    assert_eq!(
+        wake_cert(&mut t, 20, IncidentKind::Mismatch, 400),
+        vec![Decision::Opened { incident: 2 }]
+    );
+    // Another app's injection does not split this app's episode.
+    resolved_cert(&mut t, 20, 500);
+    t.on_injected(AppId(1), 600);
+    assert_eq!(
+        wake_cert(&mut t, 21, IncidentKind::Timeout, 700),
+        vec![Decision::Joined { incident: 2, seq: 21 }]
+    );
+}

@@ -83,6 +83,13 @@ impl Controller {
         let who = target.principal();
         let kind = target.kind();
         let delivered = self.send_control(who, set_cmd(kind));
+        let apps: Vec<zz_wire::AppId> = match who {
+            Principal::Replica(r) => vec![r.app],
+            _ => self.dep.app_ids().collect(),
+        };
+        for app in apps {
+            self.tracker.on_injected(app, now);
+        }
         let rec = FaultRecord {
             id,
             target: who,
