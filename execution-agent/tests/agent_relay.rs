@@ -57,9 +57,13 @@ async fn woken_agent_fetches_state_through_the_node_relay() {
 async fn a_flood_of_unasked_state_responses_does_not_starve_a_woken_agent() {
     let calm = woken_agent_catches_up(false).await;
     let flooded = woken_agent_catches_up(true).await;
-    // Every request answered on its first try: none had to be re-sent
-    // because its answer was crowded out.
-    assert_eq!(flooded, calm, "state requests relayed under the flood vs without");
+    // Requests answered on their first try, give or take a timeout of a
+    // loaded machine: before the gate, the flood crowded out the answers and
+    // the agent re-sent 53 requests where 6 do.
+    assert!(
+        flooded <= 2 * calm,
+        "{flooded} state requests relayed under the flood, {calm} without"
+    );
 }
 
 /// Runs the scenario; returns how many state requests the nodes relayed.
