@@ -54,22 +54,52 @@ pub enum Record {
     },
 }
 
-impl Record {
-    pub fn seq(&self) -> Seq {
-        match self {
-            Record::Prepared(p) => p.pre_prepare.body.seq,
-            Record::Committed { seq, .. } => *seq,
+/// What a record is stored under: its seq, then its kind (a later
+/// certificate for a seq replaces the earlier one; a delivery sits beside it).
+pub type RecordKey = (Seq, RecordKind);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum RecordKind {
+    Prepared = 0,
+    Committed = 1,
+}
+
+impl RecordKind {
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(RecordKind::Prepared),
+            1 => Some(RecordKind::Committed),
+            _ => None,
         }
     }
 
-    /// True once `d` makes the record redundant: certificates at or below
-    /// the stable checkpoint never enter a view change again, deliveries up
-    /// to `last_committed` are in the snapshot.
-    pub fn covered_by(&self, d: &Durable) -> bool {
+    /// True once `d` makes a record of this kind at `seq` redundant:
+    /// certificates at or below the stable checkpoint never enter a view
+    /// change again, deliveries up to `last_committed` are in the snapshot.
+    pub fn covered_by(self, seq: Seq, d: &Durable) -> bool {
         match self {
-            Record::Prepared(_) => self.seq() <= d.stable_checkpoint,
-            Record::Committed { seq, .. } => *seq <= d.last_committed,
+            RecordKind::Prepared => seq <= d.stable_checkpoint,
+            RecordKind::Committed => seq <= d.last_committed,
         }
+    }
+}
+
+impl Record {
+    pub fn seq(&self) -> Seq {
+        self.key().0
+    }
+
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Record::Prepared(p) => (p.pre_prepare.body.seq, RecordKind::Prepared),
+            Record::Committed { seq, .. } => (*seq, RecordKind::Committed),
+        }
+    }
+
+    pub fn covered_by(&self, d: &Durable) -> bool {
+        let (seq, kind) = self.key();
+        kind.covered_by(seq, d)
     }
 }
 
@@ -94,31 +124,30 @@ impl Core {
             digest: durable.stable_digest,
             proof: durable.stable_proof,
         };
-        let (mut prepared, mut committed): (Vec<Record>, Vec<Record>) =
-            records.into_iter().partition(|r| matches!(r, Record::Prepared(_)));
-        prepared.sort_by_key(|r| match r {
-            Record::Prepared(p) => (p.pre_prepare.body.seq, p.pre_prepare.body.view),
-            Record::Committed { seq, .. } => (*seq, 0),
-        });
-        for r in prepared {
-            if let Record::Prepared(p) = r {
-                core.restore_prepared(p);
+        let mut certificates = Vec::new();
+        let mut deliveries = Vec::new();
+        for r in records {
+            match r {
+                Record::Prepared(p) => certificates.push(p),
+                Record::Committed { seq, digest, batches } => deliveries.push((seq, digest, batches)),
             }
         }
-        committed.sort_by_key(Record::seq);
-        for r in committed {
-            if let Record::Committed { seq, digest, batches } = r {
-                if seq != core.last_committed + 1 {
-                    continue;
-                }
-                core.last_committed = seq;
-                core.log_digest = chain(&core.log_digest, seq, &digest);
-                for b in batches {
-                    core.dedup.insert(b);
-                }
-                if let Some(slot) = core.log.get_mut(&seq) {
-                    slot.committed = Some(digest);
-                }
+        certificates.sort_by_key(|p| (p.pre_prepare.body.seq, p.pre_prepare.body.view));
+        for p in certificates {
+            core.restore_prepared(p);
+        }
+        deliveries.sort_by_key(|(seq, ..)| *seq);
+        for (seq, digest, batches) in deliveries {
+            if seq != core.last_committed + 1 {
+                continue;
+            }
+            core.last_committed = seq;
+            core.log_digest = chain(&core.log_digest, seq, &digest);
+            for b in batches {
+                core.dedup.insert(b);
+            }
+            if let Some(slot) = core.log.get_mut(&seq) {
+                slot.committed = Some(digest);
             }
         }
         core.tick_committed = core.last_committed;

@@ -36,7 +36,7 @@ use zz_wire::{
     Proposal, Seq, Signable, Signed, Timing, View, ViewChange,
 };
 
-pub use durable::{Durable, Record};
+pub use durable::{Durable, Record, RecordKey, RecordKind};
 pub use log::Certificate;
 pub use validate::Reject;
 

@@ -3,7 +3,7 @@
 //! redb transaction, synced before it returns; a broken disk is fatal for
 //! the node, so errors propagate to the driver.
 
-use crate::core::{Durable, Record};
+use crate::core::{Durable, Record, RecordKind};
 use redb::{Database, ReadableTable, TableDefinition};
 use std::path::Path;
 use zz_wire::AppId;
@@ -35,13 +35,6 @@ pub enum Write {
 
 pub struct NodeStore {
     db: Database,
-}
-
-fn kind(r: &Record) -> u8 {
-    match r {
-        Record::Prepared(_) => 0,
-        Record::Committed { .. } => 1,
-    }
 }
 
 impl NodeStore {
@@ -92,23 +85,22 @@ impl NodeStore {
                 match w {
                     Write::Record(app, r) => {
                         let bytes = postcard::to_stdvec(r).map_err(db)?;
-                        records
-                            .insert((app.0, r.seq(), kind(r)), bytes.as_slice())
-                            .map_err(db)?;
+                        let (seq, kind) = r.key();
+                        records.insert((app.0, seq, kind as u8), bytes.as_slice()).map_err(db)?;
                     }
                     Write::Snapshot(app, d) => {
                         let bytes = postcard::to_stdvec(d).map_err(db)?;
                         durable.insert(app.0, bytes.as_slice()).map_err(db)?;
-                        // Records sit in seq order; covered ones are a prefix
-                        // of each kind, so stop at the first seq that is not.
+                        // The key says whether a record is covered: no
+                        // record (some hold megabytes) is read back for it.
                         let top = d.stable_checkpoint.max(d.last_committed);
                         let mut stale = Vec::new();
                         for entry in records.range((app.0, 0, 0)..=(app.0, top, u8::MAX)).map_err(db)? {
-                            let (k, v) = entry.map_err(db)?;
-                            let r: Record =
-                                postcard::from_bytes(v.value()).map_err(|e| StoreError::Corrupt(app.0, e))?;
-                            if r.covered_by(d) {
-                                stale.push(k.value());
+                            let (k, _) = entry.map_err(db)?;
+                            let (a, seq, kind) = k.value();
+                            // An unknown kind is no record of ours: leave it.
+                            if RecordKind::from_u8(kind).is_some_and(|kind| kind.covered_by(seq, d)) {
+                                stale.push((a, seq, kind));
                             }
                         }
                         for k in stale {

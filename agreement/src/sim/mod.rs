@@ -13,7 +13,7 @@ mod client;
 mod net;
 pub mod seeds;
 
-use crate::core::{Action, Config, Core, Durable, Input, Record, TimerId};
+use crate::core::{Action, Config, Core, Durable, Input, Record, RecordKey, TimerId};
 use crate::node::links::{allowed, authorised, verify_client_requests};
 use byz::{Middleware, MwCtx};
 use client::{InFlight, SimClient};
@@ -88,7 +88,7 @@ pub struct SimNode {
     durable: Option<Durable>,
     /// The write-ahead records not yet covered by `durable`, keyed as the
     /// node's store keys them: a later certificate for a seq replaces one.
-    records: BTreeMap<(Seq, bool), Record>,
+    records: BTreeMap<RecordKey, Record>,
     timers: BTreeMap<TimerId, u64>,
     middleware: Vec<Box<dyn Middleware>>,
     /// Excluded from the safety checks (its outgoing messages are rewritten).
@@ -449,8 +449,7 @@ impl Sim {
                     node.durable = Some(d);
                 }
                 Action::Record(r) => {
-                    let key = (r.seq(), matches!(r, Record::Committed { .. }));
-                    self.nodes[i].records.insert(key, r);
+                    self.nodes[i].records.insert(r.key(), r);
                 }
                 Action::Deliver { seq, digest, proposal } => self.on_deliver(i, seq, digest, &proposal),
                 Action::ViewChanged(_) => {}
