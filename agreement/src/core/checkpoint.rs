@@ -255,9 +255,7 @@ impl Core {
     /// Takes a fetched body out, releasing its peer's share of the budget.
     fn take_fetched(&mut self, seq: Seq, d: zz_wire::Digest) -> Option<Proposal> {
         let (node, p) = self.fetch.bodies.remove(&(seq, d))?;
-        if let Some(h) = self.fetch.held.get_mut(&node) {
-            *h = h.saturating_sub(p.approx_bytes());
-        }
+        self.fetch.release(node, &p);
         Some(p)
     }
 
@@ -265,9 +263,7 @@ impl Core {
     pub(super) fn drop_fetched_through(&mut self, seq: Seq) {
         let rest = self.fetch.bodies.split_off(&(seq + 1, zz_wire::Digest::ZERO));
         for (node, p) in std::mem::replace(&mut self.fetch.bodies, rest).into_values() {
-            if let Some(h) = self.fetch.held.get_mut(&node) {
-                *h = h.saturating_sub(p.approx_bytes());
-            }
+            self.fetch.release(node, &p);
         }
     }
 

@@ -184,6 +184,15 @@ struct Fetch {
     sent_from: Seq,
 }
 
+impl Fetch {
+    /// A body of `node`'s left `bodies`: it no longer counts against its budget.
+    fn release(&mut self, node: NodeId, p: &Proposal) {
+        if let Some(h) = self.held.get_mut(&node) {
+            *h = h.saturating_sub(p.approx_bytes());
+        }
+    }
+}
+
 /// Most client batches waiting to be ordered before new ones are refused.
 const MAX_POOL: usize = 1 << 17;
 /// Request bytes of fetched, not yet vouched-for entries kept per peer.
