@@ -358,6 +358,29 @@ pub struct ClusterView {
     pub agreement: Vec<NodeView>,
 }
 
+/// Where the controller reads the time: the system clock, or one its owner
+/// moves (the whole-system simulator runs the controller in virtual time).
+#[derive(Clone, Debug, Default)]
+pub struct Clock(Option<std::sync::Arc<std::sync::atomic::AtomicU64>>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(None)
+    }
+
+    /// Reads `at` (Unix milliseconds, or any origin the owner keeps).
+    pub fn manual(at: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Clock {
+        Clock(Some(at))
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        match &self.0 {
+            Some(at) => at.load(std::sync::atomic::Ordering::Relaxed),
+            None => now_ms(),
+        }
+    }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -73,11 +73,22 @@ pub struct Snapshot {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// Held in memory (no disk I/O to move off the runtime).
+    memory: bool,
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path)?;
+        Store::init(Database::create(path)?, false)
+    }
+
+    /// A store that lives only as long as the process (the simulator's).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Store::init(db, true)
+    }
+
+    fn init(db: Database, memory: bool) -> Result<Store, StoreError> {
         // Create every table so readers never meet a missing one.
         let tx = db.begin_write()?;
         tx.open_table(REPLICAS)?;
@@ -86,7 +97,10 @@ impl Store {
         tx.open_table(FAULTS)?;
         tx.open_table(NONCES)?;
         tx.commit()?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            memory,
+        })
     }
 
     pub fn load(&self) -> Result<Snapshot, StoreError> {
@@ -157,10 +171,13 @@ impl Store {
         Ok(())
     }
 
-    /// `apply` on a blocking thread.
+    /// `apply` on a blocking thread (in place for a store in memory).
     pub async fn apply_async(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
+        }
+        if self.memory {
+            return self.apply(&changes);
         }
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.apply(&changes))

@@ -3,7 +3,7 @@
 
 use super::{CommandError, Controller};
 use crate::metrics as m;
-use crate::model::{now_ms, FaultKind, FaultRecord};
+use crate::model::{FaultKind, FaultRecord};
 use crate::store::Change;
 use std::collections::BTreeSet;
 use zz_wire::{Control, ControlCmd, Msg, NodeFault, NodeId, Principal, ReplicaFault, ReplicaId};
@@ -77,7 +77,7 @@ impl Controller {
     }
 
     pub(super) fn inject(&mut self, target: FaultTarget, duration_ms: Option<u64>) -> u64 {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let id = self.next_fault;
         self.next_fault += 1;
         let who = target.principal();
@@ -193,7 +193,7 @@ impl Controller {
         let key = self.dep.name(target);
         let last = self.nonces.get(&key).copied().unwrap_or(0);
         // Wall-clock floor: nonces keep growing even if the store was lost.
-        let nonce = (last + 1).max(now_ms());
+        let nonce = (last + 1).max(self.clock.now_ms());
         let msg = Msg::Control(self.identity.sign(Control { target, nonce, cmd }));
         if tx.try_send(msg).is_err() {
             metrics::counter!(m::DROPPED, "reason" => "link-queue-full").increment(1);

@@ -9,7 +9,7 @@ use crate::backend::{Backend, BackendEvent};
 use crate::certs::{Decision, Tracker};
 use crate::metrics as m;
 use crate::model::{
-    now_ms, ClusterView, Event, FaultRecord, FaultView, Incident, IncidentView, NodeAppStatus, NodeView, ReplicaRecord,
+    Clock, ClusterView, Event, FaultRecord, FaultView, Incident, IncidentView, NodeAppStatus, NodeView, ReplicaRecord,
     ReplicaState, ReplicaView,
 };
 use crate::store::{Change, Store, StoreError, MAX_EVENTS};
@@ -226,6 +226,7 @@ pub struct Controller {
     next_event: u64,
     feed: broadcast::Sender<Event>,
     pending: Vec<Change>,
+    clock: Clock,
 }
 
 impl Controller {
@@ -279,7 +280,44 @@ impl Controller {
             next_event,
             feed,
             pending: Vec::new(),
+            clock: Clock::system(),
         })
+    }
+
+    /// Reads the time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Takes over or starts every replica of the deployment.
+    pub async fn start(&mut self) -> Result<(), StoreError> {
+        self.bootstrap().await;
+        self.flush().await
+    }
+
+    /// One command from a link or the API.
+    pub async fn command(&mut self, cmd: Command) -> Result<(), StoreError> {
+        self.handle(cmd).await;
+        self.flush().await
+    }
+
+    /// A report the backend made unasked.
+    pub async fn backend_event(&mut self, ev: BackendEvent) -> Result<(), StoreError> {
+        self.on_backend(ev).await;
+        self.flush().await
+    }
+
+    /// The periodic check of timeouts (every `Tuning::tick`).
+    pub async fn tick(&mut self) -> Result<(), StoreError> {
+        self.on_tick().await;
+        self.flush().await
+    }
+
+    /// Shutdown: every replica destroyed.
+    pub async fn stop(&mut self) -> Result<(), StoreError> {
+        self.stop_all().await;
+        self.flush().await
     }
 
     /// Runs until `shutdown`, then destroys every replica it owns.
@@ -290,24 +328,21 @@ impl Controller {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StoreError> {
         tokio::pin!(shutdown);
-        self.bootstrap().await;
-        self.flush().await?;
+        self.start().await?;
         let mut tick = tokio::time::interval(self.tuning.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd).await,
+                    Some(cmd) => self.command(cmd).await?,
                     None => break,
                 },
-                Some(ev) = backend_events.recv() => self.on_backend(ev).await,
-                _ = tick.tick() => self.on_tick().await,
+                Some(ev) = backend_events.recv() => self.backend_event(ev).await?,
+                _ = tick.tick() => self.tick().await?,
             }
-            self.flush().await?;
         }
-        self.stop_all().await;
-        self.flush().await
+        self.stop().await
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -334,7 +369,7 @@ impl Controller {
     }
 
     async fn on_message(&mut self, peer: Principal, link: u64, msg: Msg) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let decisions = match msg {
             Msg::Wake(w) => self.tracker.on_wake(&w.body, now),
             // Silence is evidence only against a replica that should be
@@ -585,7 +620,7 @@ impl Controller {
         let app = app.or(replica.map(|r| r.app));
         let ev = Event {
             seq: self.next_event,
-            at_ms: now_ms(),
+            at_ms: self.clock.now_ms(),
             replica: replica.map(|r| self.dep.replica_name(r)),
             app: app.map(|a| self.app_name(a)),
             kind: kind.to_string(),

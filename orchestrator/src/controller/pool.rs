@@ -5,7 +5,7 @@
 use super::{CommandError, Controller, ReplicaAction};
 use crate::backend::{BackendEvent, BackendState, Handle, ReplicaSpec};
 use crate::metrics as m;
-use crate::model::{now_ms, ReplicaRecord, ReplicaState, ReplicaView, Role};
+use crate::model::{ReplicaRecord, ReplicaState, ReplicaView, Role};
 use zz_wire::{AppId, Heartbeat, Principal, ReplicaId};
 
 impl Controller {
@@ -22,7 +22,7 @@ impl Controller {
         };
         let from = r.state;
         r.state = state;
-        r.since_ms = now_ms();
+        r.since_ms = self.clock.now_ms();
         let detail = if from == state {
             detail
         } else {
@@ -79,7 +79,7 @@ impl Controller {
 
     /// Starts a fresh instance (new generation, empty state).
     async fn provision(&mut self, id: ReplicaId, role: Role, why: &str) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let generation = self.replicas.get(&id).map_or(1, |r| r.generation + 1);
         let spec = self.spec(id, generation);
         let rec = ReplicaRecord {
@@ -254,7 +254,7 @@ impl Controller {
             }
             _ => return Ok(()),
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if let Some(r) = self.replicas.get_mut(&id) {
             r.role = Role::Active;
         }
@@ -340,7 +340,7 @@ impl Controller {
             .count();
         let incident = self.tracker.open_incident(id.app).map(|i| i.id);
         if let Some(i) = incident.filter(|_| running < 2 * self.dep.f + 1) {
-            if self.tracker.mark_woken(i, now_ms()) {
+            if self.tracker.mark_woken(i, self.clock.now_ms()) {
                 self.save_incident(i);
             }
             self.activate(id, format!("ready while incident {i} is open"));
@@ -494,7 +494,7 @@ impl Controller {
     }
 
     pub(super) async fn on_tick(&mut self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let t = self.tuning.clone();
         let mut silent = Vec::new();
         let mut ready = Vec::new();
