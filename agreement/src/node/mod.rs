@@ -11,7 +11,7 @@ mod timers;
 
 pub use links::{allowed, authorised};
 pub use orders::{OrderLog, MAX_ORDERS_PER_REPLY};
-pub use store::{NodeStore, StoreError, Write};
+pub use store::{MemStore, NodeStore, StoreError, Write};
 
 use crate::core::{Action, Config as CoreConfig, Core, Input, TimerId};
 use crate::voting::{VoteAction, VoteInput, Voter, VoterConfig};
