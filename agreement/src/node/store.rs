@@ -1,10 +1,12 @@
 //! The node's stable storage (redb): per app, the core's `Durable` snapshot
 //! and the write-ahead `Record`s written since it. Every `commit` is one
 //! redb transaction, synced before it returns; a broken disk is fatal for
-//! the node, so errors propagate to the driver.
+//! the node, so errors propagate to the driver. `MemStore` keeps the same
+//! in memory, for simulated nodes.
 
-use crate::core::{Durable, Record, RecordKind};
+use crate::core::{Durable, Record, RecordKey, RecordKind};
 use redb::{Database, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
 use std::path::Path;
 use zz_wire::AppId;
 
@@ -26,7 +28,7 @@ fn db<E: std::fmt::Display>(e: E) -> StoreError {
 }
 
 /// One write of a batch handed to `NodeStore::commit`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     Record(AppId, Record),
     /// Replaces the app's snapshot and drops the records it covers.
@@ -69,6 +71,21 @@ impl NodeStore {
             return Ok(None);
         }
         Ok(Some((snapshot.unwrap_or_default(), records)))
+    }
+
+    /// What `load` gives for each of `apps` that has anything stored: what
+    /// `NodeMachine::new` restores from.
+    pub fn restored(
+        &self,
+        apps: impl IntoIterator<Item = AppId>,
+    ) -> Result<BTreeMap<AppId, (Durable, Vec<Record>)>, StoreError> {
+        let mut out = BTreeMap::new();
+        for app in apps {
+            if let Some(stored) = self.load(app)? {
+                out.insert(app, stored);
+            }
+        }
+        Ok(out)
     }
 
     /// Writes the batch in order in one transaction and syncs before
@@ -114,10 +131,64 @@ impl NodeStore {
     }
 }
 
+/// `NodeStore` in memory, for simulated nodes: what one `commit` wrote is
+/// all there (a simulated crash loses only what was never committed), and
+/// `load` gives what `NodeStore::load` would after the same commits.
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    apps: BTreeMap<AppId, Stored>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Stored {
+    snapshot: Option<Durable>,
+    /// Keyed as `NodeStore` keys them: a later certificate for a seq
+    /// replaces the earlier one, and `load` gives them in key order.
+    records: BTreeMap<RecordKey, Record>,
+}
+
+impl MemStore {
+    pub fn commit(&mut self, batch: &[Write]) {
+        for w in batch {
+            match w {
+                Write::Record(app, r) => {
+                    self.apps.entry(*app).or_default().records.insert(r.key(), r.clone());
+                }
+                Write::Snapshot(app, d) => {
+                    let stored = self.apps.entry(*app).or_default();
+                    stored.snapshot = Some(d.clone());
+                    stored.records.retain(|&(seq, kind), _| !kind.covered_by(seq, d));
+                }
+            }
+        }
+    }
+
+    /// The app's snapshot and records, or `None` if nothing was ever stored.
+    pub fn load(&self, app: AppId) -> Option<(Durable, Vec<Record>)> {
+        let stored = self.apps.get(&app)?;
+        if stored.snapshot.is_none() && stored.records.is_empty() {
+            return None;
+        }
+        let snapshot = stored.snapshot.clone().unwrap_or_default();
+        Some((snapshot, stored.records.values().cloned().collect()))
+    }
+
+    /// `load` for every app with anything stored: what `NodeMachine::new`
+    /// restores from.
+    pub fn restored(&self) -> BTreeMap<AppId, (Durable, Vec<Record>)> {
+        self.apps
+            .keys()
+            .filter_map(|&app| Some((app, self.load(app)?)))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zz_wire::Digest;
+    use crate::core::Certificate;
+    use proptest::prelude::*;
+    use zz_wire::{Digest, Identity, NodeId, NonDet, PrePrepare, Principal, Proposal};
 
     fn committed(seq: u64) -> Record {
         Record::Committed {
@@ -167,5 +238,106 @@ mod tests {
         s.commit(&[Write::Snapshot(app, d)]).unwrap();
         let (_, records) = s.load(app).unwrap().unwrap();
         assert_eq!(records, vec![committed(3)]);
+    }
+
+    /// A prepared certificate for `seq` in `view` (its body tells views apart).
+    fn prepared(seq: u64, view: u64) -> Record {
+        let id = Identity::from_seed(Principal::Node(NodeId(0)), [1; 32]);
+        let proposal = Proposal {
+            requests: Vec::new(),
+            nondet: NonDet {
+                timestamp_ms: view,
+                seed: seq,
+            },
+        };
+        let digest = proposal.digest();
+        Record::Prepared(Certificate {
+            pre_prepare: id.sign(PrePrepare {
+                node: NodeId(0),
+                app: AppId(0),
+                view,
+                seq,
+                proposal,
+                digest,
+            }),
+            prepares: Vec::new(),
+        })
+    }
+
+    fn write() -> impl Strategy<Value = Write> {
+        let app = (0u16..2).prop_map(AppId);
+        prop_oneof![
+            (app.clone(), 0u64..12).prop_map(|(a, seq)| Write::Record(a, committed(seq))),
+            (app.clone(), 0u64..12, 0u64..3).prop_map(|(a, seq, view)| Write::Record(a, prepared(seq, view))),
+            (app, 0u64..12, 0u64..12).prop_map(|(a, last_committed, stable_checkpoint)| {
+                Write::Snapshot(
+                    a,
+                    Durable {
+                        view: last_committed % 3,
+                        last_committed,
+                        stable_checkpoint,
+                        ..Durable::default()
+                    },
+                )
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// A simulated node restarts from exactly what a real one would.
+        #[test]
+        fn the_memory_store_loads_what_the_disk_store_loads(
+            batches in prop::collection::vec(prop::collection::vec(write(), 0..6), 1..6)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let disk = NodeStore::open(&dir.path().join("node.redb")).unwrap();
+            let mut mem = MemStore::default();
+            for batch in &batches {
+                disk.commit(batch).unwrap();
+                mem.commit(batch);
+            }
+            for app in (0..3).map(AppId) {
+                prop_assert_eq!(disk.load(app).unwrap(), mem.load(app));
+            }
+            prop_assert_eq!(disk.restored((0..3).map(AppId)).unwrap(), mem.restored());
+        }
+    }
+
+    #[test]
+    fn the_memory_store_prunes_as_the_disk_store_does() {
+        let app = AppId(0);
+        let d = Durable {
+            last_committed: 2,
+            stable_checkpoint: 1,
+            ..Durable::default()
+        };
+        let batches = [
+            vec![
+                Write::Record(app, committed(1)),
+                Write::Record(app, prepared(2, 0)),
+                Write::Record(app, committed(2)),
+            ],
+            vec![Write::Record(app, prepared(2, 1)), Write::Record(app, committed(3))],
+            vec![Write::Snapshot(app, d.clone())],
+        ];
+        let mut mem = MemStore::default();
+        for b in &batches {
+            mem.commit(b);
+        }
+        let expected = (d, vec![prepared(2, 1), committed(3)]);
+        assert_eq!(
+            mem.load(app),
+            Some(expected.clone()),
+            "a later view's certificate replaces"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let disk = NodeStore::open(&dir.path().join("node.redb")).unwrap();
+        for b in &batches {
+            disk.commit(b).unwrap();
+        }
+        assert_eq!(disk.load(app).unwrap(), Some(expected));
+        assert_eq!(mem.load(AppId(1)), None);
     }
 }
