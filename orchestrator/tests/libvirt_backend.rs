@@ -232,7 +232,10 @@ async fn lifecycle() {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
     };
     assert_eq!(mode(&dir), 0o711);
-    assert_eq!(mode(&dir.join("initrd.img")), 0o600);
+    // The initrd holds the replica's key: a 0600 volume, not a file here.
+    assert!(!dir.join("initrd.img").exists());
+    let initrd = vol_path(&fx.cfg.pool, &format!("{domain}.initrd"));
+    assert_eq!(mode(Path::new(&initrd)), 0o600);
     assert!(domains_with(&domain).is_empty());
 
     // start = cold boot: the guest's userland comes up and the agent dials
@@ -405,4 +408,15 @@ fn auto_accelerator_probes_once_and_falls_back() {
         backend.shutdown().await;
         assert!(!backend.vm_dir(&spec).exists());
     });
+}
+
+fn virsh_out(args: &[&str]) -> Option<String> {
+    let out = virsh(args).expect("virsh");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn vol_path(pool: &str, vol: &str) -> String {
+    virsh_out(&["vol-path", "--pool", pool, vol]).unwrap_or_else(|| panic!("no volume {vol} in pool {pool}"))
 }
