@@ -89,7 +89,13 @@ pub async fn probe(inner: &Arc<Inner>, uri: &str) -> Result<Accel, BackendError>
                 serial_log: &log,
             })?;
             hv::remove(&conn, &name)?;
-            Ok(hv::boot_transient(&conn, &name, &xml).is_ok())
+            match hv::boot_transient(&conn, &name, &xml) {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    tracing::warn!(host = %uri, "accelerator probe: the kvm domain did not start: {e}");
+                    Ok(false)
+                }
+            }
         })
         .await?
     };

@@ -361,7 +361,13 @@ impl LibvirtBackend {
         })?;
         self.untrack(&spec.name);
         let (inner, u, d) = (self.inner.clone(), uri.clone(), domain.clone());
-        blocking(move || hv::define_and_boot(&*inner.hosts.conn(&u)?, &d, &xml)).await?;
+        let booted = blocking(move || hv::define_and_boot(&*inner.hosts.conn(&u)?, &d, &xml)).await;
+        if let Err(e) = booted {
+            // The caller records it too; say it here at once, with libvirt's
+            // words, so an operator watching `zz up` sees why nothing runs.
+            tracing::error!(%domain, host = %uri, "VM did not start: {e}");
+            return Err(e);
+        }
         let handle = self.handle(spec, &uri, &domain);
         self.track(&handle, &uri, &domain);
         Ok(handle)
