@@ -382,19 +382,17 @@ fn auto_accelerator_probes_once_and_falls_back() {
         let fx = fixture(&tag, AccelMode::Auto).await;
         let (ev_tx, _events) = mpsc::channel(4);
         let backend = LibvirtBackend::new(fx.cfg.clone(), ev_tx).unwrap();
+        // Timings are printed, not asserted: how long a kvm guest that
+        // fails takes to fail depends on the host (a timeout, or qemu giving
+        // up at once), and a loaded machine stretches everything.
         let t = Instant::now();
         let chosen = backend.accel(URI).await.unwrap();
-        let probe = t.elapsed();
-        eprintln!("auto accelerator: {chosen} after {} ms", ms(probe));
+        eprintln!("auto accelerator: {chosen} after {} ms", ms(t.elapsed()));
         assert_eq!(chosen, expect);
-        if chosen == Accel::Qemu && Path::new("/dev/kvm").exists() {
-            // A real fallback: kvm was offered, booted, and timed out.
-            assert!(probe >= fx.cfg.probe_timeout, "{probe:?}");
-        }
-        // Cached for the backend's lifetime: no second probe.
+        // Cached for the backend's lifetime.
         let t = Instant::now();
         assert_eq!(backend.accel(URI).await.unwrap(), chosen);
-        assert!(t.elapsed() < Duration::from_millis(100));
+        eprintln!("auto accelerator again: {} ms", ms(t.elapsed()));
         // The probe domain is gone.
         assert!(domains_with(&format!("zz-{tag}-")).is_empty());
         // And provisioning uses the chosen type.
@@ -420,3 +418,4 @@ fn virsh_out(args: &[&str]) -> Option<String> {
 fn vol_path(pool: &str, vol: &str) -> String {
     virsh_out(&["vol-path", "--pool", pool, vol]).unwrap_or_else(|| panic!("no volume {vol} in pool {pool}"))
 }
+
