@@ -307,8 +307,8 @@ impl LibvirtBackend {
         let domain = self.domain_name(spec);
         self.untrack(&spec.name);
         let inner = self.inner.clone();
-        let name = spec.name.clone();
-        blocking(move || {
+        let (name, d, u) = (spec.name.clone(), domain.clone(), uri.clone());
+        let provisioned = blocking(move || {
             // A leftover of the same generation (a provision retried after a
             // crash) would boot with stale state: clean image means clean.
             let conn = inner.hosts.conn(&uri)?;
@@ -344,7 +344,8 @@ impl LibvirtBackend {
             std::fs::write(dir.join("domain.xml"), xml)?;
             Ok(())
         })
-        .await
+        .await;
+        said_if_failed(provisioned, &d, &u)
     }
 
     async fn boot(&self, spec: &ReplicaSpec) -> Result<Handle, BackendError> {
@@ -362,12 +363,7 @@ impl LibvirtBackend {
         self.untrack(&spec.name);
         let (inner, u, d) = (self.inner.clone(), uri.clone(), domain.clone());
         let booted = blocking(move || hv::define_and_boot(&*inner.hosts.conn(&u)?, &d, &xml)).await;
-        if let Err(e) = booted {
-            // The caller records it too; say it here at once, with libvirt's
-            // words, so an operator watching `zz up` sees why nothing runs.
-            tracing::error!(%domain, host = %uri, "VM did not start: {e}");
-            return Err(e);
-        }
+        said_if_failed(booted, &domain, &uri)?;
         let handle = self.handle(spec, &uri, &domain);
         self.track(&handle, &uri, &domain);
         Ok(handle)
@@ -385,8 +381,8 @@ impl LibvirtBackend {
                 None => Ok(false),
             }
         })
-        .await?;
-        if !defined {
+        .await;
+        if !said_if_failed(defined, &domain, &uri)? {
             // Nothing saved to restore (removed behind our back): a cold
             // boot from the provisioned files is the next best thing.
             tracing::warn!(%domain, "no saved domain to restore; booting it cold");
@@ -468,6 +464,16 @@ impl Drop for LibvirtBackend {
         // VMs outlive the backend on purpose: a new orchestrator re-attaches.
         self.watcher.abort();
     }
+}
+
+/// A start that failed is logged at once with libvirt's words (the caller
+/// records it too, but an operator watching `zz up` should see why nothing
+/// runs without reading the event log).
+fn said_if_failed<T>(started: Result<T, BackendError>, domain: &str, uri: &str) -> Result<T, BackendError> {
+    if let Err(e) = &started {
+        tracing::error!(%domain, host = %uri, "VM did not start: {e}");
+    }
+    started
 }
 
 /// Destroys and undefines a domain (with its managed save) and deletes its
