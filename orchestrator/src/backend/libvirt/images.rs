@@ -135,13 +135,16 @@ pub fn delete_volume(pool: &StoragePool, name: &str) -> Result<(), BackendError>
     }
 }
 
-/// Names of the pool's volumes starting with `prefix`.
-pub fn volumes_with(pool: &StoragePool, prefix: &str) -> Result<Vec<String>, BackendError> {
+/// Names of the replica initrd volumes whose domain starts with `prefix`.
+pub fn initrds_with(pool: &StoragePool, prefix: &str) -> Result<Vec<String>, BackendError> {
     // Files added or removed behind libvirt's back (another pool object on
     // the same directory) are only seen after a refresh.
     let _ = pool.refresh(0);
     let names = pool.list_volumes().map_err(|e| fail("vol-list", prefix, &e))?;
-    Ok(names.into_iter().filter(|n| n.starts_with(prefix)).collect())
+    Ok(names
+        .into_iter()
+        .filter(|n| n.starts_with(prefix) && n.ends_with(".initrd"))
+        .collect())
 }
 
 /// Volume `name` with exactly `bytes`, uploaded if missing. A volume of the
@@ -162,8 +165,16 @@ fn ensure_volume(pool: &StoragePool, name: &str, bytes: &[u8]) -> Result<Storage
             None => match StorageVol::create_xml(pool, &volume_xml(name, 0, 0o644), 0) {
                 Ok(v) => {
                     tracing::info!(volume = name, bytes = len, "uploading a guest image volume");
-                    upload_or_delete(&v, name, 0, bytes)?;
-                    return Ok(v);
+                    match upload(&v, name, 0, bytes) {
+                        Ok(()) => return Ok(v),
+                        // Deleted before our upload began, by a process that
+                        // took the empty volume for a dead upload: again.
+                        Err(_) if Instant::now() < deadline && lookup_vol(pool, name)?.is_none() => continue,
+                        Err(e) => {
+                            let _ = v.delete(0);
+                            return Err(e);
+                        }
+                    }
                 }
                 Err(e) if is(&e, ErrorNumber::StorageVolExist) => {}
                 Err(e) => return Err(fail("vol-create", name, &e)),

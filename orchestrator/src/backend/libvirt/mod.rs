@@ -501,7 +501,7 @@ fn remove_initrds(inner: &Inner, uri: &str, prefix: &str) -> Result<(), BackendE
     let Some(pool) = images::lookup_pool(&conn, &inner.cfg.pool)? else {
         return Ok(());
     };
-    for name in images::volumes_with(&pool, prefix)? {
+    for name in images::initrds_with(&pool, prefix)? {
         images::delete_volume(&pool, &name)?;
     }
     Ok(())
