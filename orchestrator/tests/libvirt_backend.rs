@@ -6,7 +6,8 @@
 //! never dials the orchestrator fails the lifecycle test).
 //!
 //! One VM is reused across the lifecycle steps to keep the run short; the
-//! `auto` accelerator probe boots one more (transient) domain.
+//! `auto` accelerator probe boots one more (transient) domain, the storage
+//! pool test one more.
 #![cfg(feature = "libvirt")]
 
 use std::path::{Path, PathBuf};
@@ -232,7 +233,10 @@ async fn lifecycle() {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
     };
     assert_eq!(mode(&dir), 0o711);
-    assert_eq!(mode(&dir.join("initrd.img")), 0o600);
+    // The initrd holds the replica's key: a 0600 volume, not a file here.
+    assert!(!dir.join("initrd.img").exists());
+    let initrd = vol_path(&fx.cfg.pool, &format!("{domain}.initrd"));
+    assert_eq!(mode(Path::new(&initrd)), 0o600);
     assert!(domains_with(&domain).is_empty());
 
     // start = cold boot: the guest's userland comes up and the agent dials
@@ -379,19 +383,17 @@ fn auto_accelerator_probes_once_and_falls_back() {
         let fx = fixture(&tag, AccelMode::Auto).await;
         let (ev_tx, _events) = mpsc::channel(4);
         let backend = LibvirtBackend::new(fx.cfg.clone(), ev_tx).unwrap();
+        // Timings are printed, not asserted: how long a kvm guest that
+        // fails takes to fail depends on the host (a timeout, or qemu giving
+        // up at once), and a loaded machine stretches everything.
         let t = Instant::now();
         let chosen = backend.accel(URI).await.unwrap();
-        let probe = t.elapsed();
-        eprintln!("auto accelerator: {chosen} after {} ms", ms(probe));
+        eprintln!("auto accelerator: {chosen} after {} ms", ms(t.elapsed()));
         assert_eq!(chosen, expect);
-        if chosen == Accel::Qemu && Path::new("/dev/kvm").exists() {
-            // A real fallback: kvm was offered, booted, and timed out.
-            assert!(probe >= fx.cfg.probe_timeout, "{probe:?}");
-        }
-        // Cached for the backend's lifetime: no second probe.
+        // Cached for the backend's lifetime.
         let t = Instant::now();
         assert_eq!(backend.accel(URI).await.unwrap(), chosen);
-        assert!(t.elapsed() < Duration::from_millis(100));
+        eprintln!("auto accelerator again: {} ms", ms(t.elapsed()));
         // The probe domain is gone.
         assert!(domains_with(&format!("zz-{tag}-")).is_empty());
         // And provisioning uses the chosen type.
@@ -405,4 +407,176 @@ fn auto_accelerator_probes_once_and_falls_back() {
         backend.shutdown().await;
         assert!(!backend.vm_dir(&spec).exists());
     });
+}
+
+fn virsh_out(args: &[&str]) -> Option<String> {
+    let out = virsh(args).expect("virsh");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn vol_path(pool: &str, vol: &str) -> String {
+    virsh_out(&["vol-path", "--pool", pool, vol]).unwrap_or_else(|| panic!("no volume {vol} in pool {pool}"))
+}
+
+/// The names of a pool's volumes, sorted.
+fn volumes(pool: &str) -> Vec<String> {
+    let _ = virsh(&["pool-refresh", pool]);
+    let list = virsh_out(&["vol-list", "--pool", pool]).expect("virsh vol-list");
+    let mut names: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Removes a test's storage pool with its volumes and directory.
+struct PoolCleanup(String);
+
+impl Drop for PoolCleanup {
+    fn drop(&mut self) {
+        if virsh_out(&["pool-info", &self.0]).is_none() {
+            return;
+        }
+        let _ = virsh(&["pool-refresh", &self.0]);
+        if let Some(list) = virsh_out(&["vol-list", "--pool", &self.0]) {
+            for vol in list.lines().filter_map(|l| l.split_whitespace().next()) {
+                let _ = virsh(&["vol-delete", "--pool", &self.0, vol]);
+            }
+        }
+        let _ = virsh(&["pool-destroy", &self.0]);
+        let _ = virsh(&["pool-delete", &self.0]);
+        let _ = virsh(&["pool-undefine", &self.0]);
+    }
+}
+
+/// (inode, mtime): changes if a volume is written again or replaced.
+fn stamp(path: &str) -> (u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.ino(), m.mtime(), m.mtime_nsec())
+}
+
+fn content_name(what: &str, file: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(std::fs::read(file).unwrap());
+    format!("zz-{what}-{}", hex::encode(&digest[..8]))
+}
+
+/// qemu runs as another user and cannot enter a 0700 directory (a clean
+/// clone in `mktemp -d` or a home directory): the backend must hand it the
+/// image through a libvirt storage pool, each image sent once per host.
+#[test]
+fn images_go_through_a_storage_pool() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !libvirt_available() {
+        return;
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(storage_pool());
+}
+
+async fn storage_pool() {
+    use std::os::unix::fs::PermissionsExt;
+    let tag = tag("pool");
+    let mut fx = fixture(&tag, AccelMode::Qemu).await;
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let image = private.path().join("vm-images/out");
+    std::fs::create_dir_all(&image).unwrap();
+    for f in ["vmlinuz", "initramfs.cpio.gz"] {
+        std::fs::copy(fx.cfg.image_dir.join(f), image.join(f)).unwrap();
+    }
+    fx.cfg.image_dir = image.clone();
+    fx.cfg.state_dir = private.path().join("state");
+    fx.cfg.pool = format!("zz-test-{tag}");
+    let pool = fx.cfg.pool.clone();
+    let _pool_cleanup = PoolCleanup(pool.clone());
+    assert!(
+        virsh_out(&["pool-info", &pool]).is_none(),
+        "pool {pool} exists before the test"
+    );
+
+    // (a) The first provisioning creates the pool and sends kernel and
+    // initramfs, named by content, and the replica's initrd.
+    let (ev_tx, _events) = mpsc::channel(16);
+    let backend = LibvirtBackend::new(fx.cfg.clone(), ev_tx).unwrap();
+    let e0 = ReplicaSpec {
+        name: "kv-e0".into(),
+        generation: 1,
+    };
+    let domain = backend.domain_name(&e0);
+    backend.provision(&e0).await.unwrap();
+    let info = virsh_out(&["pool-info", &pool]).expect("the pool was not created");
+    assert!(
+        info.lines().any(|l| l.starts_with("State:") && l.ends_with("running")),
+        "{info}"
+    );
+    assert!(
+        info.lines().any(|l| l.starts_with("Autostart:") && l.ends_with("yes")),
+        "{info}"
+    );
+    let kernel = content_name("vmlinuz", &image.join("vmlinuz"));
+    let initramfs = content_name("initramfs", &image.join("initramfs.cpio.gz"));
+    let e0_initrd = format!("{domain}.initrd");
+    let mut want = vec![initramfs.clone(), kernel.clone(), e0_initrd.clone()];
+    want.sort();
+    assert_eq!(volumes(&pool), want);
+    let kernel_path = vol_path(&pool, &kernel);
+    let initramfs_path = vol_path(&pool, &initramfs);
+    assert_eq!(
+        std::fs::read(&kernel_path).unwrap(),
+        std::fs::read(image.join("vmlinuz")).unwrap()
+    );
+    let before = (stamp(&kernel_path), stamp(&initramfs_path));
+
+    // (b) A restarted orchestrator provisioning again sends no image again.
+    drop(backend);
+    let (ev_tx, _events) = mpsc::channel(16);
+    let backend = LibvirtBackend::new(fx.cfg.clone(), ev_tx).unwrap();
+    let e1 = ReplicaSpec {
+        name: "kv-e1".into(),
+        generation: 1,
+    };
+    backend.provision(&e0).await.unwrap();
+    backend.provision(&e1).await.unwrap();
+    assert_eq!(
+        (stamp(&kernel_path), stamp(&initramfs_path)),
+        before,
+        "an image was sent again"
+    );
+    let e1_initrd = format!("{}.initrd", backend.domain_name(&e1));
+    let mut want = vec![initramfs, kernel, e0_initrd.clone(), e1_initrd];
+    want.sort();
+    assert_eq!(volumes(&pool), want);
+
+    // (c) The domain boots from the volumes, and the identity appended on
+    // the host reaches the guest: its agent authenticates as kv-e0.
+    let t = Instant::now();
+    let h = backend.start(&e0).await.unwrap();
+    let xml = virsh_out(&["dumpxml", &domain]).unwrap();
+    assert!(xml.contains(&format!("<kernel>{kernel_path}</kernel>")), "{xml}");
+    let initrd_path = vol_path(&pool, &e0_initrd);
+    assert!(xml.contains(&format!("<initrd>{initrd_path}</initrd>")), "{xml}");
+    let who = Principal::Replica(zz_wire::ReplicaId {
+        app: zz_wire::AppId(0),
+        index: 0,
+    });
+    wait_conn(&mut fx.conns, who, t, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the agent never connected; serial log:\n{}",
+                log_tail(&backend.serial_log(&e0))
+            )
+        });
+
+    // Destroy removes the replica's initrd; shutdown the never-started one's.
+    backend.destroy(&h).await.unwrap();
+    assert!(!volumes(&pool).contains(&e0_initrd));
+    backend.shutdown().await;
+    assert_eq!(volumes(&pool).len(), 2, "{:?}", volumes(&pool));
+    assert!(domains_with(&format!("zz-{tag}-")).is_empty());
 }

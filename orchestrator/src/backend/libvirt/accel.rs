@@ -75,7 +75,7 @@ pub async fn probe(inner: &Arc<Inner>, uri: &str) -> Result<Accel, BackendError>
             }
             super::files::fresh_dir(&dir)?;
             let cmdline = domain::cmdline("accel-probe");
-            let image = &inner.cfg.image_dir;
+            let (_, image) = inner.shared_image(&conn)?;
             // The shared initramfs alone: /init prints the marker before it
             // needs the identity the probe does not have.
             let xml = domain::render(&DomainSpec {
@@ -83,13 +83,19 @@ pub async fn probe(inner: &Arc<Inner>, uri: &str) -> Result<Accel, BackendError>
                 memory_mib: inner.cfg.memory_mib,
                 vcpus: 1,
                 accel: Accel::Kvm,
-                kernel: &image.join("vmlinuz"),
-                initrd: &image.join("initramfs.cpio.gz"),
+                kernel: Path::new(&image.kernel),
+                initrd: Path::new(&image.initramfs_path),
                 cmdline: &cmdline,
                 serial_log: &log,
             })?;
             hv::remove(&conn, &name)?;
-            Ok(hv::boot_transient(&conn, &name, &xml).is_ok())
+            match hv::boot_transient(&conn, &name, &xml) {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    tracing::warn!(host = %uri, "accelerator probe: the kvm domain did not start: {e}");
+                    Ok(false)
+                }
+            }
         })
         .await?
     };

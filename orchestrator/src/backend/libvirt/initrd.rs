@@ -1,6 +1,7 @@
 //! The per-VM initrd: the shared image's `initramfs.cpio.gz` followed by a
 //! small gzipped newc archive with the replica's identity. The kernel unpacks
-//! concatenated archives in order, so the shared image stays identity-free.
+//! concatenated archives in order, so the shared image stays identity-free
+//! (and is joined to the identity on the VM's host, see `images`).
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -78,15 +79,6 @@ pub fn identity_archive(deployment: &[u8], key: &[u8]) -> std::io::Result<Vec<u8
     gz.finish()
 }
 
-/// The whole per-VM initrd.
-pub fn per_vm(shared: &[u8], deployment: &[u8], key: &[u8]) -> std::io::Result<Vec<u8>> {
-    let identity = identity_archive(deployment, key)?;
-    let mut out = Vec::with_capacity(shared.len() + identity.len());
-    out.extend_from_slice(shared);
-    out.extend_from_slice(&identity);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,11 +136,8 @@ mod tests {
     }
 
     #[test]
-    fn per_vm_initrd_is_the_shared_image_then_the_identity() {
-        let shared = b"SHARED-ARCHIVE-BYTES";
-        let out = per_vm(shared, b"d", b"k").unwrap();
-        assert!(out.starts_with(shared));
-        let tail = gunzip(&out[shared.len()..]);
+    fn identity_archive_is_one_gzipped_newc_archive() {
+        let tail = gunzip(&identity_archive(b"d", b"k").unwrap());
         let text = String::from_utf8_lossy(&tail);
         assert!(text.contains(DEPLOYMENT_PATH) && text.contains(KEY_PATH));
         assert!(text.contains("TRAILER!!!"));

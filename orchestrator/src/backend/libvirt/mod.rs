@@ -1,8 +1,9 @@
 //! The libvirt backend: each replica is a small VM (the shared guest image of
-//! `vm-images/` plus a per-VM initrd holding its identity) on one of several
-//! libvirt hosts. Pause is suspend, resume is resume, hibernate is a managed
+//! `vm-images/` plus a per-VM initrd holding its identity, both volumes of a
+//! storage pool on the VM's host, see `images`) on one of several libvirt
+//! hosts. Pause is suspend, resume is resume, hibernate is a managed
 //! save, restore starts the domain again (libvirt restores the saved image),
-//! destroy removes the domain and its files.
+//! destroy removes the domain, its initrd volume and its files.
 //!
 //! Domains are named `zz-<tag>-<replica>-g<generation>`, so a restarted
 //! orchestrator finds its own by name and `shutdown` removes them all.
@@ -12,6 +13,7 @@ mod accel;
 mod domain;
 mod files;
 mod hv;
+mod images;
 mod initrd;
 mod watch;
 
@@ -34,11 +36,15 @@ use tokio::task::JoinHandle;
 #[derive(Clone, Debug)]
 pub struct LibvirtConfig {
     /// Libvirt connection URIs: `qemu:///system`, `qemu+ssh://host/system`, ...
-    /// Paths (image, state dir) must be valid on every host.
+    /// The state dir's path must be valid on every host (serial logs).
     pub hosts: Vec<String>,
     pub accel: AccelMode,
-    /// Holds `vmlinuz` and `initramfs.cpio.gz` (`vm-images/out`).
+    /// Holds `vmlinuz` and `initramfs.cpio.gz` (`vm-images/out`), read here
+    /// and uploaded to each host's storage pool.
     pub image_dir: PathBuf,
+    /// The libvirt storage pool holding the images on every host (a `dir`
+    /// pool in `/var/lib/libvirt/images/<pool>`, created where missing).
+    pub pool: String,
     /// Per-VM directories live in `<state_dir>/vms/<domain>/`.
     pub state_dir: PathBuf,
     pub memory_mib: u32,
@@ -62,6 +68,7 @@ impl LibvirtConfig {
             hosts: vec!["qemu:///system".into()],
             accel: AccelMode::Auto,
             image_dir,
+            pool: "zz-images".into(),
             state_dir,
             memory_mib: 256,
             deployment,
@@ -101,6 +108,26 @@ impl Inner {
     fn vm_dir(&self, domain: &str) -> PathBuf {
         self.cfg.state_dir.join("vms").join(domain)
     }
+
+    /// The image files, whose content names their volumes.
+    fn read_image(&self) -> Result<(Vec<u8>, Vec<u8>), BackendError> {
+        let read = |f: &str| {
+            let p = self.cfg.image_dir.join(f);
+            std::fs::read(&p).map_err(|e| BackendError::Config(format!("reading {}: {e}", p.display())))
+        };
+        Ok((read("vmlinuz")?, read("initramfs.cpio.gz")?))
+    }
+
+    /// The host's pool, with the current kernel and initramfs in it.
+    fn shared_image(
+        &self,
+        conn: &virt::connect::Connect,
+    ) -> Result<(virt::storage_pool::StoragePool, images::Shared), BackendError> {
+        let (kernel, initramfs) = self.read_image()?;
+        let pool = images::ensure_pool(conn, &self.cfg.pool)?;
+        let shared = images::shared(&pool, &kernel, &initramfs)?;
+        Ok((pool, shared))
+    }
 }
 
 pub struct LibvirtBackend {
@@ -124,6 +151,12 @@ impl LibvirtBackend {
             return Err(BackendError::Config(format!(
                 "deployment tag {:?}: use letters, digits, '_' and '.'",
                 cfg.tag
+            )));
+        }
+        if !domain::valid_word(&cfg.pool) {
+            return Err(BackendError::Config(format!(
+                "storage pool name {:?}: use letters, digits, '_', '.' and '-'",
+                cfg.pool
             )));
         }
         if cfg.memory_mib < 64 {
@@ -191,7 +224,7 @@ impl LibvirtBackend {
         domain::domain_name(&self.inner.cfg.tag, &spec.name, spec.generation)
     }
 
-    /// The replica VM's directory: initrd, domain XML, serial console log.
+    /// The replica VM's directory: domain XML, serial console log.
     pub fn vm_dir(&self, spec: &ReplicaSpec) -> PathBuf {
         self.inner.vm_dir(&self.domain_name(spec))
     }
@@ -274,8 +307,8 @@ impl LibvirtBackend {
         let domain = self.domain_name(spec);
         self.untrack(&spec.name);
         let inner = self.inner.clone();
-        let name = spec.name.clone();
-        blocking(move || {
+        let (name, d, u) = (spec.name.clone(), domain.clone(), uri.clone());
+        let provisioned = blocking(move || {
             // A leftover of the same generation (a provision retried after a
             // crash) would boot with stale state: clean image means clean.
             let conn = inner.hosts.conn(&uri)?;
@@ -291,11 +324,11 @@ impl LibvirtBackend {
             files::fresh_dir(&dir)?;
             let read =
                 |p: &Path| std::fs::read(p).map_err(|e| BackendError::Config(format!("reading {}: {e}", p.display())));
-            let shared = read(&cfg.image_dir.join("initramfs.cpio.gz"))?;
             let deployment = read(&cfg.deployment)?;
             let key = read(&cfg.keys_dir.join(format!("{name}.key")))?;
-            let initrd_path = dir.join("initrd.img");
-            files::write_private(&initrd_path, &initrd::per_vm(&shared, &deployment, &key)?)?;
+            let (pool, shared) = inner.shared_image(&conn)?;
+            let identity = initrd::identity_archive(&deployment, &key)?;
+            let initrd = images::replica_initrd(&pool, &images::replica_volume(&domain), &shared, &identity)?;
             let cmdline = domain::cmdline(&name);
             std::fs::write(dir.join("cmdline"), format!("{cmdline}\n"))?;
             let xml = domain::render(&domain::DomainSpec {
@@ -303,15 +336,16 @@ impl LibvirtBackend {
                 memory_mib: cfg.memory_mib,
                 vcpus: 1,
                 accel,
-                kernel: &cfg.image_dir.join("vmlinuz"),
-                initrd: &initrd_path,
+                kernel: Path::new(&shared.kernel),
+                initrd: Path::new(&initrd),
                 cmdline: &cmdline,
                 serial_log: &dir.join("serial.log"),
             })?;
             std::fs::write(dir.join("domain.xml"), xml)?;
             Ok(())
         })
-        .await
+        .await;
+        said_if_failed(provisioned, &d, &u)
     }
 
     async fn boot(&self, spec: &ReplicaSpec) -> Result<Handle, BackendError> {
@@ -328,7 +362,8 @@ impl LibvirtBackend {
         })?;
         self.untrack(&spec.name);
         let (inner, u, d) = (self.inner.clone(), uri.clone(), domain.clone());
-        blocking(move || hv::define_and_boot(&*inner.hosts.conn(&u)?, &d, &xml)).await?;
+        let booted = blocking(move || hv::define_and_boot(&*inner.hosts.conn(&u)?, &d, &xml)).await;
+        said_if_failed(booted, &domain, &uri)?;
         let handle = self.handle(spec, &uri, &domain);
         self.track(&handle, &uri, &domain);
         Ok(handle)
@@ -346,8 +381,8 @@ impl LibvirtBackend {
                 None => Ok(false),
             }
         })
-        .await?;
-        if !defined {
+        .await;
+        if !said_if_failed(defined, &domain, &uri)? {
             // Nothing saved to restore (removed behind our back): a cold
             // boot from the provisioned files is the next best thing.
             tracing::warn!(%domain, "no saved domain to restore; booting it cold");
@@ -402,6 +437,10 @@ impl LibvirtBackend {
                         tracing::error!(domain = %name, "shutdown: {e}");
                     }
                 }
+                // Provisioned but never started: an initrd volume, no domain.
+                if let Err(e) = remove_initrds(&inner, uri, &prefix) {
+                    tracing::error!(host = %uri, "shutdown: {e}");
+                }
             }
             // Provisioned but never started: no domain, only files.
             if let Ok(dirs) = std::fs::read_dir(inner.cfg.state_dir.join("vms")) {
@@ -427,10 +466,24 @@ impl Drop for LibvirtBackend {
     }
 }
 
+/// A start that failed is logged at once with libvirt's words (the caller
+/// records it too, but an operator watching `zz up` should see why nothing
+/// runs without reading the event log).
+fn said_if_failed<T>(started: Result<T, BackendError>, domain: &str, uri: &str) -> Result<T, BackendError> {
+    if let Err(e) = &started {
+        tracing::error!(%domain, host = %uri, "VM did not start: {e}");
+    }
+    started
+}
+
 /// Destroys and undefines a domain (with its managed save) and deletes its
-/// directory.
+/// initrd volume and its directory.
 fn remove_everything(inner: &Inner, uri: &str, domain: &str) -> Result<(), BackendError> {
-    hv::remove(&*inner.hosts.conn(uri)?, domain)?;
+    let conn = inner.hosts.conn(uri)?;
+    hv::remove(&conn, domain)?;
+    if let Some(pool) = images::lookup_pool(&conn, &inner.cfg.pool)? {
+        images::delete_volume(&pool, &images::replica_volume(domain))?;
+    }
     match std::fs::remove_dir_all(inner.vm_dir(domain)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
         _ => {}
@@ -438,6 +491,18 @@ fn remove_everything(inner: &Inner, uri: &str, domain: &str) -> Result<(), Backe
     // libvirt keeps qemu's stderr per domain name; generations would pile up.
     if uri == "qemu:///system" {
         let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{domain}.log"));
+    }
+    Ok(())
+}
+
+/// Deletes the initrd volumes of every domain named `<prefix>...` on a host.
+fn remove_initrds(inner: &Inner, uri: &str, prefix: &str) -> Result<(), BackendError> {
+    let conn = inner.hosts.conn(uri)?;
+    let Some(pool) = images::lookup_pool(&conn, &inner.cfg.pool)? else {
+        return Ok(());
+    };
+    for name in images::initrds_with(&pool, prefix)? {
+        images::delete_volume(&pool, &name)?;
     }
     Ok(())
 }
