@@ -432,7 +432,7 @@ impl Voter {
                     });
                 }
             }
-            self.advance_stable(seq);
+            self.advance_stable(seq, out);
         }
     }
 
@@ -451,16 +451,27 @@ impl Voter {
 
     /// Forget slots at or below a stable checkpoint. Keeps the checkpoint
     /// slot itself a while so late divergent checkpoints are still blamed.
-    fn advance_stable(&mut self, seq: Seq) {
+    fn advance_stable(&mut self, seq: Seq, out: &mut Vec<VoteAction>) {
         if seq <= self.stable {
             return;
         }
         self.stable = seq;
-        // Keep uncertified slots with open incidents: they still need an
-        // answer; and certified ones whose silent replicas are still to be
-        // named (the orchestrator fences a hung replica on nothing else).
-        self.slots
-            .retain(|s, slot| *s > seq || (slot.incident && slot.certified.is_none()) || slot.awaits_silence_check());
+        // An incident still unanswered here is answered by the checkpoint:
+        // its hold ran out, replies at or below `seq` are refused from now
+        // on, and f+1 replicas vouch for the state after it. It is resolved
+        // (the orchestrator closes it on f+1 of these) and forgotten, rather
+        // than kept to raise its WAKE for good.
+        for (s, slot) in self.slots.range(..=seq) {
+            if slot.incident && slot.certified.is_none() {
+                out.push(VoteAction::Resolved { seq: *s });
+            }
+        }
+        if self.open_incident.is_some_and(|(s, _)| s <= seq) {
+            self.open_incident = None;
+        }
+        // Keep certified slots whose silent replicas are still to be named
+        // (the orchestrator fences a hung replica on nothing else).
+        self.slots.retain(|s, slot| *s > seq || slot.awaits_silence_check());
         let keep_from = seq.saturating_sub(self.cfg.checkpoint_interval);
         self.checkpoints.retain(|s, _| *s >= keep_from);
     }

@@ -37,7 +37,10 @@ fn token(spec_name: &str, generation: u64) -> String {
 impl SimBackend {
     /// The calls made since the last take.
     pub fn take_ops(&self) -> Vec<Op> {
-        self.inner.lock().map(|mut i| std::mem::take(&mut i.ops)).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|mut i| std::mem::take(&mut i.ops))
+            .unwrap_or_default()
     }
 
     /// The instance stopped on its own (crashed): later calls on it fail.
@@ -72,7 +75,11 @@ impl SimBackend {
             .lock()
             .map_err(|_| BackendError::Config("simulated backend poisoned".into()))?;
         i.states.insert(h.token.clone(), BackendState::Running);
-        i.ops.push(if restore { Op::Restore(h.clone()) } else { Op::Start(h.clone()) });
+        i.ops.push(if restore {
+            Op::Restore(h.clone())
+        } else {
+            Op::Start(h.clone())
+        });
         Ok(h)
     }
 }

@@ -108,7 +108,10 @@ impl Client {
     /// A node's answer; the op completes on f+1 equal results.
     pub fn on_reply(&mut self, now: u64, node: NodeId, results: &[BatchResult], f: usize, history: &mut Vec<Record>) {
         let Some(p) = &mut self.pending else { return };
-        let Some(r) = results.iter().find(|r| r.client == self.id && r.first_id == p.batch.body.first_id) else {
+        let Some(r) = results
+            .iter()
+            .find(|r| r.client == self.id && r.first_id == p.batch.body.first_id)
+        else {
             return;
         };
         p.answers.insert(node, r.clone());

@@ -65,7 +65,10 @@ fn nudge_vote(v: &mut Vote, n: &Nudge) {
 
 impl Middleware for Mutate {
     fn outgoing(&mut self, ctx: &mut MwCtx<'_>, _to: NodeId, msg: Msg) -> Vec<(Msg, u64)> {
-        let protocol = matches!(msg, Msg::PrePrepare(_) | Msg::Prepare(_) | Msg::Commit(_) | Msg::ViewChange(_));
+        let protocol = matches!(
+            msg,
+            Msg::PrePrepare(_) | Msg::Prepare(_) | Msg::Commit(_) | Msg::ViewChange(_)
+        );
         if !protocol || !ctx.rng.gen_bool(self.rate) {
             self.remember(&msg);
             return vec![(msg, 0)];

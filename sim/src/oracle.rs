@@ -84,7 +84,10 @@ fn check_audit(r: &Record) -> Option<String> {
 }
 
 fn json_u64(body: &[u8], field: &str) -> Option<u64> {
-    serde_json::from_slice::<serde_json::Value>(body).ok()?.get(field)?.as_u64()
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get(field)?
+        .as_u64()
 }
 
 fn text(b: &[u8]) -> String {
@@ -241,9 +244,15 @@ mod tests {
 
     #[test]
     fn a_read_after_a_write_returned_must_see_it() {
-        let h = vec![rec(put("1"), 0, Some((5, 200, ""))), rec(get(), 10, Some((12, 404, "")))];
+        let h = vec![
+            rec(put("1"), 0, Some((5, 200, ""))),
+            rec(get(), 10, Some((12, 404, ""))),
+        ];
         assert_eq!(check(&h).len(), 1, "{:?}", check(&h));
-        let h = vec![rec(put("1"), 0, Some((5, 200, ""))), rec(get(), 10, Some((12, 200, "1")))];
+        let h = vec![
+            rec(put("1"), 0, Some((5, 200, ""))),
+            rec(get(), 10, Some((12, 200, "1"))),
+        ];
         assert!(check(&h).is_empty());
     }
 

@@ -196,10 +196,16 @@ impl Plan {
             s += &format!("\n  node a{} at {} ms: {:?}", n.node, n.at_ms, n.behaviour);
         }
         for r in &self.replicas {
-            s += &format!("\n  replica app{}-e{} at {} ms: {:?}", r.app, r.index, r.at_ms, r.behaviour);
+            s += &format!(
+                "\n  replica app{}-e{} at {} ms: {:?}",
+                r.app, r.index, r.at_ms, r.behaviour
+            );
         }
         for p in &self.partitions {
-            s += &format!("\n  partition {:?} | rest from {} to {} ms", p.side, p.at_ms, p.until_ms);
+            s += &format!(
+                "\n  partition {:?} | rest from {} to {} ms",
+                p.side, p.at_ms, p.until_ms
+            );
         }
         s
     }

@@ -112,7 +112,8 @@ pub struct SimSource<'a> {
 
 impl SimSource<'_> {
     fn hop(&mut self) -> u64 {
-        self.rng.gen_range(self.min_delay_ms..=self.max_delay_ms.max(self.min_delay_ms))
+        self.rng
+            .gen_range(self.min_delay_ms..=self.max_delay_ms.max(self.min_delay_ms))
     }
 }
 

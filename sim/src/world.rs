@@ -263,12 +263,18 @@ impl World {
     pub fn new(cfg: &SimConfig, plan: Plan) -> World {
         let f = cfg.f;
         let (dep, ids) = deployment(cfg.seed, f, plan.clients);
-        let keys = dep.keyring();
-        let orch_id = ids.get(&Principal::Orchestrator).cloned().expect("the deployment has an orchestrator key");
+        let keys = dep.keyring().with_memo();
+        let orch_id = ids
+            .get(&Principal::Orchestrator)
+            .cloned()
+            .expect("the deployment has an orchestrator key");
         let orch = OrchHost::new(dep.clone(), orch_id, EPOCH_MS).expect("an in-memory store opens");
         let dep = Arc::new(dep);
-        let by_name: BTreeMap<String, ReplicaId> =
-            dep.all_replicas().into_iter().map(|r| (dep.replica_name(r), r)).collect();
+        let by_name: BTreeMap<String, ReplicaId> = dep
+            .all_replicas()
+            .into_iter()
+            .map(|r| (dep.replica_name(r), r))
+            .collect();
         let replicas = by_name
             .iter()
             .map(|(name, r)| (*r, ReplicaHost::new(*r, name.clone())))
@@ -332,7 +338,11 @@ impl World {
 
     pub(crate) fn push(&mut self, at: u64, ev: Ev) {
         self.counter += 1;
-        self.queue.push(Reverse(Queued { at, n: self.counter, ev }));
+        self.queue.push(Reverse(Queued {
+            at,
+            n: self.counter,
+            ev,
+        }));
     }
 
     pub(crate) fn link_id(&mut self) -> u64 {
@@ -425,7 +435,10 @@ impl World {
             self.stats.lost += 1;
             return;
         }
-        let (lo, hi) = (self.plan.min_delay_ms, self.plan.max_delay_ms.max(self.plan.min_delay_ms));
+        let (lo, hi) = (
+            self.plan.min_delay_ms,
+            self.plan.max_delay_ms.max(self.plan.min_delay_ms),
+        );
         let copies = if self.duplicate > 0.0 && self.rng.gen_bool(self.duplicate) {
             2
         } else {
@@ -555,7 +568,9 @@ impl World {
             for (slot, n) in self.nodes.iter().enumerate() {
                 let Some(m) = &n.machine else { continue };
                 for a in self.dep.app_ids() {
-                    let (Some(c), Some(v)) = (m.core(a), m.voter(a)) else { continue };
+                    let (Some(c), Some(v)) = (m.core(a), m.voter(a)) else {
+                        continue;
+                    };
                     let line = format!(
                         "node slot {slot} app{}: view {} committed {} stable {} voter {:?} voter-stable {}",
                         a.0,
@@ -598,12 +613,7 @@ impl World {
         let apps: Vec<AppId> = self.dep.app_ids().collect();
         for a in apps {
             let name = self.dep.app(a).map(|e| e.name.clone()).unwrap_or_default();
-            let of = |s| {
-                views
-                    .iter()
-                    .filter(|v| v.app == name && v.state == s)
-                    .count()
-            };
+            let of = |s| views.iter().filter(|v| v.app == name && v.state == s).count();
             use zz_orchestrator::model::ReplicaState::{Active, Paused};
             let (active, paused) = (of(Active), of(Paused));
             if active != self.f + 1 || paused != self.f {

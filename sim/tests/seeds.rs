@@ -26,7 +26,12 @@ fn sweep(first: u64, count: u64, f: usize) {
             ));
         }
     }
-    assert!(failed.is_empty(), "{} of {count} seeds failed:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of {count} seeds failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 #[test]

@@ -9,8 +9,9 @@ use crate::ids::Principal;
 use crate::zip215::{BatchVerifier, CheckKey};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 pub use ed25519_dalek::Signature;
 
@@ -180,6 +181,8 @@ pub fn verify_all<'a, T: Signable + 'a>(
 pub struct Batch<'k> {
     keys: &'k Keyring,
     inner: BatchVerifier,
+    /// Queued signatures, remembered as valid if the batch passes.
+    queued: Vec<Checked>,
 }
 
 impl<'k> Batch<'k> {
@@ -187,13 +190,21 @@ impl<'k> Batch<'k> {
         Batch {
             keys,
             inner: BatchVerifier::new(),
+            queued: Vec::new(),
         }
     }
 
     /// Queues `who`'s signature over `d`; an unknown signer is refused now.
     pub fn queue(&mut self, who: Principal, d: &Digest, sig: &Signature) -> Result<(), SigError> {
         let key = self.keys.keys.get(&who).ok_or(SigError::UnknownKey(who))?;
-        self.inner.queue(&key.check, &sig.to_bytes(), &d.0);
+        let checked = (who, d.0, sig.to_bytes());
+        if self.keys.memo.as_ref().is_some_and(|m| m.has(&checked)) {
+            return Ok(());
+        }
+        self.inner.queue(&key.check, &checked.2, &d.0);
+        if self.keys.memo.is_some() {
+            self.queued.push(checked);
+        }
         Ok(())
     }
 
@@ -207,7 +218,40 @@ impl<'k> Batch<'k> {
 
     /// Whether every queued signature is valid (an empty batch is).
     pub fn verify(self) -> bool {
-        self.inner.verify()
+        let ok = self.inner.verify();
+        if let (true, Some(m)) = (ok, &self.keys.memo) {
+            self.queued.into_iter().for_each(|c| m.add(c));
+        }
+        ok
+    }
+}
+
+/// A signature found valid: signer, digest, signature bytes.
+type Checked = (Principal, [u8; 32], [u8; 64]);
+
+/// Signatures already found valid, shared by every clone of one keyring
+/// made with [`Keyring::with_memo`]. The whole-system simulator runs every
+/// principal in one process, where each would check the same signature
+/// again. Validity is a function of (key, digest, signature), so a hit
+/// cannot change an answer; only successes are kept.
+#[derive(Debug, Default)]
+struct Memo(Mutex<HashSet<Checked>>);
+
+/// Entries past which the memo starts afresh (bounded memory).
+const MEMO_MAX: usize = 1 << 20;
+
+impl Memo {
+    fn has(&self, c: &Checked) -> bool {
+        self.0.lock().is_ok_and(|s| s.contains(c))
+    }
+
+    fn add(&self, c: Checked) {
+        if let Ok(mut s) = self.0.lock() {
+            if s.len() >= MEMO_MAX {
+                s.clear();
+            }
+            s.insert(c);
+        }
     }
 }
 
@@ -215,6 +259,7 @@ impl<'k> Batch<'k> {
 #[derive(Clone, Debug, Default)]
 pub struct Keyring {
     keys: HashMap<Principal, RingKey>,
+    memo: Option<Arc<Memo>>,
 }
 
 #[derive(Clone, Debug)]
@@ -227,6 +272,14 @@ struct RingKey {
 impl Keyring {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// This keyring, remembering the signatures it found valid, shared with
+    /// its clones (see `Memo`): for simulations that run many principals
+    /// in one process.
+    pub fn with_memo(mut self) -> Self {
+        self.memo = Some(Arc::default());
+        self
     }
 
     pub fn insert(&mut self, who: Principal, key: PublicKey) {
@@ -251,7 +304,14 @@ impl Keyring {
     /// Verifies a raw signature over a digest by a named principal.
     pub fn verify_digest(&self, who: Principal, d: &Digest, sig: &Signature) -> Result<(), SigError> {
         let key = self.keys.get(&who).ok_or(SigError::UnknownKey(who))?;
-        if key.check.verify(&sig.to_bytes(), &d.0) {
+        let checked = (who, d.0, sig.to_bytes());
+        if self.memo.as_ref().is_some_and(|m| m.has(&checked)) {
+            return Ok(());
+        }
+        if key.check.verify(&checked.2, &d.0) {
+            if let Some(m) = &self.memo {
+                m.add(checked);
+            }
             Ok(())
         } else {
             Err(SigError::BadSignature(who))

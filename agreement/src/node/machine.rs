@@ -15,8 +15,8 @@ use crate::voting::{VoteAction, VoteInput, Voter, VoterConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use zz_wire::{
-    AppId, ClientReply, ControlCmd, Deployment, Fault, Heartbeat, Identity, Msg, NodeFault, NodeId, OrdersReply,
-    Principal, ReplicaId, Resolved, Seq, Wake,
+    AppId, ClientReply, ControlCmd, Deployment, Fault, Heartbeat, Identity, Keyring, Msg, NodeFault, NodeId,
+    OrdersReply, Principal, ReplicaId, Resolved, Seq, Wake,
 };
 
 /// How often the node reports its progress to the orchestrator.
@@ -94,6 +94,19 @@ impl NodeMachine {
     pub fn new(
         dep: Arc<Deployment>,
         identity: Identity,
+        restored: BTreeMap<AppId, (Durable, Vec<Record>)>,
+        seed_source: u64,
+    ) -> Result<Self, MachineError> {
+        let keys = dep.keyring();
+        Self::with_keys(dep, identity, keys, restored, seed_source)
+    }
+
+    /// `new` checking signatures with `keys` (the deployment's keys; the
+    /// simulator's keyring remembers signatures found valid).
+    pub fn with_keys(
+        dep: Arc<Deployment>,
+        identity: Identity,
+        keys: Keyring,
         mut restored: BTreeMap<AppId, (Durable, Vec<Record>)>,
         seed_source: u64,
     ) -> Result<Self, MachineError> {
@@ -101,7 +114,6 @@ impl NodeMachine {
             Principal::Node(n) => n,
             other => return Err(MachineError::NotANode(other)),
         };
-        let keys = dep.keyring();
         let mut apps = BTreeMap::new();
         for app in dep.app_ids() {
             let cfg = CoreConfig {

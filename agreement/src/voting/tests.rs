@@ -312,6 +312,38 @@ fn an_incident_never_answered_holds_checkpoints_only_for_a_while() {
     assert_eq!(v.stable_seq(), 20);
 }
 
+/// Found by the whole-system simulator (seed 5, f=1): a node that missed a
+/// reply (a link reset loses what was in flight) times out alone; once its
+/// hold ran out and a later checkpoint became stable, replies for the seq
+/// were refused as below the checkpoint, yet the slot was kept, so the node
+/// re-raised its WAKE for good and never sent RESOLVED. Two such nodes open
+/// an incident nobody can ever certify, and the app never settles back to
+/// f+1 active replicas.
+#[test]
+fn an_incident_a_stable_checkpoint_moved_past_is_resolved_and_forgotten() {
+    let ids = ids();
+    let mut v = voter(1);
+    let mut all = v.step(0, VoteInput::Committed { seq: 3 });
+    // Only one reply arrives: the other was lost on its way here.
+    all.extend(v.step(1, VoteInput::Reply(reply(0, 3, "ok"))));
+    all.extend(v.step(100, VoteInput::Timer(3)));
+    assert_eq!(wakes(&all), vec![(3, IncidentKind::Timeout)]);
+    for seq in [4, 8, 12, 16, 20] {
+        all.extend(v.step(200, VoteInput::Checkpoint(ckpt(&ids, 0, seq, 1))));
+        all.extend(v.step(200, VoteInput::Checkpoint(ckpt(&ids, 1, seq, 1))));
+    }
+    assert_eq!(v.stable_seq(), 20);
+    assert!(
+        all.iter().any(|a| matches!(a, VoteAction::Resolved { seq: 3 })),
+        "the checkpoint answers for seq 3: {all:?}"
+    );
+    let later = v.step(600, VoteInput::Timer(3));
+    assert!(
+        wakes(&later).is_empty(),
+        "no WAKE for a seq below the stable checkpoint: {later:?}"
+    );
+}
+
 #[test]
 fn a_restarted_voter_takes_checkpoints_and_replies_far_above_zero_once_its_core_commits_there() {
     // A node restarted at seq 10_000 has a fresh voter (stable 0); its

@@ -3,8 +3,8 @@
 
 use super::{describe, Dest, Ev, World, NODE_RESTART_MS};
 use rand::Rng;
-use zz_agreement::node::{authorised, NodeOut};
 use zz_agreement::node::links::verify_client_requests;
+use zz_agreement::node::{authorised, NodeOut};
 use zz_wire::{Msg, NodeFault, NodeId, Principal};
 
 /// What a `slow` node adds to everything it sends (its driver sleeps this
@@ -23,7 +23,10 @@ impl World {
         };
         let restored = self.nodes[slot].store.restored();
         let seed_source = self.rng.gen();
-        let mut m = match zz_agreement::node::NodeMachine::new(self.dep.clone(), identity, restored, seed_source) {
+        let keys = self.keys.clone();
+        let machine =
+            zz_agreement::node::NodeMachine::with_keys(self.dep.clone(), identity, keys, restored, seed_source);
+        let mut m = match machine {
             Ok(m) => m,
             Err(e) => {
                 self.violation(format!("node {id} cannot start from its store: {e}"));
@@ -71,12 +74,24 @@ impl World {
             self.log(|| format!("{from} -> {to}: {}", describe(&msg)));
         }
         let now = self.now;
-        let Some(m) = self.nodes[slot].machine.as_mut() else { return };
-        let dbg = std::env::var("ZZ_SIM_DEBUG").is_ok() && matches!(&msg, Msg::ExecReply(r) if r.seq == 144 && r.replica.app.0 == 0);
-        let desc = if dbg { format!("{msg:?}").chars().take(300).collect::<String>() } else { String::new() };
+        let Some(m) = self.nodes[slot].machine.as_mut() else {
+            return;
+        };
+        let dbg = std::env::var("ZZ_SIM_DEBUG").is_ok()
+            && matches!(&msg, Msg::ExecReply(r) if r.seq == 144 && r.replica.app.0 == 0);
+        let desc = if dbg {
+            format!("{msg:?}").chars().take(300).collect::<String>()
+        } else {
+            String::new()
+        };
         let outs = m.on_msg(now, from, msg);
         if dbg {
-            eprintln!("slot {slot} at {now}: {desc}\n  -> {:?}", outs.iter().map(|o| format!("{o:?}").chars().take(200).collect::<String>()).collect::<Vec<_>>());
+            eprintln!(
+                "slot {slot} at {now}: {desc}\n  -> {:?}",
+                outs.iter()
+                    .map(|o| format!("{o:?}").chars().take(200).collect::<String>())
+                    .collect::<Vec<_>>()
+            );
         }
         self.node_outs(slot, outs);
     }

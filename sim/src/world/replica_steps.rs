@@ -114,7 +114,12 @@ impl World {
             let Some(app) = dep.app(r.app).and_then(|a| zz_agent::app::build(&a.kind, &a.name)) else {
                 return;
             };
-            host.replica = Some(Replica::new(Config::from_deployment(&dep, r), identity, self.keys.clone(), app));
+            host.replica = Some(Replica::new(
+                Config::from_deployment(&dep, r),
+                identity,
+                self.keys.clone(),
+                app,
+            ));
         }
         host.run = Run::Running;
         host.epoch += 1;
@@ -168,7 +173,11 @@ impl World {
 
     pub(crate) fn replica_tick(&mut self, r: ReplicaId, epoch: u64) {
         let now = self.now;
-        let Some(host) = self.replicas.get_mut(&r).filter(|h| h.epoch == epoch && h.run == Run::Running) else {
+        let Some(host) = self
+            .replicas
+            .get_mut(&r)
+            .filter(|h| h.epoch == epoch && h.run == Run::Running)
+        else {
             return;
         };
         if !host.tick_queued {
@@ -182,7 +191,9 @@ impl World {
     /// The replica thread takes its next input.
     pub(crate) fn replica_run(&mut self, r: ReplicaId, epoch: u64) {
         let now = self.now;
-        let Some(mut host) = self.replicas.remove(&r) else { return };
+        let Some(mut host) = self.replicas.remove(&r) else {
+            return;
+        };
         if host.epoch != epoch || host.run != Run::Running {
             self.replicas.insert(r, host);
             return;
