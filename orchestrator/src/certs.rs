@@ -238,6 +238,8 @@ pub struct Tracker {
     instances: BTreeMap<ReplicaId, Instance>,
     /// Each node's last committed seq per app, from its heartbeats.
     committed: BTreeMap<AppId, BTreeMap<NodeId, Seq>>,
+    /// Each node's stable execution checkpoint per app (its reply voter's).
+    stable: BTreeMap<AppId, BTreeMap<NodeId, Seq>>,
     incidents: VecDeque<Incident>,
     next_id: u64,
     quiet_ms: u64,
@@ -258,6 +260,7 @@ impl Tracker {
             faults: Quorum::new(),
             instances: BTreeMap::new(),
             committed: BTreeMap::new(),
+            stable: BTreeMap::new(),
             incidents: incidents.into(),
             next_id,
             quiet_ms: DEFAULT_QUIET_MS,
@@ -304,6 +307,35 @@ impl Tracker {
                 i.after = i.after.max(vouched);
             }
         }
+    }
+
+    /// A node's heartbeat: its reply voter holds a stable checkpoint of
+    /// `app` at `stable`. A correct voter moves its checkpoint past an
+    /// unanswered incident only once the incident is answered or its hold
+    /// ran out; so when f+1 nodes report a checkpoint at or past an open
+    /// incident's last seq, the incident is over even if some RESOLVED was
+    /// lost on the way (a node that crashed right after voting, a link
+    /// that reset): it is certified, or it would stay open for good and
+    /// the app would never settle back to f+1 active replicas.
+    pub fn on_node_stable(&mut self, app: AppId, node: NodeId, stable: Seq, now: u64) -> Vec<Decision> {
+        self.stable.entry(app).or_default().insert(node, stable);
+        let mut seen: Vec<Seq> = self
+            .stable
+            .get(&app)
+            .map(|m| m.values().copied().collect())
+            .unwrap_or_default();
+        seen.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&vouched) = seen.get(self.f) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for i in self.incidents.iter_mut() {
+            if i.app == app && i.is_open() && i.last_seq <= vouched {
+                i.certified_at = Some(now);
+                out.push(Decision::Certified { incident: i.id });
+            }
+        }
+        out
     }
 
     /// The highest seq of `app` that f+1 nodes report having committed (so
@@ -369,7 +401,13 @@ impl Tracker {
     }
 
     pub fn on_wake(&mut self, w: &Wake, now: u64) -> Vec<Decision> {
-        let covered = self.incidents.iter().any(|i| i.app == w.app && i.covers(w.seq));
+        // Also a seq a checkpoint WAKE joined below the first one: more
+        // than f+1 nodes voting make a second certificate for it, which
+        // must not reopen what its answer closed.
+        let covered = self
+            .incidents
+            .iter()
+            .any(|i| i.app == w.app && (i.covers(w.seq) || i.answered_by(w.seq)));
         if covered {
             return Vec::new();
         }

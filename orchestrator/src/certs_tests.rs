@@ -567,3 +567,44 @@ fn a_fault_injected_after_an_incident_was_answered_opens_a_new_one() {
         vec![Decision::Joined { incident: 2, seq: 21 }]
     );
 }
+
+/// Found by the whole-system simulator (seed 39, f=2): with 2f+1 nodes
+/// voting, the WAKEs for one checkpoint seq make two certificates. The
+/// second came after the first had joined the incident and the seq's
+/// answer had certified it, and reopened the incident for good (nothing
+/// answers that seq again): the app never settled back to f+1 active.
+#[test]
+fn a_second_certificate_for_a_seq_already_joined_changes_nothing() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    wake_cert(&mut t, 100, IncidentKind::Mismatch, 0);
+    resolved_cert(&mut t, 100, 50);
+    wake_cert(&mut t, 96, IncidentKind::Checkpoint, 60);
+    assert_eq!(resolved_cert(&mut t, 96, 70), vec![Decision::Certified { incident: 1 }]);
+    assert!(wake_cert(&mut t, 96, IncidentKind::Checkpoint, 80).is_empty());
+    assert!(t.open_incident(APP).is_none(), "still answered");
+}
+
+/// Found by the whole-system simulator (seed 5, f=2): one of the f+1 nodes
+/// that timed out crashed right after sending RESOLVED, which was lost with
+/// its link; the nodes that had certified the seq in time never send one.
+/// The incident stayed open and the app never settled back to f+1 active.
+#[test]
+fn f_plus_one_nodes_with_a_checkpoint_past_an_open_incident_certify_it() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    wake_cert(&mut t, 33, IncidentKind::Timeout, 0);
+    t.on_resolved(&resolved(0, 33), 10);
+    assert!(t.on_node_stable(APP, NodeId(0), 48, 20).is_empty());
+    assert!(
+        t.on_node_stable(APP, NodeId(1), 32, 30).is_empty(),
+        "not past the incident"
+    );
+    assert_eq!(
+        t.on_node_stable(APP, NodeId(2), 48, 40),
+        vec![Decision::Certified { incident: 1 }]
+    );
+    assert!(t.open_incident(APP).is_none());
+    // One node alone (it may be faulty) certifies nothing.
+    wake_cert(&mut t, 60, IncidentKind::Timeout, 5_000);
+    assert!(t.on_node_stable(APP, NodeId(3), 1_000_000, 5_010).is_empty());
+    assert!(t.open_incident(APP).is_some());
+}

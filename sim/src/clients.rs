@@ -129,7 +129,7 @@ impl Client {
             ret_ms: Some(now),
             answer,
         });
-        self.next_at_ms = now + self.rng.gen_range(5..150);
+        self.next_at_ms = now + self.rng.gen_range(10..250);
     }
 
     pub fn idle(&self) -> bool {

@@ -8,6 +8,9 @@ use zz_wire::{NodeFault, ReplicaFault};
 
 /// Virtual ms from the start at which clients begin.
 pub const LOAD_FROM_MS: u64 = 1_500;
+/// How long after the heal the run goes on: by then every app must be back
+/// to f+1 active and f paused replicas (the liveness bound).
+pub const RECOVERY_MS: u64 = 16_000;
 
 /// How one misbehaving agreement node misbehaves.
 #[derive(Clone, Debug, PartialEq)]
@@ -101,8 +104,8 @@ impl Plan {
             nodes: Vec::new(),
             replicas: Vec::new(),
             partitions: Vec::new(),
-            heal_ms: 6_000,
-            end_ms: 30_000,
+            heal_ms: 5_000,
+            end_ms: 5_000 + RECOVERY_MS,
             clients: 2,
             flooding_client: false,
         }
@@ -113,11 +116,11 @@ impl Plan {
         // other random choices change.
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a5a_0f0f_c3c3_9696);
         let n = 3 * f + 1;
-        let heal_ms = rng.gen_range(5_000..9_000);
+        let heal_ms = rng.gen_range(4_000..7_000);
         let fault_window = LOAD_FROM_MS..heal_ms - 500;
         let mut plan = Plan::calm(f);
         plan.heal_ms = heal_ms;
-        plan.end_ms = heal_ms + 30_000;
+        plan.end_ms = heal_ms + RECOVERY_MS;
         plan.max_delay_ms = *pick(&mut rng, &[2, 5, 20, 60]);
         plan.min_delay_ms = rng.gen_range(0..=plan.max_delay_ms.min(2));
         plan.loss = *pick(&mut rng, &[0.0, 0.0, 0.001, 0.01, 0.03]);

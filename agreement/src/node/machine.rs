@@ -423,7 +423,9 @@ impl NodeMachine {
                     app: *app,
                     view: a.core.view(),
                     last_executed: a.core.last_committed(),
-                    last_checkpoint: a.core.stable_checkpoint(),
+                    // The execution checkpoint the replicas certified (what
+                    // a standby must reach, and what closes incidents).
+                    last_checkpoint: a.voter.stable_seq(),
                     fetched_objects: 0,
                     stale_objects: 0,
                     time_ms: now,

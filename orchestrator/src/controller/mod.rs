@@ -386,7 +386,10 @@ impl Controller {
             Msg::Resolved(r) => self.tracker.on_resolved(&r.body, now),
             Msg::Heartbeat(hb) => {
                 match peer {
-                    Principal::Node(n) => self.on_node_heartbeat(n, &hb.body, now),
+                    Principal::Node(n) => {
+                        let decisions = self.on_node_heartbeat(n, &hb.body, now);
+                        return self.decide(decisions, now).await;
+                    }
                     Principal::Replica(r) if self.instance_links.get(&r) == Some(&link) => {
                         self.on_replica_heartbeat(r, &hb.body, now).await;
                     }
@@ -400,6 +403,10 @@ impl Controller {
             // `certs::check` admits nothing else.
             _ => Vec::new(),
         };
+        self.decide(decisions, now).await;
+    }
+
+    async fn decide(&mut self, decisions: Vec<Decision>, now: u64) {
         for d in decisions {
             self.on_decision(d, now).await;
         }
@@ -583,12 +590,13 @@ impl Controller {
         }
     }
 
-    fn on_node_heartbeat(&mut self, n: NodeId, hb: &zz_wire::Heartbeat, now: u64) {
+    fn on_node_heartbeat(&mut self, n: NodeId, hb: &zz_wire::Heartbeat, now: u64) -> Vec<Decision> {
         let app = self.app_name(hb.app);
         if self.dep.app(hb.app).is_none() {
-            return;
+            return Vec::new();
         }
         self.tracker.on_progress(hb.app, n, hb.last_executed, now);
+        let decisions = self.tracker.on_node_stable(hb.app, n, hb.last_checkpoint, now);
         let s = self.nodes.entry(n).or_default();
         s.last_heartbeat_ms = Some(now);
         s.apps.insert(
@@ -601,6 +609,7 @@ impl Controller {
                 at_ms: now,
             },
         );
+        decisions
     }
 
     /// The newest stable checkpoint of `app` that f+1 nodes report reaching
