@@ -129,11 +129,7 @@ impl Client {
             ret_ms: Some(now),
             answer,
         });
-        self.next_at_ms = now + self.rng.gen_range(10..250);
-    }
-
-    pub fn idle(&self) -> bool {
-        self.pending.is_none()
+        self.next_at_ms = now + self.rng.gen_range(20..400);
     }
 
     fn next_call(&mut self) -> Call {

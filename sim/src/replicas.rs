@@ -34,7 +34,6 @@ pub enum Input {
 }
 
 pub struct ReplicaHost {
-    pub id: ReplicaId,
     pub name: String,
     /// The backend generation of the current instance.
     pub generation: u64,
@@ -56,9 +55,8 @@ pub struct ReplicaHost {
 }
 
 impl ReplicaHost {
-    pub fn new(id: ReplicaId, name: String) -> Self {
+    pub fn new(name: String) -> Self {
         ReplicaHost {
-            id,
             name,
             generation: 0,
             run: Run::Gone,

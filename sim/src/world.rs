@@ -277,7 +277,7 @@ impl World {
             .collect();
         let replicas = by_name
             .iter()
-            .map(|(name, r)| (*r, ReplicaHost::new(*r, name.clone())))
+            .map(|(name, r)| (*r, ReplicaHost::new(name.clone())))
             .collect();
         let mut clients = Vec::new();
         for (a, kind) in [Kind::Kv, Kind::Bank].into_iter().enumerate() {
@@ -614,16 +614,18 @@ impl World {
         for a in apps {
             let name = self.dep.app(a).map(|e| e.name.clone()).unwrap_or_default();
             let of = |s| views.iter().filter(|v| v.app == name && v.state == s).count();
-            use zz_orchestrator::model::ReplicaState::{Active, Paused};
-            let (active, paused) = (of(Active), of(Paused));
-            if active != self.f + 1 || paused != self.f {
+            use zz_orchestrator::model::ReplicaState::{Active, Paused, Provisioning};
+            // A paused standby the pool resumed for a refresh (or a fresh
+            // replacement catching up) is still a standby.
+            let (active, standby) = (of(Active), of(Paused) + of(Provisioning));
+            if active != self.f + 1 || standby != self.f {
                 let states: Vec<String> = views
                     .iter()
                     .filter(|v| v.app == name)
                     .map(|v| format!("{}={}", v.id, v.state.as_str()))
                     .collect();
                 self.violation(format!(
-                    "{name} is not back to {} active + {} paused at the end: {}",
+                    "{name} is not back to {} active + {} standby at the end: {}",
                     self.f + 1,
                     self.f,
                     states.join(" ")
