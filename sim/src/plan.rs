@@ -64,6 +64,14 @@ pub struct Partition {
     pub side: Vec<u16>,
 }
 
+/// A node that crashes (power cut) and restarts from its store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Restart {
+    pub node: u16,
+    pub at_ms: u64,
+    pub down_ms: u64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub loss: f64,
@@ -73,6 +81,9 @@ pub struct Plan {
     pub nodes: Vec<NodePlan>,
     pub replicas: Vec<ReplicaPlan>,
     pub partitions: Vec<Partition>,
+    /// Rolling restarts: correct nodes crash and come back one at a time
+    /// (crashes are benign: at most one is down at once, whatever f is).
+    pub restarts: Vec<Restart>,
     /// Faults stop, the network heals, crashed nodes are back.
     pub heal_ms: u64,
     /// The run ends; liveness is judged against this.
@@ -104,6 +115,7 @@ impl Plan {
             nodes: Vec::new(),
             replicas: Vec::new(),
             partitions: Vec::new(),
+            restarts: Vec::new(),
             heal_ms: 5_000,
             end_ms: 5_000 + RECOVERY_MS,
             clients: 2,
@@ -161,6 +173,21 @@ impl Plan {
             };
             plan.partitions.push(Partition { at_ms, until_ms, side });
         }
+        if rng.gen_bool(0.3) {
+            // Nodes other than the misbehaving ones, in a random order.
+            let mut order: Vec<u16> = nodes.clone();
+            let k = rng.gen_range(2..=order.len().max(2)).min(order.len());
+            let mut at_ms = rng.gen_range(fault_window.clone());
+            for _ in 0..k {
+                let node = order.remove(rng.gen_range(0..order.len()));
+                let down_ms = rng.gen_range(20..600);
+                if at_ms + down_ms >= heal_ms {
+                    break;
+                }
+                plan.restarts.push(Restart { node, at_ms, down_ms });
+                at_ms += down_ms + rng.gen_range(1..400);
+            }
+        }
         for app in 0..2u16 {
             let faulty = rng.gen_range(0..=f);
             let mut slots: Vec<u16> = (0..(2 * f + 1) as u16).collect();
@@ -203,6 +230,9 @@ impl Plan {
                 "\n  replica app{}-e{} at {} ms: {:?}",
                 r.app, r.index, r.at_ms, r.behaviour
             );
+        }
+        for r in &self.restarts {
+            s += &format!("\n  node a{} restarts at {} ms, down {} ms", r.node, r.at_ms, r.down_ms);
         }
         for p in &self.partitions {
             s += &format!(

@@ -16,6 +16,7 @@ pub(crate) enum Step {
     Replica(usize),
     PartitionStart(usize),
     PartitionEnd(usize),
+    Restart(usize),
 }
 
 impl World {
@@ -31,6 +32,9 @@ impl World {
         for (i, p) in self.plan.partitions.iter().enumerate() {
             steps.push((at(p.at_ms), Step::PartitionStart(i)));
             steps.push((at(p.until_ms), Step::PartitionEnd(i)));
+        }
+        for (i, r) in self.plan.restarts.iter().enumerate() {
+            steps.push((at(r.at_ms), Step::Restart(i)));
         }
         for (t, s) in steps {
             self.push(t, Ev::Fault(s));
@@ -103,6 +107,14 @@ impl World {
                         self.after_orch();
                     }
                 }
+            }
+            Step::Restart(i) => {
+                let r = self.plan.restarts[i].clone();
+                self.log(|| format!("RESTART node a{} for {} ms", r.node, r.down_ms));
+                self.push(self.now, Ev::NodeCrash {
+                    slot: usize::from(r.node),
+                    down_ms: r.down_ms,
+                });
             }
             Step::PartitionStart(i) => {
                 let pairs = self.partition_pairs(i);
