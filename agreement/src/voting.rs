@@ -245,7 +245,10 @@ impl Voter {
                 }
             }
         }
-        if groups.len() > 1 && !slot.incident {
+        // A disagreement once the answer is certified is only a FAULT
+        // (below): the client has its answer, so an incident raised now
+        // would never be resolved.
+        if groups.len() > 1 && !slot.incident && slot.certified.is_none() {
             slot.incident = true;
             if self.open_incident.is_none() {
                 self.open_incident = Some((seq, now_ms));

@@ -1,15 +1,15 @@
 //! The whole-system simulation over many seeds, plus the named seeds of
 //! bugs it found. `ZZ_SIM_SEEDS` sets how many seeds each chunk runs.
 
-use zz_sim::plan::{Plan, ReplicaBehaviour, ReplicaPlan};
+use zz_sim::plan::{NodeBehaviour, NodePlan, Plan, ReplicaBehaviour, ReplicaPlan};
 use zz_sim::{replay_command, run, SimConfig, World};
-use zz_wire::ReplicaFault;
+use zz_wire::{NodeFault, ReplicaFault};
 
 fn seeds_per_chunk() -> u64 {
     std::env::var("ZZ_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(250)
+        .unwrap_or(500)
 }
 
 /// Runs `count` seeds from `first` at `f`; fails listing every failing seed.
@@ -85,12 +85,98 @@ fn a_replica_that_corrupts_its_replies_is_fenced_and_replaced_and_nothing_is_los
     }
 }
 
-/// Seeds that once broke an oracle, kept so the bug stays fixed.
-#[test]
-fn regression_seeds() {
-    let seeds: &[(u64, usize, &str)] = &[];
-    for (seed, f, what) in seeds {
-        let r = run(&SimConfig::new(*seed, *f));
-        assert!(r.ok(), "seed {seed} f={f} ({what}): {:?}", r.violations);
+/// A plan with the network and timing of a regression scenario.
+fn scenario(f: usize, delay: (u64, u64), loss: f64, duplicate: f64, clients: usize, heal_ms: u64) -> Plan {
+    let mut p = Plan::calm(f);
+    (p.min_delay_ms, p.max_delay_ms) = delay;
+    (p.loss, p.duplicate, p.clients) = (loss, duplicate, clients);
+    p.heal_ms = heal_ms;
+    p.end_ms = heal_ms + zz_sim::plan::RECOVERY_MS;
+    p
+}
+
+fn node(node: u16, at_ms: u64, behaviour: NodeBehaviour) -> NodePlan {
+    NodePlan { node, at_ms, behaviour }
+}
+
+fn replica(app: u16, index: u16, at_ms: u64, behaviour: ReplicaBehaviour) -> ReplicaPlan {
+    ReplicaPlan {
+        app,
+        index,
+        at_ms,
+        behaviour,
     }
+}
+
+fn run_plan(seed: u64, f: usize, plan: Plan) {
+    let mut w = World::new(&SimConfig::new(seed, f), plan);
+    w.run();
+    let r = w.report();
+    assert!(r.ok(), "seed {seed} f={f}:\n{}\n{:?}", r.plan, r.violations);
+}
+
+/// Seed 5, f=1, as first drawn: a node that missed a reply and timed out
+/// alone kept its incident slot after a checkpoint passed it, re-raising
+/// WAKE for good; with another such node the incident never closed and the
+/// app never settled back to f+1 active (voter fix, `voting/tests.rs`).
+#[test]
+fn regression_seed_5_f1_an_incident_a_checkpoint_passed_is_resolved() {
+    let mut p = scenario(1, (1, 60), 0.03, 0.05, 3, 6_122);
+    p.nodes.push(node(2, 5_564, NodeBehaviour::CrashTwice { down_ms: 503 }));
+    p.replicas.push(replica(
+        1,
+        2,
+        1_891,
+        ReplicaBehaviour::Inject(ReplicaFault::ServeBadState),
+    ));
+    run_plan(5, 1, p);
+}
+
+/// Seed 5, f=2, as first drawn: a node crashed right after its RESOLVED
+/// left, the vote was lost with its link, and the nodes that certified the
+/// seq in time never send one: the incident stayed open (closed now by f+1
+/// nodes' checkpoints past it, `certs_tests.rs`).
+#[test]
+fn regression_seed_5_f2_a_lost_resolved_does_not_keep_an_incident_open() {
+    let mut p = scenario(2, (1, 60), 0.03, 0.05, 3, 6_122);
+    p.nodes.push(node(3, 5_564, NodeBehaviour::CrashTwice { down_ms: 503 }));
+    p.replicas.push(replica(
+        1,
+        4,
+        1_891,
+        ReplicaBehaviour::Inject(ReplicaFault::ServeBadState),
+    ));
+    p.replicas.push(replica(1, 3, 2_693, ReplicaBehaviour::LyingHeartbeats));
+    run_plan(5, 2, p);
+}
+
+/// Seed 39, f=2, as first drawn: more than f+1 nodes' WAKEs for one bad
+/// checkpoint made a second certificate after the first had joined the
+/// incident and been answered; it reopened the incident for good.
+#[test]
+fn regression_seed_39_f2_a_second_wake_certificate_does_not_reopen_an_incident() {
+    let mut p = scenario(2, (2, 5), 0.0, 0.0, 3, 4_457);
+    p.nodes.push(node(1, 2_589, NodeBehaviour::Inject(NodeFault::Mute)));
+    p.nodes.push(node(4, 1_621, NodeBehaviour::Mutate { rate: 0.2 }));
+    p.replicas.push(replica(
+        0,
+        1,
+        2_619,
+        ReplicaBehaviour::Inject(ReplicaFault::CorruptState),
+    ));
+    p.replicas.push(replica(
+        0,
+        4,
+        1_976,
+        ReplicaBehaviour::Inject(ReplicaFault::BadCheckpoint),
+    ));
+    p.replicas
+        .push(replica(1, 0, 3_654, ReplicaBehaviour::Inject(ReplicaFault::Slow)));
+    p.replicas.push(replica(
+        1,
+        4,
+        2_080,
+        ReplicaBehaviour::Inject(ReplicaFault::CorruptReply),
+    ));
+    run_plan(39, 2, p);
 }

@@ -344,6 +344,24 @@ fn an_incident_a_stable_checkpoint_moved_past_is_resolved_and_forgotten() {
     );
 }
 
+/// Found by the whole-system simulator (seed 950, f=1): a woken faulty
+/// replica's late, wrong reply for a seq already certified raised a WAKE.
+/// Its answer had gone out already, so no RESOLVED ever followed, and the
+/// incident it joined stayed open for good (the app never settled back to
+/// f+1 active). A disagreement after the answer is only a FAULT.
+#[test]
+fn a_wrong_reply_after_the_answer_is_certified_names_the_replica_without_an_incident() {
+    let mut v = voter(1);
+    let mut all = v.step(0, VoteInput::Committed { seq: 3 });
+    all.extend(v.step(1, VoteInput::Reply(reply(0, 3, "ok"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(1, 3, "ok"))));
+    assert_eq!(client_replies(&all), vec![b"ok".to_vec()]);
+    let late = v.step(2, VoteInput::Reply(reply(2, 3, "evil")));
+    assert_eq!(faults(&late), vec![2]);
+    assert!(wakes(&late).is_empty(), "{late:?}");
+    assert_eq!(v.stats().incidents, 0);
+}
+
 #[test]
 fn a_restarted_voter_takes_checkpoints_and_replies_far_above_zero_once_its_core_commits_there() {
     // A node restarted at seq 10_000 has a fresh voter (stable 0); its

@@ -111,10 +111,13 @@ impl World {
             Step::Restart(i) => {
                 let r = self.plan.restarts[i].clone();
                 self.log(|| format!("RESTART node a{} for {} ms", r.node, r.down_ms));
-                self.push(self.now, Ev::NodeCrash {
-                    slot: usize::from(r.node),
-                    down_ms: r.down_ms,
-                });
+                self.push(
+                    self.now,
+                    Ev::NodeCrash {
+                        slot: usize::from(r.node),
+                        down_ms: r.down_ms,
+                    },
+                );
             }
             Step::PartitionStart(i) => {
                 let pairs = self.partition_pairs(i);

@@ -77,22 +77,7 @@ impl World {
         let Some(m) = self.nodes[slot].machine.as_mut() else {
             return;
         };
-        let dbg = std::env::var("ZZ_SIM_DEBUG").is_ok()
-            && matches!(&msg, Msg::ExecReply(r) if r.seq == 144 && r.replica.app.0 == 0);
-        let desc = if dbg {
-            format!("{msg:?}").chars().take(300).collect::<String>()
-        } else {
-            String::new()
-        };
         let outs = m.on_msg(now, from, msg);
-        if dbg {
-            eprintln!(
-                "slot {slot} at {now}: {desc}\n  -> {:?}",
-                outs.iter()
-                    .map(|o| format!("{o:?}").chars().take(200).collect::<String>())
-                    .collect::<Vec<_>>()
-            );
-        }
         self.node_outs(slot, outs);
     }
 

@@ -51,7 +51,8 @@ impl World {
                 let Some(host) = self.replicas.get_mut(&r).filter(|x| x.generation == h.generation) else {
                     return;
                 };
-                if host.run == Run::Running {
+                // Also cancels a resume still under way.
+                if matches!(host.run, Run::Running | Run::Paused) {
                     host.run = Run::Paused;
                     host.epoch += 1;
                     host.scheduled = false;
@@ -64,7 +65,8 @@ impl World {
                     return;
                 };
                 if host.run == Run::Paused {
-                    host.run = Run::Booting;
+                    // Still paused until the resume completes: what arrives
+                    // meanwhile waits in its sockets, as before.
                     host.epoch += 1;
                     let epoch = host.epoch;
                     self.push(now + delay, Ev::ReplicaUp { r, epoch, fresh: false });
