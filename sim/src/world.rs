@@ -431,7 +431,17 @@ impl World {
             }
         }
         self.stats.messages += 1;
-        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+        // Every link is TCP: loss is a queue overflowing or a connection
+        // reset. Nodes drop what their peers' and clients' full queues
+        // refuse (PBFT retransmits, clients re-send); a replica's and the
+        // orchestrator's links are not lossy here, since a vote lost to f+1
+        // nodes at once names a correct replica silent, which takes f+1
+        // broken links, a network fault, not a replica's.
+        let lossy = matches!(
+            (from, to),
+            (Principal::Node(_), Dest::Node(_)) | (Principal::Client(_), _) | (_, Dest::Client(_))
+        );
+        if lossy && self.loss > 0.0 && self.rng.gen_bool(self.loss) {
             self.stats.lost += 1;
             return;
         }
@@ -583,6 +593,19 @@ impl World {
                     self.trace.push(line);
                 }
             }
+            for (r, h) in &self.replicas {
+                if let Some(x) = &h.replica {
+                    let line = format!(
+                        "replica {r} gen {} {:?}: executed {} stable {} {:?}",
+                        h.generation,
+                        h.run,
+                        x.last_executed(),
+                        x.stable_seq(),
+                        x.stats()
+                    );
+                    self.trace.push(line);
+                }
+            }
         }
         let heal = EPOCH_MS + self.plan.heal_ms;
         for r in &self.history {
@@ -690,9 +713,22 @@ pub(crate) fn describe(m: &Msg) -> String {
         Msg::Order(o) => format!("order app{} s{}", o.app.0, o.seq),
         Msg::ExecReply(r) => format!("exec-reply {} s{}", r.replica, r.seq),
         Msg::Wake(w) => format!("WAKE app{} s{} {}", w.body.app.0, w.body.seq, w.body.kind.as_str()),
-        Msg::Fault(x) => format!("FAULT {} s{}", x.body.replica, x.body.seq),
+        Msg::Fault(x) => format!(
+            "FAULT {} s{} ({})",
+            x.body.replica,
+            x.body.seq,
+            if x.body.their_digest.is_some() {
+                "wrong answer"
+            } else {
+                "silent"
+            }
+        ),
         Msg::Resolved(x) => format!("RESOLVED app{} s{}", x.body.app.0, x.body.seq),
         Msg::Control(c) => format!("control {:?}", c.body.cmd),
+        Msg::Heartbeat(h) => format!(
+            "heartbeat executed {} checkpoint {} stale {}",
+            h.body.last_executed, h.body.last_checkpoint, h.body.stale_objects
+        ),
         Msg::ViewChange(v) => format!("view-change to v{}", v.body.new_view),
         Msg::NewView(v) => format!("new-view v{}", v.body.view),
         other => other.kind().to_string(),

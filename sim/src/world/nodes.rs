@@ -69,7 +69,7 @@ impl World {
         {
             return;
         }
-        if self.cfg.trace && !matches!(msg, Msg::Heartbeat(_) | Msg::ExecReply(_)) {
+        if self.cfg.trace && !matches!(msg, Msg::Heartbeat(_)) {
             let to = self.nodes[slot].id;
             self.log(|| format!("{from} -> {to}: {}", describe(&msg)));
         }

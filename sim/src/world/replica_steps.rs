@@ -215,7 +215,7 @@ impl World {
         };
         let outs = match input {
             Input::Msg(from, msg) => {
-                if self.cfg.trace && !matches!(msg, Msg::Order(_) | Msg::Heartbeat(_)) {
+                if self.cfg.trace && !matches!(msg, Msg::Heartbeat(_)) {
                     let line = format!("{from} -> {r}: {}", describe(&msg));
                     self.trace.push(format!("{:>7} {line}", now - super::EPOCH_MS));
                 }
