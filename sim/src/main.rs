@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                     }
                 }
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if n % 500 == 0 {
+                if n.is_multiple_of(500) {
                     eprintln!("{n} runs, {:.1} runs/s", n as f64 / t0.elapsed().as_secs_f64());
                 }
             });

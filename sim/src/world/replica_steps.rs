@@ -302,7 +302,7 @@ fn lie(ids: &std::collections::BTreeMap<Principal, zz_wire::Identity>, r: Replic
     let (Msg::Heartbeat(s), Some(id)) = (&hb, ids.get(&Principal::Replica(r))) else {
         return hb;
     };
-    let mut b = s.body.clone();
+    let mut b = s.body;
     b.last_executed += 1_000;
     b.last_checkpoint += 1_000;
     b.stale_objects = 0;
