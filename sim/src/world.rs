@@ -2,7 +2,7 @@
 //! replica, the orchestrator and the clients, and the network between them.
 
 use crate::clients::Client;
-use crate::oracle::{self, Kind, Record};
+use crate::oracle::{Kind, Record};
 use crate::orch::OrchHost;
 use crate::plan::{Plan, LOAD_FROM_MS};
 use crate::replicas::ReplicaHost;
@@ -14,9 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use zz_agreement::node::{MemStore, NodeMachine, NodeTimer};
 use zz_agreement::sim::byz::{Middleware, MwCtx};
-use zz_wire::config::{AppEntry, ClientEntry, NodeEntry, OrchestratorEntry};
-use zz_wire::{AppId, ClientId, Deployment, Digest, Identity, Keyring, Msg, NodeId, Principal, ReplicaId, Seq, Timing};
+use zz_wire::{AppId, ClientId, Deployment, Digest, Identity, Keyring, Msg, NodeId, Principal, ReplicaId, Seq};
 
+mod checks;
+mod deploy;
 mod faults;
 mod nodes;
 mod replica_steps;
@@ -129,7 +130,6 @@ pub struct Stats {
     pub lost: u64,
     pub ops_answered: u64,
     pub ops_unanswered: u64,
-    pub incidents: u64,
     pub fenced: u64,
     pub node_restarts: u64,
     pub seqs_agreed: u64,
@@ -181,88 +181,19 @@ pub struct World {
     /// themselves).
     fifo: BTreeMap<(Principal, Dest), u64>,
     /// (app, seq) -> digest and the node slot that first delivered it.
-    agreed: BTreeMap<(AppId, Seq), (Digest, usize)>,
+    pub(crate) agreed: BTreeMap<(AppId, Seq), (Digest, usize)>,
     pub(crate) violations: Vec<String>,
     pub(crate) trace: Vec<String>,
     pub(crate) stats: Stats,
     next_link: u64,
     /// Faults injected through the API, to clear at the heal.
     pub(crate) injected: Vec<u64>,
-    pub(crate) healed: bool,
-}
-
-/// A key derived from the run's seed for `who`.
-fn identity(seed: u64, who: Principal) -> Identity {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b65_7973);
-    let tag = match who {
-        Principal::Node(n) => u64::from(n.0),
-        Principal::Replica(r) => 1_000 + u64::from(r.app.0) * 100 + u64::from(r.index),
-        Principal::Client(c) => 10_000 + u64::from(c.0),
-        Principal::Orchestrator => 99_999,
-    };
-    rng.set_stream(tag);
-    Identity::from_seed(who, rng.gen())
-}
-
-fn deployment(seed: u64, f: usize, clients_per_app: usize) -> (Deployment, BTreeMap<Principal, Identity>) {
-    let mut ids = BTreeMap::new();
-    let addr = |i: u16| std::net::SocketAddr::from(([127, 0, 0, 1], 10_000 + i));
-    let mut key = |who: Principal| {
-        let id = identity(seed, who);
-        let pk = id.public();
-        ids.insert(who, id);
-        pk
-    };
-    let nodes = (0..(3 * f + 1) as u16)
-        .map(|i| NodeEntry {
-            id: i,
-            addr: addr(i),
-            public_key: key(Principal::Node(NodeId(i))),
-        })
-        .collect();
-    let apps = [("kv", "kv"), ("bank", "bank")]
-        .iter()
-        .enumerate()
-        .map(|(a, (name, kind))| AppEntry {
-            name: name.to_string(),
-            kind: kind.to_string(),
-            replicas: (0..(2 * f + 1) as u16)
-                .map(|index| {
-                    key(Principal::Replica(ReplicaId {
-                        app: AppId(a as u16),
-                        index,
-                    }))
-                })
-                .collect(),
-        })
-        .collect();
-    let clients = (0..(2 * clients_per_app) as u16)
-        .map(|c| ClientEntry {
-            id: c,
-            name: format!("client{c}"),
-            public_key: key(Principal::Client(ClientId(c))),
-        })
-        .collect();
-    let orchestrator = OrchestratorEntry {
-        addr: addr(999),
-        public_key: key(Principal::Orchestrator),
-    };
-    let dep = Deployment {
-        f,
-        checkpoint_interval: 16,
-        timing: Timing::default(),
-        nodes,
-        apps,
-        clients,
-        orchestrator,
-    };
-    (dep, ids)
 }
 
 impl World {
     pub fn new(cfg: &SimConfig, plan: Plan) -> World {
         let f = cfg.f;
-        let (dep, ids) = deployment(cfg.seed, f, plan.clients);
+        let (dep, ids) = deploy::deployment(cfg.seed, f, plan.clients);
         let keys = dep.keyring().with_memo();
         let orch_id = ids
             .get(&Principal::Orchestrator)
@@ -318,7 +249,6 @@ impl World {
             stats: Stats::default(),
             next_link: 1,
             injected: Vec::new(),
-            healed: false,
             plan,
         };
         for i in 0..w.dep.n() {
@@ -547,117 +477,6 @@ impl World {
             for n in 0..self.dep.n() {
                 self.send_to_node(Principal::Client(id), NodeId(n as u16), m.clone(), 0);
             }
-        }
-    }
-
-    /// Agreement: no two correct nodes deliver different batches at a seq.
-    pub(crate) fn on_order(&mut self, slot: usize, app: AppId, seq: Seq, digest: Digest) {
-        if self.nodes[slot].byzantine {
-            return;
-        }
-        match self.agreed.get(&(app, seq)) {
-            None => {
-                self.stats.seqs_agreed += 1;
-                self.agreed.insert((app, seq), (digest, slot));
-            }
-            Some((d, other)) if *d != digest => {
-                let other = *other;
-                self.violation(format!(
-                    "app {} seq {seq}: node slot {slot} delivered {digest:?}, node slot {other} delivered {d:?}",
-                    app.0
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-
-    /// After the heal: every request answered, every app back to f+1
-    /// active and f paused; and the kv and bank oracles over the history.
-    fn judge_end(&mut self) {
-        if self.cfg.trace {
-            for (slot, n) in self.nodes.iter().enumerate() {
-                let Some(m) = &n.machine else { continue };
-                for a in self.dep.app_ids() {
-                    let (Some(c), Some(v)) = (m.core(a), m.voter(a)) else {
-                        continue;
-                    };
-                    let line = format!(
-                        "node slot {slot} app{}: view {} committed {} stable {} voter {:?} voter-stable {}",
-                        a.0,
-                        c.view(),
-                        c.last_committed(),
-                        c.stable_checkpoint(),
-                        v.stats(),
-                        v.stable_seq()
-                    );
-                    self.trace.push(line);
-                }
-            }
-            for (r, h) in &self.replicas {
-                if let Some(x) = &h.replica {
-                    let line = format!(
-                        "replica {r} gen {} {:?}: executed {} stable {} {:?}",
-                        h.generation,
-                        h.run,
-                        x.last_executed(),
-                        x.stable_seq(),
-                        x.stats()
-                    );
-                    self.trace.push(line);
-                }
-            }
-        }
-        let heal = EPOCH_MS + self.plan.heal_ms;
-        for r in &self.history {
-            if r.ret_ms.is_some() {
-                self.stats.ops_answered += 1;
-            } else {
-                self.stats.ops_unanswered += 1;
-            }
-        }
-        let late: Vec<String> = self
-            .history
-            .iter()
-            .filter(|r| r.ret_ms.is_none() && r.call_ms >= heal + ANSWER_GRACE_MS)
-            .map(|r| format!("c{} {:?} at {} ms", r.client.0, r.call, r.call_ms - EPOCH_MS))
-            .collect();
-        if !late.is_empty() {
-            self.violation(format!(
-                "{} requests made {} ms or more after the heal got no answer: {}",
-                late.len(),
-                ANSWER_GRACE_MS,
-                late.join("; ")
-            ));
-        }
-        for v in oracle::check(&self.history) {
-            self.violation(v);
-        }
-        let views = self.orch.replicas(self.now);
-        let apps: Vec<AppId> = self.dep.app_ids().collect();
-        for a in apps {
-            let name = self.dep.app(a).map(|e| e.name.clone()).unwrap_or_default();
-            let of = |s| views.iter().filter(|v| v.app == name && v.state == s).count();
-            use zz_orchestrator::model::ReplicaState::{Active, Paused, Provisioning};
-            // A paused standby the pool resumed for a refresh (or a fresh
-            // replacement catching up) is still a standby.
-            let (active, standby) = (of(Active), of(Paused) + of(Provisioning));
-            if active != self.f + 1 || standby != self.f {
-                let states: Vec<String> = views
-                    .iter()
-                    .filter(|v| v.app == name)
-                    .map(|v| format!("{}={}", v.id, v.state.as_str()))
-                    .collect();
-                self.violation(format!(
-                    "{name} is not back to {} active + {} standby at the end: {}",
-                    self.f + 1,
-                    self.f,
-                    states.join(" ")
-                ));
-            }
-        }
-        let errors = std::mem::take(&mut self.orch.errors);
-        for e in errors {
-            self.violation(e);
         }
     }
 

@@ -172,7 +172,6 @@ impl World {
     /// twin retires, crashed nodes are back.
     pub(crate) fn heal(&mut self) {
         self.log(|| "HEAL".to_string());
-        self.healed = true;
         self.cut.clear();
         self.loss = 0.0;
         self.duplicate = 0.0;

@@ -125,7 +125,7 @@ impl World {
                     }
                 }
                 NodeOut::SetTimer(t, ms) => {
-                    self.counter_timer(slot, t, ms);
+                    self.set_timer(slot, t, ms);
                 }
                 NodeOut::CancelTimer(t) => {
                     self.nodes[slot].timers.remove(&t);
@@ -140,7 +140,8 @@ impl World {
         }
     }
 
-    fn counter_timer(&mut self, slot: usize, t: zz_agreement::node::NodeTimer, ms: u64) {
+    /// Arms `t`; a timer set again or cancelled never fires the old way.
+    fn set_timer(&mut self, slot: usize, t: zz_agreement::node::NodeTimer, ms: u64) {
         let gen = self.link_id();
         self.nodes[slot].timers.insert(t, gen);
         self.push(self.now + ms, Ev::NodeTimer { slot, timer: t, gen });

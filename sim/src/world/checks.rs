@@ -1,0 +1,120 @@
+//! The oracles the world checks itself: agreement as it runs, and at the
+//! end liveness (answers, f+1 active and f standby per app) and the
+//! history's kv and bank rules.
+
+use super::{World, ANSWER_GRACE_MS, EPOCH_MS};
+use crate::oracle;
+use zz_wire::{AppId, Digest, Seq};
+
+impl World {
+    /// Agreement: no two correct nodes deliver different batches at a seq.
+    pub(crate) fn on_order(&mut self, slot: usize, app: AppId, seq: Seq, digest: Digest) {
+        if self.nodes[slot].byzantine {
+            return;
+        }
+        match self.agreed.get(&(app, seq)) {
+            None => {
+                self.stats.seqs_agreed += 1;
+                self.agreed.insert((app, seq), (digest, slot));
+            }
+            Some((d, other)) if *d != digest => {
+                let other = *other;
+                self.violation(format!(
+                    "app {} seq {seq}: node slot {slot} delivered {digest:?}, node slot {other} delivered {d:?}",
+                    app.0
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// After the heal: every request answered, every app back to f+1
+    /// active and f paused; and the kv and bank oracles over the history.
+    pub(super) fn judge_end(&mut self) {
+        if self.cfg.trace {
+            for (slot, n) in self.nodes.iter().enumerate() {
+                let Some(m) = &n.machine else { continue };
+                for a in self.dep.app_ids() {
+                    let (Some(c), Some(v)) = (m.core(a), m.voter(a)) else {
+                        continue;
+                    };
+                    let line = format!(
+                        "node slot {slot} app{}: view {} committed {} stable {} voter {:?} voter-stable {}",
+                        a.0,
+                        c.view(),
+                        c.last_committed(),
+                        c.stable_checkpoint(),
+                        v.stats(),
+                        v.stable_seq()
+                    );
+                    self.trace.push(line);
+                }
+            }
+            for (r, h) in &self.replicas {
+                if let Some(x) = &h.replica {
+                    let line = format!(
+                        "replica {r} gen {} {:?}: executed {} stable {} {:?}",
+                        h.generation,
+                        h.run,
+                        x.last_executed(),
+                        x.stable_seq(),
+                        x.stats()
+                    );
+                    self.trace.push(line);
+                }
+            }
+        }
+        let heal = EPOCH_MS + self.plan.heal_ms;
+        for r in &self.history {
+            if r.ret_ms.is_some() {
+                self.stats.ops_answered += 1;
+            } else {
+                self.stats.ops_unanswered += 1;
+            }
+        }
+        let late: Vec<String> = self
+            .history
+            .iter()
+            .filter(|r| r.ret_ms.is_none() && r.call_ms >= heal + ANSWER_GRACE_MS)
+            .map(|r| format!("c{} {:?} at {} ms", r.client.0, r.call, r.call_ms - EPOCH_MS))
+            .collect();
+        if !late.is_empty() {
+            self.violation(format!(
+                "{} requests made {} ms or more after the heal got no answer: {}",
+                late.len(),
+                ANSWER_GRACE_MS,
+                late.join("; ")
+            ));
+        }
+        for v in oracle::check(&self.history) {
+            self.violation(v);
+        }
+        let views = self.orch.replicas(self.now);
+        let apps: Vec<AppId> = self.dep.app_ids().collect();
+        for a in apps {
+            let name = self.dep.app(a).map(|e| e.name.clone()).unwrap_or_default();
+            let of = |s| views.iter().filter(|v| v.app == name && v.state == s).count();
+            use zz_orchestrator::model::ReplicaState::{Active, Paused, Provisioning};
+            // A paused standby the pool resumed for a refresh (or a fresh
+            // replacement catching up) is still a standby.
+            let (active, standby) = (of(Active), of(Paused) + of(Provisioning));
+            if active != self.f + 1 || standby != self.f {
+                let states: Vec<String> = views
+                    .iter()
+                    .filter(|v| v.app == name)
+                    .map(|v| format!("{}={}", v.id, v.state.as_str()))
+                    .collect();
+                self.violation(format!(
+                    "{name} is not back to {} active + {} standby at the end: {}",
+                    self.f + 1,
+                    self.f,
+                    states.join(" ")
+                ));
+            }
+        }
+        let errors = std::mem::take(&mut self.orch.errors);
+        for e in errors {
+            self.violation(e);
+        }
+    }
+}
