@@ -288,6 +288,20 @@ impl Voter {
         }
     }
 
+    /// Whether this node missed the replies for `seq` rather than the
+    /// replicas leaving it unanswered: none came, yet f+1 replicas answered
+    /// later seqs. A correct replica answers in order on one link, so it
+    /// answered `seq` too; the replies were lost to this node (it restarted,
+    /// or caught up on seqs executed while it was down, or its link reset).
+    /// A replica silent at `seq` alone still leaves the others' replies here.
+    fn missed(&self, seq: Seq) -> bool {
+        let uncertified_and_empty = self
+            .slots
+            .get(&seq)
+            .is_some_and(|s| s.certified.is_none() && s.replies.is_empty());
+        uncertified_and_empty && self.last_reply.values().filter(|&&l| l > seq).count() >= self.quorum()
+    }
+
     /// A reply timeout after an incident at `seq` was certified: replicas
     /// that were answering just before it, but answered neither it nor
     /// anything else since it was certified, are named as silent.
@@ -317,6 +331,14 @@ impl Voter {
     }
 
     fn on_timeout(&mut self, now_ms: u64, seq: Seq, out: &mut Vec<VoteAction>) {
+        if self.missed(seq) {
+            // Forgotten: it holds no checkpoint and wakes nobody.
+            if self.slots.remove(&seq).is_some_and(|s| s.incident) {
+                out.push(VoteAction::Resolved { seq });
+            }
+            self.release_held(out);
+            return;
+        }
         let Some(slot) = self.slots.get_mut(&seq) else {
             return;
         };

@@ -362,6 +362,36 @@ fn a_wrong_reply_after_the_answer_is_certified_names_the_replica_without_an_inci
     assert_eq!(v.stats().incidents, 0);
 }
 
+/// Found by the whole-system simulator (seed 1000153, f=1): nodes restarted
+/// one after another re-deliver, and catch up on, seqs the replicas had
+/// answered while they were down. With nobody to answer those seqs again,
+/// every restarted node timed out on them, held its checkpoints and raised
+/// WAKEs for good; f+1 such nodes opened an incident nothing could resolve.
+/// No reply at all for a seq while f+1 replicas answered later ones means
+/// this node missed the replies (a correct replica answers in order on one
+/// link), not that the replicas are silent.
+#[test]
+fn a_seq_whose_replies_this_node_missed_is_not_an_incident() {
+    let ids = ids();
+    let mut v = voter(1);
+    let mut all = v.step(0, VoteInput::Committed { seq: 3 });
+    all.extend(v.step(0, VoteInput::Committed { seq: 4 }));
+    all.extend(v.step(1, VoteInput::Reply(reply(0, 4, "ok"))));
+    all.extend(v.step(1, VoteInput::Reply(reply(1, 4, "ok"))));
+    all.extend(v.step(100, VoteInput::Timer(3)));
+    assert!(wakes(&all).is_empty(), "{all:?}");
+    all.extend(v.step(2, VoteInput::Checkpoint(ckpt(&ids, 0, 4, 1))));
+    all.extend(v.step(2, VoteInput::Checkpoint(ckpt(&ids, 1, 4, 1))));
+    assert_eq!(stables(&all), vec![4], "nothing holds the checkpoint");
+    // One replica answering later seqs is not enough: the other may be
+    // faulty and silent only at seq 5.
+    let mut v = voter(1);
+    let mut all = v.step(0, VoteInput::Committed { seq: 5 });
+    all.extend(v.step(1, VoteInput::Reply(reply(1, 6, "ok"))));
+    all.extend(v.step(100, VoteInput::Timer(5)));
+    assert_eq!(wakes(&all), vec![(5, IncidentKind::Timeout)]);
+}
+
 #[test]
 fn a_restarted_voter_takes_checkpoints_and_replies_far_above_zero_once_its_core_commits_there() {
     // A node restarted at seq 10_000 has a fresh voter (stable 0); its
