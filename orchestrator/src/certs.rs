@@ -240,6 +240,9 @@ pub struct Tracker {
     committed: BTreeMap<AppId, BTreeMap<NodeId, Seq>>,
     /// Each node's stable execution checkpoint per app (its reply voter's).
     stable: BTreeMap<AppId, BTreeMap<NodeId, Seq>>,
+    /// Seqs whose RESOLVED certificate came before any incident it answers
+    /// (its WAKE certificate was still forming), newest last.
+    answered: BTreeMap<AppId, VecDeque<Seq>>,
     incidents: VecDeque<Incident>,
     next_id: u64,
     quiet_ms: u64,
@@ -261,6 +264,7 @@ impl Tracker {
             instances: BTreeMap::new(),
             committed: BTreeMap::new(),
             stable: BTreeMap::new(),
+            answered: BTreeMap::new(),
             incidents: incidents.into(),
             next_id,
             quiet_ms: DEFAULT_QUIET_MS,
@@ -418,10 +422,12 @@ impl Tracker {
             if let Some(i) = self.incident_mut(id) {
                 i.join(w.seq, w.kind, now);
             }
-            return vec![Decision::Joined {
+            let mut out = vec![Decision::Joined {
                 incident: id,
                 seq: w.seq,
             }];
+            out.extend(self.answered_early(w.app, id, now));
+            return out;
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -444,19 +450,17 @@ impl Tracker {
         while self.incidents.len() > MAX_INCIDENTS {
             self.incidents.pop_front();
         }
-        vec![Decision::Opened { incident: id }]
+        let mut out = vec![Decision::Opened { incident: id }];
+        out.extend(self.answered_early(w.app, id, now));
+        out
     }
 
+    /// A RESOLVED vote. Votes count whether or not an incident is open
+    /// yet: a node sends RESOLVED as soon as the answer it waited for is
+    /// certified, which may be before the WAKE certificate that opens or
+    /// joins the incident has formed here; such an early certificate is
+    /// kept and ends the incident as soon as it opens (or joins).
     pub fn on_resolved(&mut self, r: &Resolved, now: u64) -> Vec<Decision> {
-        let target = self
-            .incidents
-            .iter()
-            .rev()
-            .find(|i| i.app == r.app && i.is_open() && i.answered_by(r.seq))
-            .map(|i| i.id);
-        let Some(id) = target else {
-            return Vec::new();
-        };
         if self
             .resolved
             .vote((r.app, r.seq), r.node, r.seq, now, self.need())
@@ -464,12 +468,47 @@ impl Tracker {
         {
             return Vec::new();
         }
+        let target = self
+            .incidents
+            .iter()
+            .rev()
+            .find(|i| i.app == r.app && i.is_open() && i.answered_by(r.seq))
+            .map(|i| i.id);
+        match target {
+            Some(id) => self.certify(id, now),
+            None => {
+                let early = self.answered.entry(r.app).or_default();
+                if early.len() >= MAX_PENDING_PER_NODE {
+                    early.pop_front();
+                }
+                early.push_back(r.seq);
+                Vec::new()
+            }
+        }
+    }
+
+    fn certify(&mut self, id: u64, now: u64) -> Vec<Decision> {
         match self.incident_mut(id) {
             Some(i) if i.certified_at.is_none() => {
                 i.certified_at = Some(now);
                 vec![Decision::Certified { incident: id }]
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// Incident `id` just opened or took a seq: an answer certified before
+    /// it did ends it at once.
+    fn answered_early(&mut self, app: AppId, id: u64, now: u64) -> Vec<Decision> {
+        let answered = self.incident(id).is_some_and(|i| {
+            self.answered
+                .get(&app)
+                .is_some_and(|seqs| seqs.iter().any(|s| i.is_open() && i.answered_by(*s)))
+        });
+        if answered {
+            self.certify(id, now)
+        } else {
+            Vec::new()
         }
     }
 

@@ -608,3 +608,28 @@ fn f_plus_one_nodes_with_a_checkpoint_past_an_open_incident_certify_it() {
     assert!(t.on_node_stable(APP, NodeId(3), 1_000_000, 5_010).is_empty());
     assert!(t.open_incident(APP).is_some());
 }
+
+/// Found by the whole-system simulator (seed 2096, f=2): the nodes' RESOLVED
+/// votes for a seq, sent as soon as each saw its answer, all arrived before
+/// the WAKE certificate for that seq had formed here; they were dropped,
+/// and the incident the certificate then joined stayed open for good.
+#[test]
+fn a_resolved_certificate_that_came_before_its_incident_ends_it_when_it_opens() {
+    let mut t = Tracker::new(1, WINDOW, Vec::new());
+    assert!(resolved_cert(&mut t, 40, 10).is_empty(), "no incident yet");
+    assert_eq!(
+        wake_cert(&mut t, 40, IncidentKind::Mismatch, 20),
+        vec![Decision::Opened { incident: 1 }, Decision::Certified { incident: 1 }]
+    );
+    assert!(t.open_incident(APP).is_none());
+    // Split across the certificate: one vote before, one after.
+    t.on_resolved(&resolved(0, 90), 5_000);
+    assert_eq!(
+        wake_cert(&mut t, 90, IncidentKind::Timeout, 5_010),
+        vec![Decision::Opened { incident: 2 }]
+    );
+    assert_eq!(
+        t.on_resolved(&resolved(1, 90), 5_020),
+        vec![Decision::Certified { incident: 2 }]
+    );
+}

@@ -1,7 +1,7 @@
 //! The whole-system simulation over many seeds, plus the named seeds of
 //! bugs it found. `ZZ_SIM_SEEDS` sets how many seeds each chunk runs.
 
-use zz_sim::plan::{NodeBehaviour, NodePlan, Plan, ReplicaBehaviour, ReplicaPlan};
+use zz_sim::plan::{NodeBehaviour, NodePlan, Partition, Plan, ReplicaBehaviour, ReplicaPlan, Restart};
 use zz_sim::{replay_command, run, SimConfig, World};
 use zz_wire::{NodeFault, ReplicaFault};
 
@@ -179,4 +179,70 @@ fn regression_seed_39_f2_a_second_wake_certificate_does_not_reopen_an_incident()
         ReplicaBehaviour::Inject(ReplicaFault::CorruptReply),
     ));
     run_plan(39, 2, p);
+}
+
+/// Seed 2042, f=2, as first drawn: a standby replacing a crashed replica,
+/// woken for a later incident, was named silent for that incident's seq
+/// before it had caught up (the previous instance's answers made its index
+/// look recently active) and fenced while correct.
+#[test]
+fn regression_seed_2042_f2_a_just_woken_replica_is_not_fenced_for_silence() {
+    let mut p = scenario(2, (0, 5), 0.01, 0.0, 2, 5_373);
+    p.nodes.push(node(3, 3_183, NodeBehaviour::Inject(NodeFault::Mute)));
+    p.nodes.push(node(4, 1_633, NodeBehaviour::Mutate { rate: 0.5 }));
+    p.replicas.push(replica(
+        0,
+        0,
+        2_432,
+        ReplicaBehaviour::Inject(ReplicaFault::CorruptReply),
+    ));
+    p.replicas.push(replica(
+        0,
+        1,
+        4_389,
+        ReplicaBehaviour::Inject(ReplicaFault::CorruptReply),
+    ));
+    p.replicas
+        .push(replica(1, 2, 1_899, ReplicaBehaviour::Inject(ReplicaFault::Crash)));
+    p.replicas.push(replica(
+        1,
+        1,
+        3_484,
+        ReplicaBehaviour::Inject(ReplicaFault::CorruptState),
+    ));
+    p.restarts.push(restart(2, 3_229, 228));
+    p.restarts.push(restart(5, 3_753, 531));
+    p.restarts.push(restart(6, 4_592, 107));
+    p.partitions.push(Partition {
+        at_ms: 1_646,
+        until_ms: 3_337,
+        side: vec![4],
+    });
+    run_plan(2042, 2, p);
+}
+
+/// Seed 2096, f=2, as first drawn: every RESOLVED for a seq arrived before
+/// the WAKE certificate that joined it to the incident; they were dropped
+/// and the incident stayed open for good.
+#[test]
+fn regression_seed_2096_f2_resolved_votes_before_their_incident_count() {
+    let mut p = scenario(2, (0, 60), 0.0, 0.05, 2, 4_778);
+    p.replicas
+        .push(replica(0, 3, 2_668, ReplicaBehaviour::Inject(ReplicaFault::Crash)));
+    p.replicas
+        .push(replica(0, 1, 3_972, ReplicaBehaviour::Inject(ReplicaFault::Hang)));
+    p.replicas
+        .push(replica(1, 3, 2_528, ReplicaBehaviour::Inject(ReplicaFault::Slow)));
+    p.replicas.push(replica(
+        1,
+        4,
+        4_196,
+        ReplicaBehaviour::Inject(ReplicaFault::CorruptState),
+    ));
+    p.restarts.push(restart(2, 4_194, 474));
+    run_plan(2096, 2, p);
+}
+
+fn restart(node: u16, at_ms: u64, down_ms: u64) -> Restart {
+    Restart { node, at_ms, down_ms }
 }

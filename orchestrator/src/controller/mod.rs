@@ -186,6 +186,12 @@ pub enum Command {
     Api(ApiCmd),
 }
 
+/// How long after a standby joins the executing replicas its silence is
+/// not held against it: the nodes judge silence a reply timeout (400 ms by
+/// default) after an incident's answer, often before a woken replica has
+/// caught up to the incident's seq.
+const JOIN_SILENCE_GRACE_MS: u64 = 2_000;
+
 /// Capacity of the command channel.
 pub const COMMAND_QUEUE: usize = 1024;
 
@@ -219,6 +225,9 @@ pub struct Controller {
     /// provisioned: it has answered nothing the nodes certify against, so
     /// a FAULT certificate naming the slot is about an instance before it.
     unproven: BTreeSet<ReplicaId>,
+    /// When each replica was last woken or activated from standby: its
+    /// silence right after is catching up, not a fault.
+    joined_at: BTreeMap<ReplicaId, u64>,
     faults: BTreeMap<u64, FaultRecord>,
     next_fault: u64,
     nonces: BTreeMap<String, u64>,
@@ -273,6 +282,7 @@ impl Controller {
             instance_links: HashMap::new(),
             suspects: BTreeSet::new(),
             unproven: BTreeSet::new(),
+            joined_at: BTreeMap::new(),
             faults: snap.faults.into_iter().map(|f| (f.id, f)).collect(),
             next_fault,
             nonces: snap.nonces,
@@ -373,12 +383,12 @@ impl Controller {
         let decisions = match msg {
             Msg::Wake(w) => self.tracker.on_wake(&w.body, now),
             // Silence is evidence only against a replica that should be
-            // executing: standbys and fresh replacements are silent by design
-            // (the nodes cannot tell which instance of an index is which).
-            Msg::Fault(f)
-                if f.body.their_digest.is_none()
-                    && self.replicas.get(&f.body.replica).map(|r| r.state) != Some(ReplicaState::Active) =>
-            {
+            // executing, and has had time to: standbys and fresh
+            // replacements are silent by design, and one just woken is
+            // still catching up (the nodes cannot tell which instance of an
+            // index is which: the previous instance's answers make the new
+            // one look recently active; simulator seed 2042, f=2).
+            Msg::Fault(f) if f.body.their_digest.is_none() && !self.silence_counts(f.body.replica, now) => {
                 metrics::counter!(m::DROPPED, "reason" => "silence-of-standby").increment(1);
                 Vec::new()
             }
@@ -588,6 +598,16 @@ impl Controller {
             apps: self.dep.apps.iter().map(|a| a.name.clone()).collect(),
             agreement,
         }
+    }
+
+    /// Whether `r` has been executing long enough for silence to be a fault.
+    fn silence_counts(&self, r: ReplicaId, now: u64) -> bool {
+        let active = self.replicas.get(&r).is_some_and(|x| x.state == ReplicaState::Active);
+        let settled = self
+            .joined_at
+            .get(&r)
+            .is_none_or(|t| now.saturating_sub(*t) >= JOIN_SILENCE_GRACE_MS);
+        active && settled
     }
 
     fn on_node_heartbeat(&mut self, n: NodeId, hb: &zz_wire::Heartbeat, now: u64) -> Vec<Decision> {

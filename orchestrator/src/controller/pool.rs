@@ -259,6 +259,7 @@ impl Controller {
             r.role = Role::Active;
         }
         self.unproven.remove(&id);
+        self.joined_at.insert(id, now);
         metrics::counter!(m::WAKES, "app" => rec.app_name.clone()).increment(1);
         if let Some(i) = incident {
             if self.tracker.mark_woken(i, now) {
@@ -364,6 +365,7 @@ impl Controller {
             r.role = Role::Active;
         }
         self.unproven.remove(&id);
+        self.joined_at.insert(id, self.clock.now_ms());
         self.set_state(id, ReplicaState::Active, "active", why);
     }
 
