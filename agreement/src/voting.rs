@@ -245,10 +245,19 @@ impl Voter {
                 }
             }
         }
-        // A disagreement once the answer is certified is only a FAULT
-        // (below): the client has its answer, so an incident raised now
-        // would never be resolved.
-        if groups.len() > 1 && !slot.incident && slot.certified.is_none() {
+        if groups.len() > 1 && !slot.incident && slot.certified.is_some() {
+            // Found after the answer was certified: the incident is raised
+            // (the episode is recorded, the FAULTs below fence) and resolved
+            // at once, as nothing will answer this seq again.
+            slot.incident = true;
+            self.stats.incidents += 1;
+            out.push(VoteAction::Wake {
+                seq,
+                kind: IncidentKind::Mismatch,
+            });
+            out.push(VoteAction::Resolved { seq });
+        }
+        if groups.len() > 1 && !slot.incident {
             slot.incident = true;
             if self.open_incident.is_none() {
                 self.open_incident = Some((seq, now_ms));
