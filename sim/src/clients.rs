@@ -65,15 +65,7 @@ impl Client {
     pub fn tick(&mut self, now: u64, issue: bool, history: &mut Vec<Record>) -> Sends {
         if let Some(p) = &mut self.pending {
             if now.saturating_sub(p.call_ms) > DEADLINE_MS {
-                let p = self.pending.take().expect("checked above");
-                history.push(Record {
-                    client: self.id,
-                    app: self.app,
-                    call: p.call,
-                    call_ms: p.call_ms,
-                    ret_ms: None,
-                    answer: None,
-                });
+                self.finish(None, None, history);
                 self.next_at_ms = now;
                 return Vec::new();
             }
@@ -120,16 +112,22 @@ impl Client {
             return;
         }
         let answer: Option<AppResponse> = r.responses.iter().next().and_then(Result::ok);
-        let p = self.pending.take().expect("checked above");
-        history.push(Record {
-            client: self.id,
-            app: self.app,
-            call: p.call,
-            call_ms: p.call_ms,
-            ret_ms: Some(now),
-            answer,
-        });
+        self.finish(Some(now), answer, history);
         self.next_at_ms = now + self.rng.gen_range(20..400);
+    }
+
+    /// The pending op ends: answered at `ret_ms`, or given up on (`None`).
+    fn finish(&mut self, ret_ms: Option<u64>, answer: Option<AppResponse>, history: &mut Vec<Record>) {
+        if let Some(p) = self.pending.take() {
+            history.push(Record {
+                client: self.id,
+                app: self.app,
+                call: p.call,
+                call_ms: p.call_ms,
+                ret_ms,
+                answer,
+            });
+        }
     }
 
     fn next_call(&mut self) -> Call {

@@ -62,6 +62,20 @@ pub enum NodeOut {
     Exit(i32),
 }
 
+impl NodeOut {
+    /// A message leaving the node (what a muted node holds back).
+    pub fn is_send(&self) -> bool {
+        matches!(
+            self,
+            NodeOut::ToPeer(..)
+                | NodeOut::ToPeers(_)
+                | NodeOut::ToOrchestrator(_)
+                | NodeOut::ToInbound(..)
+                | NodeOut::ToReplicas(..)
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
     #[error("identity {0} is not an agreement node")]
@@ -450,15 +464,7 @@ impl NodeMachine {
     /// Queues `out` for the caller; a muted node sends nothing (it still
     /// writes, arms timers and crashes).
     fn emit(&mut self, out: NodeOut) {
-        let send = matches!(
-            out,
-            NodeOut::ToPeer(..)
-                | NodeOut::ToPeers(_)
-                | NodeOut::ToOrchestrator(_)
-                | NodeOut::ToInbound(..)
-                | NodeOut::ToReplicas(..)
-        );
-        if send && self.fault == Some(NodeFault::Mute) {
+        if out.is_send() && self.fault == Some(NodeFault::Mute) {
             return;
         }
         self.out.push(out);

@@ -95,14 +95,7 @@ fn commit(from: u16, seq: Seq, digest: Digest) -> Msg {
 }
 
 fn is_send(out: &NodeOut) -> bool {
-    matches!(
-        out,
-        NodeOut::ToPeer(..)
-            | NodeOut::ToPeers(_)
-            | NodeOut::ToOrchestrator(_)
-            | NodeOut::ToInbound(..)
-            | NodeOut::ToReplicas(..)
-    )
+    out.is_send()
 }
 
 fn writes(outs: &[NodeOut]) -> Vec<&Write> {
