@@ -1,4 +1,4 @@
-//! `zz status` and `zz inject`: thin clients of the admin REST API.
+//! `zz status`, `zz inject` and `zz app`: thin clients of the admin REST API.
 
 use anyhow::Context;
 use clap::Args;
@@ -97,6 +97,11 @@ impl AdminClient {
         }
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(&body), "PUT", path)
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.http.delete(format!("{}{path}", self.base)), "DELETE", path)
             .await
@@ -177,5 +182,88 @@ pub async fn inject(
     }
     let v = a.client()?.post("/v1/faults", body).await.context("inject failed")?;
     println!("injected {kind} into {target}: fault id {}", s(&v, "id"));
+    Ok(())
+}
+
+/// `zz app`: tenants' Wasm apps.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum AppCmd {
+    /// Deploy a WebAssembly component (a wasi:http handler) as app NAME,
+    /// served by the gateway under /NAME/.
+    Deploy { name: String, file: PathBuf },
+    /// Replace NAME's component at an ordered point; its state is kept.
+    Upgrade { name: String, file: PathBuf },
+    /// Remove NAME and stop its replicas.
+    Rm { name: String },
+    /// List the apps: built-in and Wasm, with hash, version and replicas.
+    Ls,
+}
+
+fn component_body(name: &str, file: &std::path::Path) -> anyhow::Result<Value> {
+    use base64::Engine as _;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(serde_json::json!({
+        "name": name,
+        "component": base64::engine::general_purpose::STANDARD.encode(bytes),
+    }))
+}
+
+pub async fn app(a: &AdminArgs, cmd: &AppCmd) -> anyhow::Result<()> {
+    let admin = a.client()?;
+    match cmd {
+        AppCmd::Deploy { name, file } => {
+            let v = admin
+                .post("/v1/apps", component_body(name, file)?)
+                .await
+                .context("deploy failed")?;
+            println!(
+                "deployed {} version {} ({}): served under /{}/",
+                s(&v, "name"),
+                s(&v, "version"),
+                s(&v, "hash"),
+                s(&v, "name")
+            );
+        }
+        AppCmd::Upgrade { name, file } => {
+            let v = admin
+                .put(&format!("/v1/apps/{name}"), component_body(name, file)?)
+                .await
+                .context("upgrade failed")?;
+            println!(
+                "upgraded {} to version {} ({})",
+                s(&v, "name"),
+                s(&v, "version"),
+                s(&v, "hash")
+            );
+        }
+        AppCmd::Rm { name } => {
+            admin
+                .delete(&format!("/v1/apps/{name}"))
+                .await
+                .context("remove failed")?;
+            println!("removed {name}");
+        }
+        AppCmd::Ls => {
+            let v = admin.get("/v1/apps").await?;
+            println!("{:<20} {:<8} {:>7} {:<16} replicas", "name", "kind", "version", "hash");
+            for a in v.as_array().into_iter().flatten() {
+                let hash = s(a, "hash");
+                let replicas: Vec<String> = a["replicas"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str().map(str::to_string))
+                    .collect();
+                println!(
+                    "{:<20} {:<8} {:>7} {:<16} {}",
+                    s(a, "name"),
+                    s(a, "kind"),
+                    s(a, "version"),
+                    hash.get(..16).unwrap_or(&hash),
+                    replicas.join(",")
+                );
+            }
+        }
+    }
     Ok(())
 }

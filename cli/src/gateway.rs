@@ -1,6 +1,7 @@
 //! The HTTP front door: each web request becomes a BFT client request for
 //! the app its path names, answered once f+1 agreement nodes vouch for it.
 
+use crate::apps::Routes;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -11,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use zz_agreement::client::{Client, ClientError};
-use zz_wire::{AppRequest, Deployment};
+use zz_wire::{AppId, AppRequest, Deployment};
 
 /// Request bodies above this are refused with 413 (a kv value is ≤ 1 MiB).
 pub const MAX_REQUEST_BODY: usize = zz_wire::app::MAX_BODY;
@@ -24,6 +25,8 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 struct Gateway {
     dep: Arc<Deployment>,
     client: Client,
+    /// Tenants' Wasm apps by name.
+    routes: Routes,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -34,10 +37,11 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 pub async fn serve(
     dep: Arc<Deployment>,
     client: Client,
+    routes: Routes,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(dep, client);
+    let app = router(dep, client, routes);
     zz_orchestrator::api::serve(
         listener,
         app,
@@ -49,7 +53,7 @@ pub async fn serve(
     Ok(())
 }
 
-pub fn router(dep: Arc<Deployment>, client: Client) -> Router {
+pub fn router(dep: Arc<Deployment>, client: Client, routes: Routes) -> Router {
     Router::new()
         .route("/{*path}", any(forward))
         .route(
@@ -57,20 +61,40 @@ pub fn router(dep: Arc<Deployment>, client: Client) -> Router {
             any(|| async { error(StatusCode::NOT_FOUND, "name an app: /kv/... or /bank/...") }),
         )
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
-        .with_state(Gateway { dep, client })
+        .with_state(Gateway { dep, client, routes })
 }
 
 /// Headers an app may look at; everything else stays at the gateway so
 /// replicas see identical requests.
 const FORWARDED_HEADERS: &[&str] = &["content-type"];
+/// What a tenant's Wasm app sees (`zz_agent::app::wasm::FORWARDED_HEADERS`).
+const WASM_HEADERS: &[&str] = zz_agent::app::wasm::FORWARDED_HEADERS;
+
+impl Gateway {
+    /// The app `name` reaches, and whether it is a tenant's Wasm app. A
+    /// deployment's Wasm slots are reached only by the app in them.
+    fn route(&self, name: &str) -> Option<(AppId, bool)> {
+        match self.dep.app_by_name(name) {
+            Some(app) if self.dep.app(app).is_some_and(|a| a.kind != zz_agent::app::tenant::KIND) => Some((app, false)),
+            Some(_) => None,
+            None => self.routes.get(name).map(|app| (app, true)),
+        }
+    }
+}
 
 async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_string();
-    let app_name = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    let Some(app) = gw.dep.app_by_name(app_name) else {
+    let mut path = parts.uri.path().to_string();
+    let app_name = path.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+    let Some((app, wasm)) = gw.route(&app_name) else {
         return error(StatusCode::NOT_FOUND, format!("no app named {app_name:?}"));
     };
+    if wasm {
+        // A tenant's app sees the query too (the built-in apps never did).
+        if let Some(q) = parts.uri.query() {
+            path = format!("{path}?{q}");
+        }
+    }
     let body: Bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_REQUEST_BODY)).await {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => {
@@ -89,7 +113,7 @@ async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
             return r;
         }
     };
-    let headers = pick_headers(&parts.headers);
+    let headers = pick_headers(&parts.headers, if wasm { WASM_HEADERS } else { FORWARDED_HEADERS });
     let method = if parts.method == Method::HEAD {
         "GET".to_string()
     } else {
@@ -129,8 +153,8 @@ async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
     }
 }
 
-fn pick_headers(h: &HeaderMap) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = FORWARDED_HEADERS
+fn pick_headers(h: &HeaderMap, names: &[&str]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = names
         .iter()
         .filter_map(|name| {
             h.get(*name)

@@ -2,6 +2,7 @@
 //! processes, orchestrator and gateway in-process) and stops all of it.
 //! Shared by `zz up`, `zz demo` and `zz bench`.
 
+use crate::apps::{AppInstaller, Routes};
 use crate::gateway;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -32,6 +33,12 @@ pub fn start_client(dep: &Arc<Deployment>, config: &Path, name: &str, opts: Clie
         .with_context(|| format!("no client named {name:?} in the deployment"))?;
     let id = dep.load_identity(&keys_dir(config), who)?;
     Client::start(dep.clone(), id, opts)
+}
+
+/// Where Wasm components deployed at run time are kept: next to the
+/// deployment file, where agents look for them.
+pub fn components_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("components")
 }
 
 pub fn agent_bin() -> anyhow::Result<PathBuf> {
@@ -222,6 +229,8 @@ pub fn orchestrator_config(
         admin_token: std::env::var("ZZ_ADMIN_TOKEN").ok(),
         active_replicas,
         refresh_when_busy: false,
+        apps: None,
+        on_apps: None,
     })
 }
 
@@ -544,6 +553,20 @@ impl Running {
         let gateway_addr = gw_listener.local_addr()?;
         let mut orch_cfg = orchestrator_config(&o.config, &o.dep, o.data_dir.clone(), o.active_replicas, &o.backend)?;
         orch_cfg.refresh_when_busy = o.refresh_when_busy;
+        let routes = Routes::default();
+        orch_cfg.on_apps = Some(routes.hook(o.dep.clone()));
+        if o.dep.clients.iter().any(|c| c.name == zz_agent::replica::ADMIN_CLIENT) {
+            let client = start_client(
+                &o.dep,
+                &o.config,
+                zz_agent::replica::ADMIN_CLIENT,
+                ClientOptions::default(),
+            )?;
+            orch_cfg.apps = Some(Arc::new(AppInstaller {
+                components: components_dir(&o.config),
+                client,
+            }));
+        }
         let events = backend_events();
         let nodes = Nodes::spawn(
             &o.dep,
@@ -567,6 +590,7 @@ impl Running {
         let gw = tokio::spawn(gateway::serve(
             o.dep.clone(),
             client,
+            routes,
             gw_listener,
             stop.clone().cancelled_owned(),
         ));

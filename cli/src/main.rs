@@ -5,6 +5,7 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod admin;
+mod apps;
 mod bench;
 mod demo;
 mod gateway;
@@ -41,6 +42,7 @@ const EXAMPLES: &str = "Examples:
   curl localhost:8080/kv/greeting
   zz status
   zz inject kv-e1 corrupt-reply
+  zz app deploy guestbook examples/guestbook/guestbook.wasm   # then localhost:8080/guestbook/
   zz demo --scenario byzantine-reply";
 
 #[derive(Subcommand, Debug)]
@@ -69,6 +71,13 @@ enum Cmd {
         /// answers can certify, which shows the model broken, not zz.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Tenants' WebAssembly apps: deploy, upgrade, remove, list.
+    App {
+        #[command(subcommand)]
+        cmd: admin::AppCmd,
         #[command(flatten)]
         admin: admin::AdminArgs,
     },
@@ -143,7 +152,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .init();
     // Servers and the roles that start them hold a descriptor per
     // connection; the thin clients need no more than they have.
-    if !matches!(cli.cmd, Cmd::Status(_) | Cmd::Inject { .. } | Cmd::Keygen { .. }) {
+    if !matches!(
+        cli.cmd,
+        Cmd::Status(_) | Cmd::Inject { .. } | Cmd::App { .. } | Cmd::Keygen { .. }
+    ) {
         zz_wire::fdlimit::raise_nofile_limit();
     }
     match cli.cmd {
@@ -163,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             force,
             admin,
         } => admin::inject(&admin, &target, &kind, duration_ms, force).await,
+        Cmd::App { cmd, admin } => admin::app(&admin, &cmd).await,
         Cmd::Keygen {
             out,
             f,
@@ -177,7 +190,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = launch::start_client(&dep, &config, &client, Default::default())?;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             println!("gateway listening on http://{}", listener.local_addr()?);
-            gateway::serve(dep, client, listener, up::shutdown_signal()).await
+            // Tenants' Wasm apps are routed by a gateway beside the
+            // orchestrator (`zz up`); this one serves the built-in apps.
+            gateway::serve(dep, client, apps::Routes::default(), listener, up::shutdown_signal()).await
         }
     }
 }

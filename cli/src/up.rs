@@ -33,6 +33,10 @@ pub struct UpArgs {
     /// Use this deployment file instead of the one in the data dir.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Room for tenants' Wasm apps deployed at run time (`zz app deploy`),
+    /// when a new deployment is made.
+    #[arg(long, default_value_t = 2)]
+    pub wasm_slots: usize,
 }
 
 #[derive(Args, Debug)]
@@ -151,7 +155,12 @@ fn prepare_deployment(a: &UpArgs) -> anyhow::Result<(Deployment, PathBuf)> {
             );
         }
         if let Some(apps) = &a.apps {
-            let have: Vec<&str> = dep.apps.iter().map(|x| x.name.as_str()).collect();
+            let have: Vec<&str> = dep
+                .apps
+                .iter()
+                .filter(|x| x.kind != zz_wire::config::WASM_KIND)
+                .map(|x| x.name.as_str())
+                .collect();
             if apps.iter().map(String::as_str).ne(have.iter().copied()) {
                 anyhow::bail!(
                     "{} holds a deployment with apps {}; use another --data-dir for {}",
@@ -170,7 +179,8 @@ fn prepare_deployment(a: &UpArgs) -> anyhow::Result<(Deployment, PathBuf)> {
         }
     }
     let f = a.f.unwrap_or(1);
-    let opts = GenerateOptions::local(f, &apps.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let mut opts = GenerateOptions::local(f, &apps.iter().map(String::as_str).collect::<Vec<_>>())?;
+    opts.wasm_slots = a.wasm_slots;
     let (dep, ids) = generate(&opts)?;
     dep.write(&a.data_dir, &ids)?;
     Ok((dep, path))

@@ -36,6 +36,7 @@ fn setup() -> (Replica, Identity, Vec<Identity>) {
         nodes: (0..4).map(NodeId).collect(),
         peers: vec![],
         shape: Shape::default(),
+        admin: None,
     };
     let r = Replica::new(cfg, rid, keys, app::build("kv", "kv").unwrap());
     (r, client, nodes)

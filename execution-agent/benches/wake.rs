@@ -53,6 +53,7 @@ fn replica(i: u16, reps: &[Identity], keys: &Keyring) -> Replica {
             .map(|index| ReplicaId { app: AppId(0), index })
             .collect(),
         shape: Shape::default(),
+        admin: None,
     };
     Replica::new(
         cfg,

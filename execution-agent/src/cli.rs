@@ -168,8 +168,16 @@ pub fn load(s: &Settings) -> Result<Loaded, CliError> {
     let entry = d
         .app(me.app)
         .ok_or_else(|| CliError::UnknownReplica(s.replica.clone()))?;
-    let app = crate::app::build(&entry.kind, &entry.name)
-        .ok_or_else(|| CliError::UnknownApp(entry.name.clone(), entry.kind.clone()))?;
+    let app: Box<dyn crate::app::App> = if entry.kind == crate::app::tenant::KIND {
+        // Components deployed at run time sit next to the deployment file.
+        let dir = s.deployment.parent().unwrap_or(Path::new(".")).join("components");
+        Box::new(crate::app::tenant::Tenant::new(Box::new(
+            crate::app::tenant::DirComponents(dir),
+        )))
+    } else {
+        crate::app::build(&entry.kind, &entry.name)
+            .ok_or_else(|| CliError::UnknownApp(entry.name.clone(), entry.kind.clone()))?
+    };
     let replica = Replica::new(Config::from_deployment(&d, me), identity.clone(), d.keyring(), app);
     Ok(Loaded {
         deployment: d,

@@ -13,10 +13,12 @@ use crate::state::State;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use zz_wire::{
-    AppId, AppResponse, BatchResult, CheckpointCert, ControlCmd, Deployment, Digest, ExecCheckpoint, ExecReply,
-    FetchOrders, Heartbeat, Identity, Keyring, Msg, NodeId, Packed, Principal, ReplicaFault, ReplicaId, Seq, Signed,
+    AppId, AppResponse, BatchResult, CheckpointCert, ClientId, ControlCmd, Deployment, Digest, ExecCheckpoint,
+    ExecReply, FetchOrders, Heartbeat, Identity, Keyring, Msg, NodeId, Packed, Principal, ReplicaFault, ReplicaId, Seq,
+    Signed,
 };
 
+pub use zz_wire::config::ADMIN_CLIENT;
 /// Exit code of the `crash` fault.
 pub const CRASH_EXIT: i32 = 101;
 /// How long the `slow` fault delays each batch.
@@ -30,6 +32,8 @@ const CATCH_UP_RETRY_MS: u64 = 50;
 const CATCH_UP_RETRY_MAX_MS: u64 = 1_000;
 /// How many ready seqs one prefetch looks ahead.
 const PREFETCH_SEQS: u64 = 64;
+/// Most runs of one op that each stop at an undeclared stale key.
+const MAX_STALE_RUNS: usize = 4096;
 /// Most orders one FETCH_ORDERS asks for (nodes answer at most 512).
 const FETCH_SPAN: u64 = 512;
 
@@ -76,6 +80,8 @@ pub struct Config {
     pub nodes: Vec<NodeId>,
     pub peers: Vec<ReplicaId>,
     pub shape: Shape,
+    /// The client whose ops may install apps (`admin` in the deployment).
+    pub admin: Option<ClientId>,
 }
 
 impl Config {
@@ -87,6 +93,11 @@ impl Config {
             nodes: d.node_ids().collect(),
             peers: d.replicas(me.app).filter(|r| *r != me).collect(),
             shape: Shape::default(),
+            admin: d
+                .clients
+                .iter()
+                .find(|c| c.name == ADMIN_CLIENT)
+                .map(|c| ClientId(c.id)),
         }
     }
 }
@@ -461,13 +472,21 @@ impl Replica {
         if self.faults.has(ReplicaFault::Slow) {
             out.push(Out::Delay(SLOW_DELAY));
         }
-        let ctx = Ctx { seq, nondet: p.nondet };
+        let mut ctx = Ctx {
+            seq,
+            nondet: p.nondet,
+            op: 0,
+            admin: false,
+        };
         let mut responses: Vec<Vec<AppResponse>> = Vec::with_capacity(p.requests.len());
         for batch in &p.requests {
+            ctx.admin = Some(batch.body.client) == self.cfg.admin;
             let mut rs = Vec::with_capacity(batch.body.ops.len());
             for op in batch.body.ops.iter() {
+                let this = ctx;
+                ctx.op += 1;
                 rs.push(match op {
-                    Ok(op) => self.run_op(&ctx, &op, src),
+                    Ok(op) => self.run_op(&this, &op, src),
                     // Every correct replica finds the same bytes undecodable.
                     Err(_) => app::error(400, "malformed request"),
                 });
@@ -524,7 +543,10 @@ impl Replica {
     /// then disagrees and the agreement nodes treat it as faulty, which is
     /// better than stalling the whole log.
     fn run_op(&mut self, ctx: &Ctx, op: &zz_wire::AppRequest, src: &mut dyn StateSource) -> zz_wire::AppResponse {
-        for _ in 0..4 {
+        // A built-in app declares its keys, so a second miss is rare; a Wasm
+        // app finds its stale keys one run at a time. Every round fetches one
+        // more object, so the loop ends.
+        for _ in 0..MAX_STALE_RUNS {
             match app::run(self.app.as_ref(), &mut self.state, ctx, op) {
                 Ok(r) => return r,
                 Err(stale) => {

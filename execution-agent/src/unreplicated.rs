@@ -143,6 +143,8 @@ async fn execute(app: Box<dyn App>, opts: ServeOptions, mut jobs: mpsc::Receiver
                 timestamp_ms: now_ms(),
                 seed: seq,
             },
+            op: 0,
+            admin: false,
         };
         answers.extend(batch.drain(..).map(|job| {
             // No key is ever stale here: nothing is fetched from peers.

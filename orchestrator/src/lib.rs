@@ -41,6 +41,10 @@ pub struct OrchestratorConfig {
     /// `Tuning::refresh_max_busy`): for the recovery benchmark, which waits
     /// for a current standby before each round whatever else runs.
     pub refresh_when_busy: bool,
+    /// Deploys tenants' Wasm apps through `/v1/apps` (see `api::apps`).
+    pub apps: Option<Arc<dyn api::apps::Installer>>,
+    /// Told the tenant apps at start and after every change.
+    pub on_apps: Option<controller::AppsHook>,
 }
 
 /// Runs the orchestrator with the process backend until `shutdown`; returns
@@ -99,7 +103,11 @@ pub async fn run_with_backend(
     metrics::register(&dep.apps.iter().map(|a| a.name.clone()).collect::<Vec<_>>());
 
     let store = store::Store::open(&data_dir.join("orchestrator.redb")).context("opening the store")?;
-    let controller = Controller::new(dep.clone(), identity.clone(), backend, store, tuning)?;
+    let mut controller = Controller::new(dep.clone(), identity.clone(), backend, store, tuning)?;
+    if let Some(hook) = cfg.on_apps {
+        controller = controller.with_apps_hook(hook);
+    }
+    let apps_installer = cfg.apps;
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -109,6 +117,7 @@ pub async fn run_with_backend(
         dep: Arc::new(dep),
         token: Arc::new(token),
         shutdown: stop_rx.clone(),
+        apps: apps_installer,
     };
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(api::serve(

@@ -62,6 +62,35 @@ pub enum Role {
     Standby,
 }
 
+/// A tenant's Wasm app in one of the deployment's `wasm` slots (persisted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TenantApp {
+    /// The deployment app (slot) it runs in, e.g. `slot-0`.
+    pub slot: String,
+    pub name: String,
+    /// SHA-256 of the component, hex.
+    pub hash: String,
+    /// 0 while its first install is not certified yet.
+    pub version: u64,
+}
+
+/// An app as `GET /v1/apps` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AppView {
+    pub name: String,
+    /// `builtin` or `wasm`.
+    pub kind: String,
+    /// The component's SHA-256 (hex); absent for built-in apps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// The deployment slot a Wasm app runs in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    pub replicas: Vec<String>,
+}
+
 /// The orchestrator's record of one replica (persisted).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaRecord {

@@ -5,7 +5,7 @@
 //! The store is synchronous; the controller runs each batch on a blocking
 //! thread.
 
-use crate::model::{Event, FaultRecord, Incident, ReplicaRecord};
+use crate::model::{Event, FaultRecord, Incident, ReplicaRecord, TenantApp};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,6 +18,8 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const INCIDENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("incidents");
 const FAULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("faults");
 const NONCES: TableDefinition<&str, u64> = TableDefinition::new("nonces");
+/// Tenants' Wasm apps by the name of the deployment slot they occupy.
+const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 
 /// Events kept in the store and in memory; older ones are dropped.
 pub const MAX_EVENTS: u64 = 10_000;
@@ -58,6 +60,9 @@ pub enum Change {
     Fault(FaultRecord),
     RemoveFault(u64),
     Nonce(String, u64),
+    App(TenantApp),
+    /// The app in this slot is gone.
+    RemoveApp(String),
 }
 
 /// Everything the store holds, as loaded at start-up.
@@ -68,6 +73,7 @@ pub struct Snapshot {
     pub incidents: Vec<Incident>,
     pub faults: Vec<FaultRecord>,
     pub nonces: BTreeMap<String, u64>,
+    pub apps: Vec<TenantApp>,
 }
 
 #[derive(Clone)]
@@ -96,6 +102,7 @@ impl Store {
         tx.open_table(INCIDENTS)?;
         tx.open_table(FAULTS)?;
         tx.open_table(NONCES)?;
+        tx.open_table(APPS)?;
         tx.commit()?;
         Ok(Store {
             db: Arc::new(db),
@@ -123,6 +130,9 @@ impl Store {
             let (k, v) = item?;
             snap.nonces.insert(k.value().to_string(), v.value());
         }
+        for item in tx.open_table(APPS)?.iter()? {
+            snap.apps.push(decode(item?.1.value())?);
+        }
         Ok(snap)
     }
 
@@ -138,6 +148,7 @@ impl Store {
             let mut incidents = tx.open_table(INCIDENTS)?;
             let mut faults = tx.open_table(FAULTS)?;
             let mut nonces = tx.open_table(NONCES)?;
+            let mut apps = tx.open_table(APPS)?;
             let mut newest_event = None;
             for c in changes {
                 match c {
@@ -159,6 +170,12 @@ impl Store {
                     }
                     Change::Nonce(k, n) => {
                         nonces.insert(k.as_str(), *n)?;
+                    }
+                    Change::App(a) => {
+                        apps.insert(a.slot.as_str(), encode(a)?.as_slice())?;
+                    }
+                    Change::RemoveApp(slot) => {
+                        apps.remove(slot.as_str())?;
                     }
                 }
             }

@@ -162,7 +162,15 @@ pub struct GenerateOptions {
     pub node_addrs: Vec<SocketAddr>,
     pub orchestrator_addr: SocketAddr,
     pub checkpoint_interval: u64,
+    /// Apps of kind `wasm` named `slot-0`, `slot-1`, ...: room for tenants'
+    /// Wasm apps deployed at run time (each slot has its keys and log).
+    pub wasm_slots: usize,
 }
+
+/// The deployment client that deploys tenants' Wasm apps.
+pub const ADMIN_CLIENT: &str = "admin";
+/// The app kind of a slot for tenants' Wasm apps.
+pub const WASM_KIND: &str = "wasm";
 
 impl GenerateOptions {
     /// Loopback addresses on free ephemeral ports, for tests and `zz up`.
@@ -172,10 +180,11 @@ impl GenerateOptions {
         Ok(GenerateOptions {
             f,
             apps: apps.iter().map(|a| (a.to_string(), a.to_string())).collect(),
-            clients: vec!["gateway".into(), "bench".into()],
+            clients: vec!["gateway".into(), "bench".into(), ADMIN_CLIENT.into()],
             node_addrs: nodes.to_vec(),
             orchestrator_addr: *orch,
             checkpoint_interval: 128,
+            wasm_slots: 0,
         })
     }
 }
@@ -211,7 +220,9 @@ pub fn generate(opts: &GenerateOptions) -> Result<(Deployment, Vec<Identity>), C
         ids.push(id);
     }
     let mut apps = Vec::new();
-    for (a, (name, kind)) in opts.apps.iter().enumerate() {
+    let slots = (0..opts.wasm_slots).map(|i| (format!("slot-{i}"), WASM_KIND.to_string()));
+    let all: Vec<(String, String)> = opts.apps.iter().cloned().chain(slots).collect();
+    for (a, (name, kind)) in all.iter().enumerate() {
         let mut replicas = Vec::new();
         for r in 0..2 * opts.f + 1 {
             let id = Identity::generate(Principal::Replica(ReplicaId {

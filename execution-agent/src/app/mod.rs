@@ -10,6 +10,8 @@
 
 pub mod bank;
 pub mod kv;
+pub mod tenant;
+pub mod wasm;
 
 use crate::merkle::Key;
 use crate::state::{Stale, State};
@@ -21,6 +23,10 @@ use zz_wire::{AppRequest, AppResponse, NonDet, Seq};
 pub struct Ctx {
     pub seq: Seq,
     pub nondet: NonDet,
+    /// The op's place among the ops of its seq (across the batches).
+    pub op: u64,
+    /// The op came from the deployment's `admin` client (the orchestrator).
+    pub admin: bool,
 }
 
 /// A request's view of the store: reads see its own writes; writes are

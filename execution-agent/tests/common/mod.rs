@@ -73,6 +73,7 @@ pub fn replica(i: u16, o: &Opts) -> Replica {
         nodes: (0..4).map(NodeId).collect(),
         peers: (0..3).map(replica_name).filter(|r| r.index != i).collect(),
         shape: o.shape,
+        admin: None,
     };
     let a = app::build(o.kind, o.kind).unwrap();
     Replica::new(cfg, replica_id(i), keyring(), a)

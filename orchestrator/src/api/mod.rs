@@ -2,6 +2,7 @@
 //! to the controller and await its answer; errors become status codes in
 //! `ApiError::status` only.
 
+pub mod apps;
 mod handlers;
 pub mod openapi;
 mod serve;
@@ -10,7 +11,7 @@ pub use serve::{serve, HttpLimits, REFUSED_CONNECTIONS};
 
 use crate::controller::{ApiCmd, Command, CommandError};
 use crate::metrics as m;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,6 +29,8 @@ pub struct ApiState {
     pub dep: Arc<Deployment>,
     pub token: Arc<String>,
     pub shutdown: watch::Receiver<bool>,
+    /// Deploys tenants' Wasm apps; without it `/v1/apps` only lists.
+    pub apps: Option<Arc<dyn apps::Installer>>,
 }
 
 impl ApiState {
@@ -54,6 +57,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("the orchestrator is shutting down")]
     Unavailable,
+    /// The agreement cluster did not certify what was asked in time.
+    #[error("{0}")]
+    NotCertified(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -66,7 +72,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::NotCertified(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,6 +124,19 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/faults", post(handlers::inject_fault).get(handlers::faults))
         .route("/v1/faults/{id}", delete(handlers::clear_fault))
         .route("/v1/incidents", get(handlers::incidents))
+        .route(
+            "/v1/apps",
+            post(apps::deploy)
+                .get(apps::list)
+                .layer(DefaultBodyLimit::max(apps::MAX_COMPONENT * 2)),
+        )
+        .route(
+            "/v1/apps/{name}",
+            get(apps::one)
+                .put(apps::upgrade)
+                .delete(apps::remove)
+                .layer(DefaultBodyLimit::max(apps::MAX_COMPONENT * 2)),
+        )
         .route("/v1/events", get(handlers::events))
         .route("/v1/events/stream", get(handlers::event_stream))
         .route("/v1/openapi.json", get(handlers::openapi_json))

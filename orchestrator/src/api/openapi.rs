@@ -24,6 +24,11 @@ use utoipa::{Modify, OpenApi};
         handlers::incidents,
         handlers::events,
         handlers::event_stream,
+        super::apps::deploy,
+        super::apps::upgrade,
+        super::apps::remove,
+        super::apps::list,
+        super::apps::one,
     ),
     components(schemas(
         handlers::Health,
@@ -39,6 +44,9 @@ use utoipa::{Modify, OpenApi};
         crate::model::ClusterView,
         crate::model::NodeView,
         crate::model::NodeAppStatus,
+        crate::model::AppView,
+        super::apps::DeployRequest,
+        super::apps::Deployed,
     )),
     modifiers(&BearerAuth)
 )]

@@ -2,15 +2,18 @@
 //! HTTP handlers send it typed commands over bounded channels; it acts,
 //! records every transition as an event, persists, and answers.
 
+mod apps;
 mod faults;
 mod pool;
+
+pub use apps::{valid_app_name, SLOT_KIND};
 
 use crate::backend::{Backend, BackendEvent};
 use crate::certs::{Decision, Tracker};
 use crate::metrics as m;
 use crate::model::{
-    Clock, ClusterView, Event, FaultRecord, FaultView, Incident, IncidentView, NodeAppStatus, NodeView, ReplicaRecord,
-    ReplicaState, ReplicaView,
+    AppView, Clock, ClusterView, Event, FaultRecord, FaultView, Incident, IncidentView, NodeAppStatus, NodeView,
+    ReplicaRecord, ReplicaState, ReplicaView, TenantApp,
 };
 use crate::store::{Change, Store, StoreError, MAX_EVENTS};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -165,6 +168,30 @@ pub enum ApiCmd {
         since: u64,
         reply: Reply<(Vec<Event>, broadcast::Receiver<Event>)>,
     },
+    Apps(Reply<Vec<AppView>>),
+    /// The tenant app by name.
+    App {
+        name: String,
+        reply: Reply<Result<TenantApp, CommandError>>,
+    },
+    /// A free slot and replicas for a new app.
+    ReserveApp {
+        name: String,
+        hash: String,
+        reply: Reply<Result<TenantApp, CommandError>>,
+    },
+    /// Its install was certified.
+    AppInstalled {
+        name: String,
+        hash: String,
+        version: u64,
+        reply: Reply<Result<TenantApp, CommandError>>,
+    },
+    /// Its replicas destroyed, its slot freed.
+    RemoveApp {
+        name: String,
+        reply: Reply<Result<(), CommandError>>,
+    },
 }
 
 pub enum Command {
@@ -236,7 +263,14 @@ pub struct Controller {
     feed: broadcast::Sender<Event>,
     pending: Vec<Change>,
     clock: Clock,
+    /// Tenants' Wasm apps by the slot they occupy.
+    apps: BTreeMap<AppId, TenantApp>,
+    /// Told the tenant apps whenever they change (the gateway's routes).
+    on_apps: Option<AppsHook>,
 }
+
+/// Called with every tenant app after a change.
+pub type AppsHook = Arc<dyn Fn(&[TenantApp]) + Send + Sync>;
 
 impl Controller {
     /// How many replicas of each app execute when nothing is wrong.
@@ -267,6 +301,11 @@ impl Controller {
         let next_event = snap.events.last().map_or(1, |e| e.seq + 1);
         let next_fault = snap.faults.iter().map(|f| f.id + 1).max().unwrap_or(1);
         let (feed, _) = broadcast::channel(1024);
+        let apps = snap
+            .apps
+            .into_iter()
+            .filter_map(|t| dep.app_by_name(&t.slot).map(|slot| (slot, t)))
+            .collect();
         let tracker =
             Tracker::new(dep.f, dep.timing.log_window, snap.incidents).with_quiet_ms(tuning.incident_quiet_ms);
         Ok(Controller {
@@ -291,7 +330,22 @@ impl Controller {
             feed,
             pending: Vec::new(),
             clock: Clock::system(),
+            apps,
+            on_apps: None,
         })
+    }
+
+    /// Tells `hook` the tenant apps now and after every change.
+    pub fn with_apps_hook(mut self, hook: AppsHook) -> Self {
+        self.on_apps = Some(hook);
+        self.publish_apps();
+        self
+    }
+
+    fn publish_apps(&self) {
+        if let Some(hook) = &self.on_apps {
+            hook(&self.apps.values().cloned().collect::<Vec<_>>());
+        }
     }
 
     /// Reads the time from `clock` instead of the system clock.
@@ -540,6 +594,32 @@ impl Controller {
             }
             ApiCmd::Subscribe { since, reply } => {
                 let _ = reply.send((self.events_since(since), self.feed.subscribe()));
+            }
+            ApiCmd::Apps(reply) => {
+                let _ = reply.send(self.app_views());
+            }
+            ApiCmd::App { name, reply } => {
+                let _ = reply.send(self.tenant_app(&name));
+            }
+            ApiCmd::ReserveApp { name, hash, reply } => {
+                let r = self.reserve_app(name, hash).await;
+                self.publish_apps();
+                let _ = reply.send(r);
+            }
+            ApiCmd::AppInstalled {
+                name,
+                hash,
+                version,
+                reply,
+            } => {
+                let r = self.app_installed(&name, hash, version);
+                self.publish_apps();
+                let _ = reply.send(r);
+            }
+            ApiCmd::RemoveApp { name, reply } => {
+                let r = self.remove_app(&name).await;
+                self.publish_apps();
+                let _ = reply.send(r);
             }
         }
     }

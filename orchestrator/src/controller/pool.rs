@@ -16,7 +16,7 @@ impl Controller {
         }
     }
 
-    fn set_state(&mut self, id: ReplicaId, state: ReplicaState, kind: &str, detail: String) {
+    pub(super) fn set_state(&mut self, id: ReplicaId, state: ReplicaState, kind: &str, detail: String) {
         let Some(r) = self.replicas.get_mut(&id) else {
             return;
         };
@@ -36,6 +36,9 @@ impl Controller {
     pub(super) async fn bootstrap(&mut self) {
         let active = self.active_target();
         for id in self.dep.all_replicas() {
+            if self.idle(id.app) {
+                continue;
+            }
             let existing = self.replicas.get(&id).cloned();
             let live = matches!(
                 existing.as_ref().map(|r| r.state),
@@ -78,7 +81,7 @@ impl Controller {
     }
 
     /// Starts a fresh instance (new generation, empty state).
-    async fn provision(&mut self, id: ReplicaId, role: Role, why: &str) {
+    pub(super) async fn provision(&mut self, id: ReplicaId, role: Role, why: &str) {
         let now = self.clock.now_ms();
         let generation = self.replicas.get(&id).map_or(1, |r| r.generation + 1);
         let spec = self.spec(id, generation);

@@ -83,6 +83,8 @@ pub async fn start_tuned(dir: &Path, dep: Deployment, ids: Vec<Identity>, marker
         admin_token: Some(TOKEN.into()),
         active_replicas: None,
         refresh_when_busy: false,
+        apps: None,
+        on_apps: None,
     };
     let launch = Launch {
         program: "/bin/sleep".into(),

@@ -30,6 +30,7 @@ impl Fixture {
             node_addrs: (1..=4).map(addr).collect(),
             orchestrator_addr: addr(5),
             checkpoint_interval: 4,
+            wasm_slots: 0,
         };
         let (mut dep, ids) = generate(&opts).expect("a valid deployment");
         dep.timing.batch_max = 1;

@@ -1,0 +1,122 @@
+//! Tenants' Wasm apps, the parts that live beside the orchestrator: the
+//! `Installer` behind `/v1/apps` (validation with the agent's own runtime,
+//! the component files replicas read, ordered installs through the
+//! deployment's `admin` client) and the gateway's routes to them.
+
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use zz_agent::app::tenant::{Install, Installed, INSTALL, REMOVE};
+use zz_agreement::client::{Client, ClientError};
+use zz_orchestrator::api::apps::Installer;
+use zz_orchestrator::model::TenantApp;
+use zz_wire::{AppId, AppRequest, Deployment};
+
+/// How long an install or removal may take to be certified (replicas of a
+/// new app are still starting when it is first sent).
+const CERTIFY_WITHIN: Duration = Duration::from_secs(60);
+
+/// Tenant app name → the deployment slot it runs in; what the gateway reads.
+#[derive(Clone, Default)]
+pub struct Routes(Arc<RwLock<HashMap<String, AppId>>>);
+
+impl Routes {
+    pub fn get(&self, name: &str) -> Option<AppId> {
+        self.0.read().ok()?.get(name).copied()
+    }
+
+    /// The orchestrator's hook: routes for the apps it now holds.
+    pub fn hook(&self, dep: Arc<Deployment>) -> zz_orchestrator::controller::AppsHook {
+        let routes = self.0.clone();
+        Arc::new(move |apps: &[TenantApp]| {
+            let next = apps
+                .iter()
+                .filter(|a| a.version > 0)
+                .filter_map(|a| dep.app_by_name(&a.slot).map(|s| (a.name.clone(), s)))
+                .collect();
+            if let Ok(mut r) = routes.write() {
+                *r = next;
+            }
+        })
+    }
+}
+
+pub struct AppInstaller {
+    /// `<data dir>/components`: agents read `<hash>.wasm` from here.
+    pub components: PathBuf,
+    pub client: Client,
+}
+
+impl AppInstaller {
+    /// Sends an admin op until it is certified or `CERTIFY_WITHIN` passes.
+    async fn order(client: Client, slot: AppId, req: AppRequest) -> Result<zz_wire::AppResponse, String> {
+        let start = Instant::now();
+        loop {
+            match client.call(slot, req.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(ClientError::Timeout(_)) if start.elapsed() < CERTIFY_WITHIN => continue,
+                Err(e) => return Err(format!("{e:?}")),
+            }
+        }
+    }
+}
+
+impl Installer for AppInstaller {
+    fn validate(&self, component: &[u8]) -> Result<(), String> {
+        zz_agent::app::wasm::validate(component).map_err(|e| e.to_string())
+    }
+
+    fn store(&self, component: &[u8]) -> Result<String, String> {
+        let hash = hex::encode(zz_agent::app::wasm::component_hash(component));
+        let path = self.components.join(format!("{hash}.wasm"));
+        if path.exists() {
+            return Ok(hash);
+        }
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.components)?;
+            let tmp = self.components.join(format!(".{hash}.tmp"));
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(component)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&self.components)?.sync_all()
+        };
+        write().map_err(|e| format!("storing the component in {}: {e}", self.components.display()))?;
+        Ok(hash)
+    }
+
+    fn install(&self, slot: AppId, name: String, hash: String) -> BoxFuture<'static, Result<u64, String>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let body = serde_json::to_vec(&Install { name, hash }).map_err(|e| e.to_string())?;
+            let req = AppRequest::new(INSTALL, "/", body);
+            let resp = Self::order(client, slot, req).await?;
+            if resp.status != 200 {
+                return Err(format!(
+                    "replicas answered {}: {}",
+                    resp.status,
+                    String::from_utf8_lossy(&resp.body)
+                ));
+            }
+            let done: Installed = serde_json::from_slice(&resp.body).map_err(|e| e.to_string())?;
+            Ok(done.version)
+        })
+    }
+
+    fn remove(&self, slot: AppId) -> BoxFuture<'static, Result<(), String>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let resp = Self::order(client, slot, AppRequest::new(REMOVE, "/", Vec::new())).await?;
+            match resp.status {
+                204 => Ok(()),
+                s => Err(format!(
+                    "replicas answered {s}: {}",
+                    String::from_utf8_lossy(&resp.body)
+                )),
+            }
+        })
+    }
+}

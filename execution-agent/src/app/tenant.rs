@@ -1,0 +1,175 @@
+//! A deployment's Wasm slot: the app a tenant deployed at run time.
+//!
+//! Which component runs is itself replicated state: an ordered `ZZ-INSTALL`
+//! op from the deployment's `admin` client writes the app's name, the
+//! component's hash, its version and the seq it was first installed at under
+//! a reserved key; `ZZ-REMOVE` deletes it. So every replica switches
+//! component at the same point of the order, a replica restored from a
+//! checkpoint fetches the record like any other object, and an upgrade keeps
+//! the app's keys. The app's keys live under a namespace named by the seq of
+//! its first install: an app deployed later in the same slot starts empty.
+//!
+//! The component's bytes come from a `Components` source and are checked
+//! against the agreed hash before they run.
+
+use super::wasm::{component_hash, WasmApp};
+use super::{error, App, Ctx, Txn};
+use crate::merkle::Key;
+use crate::state::Stale;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use zz_wire::{AppRequest, AppResponse};
+
+/// The deployment app kind of a Wasm slot.
+pub const KIND: &str = zz_wire::config::WASM_KIND;
+/// The op that installs or upgrades the slot's component (body: `Install`).
+pub const INSTALL: &str = "ZZ-INSTALL";
+/// The op that removes the slot's app.
+pub const REMOVE: &str = "ZZ-REMOVE";
+/// Where the installed app's record lives; no bucket key can equal it.
+const META: &[u8] = b"\0zz-app";
+
+/// What `ZZ-INSTALL` carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Install {
+    pub name: String,
+    /// SHA-256 of the component, hex.
+    pub hash: String,
+}
+
+/// The slot's app as the replicated state records it; also the answer of
+/// `ZZ-INSTALL`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    pub name: String,
+    pub hash: String,
+    pub version: u64,
+    /// The seq of the first install under this name: the keys' namespace.
+    pub generation: u64,
+}
+
+/// Where a replica finds a component's bytes by hash.
+pub trait Components: Send {
+    fn get(&self, hash: &[u8; 32]) -> Option<Vec<u8>>;
+}
+
+/// Components as files `<hex hash>.wasm` in a directory.
+pub struct DirComponents(pub PathBuf);
+
+impl Components for DirComponents {
+    fn get(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.0.join(format!("{}.wasm", hex::encode(hash)))).ok()?;
+        (component_hash(&bytes) == *hash).then_some(bytes)
+    }
+}
+
+pub struct Tenant {
+    components: Box<dyn Components>,
+    /// Loaded components by (hash, name, generation).
+    loaded: Mutex<HashMap<([u8; 32], String, u64), std::sync::Arc<WasmApp>>>,
+}
+
+impl Tenant {
+    pub fn new(components: Box<dyn Components>) -> Self {
+        Tenant {
+            components,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn installed(txn: &mut Txn<'_>) -> Result<Option<Installed>, Stale> {
+        Ok(txn.get(META)?.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    fn app(&self, meta: &Installed) -> Result<std::sync::Arc<WasmApp>, String> {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(&meta.hash, &mut hash).map_err(|e| format!("bad hash: {e}"))?;
+        let key = (hash, meta.name.clone(), meta.generation);
+        let mut loaded = self.loaded.lock().map_err(|_| "component cache poisoned".to_string())?;
+        if let Some(app) = loaded.get(&key) {
+            return Ok(app.clone());
+        }
+        let bytes = self
+            .components
+            .get(&hash)
+            .ok_or_else(|| format!("component {} is not available here", meta.hash))?;
+        let app = WasmApp::new(&meta.name, &bytes)
+            .map_err(|e| e.to_string())?
+            .with_namespace(meta.generation.to_le_bytes().to_vec());
+        let app = std::sync::Arc::new(app);
+        // One version at a time is enough: an upgrade replaces the old one.
+        loaded.clear();
+        loaded.insert(key, app.clone());
+        Ok(app)
+    }
+
+    fn install(ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale> {
+        let Ok(install) = serde_json::from_slice::<Install>(&req.body) else {
+            return Ok(error(400, "ZZ-INSTALL takes {\"name\", \"hash\"}"));
+        };
+        if install.hash.len() != 64 || hex::decode(&install.hash).is_err() {
+            return Ok(error(400, "hash must be 64 hex digits"));
+        }
+        let next = match Self::installed(txn)? {
+            // The same install again (a client's retry): nothing changes.
+            Some(prev) if prev.name == install.name && prev.hash == install.hash => {
+                return Ok(AppResponse::json(200, &prev));
+            }
+            Some(prev) if prev.name == install.name => Installed {
+                name: install.name,
+                hash: install.hash,
+                version: prev.version + 1,
+                generation: prev.generation,
+            },
+            _ => Installed {
+                name: install.name,
+                hash: install.hash,
+                version: 1,
+                generation: ctx.seq,
+            },
+        };
+        let body = serde_json::to_vec(&next).unwrap_or_default();
+        txn.put(META, body)?;
+        Ok(AppResponse::json(200, &next))
+    }
+}
+
+impl App for Tenant {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn keys(&self, _req: &AppRequest) -> Vec<Key> {
+        vec![META.to_vec()]
+    }
+
+    fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale> {
+        if req.method == INSTALL || req.method == REMOVE {
+            if !ctx.admin {
+                return Ok(error(403, "only the orchestrator deploys apps"));
+            }
+            if req.method == INSTALL {
+                return Self::install(ctx, txn, req);
+            }
+            txn.delete(META)?;
+            return Ok(AppResponse::new(204, Vec::new()));
+        }
+        let Some(meta) = Self::installed(txn)? else {
+            return Ok(error(404, "no app is deployed here"));
+        };
+        let named = req.path.trim_start_matches('/').split(['/', '?']).next().unwrap_or("");
+        if named != meta.name {
+            return Ok(error(404, &format!("no app named {named:?} here")));
+        }
+        match self.app(&meta) {
+            Ok(app) => app.execute(ctx, txn, req),
+            Err(e) => {
+                tracing::error!("app {}: {e}", meta.name);
+                Ok(error(503, "component unavailable"))
+            }
+        }
+    }
+}
