@@ -83,6 +83,10 @@ static void add_entry(const buf_t *json, http_outparam_t out) {
         http_respond_error(out, 400, "name and message are required");
         goto done;
     }
+    if (!utf8_valid(vals[0].ptr, vals[0].len) || !utf8_valid(vals[1].ptr, vals[1].len)) {
+        http_respond_error(out, 400, "name and message must be UTF-8 text without NUL");
+        goto done;
+    }
     if (vals[0].len > MAX_NAME || vals[1].len > MAX_MESSAGE) {
         http_respond_error(out, 400, "name is limited to 100 bytes, message to 2000");
         goto done;

@@ -10,7 +10,11 @@
 #define MAX_KEY 256
 
 static void handle(http_request_t *req, http_outparam_t out) {
-    const char *key = req->path + 1; /* the path always starts with '/' */
+    if (req->path[0] != '/') {
+        http_respond_error(out, 404, "no such route");
+        return;
+    }
+    const char *key = req->path + 1;
     size_t key_len = strlen(key);
     if (key_len == 0) {
         http_respond_error(out, 404, "no such route");

@@ -83,6 +83,40 @@ bool parse_u64(const uint8_t *s, size_t len, uint64_t *out) {
     return true;
 }
 
+bool utf8_valid(const uint8_t *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = s[i];
+        uint32_t cp, min;
+        size_t n;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            cp = c & 0x1f; n = 1; min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            cp = c & 0x0f; n = 2; min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            cp = c & 0x07; n = 3; min = 0x10000;
+        } else {
+            return false;
+        }
+        if (len - i - 1 < n)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
 void u64_to_le(uint64_t v, uint8_t out[8]) {
     for (int i = 0; i < 8; i++)
         out[i] = (uint8_t)(v >> (8 * i));

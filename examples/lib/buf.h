@@ -24,6 +24,9 @@ void buf_free(buf_t *b);
 /* Parses a decimal u64 (no sign, no spaces, no overflow); false if malformed. */
 bool parse_u64(const uint8_t *s, size_t len, uint64_t *out);
 
+/* Whether `s` is well-formed UTF-8 (no overlongs, surrogates or NUL). */
+bool utf8_valid(const uint8_t *s, size_t len);
+
 /* The 8-byte little-endian encoding counters use (see examples/README.md). */
 void u64_to_le(uint64_t v, uint8_t out[8]);
 /* false unless `len` is 8. */
