@@ -32,7 +32,7 @@ ln -s "$CACHE/node_modules" "$WORK/node_modules"
 cp "$ROOT"/scripts/smoke/*.js "$ROOT"/scripts/smoke/*.mjs "$WORK/"
 echo '{"type":"module"}' >"$WORK/package.json"
 
-# Transpiles and serves component $1 (a path under the root); prints its base URL.
+# Transpiles and serves component $1 (a path under the root); sets U to its base URL.
 serve() {
     local file=$ROOT/$1 name
     name=$(basename "$file" .wasm)
@@ -46,7 +46,7 @@ serve() {
         sleep 0.1
     done
     [ -s "$WORK/$name.out" ] || { cat "$WORK/$name.log" >&2; exit 1; }
-    echo "http://127.0.0.1:$(head -n1 "$WORK/$name.out")"
+    U="http://127.0.0.1:$(head -n1 "$WORK/$name.out")"
 }
 
 passed=0
@@ -66,7 +66,7 @@ expect() {
     fi
 }
 
-U=$(serve examples/counter/counter.wasm)
+serve examples/counter/counter.wasm
 expect "counter starts at 0" 200 '^\{"count":0\}$' "$U/"
 expect "counter incr" 200 '^\{"count":1\}$' -X POST "$U/incr"
 expect "counter incr 5" 200 '^\{"count":6\}$' -X POST -d 5 "$U/incr"
@@ -75,7 +75,7 @@ expect "counter reset" 200 '^\{"count":0\}$' -X POST "$U/reset"
 expect "counter after reset" 200 '^\{"count":0\}$' "$U/?q=1"
 expect "counter wrong method" 405 'error' -X DELETE "$U/"
 
-U=$(serve examples/kv/kv.wasm)
+serve examples/kv/kv.wasm
 head -c 1048576 /dev/urandom >"$WORK/mib"
 head -c 1048577 /dev/urandom >"$WORK/mib1"
 expect "kv get missing" 404 'no such key' "$U/a"
@@ -94,7 +94,7 @@ expect "kv delete missing" 404 'no such key' -X DELETE "$U/a"
 expect "kv no key" 404 'no such route' "$U/"
 expect "kv wrong method" 405 'error' -X POST "$U/a"
 
-U=$(serve examples/guestbook/guestbook.wasm)
+serve examples/guestbook/guestbook.wasm
 expect "guestbook page" 200 'api/entries' "$U/"
 expect "guestbook empty" 200 '^\[\]$' "$U/api/entries"
 expect "guestbook post" 201 '^\{"id":1,"name":"Ann","message":"hi \\u003cb\\u003e \\"q\\"","at":[0-9]+\}$' \
@@ -106,7 +106,7 @@ expect "guestbook bad JSON" 400 'error' -X POST -d '{"name":"a"' "$U/api/entries
 expect "guestbook missing field" 400 'required' -X POST -d '{"name":"a"}' "$U/api/entries"
 expect "guestbook not UTF-8" 400 'UTF-8' -X POST --data-binary $'{"name":"\xff","message":"m"}' "$U/api/entries"
 
-U=$(serve execution-agent/tests/components/nondet/nondet.wasm)
+serve execution-agent/tests/components/nondet/nondet.wasm
 expect "nondet" 200 '^\{"wall":\{"seconds":[0-9]+,"nanoseconds":[0-9]+\},"monotonic":[0-9]+,"random_bytes":"[0-9a-f]{32}","random_u64":[0-9]+\}$' "$U/"
 if grep -q 'nondet: a line on stdout' "$WORK/nondet.out" && grep -q 'nondet: a line on stderr' "$WORK/nondet.log"; then
     passed=$((passed + 1)); echo "ok   nondet writes stdout and stderr"
@@ -115,7 +115,7 @@ else
 fi
 
 # jco has no outgoing-HTTP ban: the request fails for want of a network or succeeds.
-U=$(serve execution-agent/tests/components/outgoing/outgoing.wasm)
+serve execution-agent/tests/components/outgoing/outgoing.wasm
 expect "outgoing answers" '200|502' '(error-code: |unexpected success)' "$U/"
 
 echo "$passed passed, $failed failed"
