@@ -74,7 +74,7 @@ install_apt() {
 install_cargo() {
     local crate=$1 version=$2 bin=$3
     shift 3
-    if command -v "$bin" >/dev/null && "$bin" --version 2>/dev/null | grep -qw "$version"; then
+    if command -v "$bin" >/dev/null && "$bin" --version 2>/dev/null | grep -qwF "$version"; then
         return
     fi
     say "installing $crate $version (cargo install --locked)"
@@ -129,10 +129,11 @@ OUT=$BUILD/out
 
 # Everything is built from copies under $BUILD, by relative paths, so nothing
 # about this checkout's location can reach the output.
-mkdir -p "$BUILD/src" "$OUT"
-cp -r "$ROOT/examples" "$ROOT/execution-agent" "$BUILD/src/" 2>/dev/null ||
+mkdir -p "$BUILD/src/execution-agent/tests" "$OUT"
+cp -r "$ROOT/examples" "$BUILD/src/" &&
+    cp -r "$ROOT/execution-agent/wit" "$BUILD/src/execution-agent/" &&
+    cp -r "$ROOT/execution-agent/tests/components" "$BUILD/src/execution-agent/tests/" ||
     die "cannot copy the sources"
-rm -rf "$BUILD/src/execution-agent/src" "$BUILD/src/execution-agent/benches"
 
 CFLAGS=(
     --target=wasm32-wasi -O2 -mexec-model=reactor
