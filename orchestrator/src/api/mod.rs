@@ -3,9 +3,11 @@
 //! `ApiError::status` only.
 
 mod handlers;
+mod live;
 pub mod openapi;
 mod serve;
 
+pub use live::{AppSeries, SeriesView};
 pub use serve::{serve, HttpLimits, REFUSED_CONNECTIONS};
 
 use crate::controller::{ApiCmd, Command, CommandError};
@@ -118,6 +120,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/faults", post(handlers::inject_fault).get(handlers::faults))
         .route("/v1/faults/{id}", delete(handlers::clear_fault))
         .route("/v1/incidents", get(handlers::incidents))
+        .route("/v1/incidents/{id}/timeline", get(live::incident_timeline))
+        .route("/v1/series", get(live::series))
         .route("/v1/events", get(handlers::events))
         .route("/v1/events/stream", get(handlers::event_stream))
         .route("/v1/openapi.json", get(handlers::openapi_json))

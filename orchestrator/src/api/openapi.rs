@@ -24,6 +24,8 @@ use utoipa::{Modify, OpenApi};
         handlers::incidents,
         handlers::events,
         handlers::event_stream,
+        super::live::series,
+        super::live::incident_timeline,
     ),
     components(schemas(
         handlers::Health,
@@ -39,6 +41,12 @@ use utoipa::{Modify, OpenApi};
         crate::model::ClusterView,
         crate::model::NodeView,
         crate::model::NodeAppStatus,
+        super::live::SeriesView,
+        super::live::AppSeries,
+        crate::series::Point,
+        crate::timeline::Marker,
+        crate::timeline::Phase,
+        crate::timeline::IncidentTimeline,
     )),
     modifiers(&BearerAuth)
 )]
