@@ -183,7 +183,13 @@ impl Series {
             Some(i) if s.seconds[i].at == at => i,
             found => {
                 let i = found.map_or(0, |i| i + 1);
-                s.seconds.insert(i, Second { at, ..Second::default() });
+                s.seconds.insert(
+                    i,
+                    Second {
+                        at,
+                        ..Second::default()
+                    },
+                );
                 i
             }
         };
@@ -221,7 +227,11 @@ impl Series {
                 let points = (first..=last)
                     .map(|at| match have.next_if(|x| x.at == at) {
                         Some(x) => x.point(),
-                        None => Second { at, ..Second::default() }.point(),
+                        None => Second {
+                            at,
+                            ..Second::default()
+                        }
+                        .point(),
                     })
                     .collect();
                 (app.clone(), points)
@@ -239,12 +249,16 @@ impl Series {
             .apps
             .iter()
             .map(|(app, s)| {
-                let p = s
-                    .seconds
-                    .iter()
-                    .rev()
-                    .find(|x| x.at == at)
-                    .map_or_else(|| Second { at, ..Second::default() }.point(), Second::point);
+                let p = s.seconds.iter().rev().find(|x| x.at == at).map_or_else(
+                    || {
+                        Second {
+                            at,
+                            ..Second::default()
+                        }
+                        .point()
+                    },
+                    Second::point,
+                );
                 (app.clone(), p)
             })
             .collect()
@@ -334,8 +348,16 @@ mod tests {
         let last2: Vec<(u64, u64, u64)> = kv[58..].iter().map(|p| (p.t_ms, p.answers, p.errors)).collect();
         assert_eq!(last2, vec![(T0, 250, 0), (T0 + 1000, 100, 2)]);
         // Earlier seconds had nothing: zeros, not missing points.
-        assert!(kv[..58].iter().all(|p| p.answers == 0 && p.errors == 0 && p.p50_ms.is_none()));
-        assert_eq!(s.totals()["kv"], Totals { answers: 350, errors: 2 });
+        assert!(kv[..58]
+            .iter()
+            .all(|p| p.answers == 0 && p.errors == 0 && p.p50_ms.is_none()));
+        assert_eq!(
+            s.totals()["kv"],
+            Totals {
+                answers: 350,
+                errors: 2
+            }
+        );
     }
 
     #[test]
@@ -395,7 +417,10 @@ mod tests {
         assert_eq!(bank.len(), 10);
         assert_eq!(bank[0].t_ms, T0 + 20_000);
         assert_eq!(bank[9].t_ms, T0 + 29_000);
-        assert_eq!(bank.iter().map(|p| p.answers).collect::<Vec<_>>(), (21..=30).collect::<Vec<_>>());
+        assert_eq!(
+            bank.iter().map(|p| p.answers).collect::<Vec<_>>(),
+            (21..=30).collect::<Vec<_>>()
+        );
         // Memory stays bounded by the window.
         assert!(s.lock().apps["bank"].seconds.len() <= 12);
     }

@@ -201,9 +201,9 @@ pub fn incident_timeline(dep_apps: &[String], i: &IncidentView, events: &[Event]
         let mut resumed_at = None;
         let mut resumed = Vec::new();
         for w in &woken_events {
-            let first = mine.iter().find(|e| {
-                e.kind == "active" && e.replica == w.replica && e.at_ms >= w.at_ms && e.seq >= w.seq
-            });
+            let first = mine
+                .iter()
+                .find(|e| e.kind == "active" && e.replica == w.replica && e.at_ms >= w.at_ms && e.seq >= w.seq);
             if let (Some(e), Some(r)) = (first, &w.replica) {
                 resumed_at = Some(resumed_at.map_or(e.at_ms, |t: u64| t.min(e.at_ms)));
                 if !resumed.contains(r) {
@@ -245,16 +245,18 @@ pub fn incident_timeline(dep_apps: &[String], i: &IncidentView, events: &[Event]
     }
     let fenced: Vec<&&Event> = mine
         .iter()
-        .filter(|e| e.kind == "fenced" && e.at_ms >= i.detected_at && e.replica.as_ref().is_some_and(|r| i.faulty.contains(r)))
+        .filter(|e| {
+            e.kind == "fenced" && e.at_ms >= i.detected_at && e.replica.as_ref().is_some_and(|r| i.faulty.contains(r))
+        })
         .collect();
     if let Some(first) = fenced.first() {
         let who: Vec<String> = fenced.iter().filter_map(|e| e.replica.clone()).collect();
         raw.push(("fenced", first.at_ms, who));
         let mut replaced_at = None;
         for f in &fenced {
-            let ready = mine.iter().find(|e| {
-                matches!(e.kind.as_str(), "paused" | "active") && e.replica == f.replica && e.seq > f.seq
-            });
+            let ready = mine
+                .iter()
+                .find(|e| matches!(e.kind.as_str(), "paused" | "active") && e.replica == f.replica && e.seq > f.seq);
             if let Some(e) = ready {
                 replaced_at = Some(replaced_at.map_or(e.at_ms, |t: u64| t.max(e.at_ms)));
             }
@@ -322,16 +324,52 @@ mod tests {
         l.ev(1_000, "fault-injected", Some("kv-e1"), None, "corrupt-reply (fault 1)")
             .ev(1_100, "fault-injected", Some("bank-e0"), None, "slow (fault 2)")
             .ev(1_200, "fault-injected", None, None, "fault 3: mute on a3")
-            .ev(1_500, "incident-opened", None, Some("kv"), "incident 7: mismatch at seq 40")
-            .ev(1_502, "woken", Some("kv-e2"), None, &format!("paused -> waking: {}", wake_reason(7)))
-            .ev(1_503, "woken", Some("bank-e2"), None, &format!("paused -> waking: {}", wake_reason(6)))
+            .ev(
+                1_500,
+                "incident-opened",
+                None,
+                Some("kv"),
+                "incident 7: mismatch at seq 40",
+            )
+            .ev(
+                1_502,
+                "woken",
+                Some("kv-e2"),
+                None,
+                &format!("paused -> waking: {}", wake_reason(7)),
+            )
+            .ev(
+                1_503,
+                "woken",
+                Some("bank-e2"),
+                None,
+                &format!("paused -> waking: {}", wake_reason(6)),
+            )
             .ev(1_504, "woken", Some("kv-e0"), None, "paused -> waking: incident 17")
             .ev(1_520, "fetched", Some("kv-e2"), None, &fetched_detail(12, 3))
             .ev(1_530, "active", Some("kv-e2"), None, "heartbeat after wake")
-            .ev(1_540, "incident-certified", None, Some("kv"), "incident 7 certified after 40 ms")
-            .ev(1_560, "faulty", Some("kv-e1"), None, "f+1 FAULT certificate (incident 7)")
+            .ev(
+                1_540,
+                "incident-certified",
+                None,
+                Some("kv"),
+                "incident 7 certified after 40 ms",
+            )
+            .ev(
+                1_560,
+                "faulty",
+                Some("kv-e1"),
+                None,
+                "f+1 FAULT certificate (incident 7)",
+            )
             .ev(1_561, "fenced", Some("kv-e1"), None, "generation 0 destroyed")
-            .ev(1_562, "provisioning", Some("kv-e1"), None, "faulty -> provisioning: generation 1 (replacement)")
+            .ev(
+                1_562,
+                "provisioning",
+                Some("kv-e1"),
+                None,
+                "faulty -> provisioning: generation 1 (replacement)",
+            )
             .ev(2_020, "fetched", Some("kv-e2"), None, &fetched_detail(3, 0))
             .ev(2_400, "paused", Some("kv-e1"), None, "standby ready")
             .ev(70_000, "fetched", Some("kv-e2"), None, &fetched_detail(99, 0));

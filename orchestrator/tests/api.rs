@@ -301,7 +301,12 @@ async fn wake_certificate_opens_an_incident_and_fault_certificate_replaces() {
     for p in ["detected", "woken", "certified", "fenced", "replaced"] {
         assert!(phases.contains(&p), "phase {p} missing: {t}");
     }
-    let at: Vec<u64> = t["phases"].as_array().unwrap().iter().map(|p| p["at_ms"].as_u64().unwrap()).collect();
+    let at: Vec<u64> = t["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["at_ms"].as_u64().unwrap())
+        .collect();
     assert!(at.windows(2).all(|w| w[0] <= w[1]), "phases in time order: {t}");
     assert_eq!(t["woken"], serde_json::json!(["kv-e2"]));
     assert_eq!(t["faulty"], serde_json::json!(["kv-e1"]));
@@ -315,7 +320,12 @@ async fn wake_certificate_opens_an_incident_and_fault_certificate_replaces() {
         .find(|a| a["app"] == "kv")
         .unwrap_or_else(|| panic!("no kv in {series}"));
     assert_eq!(kv["points"].as_array().unwrap().len(), 60);
-    let kinds: Vec<&str> = kv["markers"].as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = kv["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
     for k in ["incident", "woken", "certified", "fenced", "replaced"] {
         assert!(kinds.contains(&k), "marker {k} missing: {kinds:?}");
     }

@@ -47,7 +47,13 @@ pub async fn series(State(s): State<ApiState>) -> Result<Json<SeriesView>, ApiEr
     let names = app_names(&s);
     // Deployment order first, then any other app the gateway served.
     let mut order = names.clone();
-    order.extend(windows.keys().filter(|k| !names.contains(k)).cloned().collect::<Vec<_>>());
+    order.extend(
+        windows
+            .keys()
+            .filter(|k| !names.contains(k))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let apps = order
         .into_iter()
         .map(|app| AppSeries {
