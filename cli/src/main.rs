@@ -7,6 +7,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod admin;
 mod bench;
 mod demo;
+mod demo_plot;
 mod gateway;
 mod launch;
 mod oracle;
