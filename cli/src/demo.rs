@@ -393,11 +393,14 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info, n: &Arc<Na
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut fenced = std::collections::BTreeSet::new();
     let mut views = max_view(&cluster_before);
+    // When this loop saw each new view (the orchestrator logs no event for it).
+    let mut view_changes = Vec::new();
     let healed = loop {
         if let Ok(c) = admin.get("/v1/cluster").await {
             let v = max_view(&c);
             if v > views {
                 views = v;
+                view_changes.push((zz_orchestrator::series::now_ms(), format!("view {v}")));
                 let primary = v % c["agreement"].as_array().map_or(1, |a| a.len().max(1) as u64);
                 say!(
                     n,
@@ -486,7 +489,7 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info, n: &Arc<Na
     );
     // The picture of the run, as the dashboard drew it live.
     let png = a.out.join(format!("{}.png", s.name));
-    match picture(s, &admin, load_from_ms, t0_ms, &png).await {
+    match picture(s, &admin, &view_changes, load_from_ms, t0_ms, &png).await {
         Ok(()) => say!(n, "   picture: {}", shown(&png)),
         Err(e) => problems.push(format!("the picture was not drawn: {e:#}")),
     }
@@ -500,12 +503,19 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info, n: &Arc<Na
 
 /// Draws the gateway's series (`GET /v1/series`) from the start of the
 /// load, with the markers of the fault episode, into `path`.
-async fn picture(s: &Scenario, admin: &AdminClient, from_ms: u64, t0_ms: u64, path: &Path) -> anyhow::Result<()> {
+async fn picture(
+    s: &Scenario,
+    admin: &AdminClient,
+    extra: &[(u64, String)],
+    from_ms: u64,
+    t0_ms: u64,
+    path: &Path,
+) -> anyhow::Result<()> {
     let series: zz_orchestrator::api::SeriesView = serde_json::from_value(admin.get("/v1/series").await?)?;
     std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
     let title = format!("zz demo {}: {}", s.name, s.about);
     // From the first whole second of load.
-    crate::demo_plot::demo_timeline(&title, &series, (from_ms / 1000 + 1) * 1000, t0_ms, path)
+    crate::demo_plot::demo_timeline(&title, &series, extra, (from_ms / 1000 + 1) * 1000, t0_ms, path)
 }
 
 /// The scenario's end state: the faulty replicas replaced and every app back

@@ -34,8 +34,16 @@ fn rel(t_ms: u64, t0_ms: u64) -> f64 {
     (t_ms as f64 - t0_ms as f64) / 1000.0
 }
 
-/// Draws `series` from `from_ms` on, relative to the injection at `t0_ms`.
-pub fn demo_timeline(title: &str, series: &SeriesView, from_ms: u64, t0_ms: u64, path: &Path) -> anyhow::Result<()> {
+/// Draws `series` from `from_ms` on, relative to the injection at `t0_ms`,
+/// with its markers and `extra` ones (unix ms, label) the caller saw.
+pub fn demo_timeline(
+    title: &str,
+    series: &SeriesView,
+    extra: &[(u64, String)],
+    from_ms: u64,
+    t0_ms: u64,
+    path: &Path,
+) -> anyhow::Result<()> {
     ensure_font()?;
     let to_ms = series.now_ms / 1000 * 1000;
     let x_range = rel(from_ms, t0_ms)..rel(to_ms, t0_ms).max(rel(from_ms, t0_ms) + 1.0);
@@ -54,8 +62,14 @@ pub fn demo_timeline(title: &str, series: &SeriesView, from_ms: u64, t0_ms: u64,
         .flat_map(|a| a.markers.iter())
         .filter(|m| in_range(m.at_ms))
         .collect();
-    markers.sort_by_key(|m| (m.at_ms, m.event));
+    markers.sort_by_key(|m| m.event);
     markers.dedup_by_key(|m| m.event);
+    let mut markers: Vec<(u64, String)> = markers
+        .into_iter()
+        .map(|m| (m.at_ms, m.kind.clone()))
+        .chain(extra.iter().filter(|(at, _)| in_range(*at)).cloned())
+        .collect();
+    markers.sort();
 
     let root = BitMapBackend::new(path, DEMO_SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -81,7 +95,7 @@ pub fn demo_timeline(title: &str, series: &SeriesView, from_ms: u64, t0_ms: u64,
         .y_desc("per second")
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| format!("{v:.1}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
@@ -127,7 +141,7 @@ pub fn demo_timeline(title: &str, series: &SeriesView, from_ms: u64, t0_ms: u64,
         .y_desc("ms")
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| format!("{v:.1}"))
         .y_label_formatter(&|v| format!("{v:.1}"))
         .draw()
         .map_err(err)?;
@@ -161,7 +175,7 @@ fn draw_markers<'a>(
         BitMapBackend<'a>,
         Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
     >,
-    markers: &[&zz_orchestrator::timeline::Marker],
+    markers: &[(u64, String)],
     t0_ms: u64,
     y_max: f64,
 ) -> anyhow::Result<()> {
@@ -172,9 +186,9 @@ fn draw_markers<'a>(
         let r = chart.x_range();
         (r.end - r.start).max(1.0)
     };
-    for m in markers {
-        let x = rel(m.at_ms, t0_ms);
-        let c = marker_color(&m.kind);
+    for (at_ms, kind) in markers {
+        let x = rel(*at_ms, t0_ms);
+        let c = marker_color(kind);
         stack = if (x - last_x) < span / 25.0 { stack + 1 } else { 0 };
         last_x = x;
         chart
@@ -186,7 +200,7 @@ fn draw_markers<'a>(
         let y = y_max * (0.97 - 0.07 * f64::from(stack % 8));
         chart
             .draw_series(std::iter::once(Text::new(
-                m.kind.clone(),
+                kind.clone(),
                 (x, y),
                 (FONT, 13).into_font().color(&c),
             )))
