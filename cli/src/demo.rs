@@ -10,8 +10,9 @@ use anyhow::Context;
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use zz_wire::config::{free_ports, generate, GenerateOptions};
 
@@ -32,6 +33,32 @@ pub struct DemoArgs {
     /// Keep the demo's data dir (logs, stores) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// Each scenario writes its narrated log (NAME.log) and the picture of
+    /// its throughput and latency with the fault's markers (NAME.png) here.
+    #[arg(long, default_value = "zz-demo")]
+    pub out: PathBuf,
+}
+
+/// The narration: printed as it happens and kept for the scenario's log.
+#[derive(Default)]
+struct Narration(Mutex<Vec<String>>);
+
+impl Narration {
+    fn say(&self, line: String) {
+        println!("{line}");
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+    }
+
+    fn text(&self) -> String {
+        let lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut t = lines.join("\n");
+        t.push('\n');
+        t
+    }
+}
+
+macro_rules! say {
+    ($n:expr, $($t:tt)*) => { $n.say(format!($($t)*)) };
 }
 
 pub struct Scenario {
@@ -127,8 +154,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     };
     let mut failed = Vec::new();
     for s in names {
-        if let Err(e) = run_scenario(s, &a).await {
-            println!("FAILED {}: {e:#}", s.name);
+        if run_scenario(s, &a).await.is_err() {
             failed.push(s.name);
         }
     }
@@ -164,8 +190,30 @@ fn count_state(replicas: &Value, app: &str, state: &str) -> usize {
 }
 
 async fn run_scenario(s: &Scenario, a: &DemoArgs) -> anyhow::Result<()> {
+    let n = Arc::new(Narration::default());
+    let result = run_scenario_narrated(s, a, &n).await;
+    if let Err(e) = &result {
+        say!(n, "FAILED {}: {e:#}", s.name);
+    }
+    let log = a.out.join(format!("{}.log", s.name));
+    match std::fs::create_dir_all(&a.out).and_then(|()| std::fs::write(&log, n.text())) {
+        Ok(()) => println!("   narrated log: {}", shown(&log)),
+        Err(e) => println!("   narrated log not written to {}: {e}", log.display()),
+    }
+    result
+}
+
+/// A path as printed: absolute, so it can be opened from anywhere.
+fn shown(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+async fn run_scenario_narrated(s: &Scenario, a: &DemoArgs, n: &Arc<Narration>) -> anyhow::Result<()> {
     let seed = a.seed.unwrap_or_else(rand::random);
-    println!("== scenario {}: {} (f={}, seed {seed})", s.name, s.about, s.f);
+    say!(n, "== scenario {}: {} (f={}, seed {seed})", s.name, s.about, s.f);
     let dir = tempfile::Builder::new().prefix("zz-demo-").tempdir()?;
     let data_dir = dir.path().to_path_buf();
     let opts = GenerateOptions::local(s.f, &["kv", "bank"])?;
@@ -186,18 +234,18 @@ async fn run_scenario(s: &Scenario, a: &DemoArgs) -> anyhow::Result<()> {
     .await?;
     let info = running.info.clone();
     let result = tokio::select! {
-        r = drive(s, a, seed, &info) => r,
+        r = drive(s, a, seed, &info, n) => r,
         e = running.failed() => Err(e),
     };
     running.stop().await;
     if a.keep {
         let kept = dir.keep();
-        println!("   data kept in {}", kept.display());
+        say!(n, "   data kept in {}", kept.display());
     }
     result
 }
 
-async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow::Result<()> {
+async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info, n: &Arc<Narration>) -> anyhow::Result<()> {
     let f = s.f;
     let admin = running.admin()?;
     let gw = format!("http://{}", running.gateway_addr);
@@ -214,7 +262,8 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
     })
     .await
     .context("the deployment did not reach f+1 active + f paused replicas per app")?;
-    println!(
+    say!(
+        n,
         "[{:>6} ms] ready: kv {} | bank {}",
         start.elapsed().as_millis(),
         replica_states(&ready, "kv"),
@@ -298,8 +347,9 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
             }
         }));
     }
+    let load_from_ms = zz_orchestrator::series::now_ms();
     let progress = {
-        let (c, stop) = (counters.clone(), stop.clone());
+        let (c, stop, n) = (counters.clone(), stop.clone(), n.clone());
         let admin = admin.clone();
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -308,7 +358,8 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
                     Ok(r) => format!("kv {} | bank {}", replica_states(&r, "kv"), replica_states(&r, "bank")),
                     Err(_) => "?".into(),
                 };
-                println!(
+                say!(
+                    n,
                     "   requests {:>6}  answers {:>6}  errors {:>3}  wrong {:>2}  | {states}",
                     c.requests.load(Ordering::Relaxed),
                     c.answers.load(Ordering::Relaxed),
@@ -335,20 +386,24 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
         admin
             .post("/v1/faults", json!({"target": target, "kind": kind}))
             .await?;
-        println!("[{:>6} ms] injected {kind} into {target}", 0);
+        say!(n, "[{:>6} ms] injected {kind} into {target}", 0);
     }
 
     // 5. Narrate until healed.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut fenced = std::collections::BTreeSet::new();
     let mut views = max_view(&cluster_before);
+    // When this loop saw each new view (the orchestrator logs no event for it).
+    let mut view_changes = Vec::new();
     let healed = loop {
         if let Ok(c) = admin.get("/v1/cluster").await {
             let v = max_view(&c);
             if v > views {
                 views = v;
+                view_changes.push((zz_orchestrator::series::now_ms(), format!("view {v}")));
                 let primary = v % c["agreement"].as_array().map_or(1, |a| a.len().max(1) as u64);
-                println!(
+                say!(
+                    n,
                     "[{:>6} ms] view-change            agreement cluster in view {v}: primary is now a{primary}",
                     t0.elapsed().as_millis()
                 );
@@ -366,7 +421,8 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
             let at = e["at_ms"]
                 .as_u64()
                 .map_or(t0.elapsed().as_millis() as i128, |a| i128::from(a) - i128::from(t0_ms));
-            println!(
+            say!(
+                n,
                 "[{:>6} ms] {:<22} {} {}",
                 at,
                 e["kind"].as_str().unwrap_or("?"),
@@ -408,7 +464,8 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
     }
     let incidents = admin.get("/v1/incidents").await?;
     for i in incidents.as_array().into_iter().flatten() {
-        println!(
+        say!(
+                n,
             "   incident {} app {} seq {} kind {}: recovery {} ms, faulty {}, replaced {}; coalesced {} (seqs {}..={}, kinds {})",
             i["id"],
             i["app"],
@@ -423,18 +480,42 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info) -> anyhow:
             i["kinds"]
         );
     }
-    println!(
+    say!(
+        n,
         "   totals: requests {} answers {answers} errors {} wrong {wrong}; bank total {} (expected {total})",
         counters.requests.load(Ordering::Relaxed),
         counters.errors.load(Ordering::Relaxed),
         audit["total"]
     );
+    // The picture of the run, as the dashboard drew it live.
+    let png = a.out.join(format!("{}.png", s.name));
+    match picture(s, &admin, &view_changes, load_from_ms, t0_ms, &png).await {
+        Ok(()) => say!(n, "   picture: {}", shown(&png)),
+        Err(e) => problems.push(format!("the picture was not drawn: {e:#}")),
+    }
     if problems.is_empty() {
-        println!("PASSED {} in {:.1} s", s.name, t0.elapsed().as_secs_f64());
+        say!(n, "PASSED {} in {:.1} s", s.name, t0.elapsed().as_secs_f64());
         Ok(())
     } else {
         anyhow::bail!(problems.join("; "))
     }
+}
+
+/// Draws the gateway's series (`GET /v1/series`) from the start of the
+/// load, with the markers of the fault episode, into `path`.
+async fn picture(
+    s: &Scenario,
+    admin: &AdminClient,
+    extra: &[(u64, String)],
+    from_ms: u64,
+    t0_ms: u64,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let series: zz_orchestrator::api::SeriesView = serde_json::from_value(admin.get("/v1/series").await?)?;
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    let title = format!("zz demo {}: {}", s.name, s.about);
+    // From the first whole second of load.
+    crate::demo_plot::demo_timeline(&title, &series, extra, (from_ms / 1000 + 1) * 1000, t0_ms, path)
 }
 
 /// The scenario's end state: the faulty replicas replaced and every app back

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use zz_agreement::client::{Client, ClientError};
+use zz_orchestrator::series::{self, Outcome};
 use zz_wire::{AppId, AppRequest, Deployment};
 
 /// Request bodies above this are refused with 413 (a kv value is ≤ 1 MiB).
@@ -54,6 +55,9 @@ pub async fn serve(
 }
 
 pub fn router(dep: Arc<Deployment>, client: Client, routes: Routes) -> Router {
+    for app in dep.apps.iter().filter(|a| a.kind != zz_wire::config::WASM_KIND) {
+        series::global().register(&app.name);
+    }
     Router::new()
         .route("/{*path}", any(forward))
         .route(
@@ -125,7 +129,20 @@ async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
         headers,
         body: body.to_vec(),
     };
-    match gw.client.call(app, areq).await {
+    let started = std::time::Instant::now();
+    let answer = gw.client.call(app, areq).await;
+    // What the client got, for the dashboard's charts and `/metrics`.
+    let outcome = match &answer {
+        Ok(_) => Some(Outcome::Certified {
+            latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        }),
+        Err(ClientError::Timeout(_) | ClientError::Closed) => Some(Outcome::Unavailable),
+        Err(_) => None,
+    };
+    if let Some(o) = outcome {
+        series::global().record(&app_name, o, series::now_ms());
+    }
+    match answer {
         Ok(resp) => {
             let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut r = Response::new(Body::from(resp.body));

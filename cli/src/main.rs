@@ -8,6 +8,7 @@ mod admin;
 mod apps;
 mod bench;
 mod demo;
+mod demo_plot;
 mod gateway;
 mod launch;
 mod oracle;

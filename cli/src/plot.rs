@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 pub const THROUGHPUT_SIZE: (u32, u32) = (1400, 640);
 pub const RECOVERY_SIZE: (u32, u32) = (1000, 680);
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 /// tab10: distinct on white and for the common kinds of colour blindness.
@@ -31,16 +31,16 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-fn color(i: usize) -> RGBColor {
+pub(crate) fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
 /// plotters' errors borrow the backend's error type; keep only the message.
-fn err(e: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("plotting: {e}")
 }
 
-fn ensure_font() -> anyhow::Result<()> {
+pub(crate) fn ensure_font() -> anyhow::Result<()> {
     static DONE: OnceLock<bool> = OnceLock::new();
     let ok = *DONE.get_or_init(|| register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok());
     anyhow::ensure!(ok, "the embedded font did not load");
@@ -146,7 +146,7 @@ pub fn throughput_latency(runs: &[ThroughputRun], path: &Path) -> anyhow::Result
 }
 
 /// 10% headroom above the largest value; a range that is never empty.
-fn pad(max: f64) -> f64 {
+pub(crate) fn pad(max: f64) -> f64 {
     if max > 0.0 && max.is_finite() {
         max * 1.1
     } else {
@@ -154,7 +154,7 @@ fn pad(max: f64) -> f64 {
     }
 }
 
-fn legend<'a, X, Y>(
+pub(crate) fn legend<'a, X, Y>(
     chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
     pos: SeriesLabelPosition,
 ) -> anyhow::Result<()>

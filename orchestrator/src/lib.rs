@@ -10,7 +10,9 @@ pub mod controller;
 pub mod links;
 pub mod metrics;
 pub mod model;
+pub mod series;
 pub mod store;
+pub mod timeline;
 mod token;
 
 use anyhow::Context as _;

@@ -13,6 +13,16 @@ pub const FAULTS_INJECTED: &str = "zz_orchestrator_faults_injected_total";
 pub const API_REQUESTS: &str = "zz_orchestrator_api_requests_total";
 pub const DROPPED: &str = "zz_orchestrator_dropped_messages_total";
 
+// What web clients got from the gateway of this process (`series`): the
+// same figures as `GET /v1/series`, the newest whole second of its window.
+pub const GATEWAY_ANSWERS: &str = "zz_gateway_answers_total";
+pub const GATEWAY_UNAVAILABLE: &str = "zz_gateway_unavailable_total";
+pub const GATEWAY_SECOND: &str = "zz_gateway_second";
+pub const GATEWAY_ANSWERS_PER_S: &str = "zz_gateway_answers_per_second";
+pub const GATEWAY_ERRORS_PER_S: &str = "zz_gateway_errors_per_second";
+pub const GATEWAY_P50_MS: &str = "zz_gateway_latency_p50_ms";
+pub const GATEWAY_P99_MS: &str = "zz_gateway_latency_p99_ms";
+
 /// Reasons a message or link is dropped (label values of `DROPPED`).
 pub const DROP_REASONS: &[&str] = &[
     "bad-signature",
@@ -63,7 +73,27 @@ pub fn register(apps: &[String]) {
     metrics::describe_counter!(FAULTS_INJECTED, "Faults injected through the API");
     metrics::describe_counter!(API_REQUESTS, "Admin API requests by route and status");
     metrics::describe_counter!(DROPPED, "Inbound messages or links dropped, by reason");
+    metrics::describe_counter!(GATEWAY_ANSWERS, "Certified answers the gateway gave web clients");
+    metrics::describe_counter!(
+        GATEWAY_UNAVAILABLE,
+        "Requests the gateway answered 503: no certified answer by the deadline"
+    );
+    metrics::describe_gauge!(
+        GATEWAY_SECOND,
+        "Unix second the zz_gateway_*_per_second and latency gauges describe (the newest whole one)"
+    );
+    metrics::describe_gauge!(GATEWAY_ANSWERS_PER_S, "Certified answers in zz_gateway_second");
+    metrics::describe_gauge!(GATEWAY_ERRORS_PER_S, "503 answers in zz_gateway_second");
+    metrics::describe_gauge!(
+        GATEWAY_P50_MS,
+        "Median latency of the certified answers in zz_gateway_second (ms; NaN without answers)"
+    );
+    metrics::describe_gauge!(
+        GATEWAY_P99_MS,
+        "99th percentile latency of the certified answers in zz_gateway_second (ms; NaN without answers)"
+    );
     for app in apps {
+        crate::series::global().register(app);
         metrics::counter!(WAKES, "app" => app.clone()).increment(0);
         metrics::counter!(REPLACEMENTS, "app" => app.clone()).increment(0);
         metrics::counter!(INCIDENTS_COALESCED, "app" => app.clone()).increment(0);
@@ -75,6 +105,23 @@ pub fn register(apps: &[String]) {
         metrics::counter!(DROPPED, "reason" => *reason).increment(0);
     }
     let _ = metrics::histogram!(RECOVERY_MS);
+}
+
+/// Sets the gateway series' counters and gauges from `series` as of
+/// `now_ms`: done when `/metrics` is read, so the gauges describe the
+/// newest whole second at that moment.
+pub fn export_series(series: &crate::series::Series, now_ms: u64) {
+    let totals = series.totals();
+    for (app, p) in series.latest(now_ms) {
+        let t = totals.get(&app).copied().unwrap_or_default();
+        metrics::counter!(GATEWAY_ANSWERS, "app" => app.clone()).absolute(t.answers);
+        metrics::counter!(GATEWAY_UNAVAILABLE, "app" => app.clone()).absolute(t.errors);
+        metrics::gauge!(GATEWAY_SECOND, "app" => app.clone()).set((p.t_ms / 1000) as f64);
+        metrics::gauge!(GATEWAY_ANSWERS_PER_S, "app" => app.clone()).set(p.answers as f64);
+        metrics::gauge!(GATEWAY_ERRORS_PER_S, "app" => app.clone()).set(p.errors as f64);
+        metrics::gauge!(GATEWAY_P50_MS, "app" => app.clone()).set(p.p50_ms.unwrap_or(f64::NAN));
+        metrics::gauge!(GATEWAY_P99_MS, "app" => app).set(p.p99_ms.unwrap_or(f64::NAN));
+    }
 }
 
 pub fn render() -> String {

@@ -288,6 +288,49 @@ async fn wake_certificate_opens_an_incident_and_fault_certificate_replaces() {
     assert!(inc[0]["recovery_ms"].as_u64().is_some());
     assert_eq!(inc[0]["faulty"], serde_json::json!(["kv-e1"]));
     assert_eq!(inc[0]["replaced"], serde_json::json!(["kv-e1"]));
+
+    // Issue 26: the same episode as the dashboard draws it.
+    let id = inc[0]["id"].as_u64().unwrap();
+    let t = o.get_json(&format!("/v1/incidents/{id}/timeline")).await;
+    let phases: Vec<&str> = t["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    for p in ["detected", "woken", "certified", "fenced", "replaced"] {
+        assert!(phases.contains(&p), "phase {p} missing: {t}");
+    }
+    let at: Vec<u64> = t["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["at_ms"].as_u64().unwrap())
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "phases in time order: {t}");
+    assert_eq!(t["woken"], serde_json::json!(["kv-e2"]));
+    assert_eq!(t["faulty"], serde_json::json!(["kv-e1"]));
+    assert_eq!(o.get("/v1/incidents/999/timeline").await.status(), 404);
+    assert_eq!(o.get("/v1/incidents/x/timeline").await.status(), 400);
+    let series = o.get_json("/v1/series").await;
+    let kv = series["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app"] == "kv")
+        .unwrap_or_else(|| panic!("no kv in {series}"));
+    assert_eq!(kv["points"].as_array().unwrap().len(), 60);
+    let kinds: Vec<&str> = kv["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    for k in ["incident", "woken", "certified", "fenced", "replaced"] {
+        assert!(kinds.contains(&k), "marker {k} missing: {kinds:?}");
+    }
+    let unauth = o.http.get(format!("{}/v1/series", o.url)).send().await.unwrap();
+    assert_eq!(unauth.status(), 401);
     o.shutdown().await;
     assert!(children(&o.marker).is_empty());
 }

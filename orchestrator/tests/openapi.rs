@@ -21,6 +21,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/incidents"),
     ("get", "/v1/events"),
     ("get", "/v1/events/stream"),
+    ("get", "/v1/series"),
+    ("get", "/v1/incidents/{id}/timeline"),
 ];
 
 #[test]
@@ -43,6 +45,10 @@ fn every_route_is_documented() {
     assert!(hibernate.get("cold").is_some(), "HibernateRequest.cold");
     let view = &doc["components"]["schemas"]["ReplicaView"]["properties"];
     assert!(view.get("cold").is_some(), "ReplicaView.cold");
+    let point = &doc["components"]["schemas"]["Point"]["properties"];
+    for field in ["t_ms", "answers", "errors", "p50_ms", "p99_ms"] {
+        assert!(point.get(field).is_some(), "Point.{field}");
+    }
 }
 
 #[test]

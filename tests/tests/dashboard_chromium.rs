@@ -1,7 +1,12 @@
 //! The dashboard in a real browser: headless Chromium, driven through
 //! chromedriver's W3C WebDriver HTTP API, opens the page `zz up` serves,
-//! injects `corrupt-reply` into kv-e1 with the page's own button, and sees
-//! the incident appear while the gateway carries traffic.
+//! injects `corrupt-reply` into kv-e1 with the page's own button while the
+//! gateway carries traffic, sees the incident appear, waits until kv's live
+//! chart shows the episode's markers (fault → incident → woken → certified
+//! → fenced → replaced) and answers again after them, checks that the
+//! chart's newest second shows what `/metrics` exports for it, opens the
+//! incident's timeline, and keeps a screenshot
+//! (`$CARGO_TARGET_TMPDIR/dashboard-chromium.png`, printed).
 //!
 //! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium`
 //! (`scripts/install-browser.sh`). Without them the test is skipped, unless
@@ -160,6 +165,25 @@ impl Browser {
             .session_cmd(reqwest::Method::GET, &format!("/element/{element}/text"), None)
             .await?;
         Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
+    /// Runs `script` (a function body) in the page; what it returns.
+    async fn exec(&self, script: &str) -> Result<Value, String> {
+        self.session_cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    /// Saves a screenshot of the page as PNG at `path`.
+    async fn screenshot(&self, path: &Path) -> Result<(), String> {
+        let v = self.session_cmd(reqwest::Method::GET, "/screenshot", None).await?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .map_err(|e| e.to_string())?;
+        std::fs::write(path, png).map_err(|e| format!("writing {}: {e}", path.display()))
     }
 
     async fn find_text(&self, css: &str) -> Result<String, String> {
@@ -361,6 +385,48 @@ async fn drive(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Result<(
     .map_err(|e| format!("the replicas table never showed kv-e1 active: {e}"))?;
     println!("dashboard shows kv-e1 {state}");
 
+    // Traffic first, so the chart has a level to dip from.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (traffic, ok, failed) = start_traffic(up, stop.clone());
+    let watched = watch_fault(up, browser, http).await;
+    stop.store(true, Ordering::SeqCst);
+    let _ = tokio::time::timeout(Duration::from_secs(15), traffic).await;
+    println!(
+        "traffic: {} PUTs certified, {} failed",
+        ok.load(Ordering::SeqCst),
+        failed.load(Ordering::SeqCst)
+    );
+    watched
+}
+
+/// What kv's chart shows: its markers, its points and its newest second.
+const KV_CHART_JS: &str = r#"
+const svg = document.querySelector('svg.chart[data-app="kv"]');
+if (!svg) return null;
+const d = svg.dataset;
+return {
+  markers: Array.from(svg.querySelectorAll("g.marker")).map(m => ({ kind: m.dataset.kind, at: Number(m.dataset.at), replica: m.dataset.replica })),
+  points: Array.from(svg.querySelectorAll("rect.pt")).map(p => ({ t: Number(p.dataset.t), answers: Number(p.dataset.answers), errors: Number(p.dataset.errors) })),
+  last: { t: Number(d.lastT), answers: Number(d.lastAnswers), errors: Number(d.lastErrors), p50: d.lastP50, p99: d.lastP99 },
+};
+"#;
+
+/// The episode's markers.
+const EPISODE: [&str; 6] = ["fault", "incident", "woken", "certified", "fenced", "replaced"];
+
+async fn watch_fault(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Result<(), String> {
+    poll(Duration::from_secs(30), || async {
+        let chart = browser.exec(KV_CHART_JS).await?;
+        let answered = chart["points"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["answers"].as_u64().unwrap_or(0) > 0));
+        answered
+            .then_some(())
+            .ok_or_else(|| format!("kv's chart shows no answers yet: {}", chart["last"]))
+    })
+    .await
+    .map_err(|e| format!("the live chart never showed the traffic: {e}"))?;
+
     // The table is re-rendered every second, so a found button can go stale
     // before the click lands: find and click again.
     poll(Duration::from_secs(10), || async {
@@ -392,8 +458,6 @@ async fn drive(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Result<(
     };
     println!("fault injected through the page: {fault}");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (traffic, ok, failed) = start_traffic(up, stop.clone());
     let start = Instant::now();
     let row = poll(INCIDENT_LIMIT, || async {
         match browser.find_text(INCIDENT_ROW).await {
@@ -405,18 +469,231 @@ async fn drive(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Result<(
             }
         }
     })
-    .await;
-    stop.store(true, Ordering::SeqCst);
-    let _ = tokio::time::timeout(Duration::from_secs(15), traffic).await;
-    println!(
-        "traffic: {} PUTs certified, {} failed",
-        ok.load(Ordering::SeqCst),
-        failed.load(Ordering::SeqCst)
-    );
-    let row = row.map_err(|e| format!("no incident on the dashboard: {e}"))?;
+    .await
+    .map_err(|e| format!("no incident on the dashboard: {e}"))?;
     println!("incident row after {:?}: {row}", start.elapsed());
     if !row.contains("kv") {
         return Err(format!("the incident row does not name the kv app: {row:?}"));
     }
+
+    // The dip and the recovery: every marker of the episode, in order, and
+    // answers again in a whole second after the first certified answer.
+    let chart = poll(INCIDENT_LIMIT, || async {
+        let chart = browser.exec(KV_CHART_JS).await?;
+        let markers: Vec<(String, u64)> = chart["markers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["kind"].as_str().unwrap_or("").to_string(),
+                    m["at"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let first = |kind: &str| markers.iter().find(|(k, _)| k == kind).map(|(_, at)| *at);
+        let missing: Vec<&str> = EPISODE.iter().copied().filter(|k| first(k).is_none()).collect();
+        if !missing.is_empty() {
+            return Err(format!("kv's chart lacks markers {missing:?}; has {markers:?}"));
+        }
+        // The answers may be certified before or after the liar is fenced.
+        for (before, after) in [
+            ("fault", "incident"),
+            ("incident", "woken"),
+            ("incident", "certified"),
+            ("incident", "fenced"),
+            ("fenced", "replaced"),
+        ] {
+            if first(before) > first(after) {
+                return Err(format!("{before} is marked after {after}: {markers:?}"));
+            }
+        }
+        let certified = first("certified").unwrap_or(u64::MAX);
+        let recovered = chart["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["t"].as_u64().unwrap_or(0) > certified && p["answers"].as_u64().unwrap_or(0) > 0);
+        if !recovered {
+            return Err("no answers on the chart in a whole second after the certified marker yet".into());
+        }
+        Ok(chart)
+    })
+    .await
+    .map_err(|e| format!("the chart never showed the episode: {e}"))?;
+    let per_second: Vec<u64> = chart["points"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["answers"].as_u64().unwrap_or(0))
+        .collect();
+    println!(
+        "kv chart: markers {}; answers per second {per_second:?}",
+        chart["markers"]
+    );
+
+    // What the chart shows is what /metrics exports: the same second (the
+    // two are read a moment apart, so retry until they name the same one).
+    let agreed = poll(Duration::from_secs(20), || async {
+        let chart = browser.exec(KV_CHART_JS).await?;
+        let metrics = http
+            .get(up.admin_url("/metrics"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        match compare_with_metrics(&chart["last"], &metrics) {
+            Compared::Same(s) => Ok(Ok(s)),
+            Compared::Differ(s) => Ok(Err(s)),
+            Compared::Apart(s) => Err(s),
+        }
+    })
+    .await
+    .map_err(|e| format!("the chart and /metrics never showed the same second: {e}"))?
+    .map_err(|e| format!("the chart disagrees with /metrics: {e}"))?;
+    println!("chart and /metrics agree on {agreed}");
+
+    // The incident's timeline, opened from its row.
+    poll(Duration::from_secs(10), || async {
+        let r = browser.find(INCIDENT_ROW).await?;
+        browser.click(&r).await
+    })
+    .await
+    .map_err(|e| format!("clicking the incident row: {e}"))?;
+    let phases = poll(Duration::from_secs(20), || async {
+        let v = browser
+            .exec(r#"return Array.from(document.querySelectorAll("svg.incident-timeline g.phase")).map(g => g.dataset.phase);"#)
+            .await?;
+        let phases: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect();
+        let need = ["fault-injected", "detected", "woken", "certified", "fenced", "replaced"];
+        match need.iter().find(|p| !phases.iter().any(|x| x == *p)) {
+            None => Ok(phases),
+            Some(p) => Err(format!("the timeline lacks {p}: {phases:?}")),
+        }
+    })
+    .await
+    .map_err(|e| format!("the incident timeline: {e}"))?;
+    println!("incident timeline phases: {phases:?}");
+
+    // The whole page in one picture: charts, tables and the timeline.
+    let height = browser
+        .exec("return document.documentElement.scrollHeight;")
+        .await?
+        .as_u64()
+        .unwrap_or(1000)
+        .clamp(1000, 4000);
+    browser
+        .session_cmd(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": 1400, "height": height + 140 })),
+        )
+        .await?;
+    browser.exec("window.scrollTo(0, 0); return null;").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-chromium.png");
+    browser.screenshot(&shot).await?;
+    println!("dashboard screenshot: {}", shot.display());
     Ok(())
+}
+
+/// The value of `name{app="kv"}` in Prometheus text; NaN is `None`.
+fn metric(text: &str, name: &str) -> Result<Option<f64>, String> {
+    let prefix = format!("{name}{{app=\"kv\"}} ");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .ok_or_else(|| format!("/metrics has no {prefix:?}"))?;
+    let v: f64 = line.trim().parse().map_err(|e| format!("{name}: {line:?}: {e}"))?;
+    Ok((!v.is_nan()).then_some(v))
+}
+
+#[derive(Debug)]
+enum Compared {
+    /// The same second with the same figures.
+    Same(String),
+    /// The same second with other figures: a bug.
+    Differ(String),
+    /// Read a moment apart (different seconds), or unreadable: try again.
+    Apart(String),
+}
+
+/// Whether the chart's newest second (`last`) is the one `/metrics`
+/// exports, with the same figures (latencies to the 0.01 ms served).
+fn compare_with_metrics(last: &Value, metrics: &str) -> Compared {
+    match compare(last, metrics) {
+        Ok(Ok(s)) => Compared::Same(s),
+        Ok(Err(s)) => Compared::Differ(s),
+        Err(s) => Compared::Apart(s),
+    }
+}
+
+fn compare(last: &Value, metrics: &str) -> Result<Result<String, String>, String> {
+    let num = |k: &str| -> Option<f64> {
+        match &last[k] {
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => s.parse().ok(),
+            v => v.as_f64(),
+        }
+    };
+    let t = num("t").ok_or_else(|| format!("no newest second on the chart: {last}"))?;
+    let second = metric(metrics, "zz_gateway_second")?.unwrap_or(0.0);
+    if (second * 1000.0 - t).abs() > 0.5 {
+        return Err(format!(
+            "read a moment apart: chart second {t} ms, /metrics second {second} s"
+        ));
+    }
+    let pairs = [
+        ("answers", "zz_gateway_answers_per_second", 0.0),
+        ("errors", "zz_gateway_errors_per_second", 0.0),
+        ("p50", "zz_gateway_latency_p50_ms", 0.005),
+        ("p99", "zz_gateway_latency_p99_ms", 0.005),
+    ];
+    let mut shown = Vec::new();
+    for (k, name, tolerance) in pairs {
+        let (c, m) = (num(k), metric(metrics, name)?);
+        let same = match (c, m) {
+            (Some(c), Some(m)) => (c - m).abs() <= tolerance + 1e-9,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            return Ok(Err(format!(
+                "kv second {t}: the chart shows {k} = {c:?}, /metrics {name} = {m:?}; chart: {last}"
+            )));
+        }
+        shown.push(format!("{k} {c:?}"));
+    }
+    Ok(Ok(format!("second {t}: {}", shown.join(", "))))
+}
+
+#[test]
+fn the_chart_and_metrics_are_compared_by_second_and_figure() {
+    let metrics = "zz_gateway_second{app=\"kv\"} 1800000001\n\
+                   zz_gateway_answers_per_second{app=\"kv\"} 12\n\
+                   zz_gateway_errors_per_second{app=\"kv\"} 0\n\
+                   zz_gateway_latency_p50_ms{app=\"kv\"} 4.08\n\
+                   zz_gateway_latency_p99_ms{app=\"kv\"} NaN\n";
+    let last = json!({"t": 1_800_000_001_000u64, "answers": 12, "errors": 0, "p50": "4.08", "p99": ""});
+    assert!(matches!(compare_with_metrics(&last, metrics), Compared::Same(_)));
+    // Another second: retried, not a disagreement.
+    let earlier = json!({"t": 1_800_000_000_000u64, "answers": 3, "errors": 0, "p50": "4.08", "p99": ""});
+    assert!(matches!(compare_with_metrics(&earlier, metrics), Compared::Apart(_)));
+    for wrong in [
+        json!({"t": 1_800_000_001_000u64, "answers": 12, "errors": 0, "p50": "4.2", "p99": ""}),
+        json!({"t": 1_800_000_001_000u64, "answers": 11, "errors": 0, "p50": "4.08", "p99": ""}),
+        json!({"t": 1_800_000_001_000u64, "answers": 12, "errors": 0, "p50": "4.08", "p99": "9"}),
+    ] {
+        assert!(
+            matches!(compare_with_metrics(&wrong, metrics), Compared::Differ(_)),
+            "{wrong}"
+        );
+    }
 }

@@ -120,9 +120,10 @@ pub async fn dashboard() -> Html<&'static str> {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "status",
-    description = "Prometheus metrics. Needs no token, so a scraper needs no admin credential: it serves counts, gauges and timings by app, replica state, route and reason, nothing an operator could act with. Bind the admin address where only trusted scrapers reach it if even that is too much.",
+    description = "Prometheus metrics. Needs no token, so a scraper needs no admin credential: it serves counts, gauges and timings by app, replica state, route and reason, nothing an operator could act with. Bind the admin address where only trusted scrapers reach it if even that is too much. The zz_gateway_* series are those of GET /v1/series: its newest whole second (zz_gateway_second) and the totals.",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics() -> Response {
+    crate::metrics::export_series(crate::series::global(), crate::series::now_ms());
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(),

@@ -4,9 +4,11 @@
 
 pub mod apps;
 mod handlers;
+mod live;
 pub mod openapi;
 mod serve;
 
+pub use live::{AppSeries, SeriesView};
 pub use serve::{serve, HttpLimits, REFUSED_CONNECTIONS};
 
 use crate::controller::{ApiCmd, Command, CommandError};
@@ -137,6 +139,8 @@ pub fn router(state: ApiState) -> Router {
                 .delete(apps::remove)
                 .layer(DefaultBodyLimit::max(apps::MAX_COMPONENT * 2)),
         )
+        .route("/v1/incidents/{id}/timeline", get(live::incident_timeline))
+        .route("/v1/series", get(live::series))
         .route("/v1/events", get(handlers::events))
         .route("/v1/events/stream", get(handlers::event_stream))
         .route("/v1/openapi.json", get(handlers::openapi_json))

@@ -29,6 +29,8 @@ use utoipa::{Modify, OpenApi};
         super::apps::remove,
         super::apps::list,
         super::apps::one,
+        super::live::series,
+        super::live::incident_timeline,
     ),
     components(schemas(
         handlers::Health,
@@ -47,6 +49,12 @@ use utoipa::{Modify, OpenApi};
         crate::model::AppView,
         super::apps::DeployRequest,
         super::apps::Deployed,
+        super::live::SeriesView,
+        super::live::AppSeries,
+        crate::series::Point,
+        crate::timeline::Marker,
+        crate::timeline::Phase,
+        crate::timeline::IncidentTimeline,
     )),
     modifiers(&BearerAuth)
 )]

@@ -290,7 +290,7 @@ impl Controller {
     /// Wakes standbys of `app` (up to f), paused ones first.
     pub(super) async fn wake_standbys(&mut self, app: AppId, incident: Option<u64>, _now: u64) {
         let standbys = self.standbys_in_wake_order(app);
-        let why = incident.map_or_else(|| "capacity".to_string(), |i| format!("incident {i}"));
+        let why = incident.map_or_else(|| "capacity".to_string(), crate::timeline::wake_reason);
         for id in standbys.into_iter().take(self.dep.f) {
             if let Err(e) = self.wake(id, incident, &why).await {
                 self.emit(Some(id), None, "wake-failed", e.to_string());
@@ -347,7 +347,7 @@ impl Controller {
             if self.tracker.mark_woken(i, self.clock.now_ms()) {
                 self.save_incident(i);
             }
-            self.activate(id, format!("ready while incident {i} is open"));
+            self.activate(id, crate::timeline::activate_reason(i));
             return;
         }
         // Fewer than f+1 execute (two replicas were fenced at once and no
@@ -448,7 +448,7 @@ impl Controller {
                 Some(id),
                 None,
                 "fetched",
-                format!("{fetched} objects fetched from peers, {} still stale", hb.stale_objects),
+                crate::timeline::fetched_detail(fetched, hb.stale_objects),
             );
         }
         match (state, role) {
