@@ -17,9 +17,8 @@ use super::{error, App, Ctx, Txn};
 use crate::merkle::Key;
 use crate::state::Stale;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use zz_wire::{AppRequest, AppResponse};
 
 /// The deployment app kind of a Wasm slot.
@@ -66,17 +65,20 @@ impl Components for DirComponents {
     }
 }
 
+/// What a loaded component was loaded as: hash, name, generation.
+type Loading = ([u8; 32], String, u64);
+
 pub struct Tenant {
     components: Box<dyn Components>,
-    /// Loaded components by (hash, name, generation).
-    loaded: Mutex<HashMap<([u8; 32], String, u64), std::sync::Arc<WasmApp>>>,
+    /// The component last run (an upgrade replaces it).
+    loaded: Mutex<Option<(Loading, Arc<WasmApp>)>>,
 }
 
 impl Tenant {
     pub fn new(components: Box<dyn Components>) -> Self {
         Tenant {
             components,
-            loaded: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(None),
         }
     }
 
@@ -84,13 +86,15 @@ impl Tenant {
         Ok(txn.get(META)?.and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    fn app(&self, meta: &Installed) -> Result<std::sync::Arc<WasmApp>, String> {
+    fn app(&self, meta: &Installed) -> Result<Arc<WasmApp>, String> {
         let mut hash = [0u8; 32];
         hex::decode_to_slice(&meta.hash, &mut hash).map_err(|e| format!("bad hash: {e}"))?;
         let key = (hash, meta.name.clone(), meta.generation);
         let mut loaded = self.loaded.lock().map_err(|_| "component cache poisoned".to_string())?;
-        if let Some(app) = loaded.get(&key) {
-            return Ok(app.clone());
+        if let Some((k, app)) = loaded.as_ref() {
+            if *k == key {
+                return Ok(app.clone());
+            }
         }
         let bytes = self
             .components
@@ -99,10 +103,8 @@ impl Tenant {
         let app = WasmApp::new(&meta.name, &bytes)
             .map_err(|e| e.to_string())?
             .with_namespace(meta.generation.to_le_bytes().to_vec());
-        let app = std::sync::Arc::new(app);
-        // One version at a time is enough: an upgrade replaces the old one.
-        loaded.clear();
-        loaded.insert(key, app.clone());
+        let app = Arc::new(app);
+        *loaded = Some((key, app.clone()));
         Ok(app)
     }
 

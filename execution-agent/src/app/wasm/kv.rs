@@ -19,41 +19,10 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 use zz_wire::app::MAX_BODY;
 
 mod bindings {
+    // The standard interfaces, as vendored in `wit/` (store, atomics, batch).
     wasmtime::component::bindgen!({
-        inline: r#"
-            package wasi:keyvalue@0.2.0-draft;
-
-            interface store {
-                variant error {
-                    no-such-store,
-                    access-denied,
-                    other(string)
-                }
-                record key-response {
-                    keys: list<string>,
-                    cursor: option<u64>
-                }
-                open: func(identifier: string) -> result<bucket, error>;
-                resource bucket {
-                    get: func(key: string) -> result<option<list<u8>>, error>;
-                    set: func(key: string, value: list<u8>) -> result<_, error>;
-                    delete: func(key: string) -> result<_, error>;
-                    exists: func(key: string) -> result<bool, error>;
-                    list-keys: func(cursor: option<u64>) -> result<key-response, error>;
-                }
-            }
-
-            interface atomics {
-                use store.{bucket, error};
-                increment: func(bucket: borrow<bucket>, key: string, delta: u64) -> result<u64, error>;
-            }
-
-            world kv {
-                import store;
-                import atomics;
-            }
-        "#,
-        world: "kv",
+        path: "wit/deps/keyvalue",
+        world: "wasi:keyvalue/imports",
         imports: { default: async | trappable },
         with: {
             "wasi:keyvalue/store.bucket": super::Bucket,
@@ -61,7 +30,7 @@ mod bindings {
     });
 }
 
-use bindings::wasi::keyvalue::{atomics, store};
+use bindings::wasi::keyvalue::{atomics, batch, store};
 
 /// The one bucket an app has.
 const BUCKET: &str = "default";
@@ -314,7 +283,58 @@ impl atomics::Host for Host {
     }
 }
 
+impl batch::Host for Host {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let k = match self.bucket_key(&bucket, &key)? {
+                Ok(k) => k,
+                Err(e) => return Ok(Err(e)),
+            };
+            match self.call(Op::Get(k)).await? {
+                Ok(Value::Bytes(v)) => out.push(v.map(|v| (key, v))),
+                Ok(_) => return Err(shape()),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
+        for (key, value) in key_values {
+            let again = Resource::new_borrow(bucket.rep());
+            if let Err(e) = store::HostBucket::set(self, again, key, value).await? {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
+        for key in keys {
+            let again = Resource::new_borrow(bucket.rep());
+            if let Err(e) = store::HostBucket::delete(self, again, key).await? {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
 pub(super) fn link(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     store::add_to_linker::<Host, HasSelf<Host>>(linker, |h| h)?;
-    atomics::add_to_linker::<Host, HasSelf<Host>>(linker, |h| h)
+    atomics::add_to_linker::<Host, HasSelf<Host>>(linker, |h| h)?;
+    batch::add_to_linker::<Host, HasSelf<Host>>(linker, |h| h)
 }
