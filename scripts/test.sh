@@ -15,6 +15,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${ZZ_SKIP_SETU
   scripts/setup.sh
 fi
 
+if [ "${CI:-}" = true ]; then
+  # The committed example components must be what their sources build to.
+  echo "== rebuilding the example Wasm components (scripts/build-examples.sh --check)"
+  scripts/build-examples.sh --check
+fi
+
 features=()
 if pkg-config --exists libvirt 2>/dev/null; then
   features=(--features zz/libvirt)
