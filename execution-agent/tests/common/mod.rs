@@ -75,7 +75,14 @@ pub fn replica(i: u16, o: &Opts) -> Replica {
         shape: o.shape,
         admin: None,
     };
-    let a = app::build(o.kind, o.kind).unwrap();
+    let a: Box<dyn app::App> = match o.kind {
+        // The kv example component, serving `/kv/`.
+        "wasm-kv" => {
+            let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/kv/kv.wasm")).unwrap();
+            Box::new(app::wasm::WasmApp::new("kv", &bytes).unwrap())
+        }
+        kind => app::build(kind, kind).unwrap(),
+    };
     Replica::new(cfg, replica_id(i), keyring(), a)
 }
 

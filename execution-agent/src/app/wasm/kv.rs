@@ -62,6 +62,14 @@ impl Bucket {
     }
 }
 
+/// The object key under which a component with `namespace` keeps `key`
+/// of its bucket (for tests and tools that fill a replica's state).
+pub fn object_key(namespace: &[u8], key: &str) -> Key {
+    let mut k = Bucket::new(namespace, BUCKET).prefix;
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
 /// What a host call asks of the store.
 #[derive(Debug)]
 enum Op {

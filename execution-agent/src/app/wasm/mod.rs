@@ -31,6 +31,7 @@ use bytes::Bytes;
 use futures::future::Either;
 use host::Host;
 use http_body_util::{BodyExt, Full, Limited};
+pub use kv::object_key;
 use kv::KvServer;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
