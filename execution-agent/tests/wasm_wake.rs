@@ -56,10 +56,18 @@ fn a_woken_wasm_replica_fetches_only_the_objects_its_replay_touches() {
     let mut written = BTreeSet::new();
     let mut last_cert = None;
     let mut a_replies = Vec::new();
-    for _ in 0..36 {
+    for round in 0..36 {
+        // After the checkpoint at 32, half the ops touch objects that
+        // changed while c slept: those are what it must fetch.
+        let replay = round >= 28;
+        let changed: Vec<String> = written.iter().cloned().collect();
         let ops: Vec<AppRequest> = (0..10)
-            .map(|_| {
-                let k = key(rng.gen_range(0..OBJECTS));
+            .map(|i| {
+                let k = if replay && i % 2 == 0 {
+                    changed[rng.gen_range(0..changed.len())].clone()
+                } else {
+                    key(rng.gen_range(0..OBJECTS))
+                };
                 if rng.gen_bool(0.7) {
                     written.insert(k.clone());
                     put(&k, &value(&mut rng))
@@ -74,6 +82,9 @@ fn a_woken_wasm_replica_fetches_only_the_objects_its_replay_touches() {
         let sigs: Vec<_> = outs.iter().flat_map(|o| checkpoints(o)).collect();
         if !sigs.is_empty() {
             last_cert = Some((cert(sigs), written.clone()));
+        }
+        if round == 27 {
+            assert!(last_cert.as_ref().is_some_and(|(c, _)| c.seq == 32));
         }
     }
     let (cert, stale) = last_cert.unwrap();
