@@ -43,6 +43,7 @@ die() {
 # name | source dir | WIT dir (relative to the root) | world | adapter
 COMPONENTS=(
     "guestbook|examples/guestbook|execution-agent/wit|app|proxy"
+    "guestbook-v2|examples/guestbook-v2|execution-agent/wit|app|proxy"
     "counter|examples/counter|execution-agent/wit|app|proxy"
     "kv|examples/kv|execution-agent/wit|app|proxy"
     "nondet|execution-agent/tests/components/nondet|execution-agent/wit|app|proxy"

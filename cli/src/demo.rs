@@ -19,7 +19,7 @@ use zz_wire::config::{free_ports, generate, GenerateOptions};
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// byzantine-reply, crash, hang, corrupt-state, bad-checkpoint,
-    /// equivocating-primary, two-faults (f=2). `all` runs each in turn.
+    /// equivocating-primary, wasm-app, two-faults (f=2). `all` runs each in turn.
     #[arg(long, default_value = "byzantine-reply")]
     pub scenario: String,
     #[command(flatten)]
@@ -61,6 +61,8 @@ macro_rules! say {
     ($n:expr, $($t:tt)*) => { $n.say(format!($($t)*)) };
 }
 
+mod wasm;
+
 pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
@@ -75,6 +77,8 @@ pub struct Scenario {
 pub enum Expect {
     Replaced,
     ViewChange,
+    /// The Wasm app scenario (`demo/wasm.rs`): its own script and checks.
+    WasmApp,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -119,6 +123,13 @@ pub const SCENARIOS: &[Scenario] = &[
         f: 1,
         faults: &[("a0", "equivocate")],
         expect: Expect::ViewChange,
+    },
+    Scenario {
+        name: "wasm-app",
+        about: "a tenant's guestbook (Wasm) deployed at run time, one of its active replicas lies, then it is upgraded with its entries kept",
+        f: 1,
+        faults: &[],
+        expect: Expect::WasmApp,
     },
     Scenario {
         name: "two-faults",
@@ -216,7 +227,8 @@ async fn run_scenario_narrated(s: &Scenario, a: &DemoArgs, n: &Arc<Narration>) -
     say!(n, "== scenario {}: {} (f={}, seed {seed})", s.name, s.about, s.f);
     let dir = tempfile::Builder::new().prefix("zz-demo-").tempdir()?;
     let data_dir = dir.path().to_path_buf();
-    let opts = GenerateOptions::local(s.f, &["kv", "bank"])?;
+    let mut opts = GenerateOptions::local(s.f, &["kv", "bank"])?;
+    opts.wasm_slots = 1;
     let (dep, ids) = generate(&opts)?;
     let config = dep.write(&data_dir, &ids)?;
     let ports = free_ports(2)?;
@@ -246,6 +258,9 @@ async fn run_scenario_narrated(s: &Scenario, a: &DemoArgs, n: &Arc<Narration>) -
 }
 
 async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info, n: &Arc<Narration>) -> anyhow::Result<()> {
+    if s.expect == Expect::WasmApp {
+        return wasm::drive(s, a, seed, running, n).await;
+    }
     let f = s.f;
     let admin = running.admin()?;
     let gw = format!("http://{}", running.gateway_addr);
@@ -543,6 +558,7 @@ async fn healed(
                 .all(|app| count_state(&r, app, "active") == f + 1 && count_state(&r, app, "paused") == f);
             apps_ok && s.faults.iter().all(|(target, _)| fenced.contains(*target))
         }
+        Expect::WasmApp => false,
     }
 }
 

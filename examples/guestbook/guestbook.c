@@ -1,7 +1,9 @@
 /*
  * guestbook: GET / -> the HTML page; GET /api/entries -> the newest 100
  * entries as JSON, newest first; POST /api/entries {"name","message"} -> 201
- * with the new entry.
+ * with the new entry; GET /api/version -> {"version":N} (N is
+ * GUESTBOOK_VERSION: examples/guestbook-v2 builds this source as version 2,
+ * the upgrade `zz demo --scenario wasm-app` shows).
  *
  * State: key "count" (8-byte little-endian u64, via atomics.increment) is the
  * last id given; key "entry/<id>" holds that entry's JSON object, as served.
@@ -10,6 +12,10 @@
 
 #include "http.h"
 #include "page.h"
+
+#ifndef GUESTBOOK_VERSION
+#define GUESTBOOK_VERSION "1"
+#endif
 
 #define MAX_NAME 100
 #define MAX_MESSAGE 2000
@@ -139,6 +145,11 @@ static void handle(http_request_t *req, http_outparam_t out) {
         if (get)
             http_respond(out, 200, "text/html; charset=utf-8", (const uint8_t *)PAGE,
                          sizeof PAGE - 1);
+        else
+            http_respond_error(out, 405, "method not allowed");
+    } else if (strcmp(req->path, "/api/version") == 0) {
+        if (get)
+            http_respond_str(out, 200, "application/json", "{\"version\":" GUESTBOOK_VERSION "}");
         else
             http_respond_error(out, 405, "method not allowed");
     } else if (strcmp(req->path, "/api/entries") == 0) {

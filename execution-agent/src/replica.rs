@@ -550,7 +550,11 @@ impl Replica {
             match app::run(self.app.as_ref(), &mut self.state, ctx, op) {
                 Ok(r) => return r,
                 Err(stale) => {
-                    if let Err(e) = self.fetch_objects(vec![stale.0], src) {
+                    let mut keys = self.app.probe(ctx, &self.state, op);
+                    keys.push(stale.0);
+                    keys.sort();
+                    keys.dedup();
+                    if let Err(e) = self.fetch_objects(keys, src) {
                         tracing::warn!("undeclared stale key could not be fetched: {e}");
                         break;
                     }

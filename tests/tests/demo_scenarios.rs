@@ -136,3 +136,8 @@ fn equivocating_primary() {
 fn two_faults() {
     run("two-faults");
 }
+
+#[test]
+fn wasm_app() {
+    run("wasm-app");
+}

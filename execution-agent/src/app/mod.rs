@@ -70,6 +70,10 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
+    pub fn is_stale(&self, key: &[u8]) -> bool {
+        self.state.is_stale(key)
+    }
+
     fn check(&self, key: &[u8]) -> Result<(), Stale> {
         if self.state.is_stale(key) {
             return Err(Stale(key.to_vec()));
@@ -95,6 +99,13 @@ pub trait App: Send {
     fn keys(&self, req: &AppRequest) -> Vec<Key>;
     /// Runs one request. `Err(Stale)` only when it touched a stale key.
     fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale>;
+    /// For apps that cannot declare their keys: after `execute` stopped at a
+    /// stale key, the other stale keys the request would touch, found by a
+    /// run that changes nothing (a guess: whatever it misses is fetched when
+    /// the real run meets it).
+    fn probe(&self, _ctx: &Ctx, _state: &State, _req: &AppRequest) -> Vec<Key> {
+        Vec::new()
+    }
 }
 
 /// Builds the built-in app of `kind`, serving paths under `/{prefix}/`.

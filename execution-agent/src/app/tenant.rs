@@ -148,6 +148,14 @@ impl App for Tenant {
         vec![META.to_vec()]
     }
 
+    fn probe(&self, ctx: &Ctx, state: &crate::state::State, req: &AppRequest) -> Vec<Key> {
+        let mut txn = Txn::new(state);
+        match Self::installed(&mut txn) {
+            Ok(Some(meta)) => self.app(&meta).map(|a| a.probe(ctx, state, req)).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale> {
         if req.method == INSTALL || req.method == REMOVE {
             if !ctx.admin {

@@ -121,29 +121,60 @@ pub(super) fn is_stale(e: &wasmtime::Error) -> bool {
 pub(super) struct KvServer<'t, 'a> {
     rx: mpsc::UnboundedReceiver<KvCall>,
     txn: &'t mut Txn<'a>,
+    /// A dry run: a stale object reads as missing, a write to one is
+    /// dropped, and the run goes on.
+    probe: bool,
+    stale: Vec<Key>,
 }
 
 impl<'t, 'a> KvServer<'t, 'a> {
-    pub(super) fn new(txn: &'t mut Txn<'a>) -> (Calls, Self) {
+    pub(super) fn new(txn: &'t mut Txn<'a>, probe: bool) -> (Calls, Self) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (tx, KvServer { rx, txn })
+        (
+            tx,
+            KvServer {
+                rx,
+                txn,
+                probe,
+                stale: Vec::new(),
+            },
+        )
     }
 
-    /// Serves until the component's store is gone; the first stale key
-    /// touched, if any.
-    pub(super) async fn serve(mut self) -> Option<Key> {
-        let mut stale = None;
+    /// Serves until the component's store is gone; the stale keys touched
+    /// (at most one unless probing: the component traps on it).
+    pub(super) async fn serve(mut self) -> Vec<Key> {
         while let Some(call) = self.rx.recv().await {
             let answer = self.answer(call.op);
             if let Err(Failure::Stale(k)) = &answer {
-                stale.get_or_insert_with(|| k.clone());
+                self.stale.push(k.clone());
             }
             let _ = call.reply.send(answer);
         }
-        stale
+        self.stale
+    }
+
+    /// The answer of a dry run for an op on a stale key.
+    fn probed(&mut self, op: &Op) -> Option<Value> {
+        let key = match op {
+            Op::Get(k) | Op::Set(k, _) | Op::Delete(k) | Op::Exists(k) | Op::Increment(k, _) => k,
+        };
+        if !self.probe || !self.txn.is_stale(key) {
+            return None;
+        }
+        self.stale.push(key.clone());
+        Some(match op {
+            Op::Get(_) => Value::Bytes(None),
+            Op::Exists(_) => Value::Bool(false),
+            Op::Increment(_, d) => Value::Count(*d),
+            Op::Set(..) | Op::Delete(_) => Value::Done,
+        })
     }
 
     fn answer(&mut self, op: Op) -> Result<Value, Failure> {
+        if let Some(v) = self.probed(&op) {
+            return Ok(v);
+        }
         let stale = |s: crate::state::Stale| Failure::Stale(s.0);
         match op {
             Op::Get(k) => self.txn.get(&k).map(Value::Bytes).map_err(stale),
