@@ -183,3 +183,87 @@ impl App for Tenant {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed step should stop the test loudly
+
+    use super::*;
+    use crate::app;
+    use crate::merkle::Shape;
+    use crate::state::State;
+    use zz_wire::NonDet;
+
+    /// Components by hash from the examples directory.
+    struct Examples;
+
+    impl Components for Examples {
+        fn get(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+            ["counter", "kv"].iter().find_map(|name| {
+                let path = format!("{}/../examples/{name}/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
+                let bytes = std::fs::read(path).ok()?;
+                (component_hash(&bytes) == *hash).then_some(bytes)
+            })
+        }
+    }
+
+    fn hash_of(name: &str) -> String {
+        let path = format!("{}/../examples/{name}/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
+        hex::encode(component_hash(&std::fs::read(path).unwrap()))
+    }
+
+    fn call(t: &Tenant, s: &mut State, seq: u64, admin: bool, method: &str, path: &str, body: Vec<u8>) -> AppResponse {
+        let ctx = Ctx {
+            seq,
+            nondet: NonDet {
+                timestamp_ms: 1_000 * seq,
+                seed: seq,
+            },
+            op: 0,
+            admin,
+        };
+        app::run(t, s, &ctx, &AppRequest::new(method, path, body)).unwrap()
+    }
+
+    fn install(name: &str, component: &str) -> Vec<u8> {
+        serde_json::to_vec(&Install {
+            name: name.into(),
+            hash: hash_of(component),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_admin_installs_and_an_upgrade_keeps_the_keys() {
+        let t = Tenant::new(Box::new(Examples));
+        let mut s = State::new(Shape::default());
+        assert_eq!(call(&t, &mut s, 1, false, "GET", "/c/", vec![]).status, 404);
+        // A web client cannot install.
+        let r = call(&t, &mut s, 2, false, INSTALL, "/", install("c", "counter"));
+        assert_eq!(r.status, 403);
+        let r = call(&t, &mut s, 3, true, INSTALL, "/", install("c", "counter"));
+        assert_eq!(r.status, 200);
+        let first: Installed = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!((first.version, first.generation), (1, 3));
+        // The same install again changes nothing.
+        let again = call(&t, &mut s, 4, true, INSTALL, "/", install("c", "counter"));
+        assert_eq!(serde_json::from_slice::<Installed>(&again.body).unwrap(), first);
+        for seq in 5..8 {
+            assert_eq!(call(&t, &mut s, seq, false, "POST", "/c/incr", vec![]).status, 200);
+        }
+        // Another app's name is not served here.
+        assert_eq!(call(&t, &mut s, 8, false, "GET", "/other/", vec![]).status, 404);
+        // Upgraded to the kv component: version 2, the counter's key still there.
+        let r = call(&t, &mut s, 9, true, INSTALL, "/", install("c", "kv"));
+        let second: Installed = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!((second.version, second.generation), (2, 3));
+        let r = call(&t, &mut s, 10, false, "GET", "/c/count", vec![]);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, 3u64.to_le_bytes());
+        // Removed, then deployed again under another name: it starts empty.
+        assert_eq!(call(&t, &mut s, 11, true, REMOVE, "/", vec![]).status, 204);
+        assert_eq!(call(&t, &mut s, 12, false, "GET", "/c/count", vec![]).status, 404);
+        call(&t, &mut s, 13, true, INSTALL, "/", install("d", "kv"));
+        assert_eq!(call(&t, &mut s, 14, false, "GET", "/d/count", vec![]).status, 404);
+    }
+}
