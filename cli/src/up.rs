@@ -207,7 +207,13 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         running.info.gateway_addr,
         running.info.admin_addr,
     );
-    let apps: Vec<&str> = dep.apps.iter().map(|x| x.name.as_str()).collect();
+    let apps: Vec<&str> = dep
+        .apps
+        .iter()
+        .filter(|x| x.kind != zz_wire::config::WASM_KIND)
+        .map(|x| x.name.as_str())
+        .collect();
+    let slots = dep.apps.len() - apps.len();
     println!(
         "zz is up: f={}, apps {}, backend {}",
         dep.f,
@@ -220,6 +226,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         a.data_dir.join("admin.token").display()
     );
     println!("  dashboard  http://{admin}/");
+    if slots > 0 {
+        println!("  your apps  zz app deploy NAME FILE.wasm   ({slots} Wasm slots; served at http://{gw}/NAME/)");
+    }
     println!("  logs       {}", a.data_dir.join("logs").display());
     println!("Press Ctrl-C to stop.");
     tokio::select! {
