@@ -23,6 +23,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events/stream"),
     ("get", "/v1/series"),
     ("get", "/v1/incidents/{id}/timeline"),
+    ("post", "/v1/apps"),
+    ("get", "/v1/apps"),
+    ("get", "/v1/apps/{name}"),
+    ("put", "/v1/apps/{name}"),
+    ("delete", "/v1/apps/{name}"),
 ];
 
 #[test]
@@ -45,6 +50,14 @@ fn every_route_is_documented() {
     assert!(hibernate.get("cold").is_some(), "HibernateRequest.cold");
     let view = &doc["components"]["schemas"]["ReplicaView"]["properties"];
     assert!(view.get("cold").is_some(), "ReplicaView.cold");
+    let deploy = &doc["components"]["schemas"]["DeployRequest"]["properties"];
+    for field in ["name", "component"] {
+        assert!(deploy.get(field).is_some(), "DeployRequest.{field}");
+    }
+    let app = &doc["components"]["schemas"]["AppView"]["properties"];
+    for field in ["name", "kind", "hash", "version", "replicas"] {
+        assert!(app.get(field).is_some(), "AppView.{field}");
+    }
     let point = &doc["components"]["schemas"]["Point"]["properties"];
     for field in ["t_ms", "answers", "errors", "p50_ms", "p99_ms"] {
         assert!(point.get(field).is_some(), "Point.{field}");
