@@ -77,7 +77,10 @@ impl Installer for AppInstaller {
         }
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&self.components)?;
-            let tmp = self.components.join(format!(".{hash}.tmp"));
+            // Two deploys of the same bytes at once each write their own.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = self.components.join(format!(".{hash}.{}.{n}.tmp", std::process::id()));
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(component)?;
             f.sync_all()?;
