@@ -18,8 +18,10 @@
 //! The key-value store is the replica's Merkle state (`Txn`), so
 //! checkpoints, on-demand fetch after a wake and corrupt-state detection
 //! work as for the built-in apps. A component cannot say up front which keys
-//! a request touches: a read of a stale key aborts the run, the replica
-//! fetches that one object and runs the request again.
+//! a request touches: a read of a stale key aborts the run, a dry run
+//! (`App::probe`, stale objects read as missing) finds the others the
+//! request goes on to touch, the replica fetches them in one round and runs
+//! the request again.
 
 mod host;
 mod kv;
