@@ -503,13 +503,39 @@ async fn drive(s: &Scenario, a: &DemoArgs, seed: u64, running: &Info, n: &Arc<Na
         audit["total"]
     );
     // The picture of the run, as the dashboard drew it live.
+    let window = Window {
+        from_ms: load_from_ms,
+        t0_ms,
+        t0,
+    };
+    conclude(s, a, &admin, n, &view_changes, &window, problems).await
+}
+
+/// When the load started and the fault was injected.
+struct Window {
+    from_ms: u64,
+    t0_ms: u64,
+    t0: Instant,
+}
+
+/// Every scenario's ending: the picture of the run, then PASSED, or the
+/// scenario fails with every problem found.
+async fn conclude(
+    s: &Scenario,
+    a: &DemoArgs,
+    admin: &AdminClient,
+    n: &Arc<Narration>,
+    extra: &[(u64, String)],
+    w: &Window,
+    mut problems: Vec<String>,
+) -> anyhow::Result<()> {
     let png = a.out.join(format!("{}.png", s.name));
-    match picture(s, &admin, &view_changes, load_from_ms, t0_ms, &png).await {
+    match picture(s, admin, extra, w.from_ms, w.t0_ms, &png).await {
         Ok(()) => say!(n, "   picture: {}", shown(&png)),
         Err(e) => problems.push(format!("the picture was not drawn: {e:#}")),
     }
     if problems.is_empty() {
-        say!(n, "PASSED {} in {:.1} s", s.name, t0.elapsed().as_secs_f64());
+        say!(n, "PASSED {} in {:.1} s", s.name, w.t0.elapsed().as_secs_f64());
         Ok(())
     } else {
         anyhow::bail!(problems.join("; "))

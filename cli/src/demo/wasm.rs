@@ -260,15 +260,10 @@ pub(super) async fn drive(
         newest_before,
         newest_after
     );
-    let png = a.out.join(format!("{}.png", s.name));
-    match picture(s, &admin, &[], load_from_ms, t0_ms, &png).await {
-        Ok(()) => say!(n, "   picture: {}", shown(&png)),
-        Err(e) => problems.push(format!("the picture was not drawn: {e:#}")),
-    }
-    if problems.is_empty() {
-        say!(n, "PASSED {} in {:.1} s", s.name, t0.elapsed().as_secs_f64());
-        Ok(())
-    } else {
-        anyhow::bail!(problems.join("; "))
-    }
+    let window = Window {
+        from_ms: load_from_ms,
+        t0_ms,
+        t0,
+    };
+    conclude(s, a, &admin, n, &[], &window, problems).await
 }

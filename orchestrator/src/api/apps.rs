@@ -133,23 +133,33 @@ pub async fn deploy(
         })
         .await??;
     let slot = slot_id(&s, &t)?;
-    match installer(&s)?.install(slot, name.clone(), hash.clone()).await {
-        Ok(version) => {
-            s.ask(|reply| ApiCmd::AppInstalled {
-                name: name.clone(),
-                hash: hash.clone(),
-                version,
-                reply,
-            })
-            .await??;
-            Ok((StatusCode::CREATED, Json(Deployed { name, hash, version })).into_response())
-        }
+    match install(&s, slot, name.clone(), hash, "install").await {
+        Ok(d) => Ok((StatusCode::CREATED, Json(d)).into_response()),
         Err(e) => {
-            // Nothing was certified: free the slot again.
-            let _ = s.ask(|reply| ApiCmd::RemoveApp { name, reply }).await;
-            Err(ApiError::NotCertified(format!("the install was not certified: {e}")))
+            if matches!(e, ApiError::NotCertified(_)) {
+                // Nothing was certified: free the slot again.
+                let _ = s.ask(|reply| ApiCmd::RemoveApp { name, reply }).await;
+            }
+            Err(e)
         }
     }
+}
+
+/// Orders the install of `hash` as `name` in `slot` and records the version
+/// f+1 replicas certified; `what` names it in the error.
+async fn install(s: &ApiState, slot: AppId, name: String, hash: String, what: &str) -> Result<Deployed, ApiError> {
+    let version = installer(s)?
+        .install(slot, name.clone(), hash.clone())
+        .await
+        .map_err(|e| ApiError::NotCertified(format!("the {what} was not certified: {e}")))?;
+    s.ask(|reply| ApiCmd::AppInstalled {
+        name: name.clone(),
+        hash: hash.clone(),
+        version,
+        reply,
+    })
+    .await??;
+    Ok(Deployed { name, hash, version })
 }
 
 #[utoipa::path(put, path = "/v1/apps/{name}", tag = "apps", security(("bearer" = [])),
@@ -179,18 +189,7 @@ pub async fn upgrade(
         .await??;
     let hash = check_and_store(&s, component).await?;
     let slot = slot_id(&s, &t)?;
-    let version = installer(&s)?
-        .install(slot, name.clone(), hash.clone())
-        .await
-        .map_err(|e| ApiError::NotCertified(format!("the upgrade was not certified: {e}")))?;
-    s.ask(|reply| ApiCmd::AppInstalled {
-        name: name.clone(),
-        hash: hash.clone(),
-        version,
-        reply,
-    })
-    .await??;
-    Ok(Json(Deployed { name, hash, version }))
+    Ok(Json(install(&s, slot, name, hash, "upgrade").await?))
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{name}", tag = "apps", security(("bearer" = [])),
