@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 if [ "${CI:-}" = true ]; then
   # In CI nothing may be skipped for want of a hypervisor or a browser.
   export ZZ_REQUIRE_LIBVIRT=1 ZZ_REQUIRE_BROWSER=1
+  # A one-off build gains nothing from incremental caches but their disk.
+  export CARGO_INCREMENTAL=0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${ZZ_SKIP_SETUP:-}" != 1 ]; then
   echo "== installing test dependencies (scripts/setup.sh)"
