@@ -3,6 +3,7 @@
 //! the component files replicas read, ordered installs through the
 //! deployment's `admin` client) and the gateway's routes to them.
 
+use crate::admin::AdminClient;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -12,12 +13,15 @@ use std::time::{Duration, Instant};
 use zz_agent::app::tenant::{Install, Installed, INSTALL, REMOVE};
 use zz_agreement::client::{Client, ClientError};
 use zz_orchestrator::api::apps::Installer;
-use zz_orchestrator::model::TenantApp;
+use zz_orchestrator::model::{AppView, TenantApp};
 use zz_wire::{AppId, AppRequest, Deployment};
 
 /// How long an install or removal may take to be certified (replicas of a
 /// new app are still starting when it is first sent).
 const CERTIFY_WITHIN: Duration = Duration::from_secs(60);
+
+/// How often a gateway apart from the orchestrator reads the app list.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 /// Tenant app name → the deployment slot it runs in; what the gateway reads.
 #[derive(Clone, Default)]
@@ -26,6 +30,51 @@ pub struct Routes(Arc<RwLock<HashMap<String, AppId>>>);
 impl Routes {
     pub fn get(&self, name: &str) -> Option<AppId> {
         self.0.read().ok()?.get(name).copied()
+    }
+
+    /// Routes for `apps` as the admin API lists them: each deployed Wasm
+    /// app (version 1 or later) to its slot.
+    fn set(&self, dep: &Deployment, apps: &[AppView]) {
+        let next = apps
+            .iter()
+            .filter(|a| a.kind == zz_wire::config::WASM_KIND && a.version.is_some_and(|v| v > 0))
+            .filter_map(|a| Some((a.name.clone(), dep.app_by_name(a.slot.as_deref()?)?)))
+            .collect();
+        if let Ok(mut r) = self.0.write() {
+            *r = next;
+        }
+    }
+
+    /// For a gateway apart from the orchestrator (`zz gateway
+    /// --apps-from`): reads `GET /v1/apps` every `FOLLOW_EVERY` and routes
+    /// what it lists. While the admin API cannot be read, the last routes
+    /// stay (logged once per outage).
+    pub fn follow(&self, admin: AdminClient, dep: Arc<Deployment>) -> tokio::task::JoinHandle<()> {
+        let routes = self.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                let apps = admin
+                    .get("/v1/apps")
+                    .await
+                    .and_then(|v| serde_json::from_value::<Vec<AppView>>(v).map_err(anyhow::Error::from));
+                match apps {
+                    Ok(apps) => {
+                        routes.set(&dep, &apps);
+                        if failing {
+                            tracing::info!("reading the apps from the admin API again");
+                        }
+                        failing = false;
+                    }
+                    Err(e) if !failing => {
+                        tracing::warn!("cannot read the apps from the admin API (keeping the last routes): {e:#}");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(FOLLOW_EVERY).await;
+            }
+        })
     }
 
     /// The orchestrator's hook: routes for the apps it now holds.
@@ -107,6 +156,10 @@ impl Installer for AppInstaller {
             let done: Installed = serde_json::from_slice(&resp.body).map_err(|e| e.to_string())?;
             Ok(done.version)
         })
+    }
+
+    fn component(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        zz_agent::app::tenant::DirComponents(self.components.clone()).read(hash)
     }
 
     fn remove(&self, slot: AppId) -> BoxFuture<'static, Result<(), String>> {

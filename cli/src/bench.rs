@@ -48,7 +48,14 @@ pub enum Workload {
     KvMix,
     /// bank transfers between a few accounts.
     Bank,
+    /// kv PUTs to `examples/kv`, kv's HTTP API as a tenant's Wasm component
+    /// deployed at run time (`zz`/`full` modes).
+    WasmKv,
 }
+
+/// The component `--workload wasm-kv` deploys (built by
+/// `scripts/build-examples.sh`).
+const WASM_KV: &[u8] = include_bytes!("../../examples/kv/kv.wasm");
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum BenchCmd {
@@ -220,7 +227,9 @@ impl Requests {
     fn make(&self, rng: &mut impl Rng, app: usize) -> AppRequest {
         let (paths, value) = (&self.paths[app], &self.value);
         match self.workload {
-            Workload::KvPut => AppRequest::new("PUT", &paths.keys[rng.gen_range(0..KV_KEYS)], value.clone()),
+            Workload::KvPut | Workload::WasmKv => {
+                AppRequest::new("PUT", &paths.keys[rng.gen_range(0..KV_KEYS)], value.clone())
+            }
             Workload::KvMix => {
                 let key = &paths.keys[rng.gen_range(0..KV_KEYS / 10)];
                 if rng.gen_bool(0.5) {
@@ -282,7 +291,11 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<BenchResult> {
         "--timing tunes the agreement protocol, which --mode unreplicated does not run"
     );
     let seed = a.seed.unwrap_or_else(rand::random);
-    let kind = if a.workload == Workload::Bank { "bank" } else { "kv" };
+    let kind = match a.workload {
+        Workload::Bank => "bank",
+        Workload::WasmKv => "wasm-kv",
+        Workload::KvPut | Workload::KvMix => "kv",
+    };
     let names: Vec<String> = (0..a.apps)
         .map(|i| if i == 0 { kind.to_string() } else { format!("{kind}{i}") })
         .collect();
@@ -310,7 +323,12 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<BenchResult> {
 async fn bench_deployment(a: &BenchArgs, seed: u64, kind: &str, names: &[String]) -> anyhow::Result<BenchResult> {
     let dir = tempfile::Builder::new().prefix("zz-bench-").tempdir()?;
     let mut opts = GenerateOptions::local(a.f, &[])?;
-    opts.apps = names.iter().map(|n| (n.clone(), kind.to_string())).collect();
+    if a.workload == Workload::WasmKv {
+        // Empty slots; the apps are deployed into them once it runs.
+        opts.wasm_slots = names.len();
+    } else {
+        opts.apps = names.iter().map(|n| (n.clone(), kind.to_string())).collect();
+    }
     let (mut dep, ids) = generate(&opts)?;
     for t in &a.timing {
         dep.timing.set(t)?;
@@ -336,7 +354,12 @@ async fn bench_deployment(a: &BenchArgs, seed: u64, kind: &str, names: &[String]
     .await?;
     let info = running.info.clone();
     let load = async {
-        let target = deployment_target(a, &info, names, active).await?;
+        let slots = if a.workload == Workload::WasmKv {
+            deploy_wasm(&info, names).await?
+        } else {
+            names.to_vec()
+        };
+        let target = deployment_target(a, &info, names, &slots, active).await?;
         run_load(a, seed, &target, names.len()).await
     };
     let result = tokio::select! {
@@ -348,6 +371,34 @@ async fn bench_deployment(a: &BenchArgs, seed: u64, kind: &str, names: &[String]
     result
 }
 
+/// Deploys `examples/kv` as each of `names` through the admin API; the
+/// slots they run in. Prints each deploy's time (request → certified
+/// install).
+async fn deploy_wasm(info: &Info, names: &[String]) -> anyhow::Result<Vec<String>> {
+    use base64::Engine as _;
+    let admin = info.admin()?;
+    let component = base64::engine::general_purpose::STANDARD.encode(WASM_KV);
+    let mut slots = Vec::new();
+    for name in names {
+        let t = Instant::now();
+        let d = admin
+            .post("/v1/apps", serde_json::json!({ "name": name, "component": component }))
+            .await
+            .with_context(|| format!("deploying {name}"))?;
+        let slot = admin.get(&format!("/v1/apps/{name}")).await?["slot"]
+            .as_str()
+            .context("the deployed app names no slot")?
+            .to_string();
+        eprintln!(
+            "bench: deployed examples/kv as {name} (version {}) into {slot} in {} ms",
+            d["version"],
+            t.elapsed().as_millis()
+        );
+        slots.push(slot);
+    }
+    Ok(slots)
+}
+
 /// Resolves on Ctrl-C or SIGTERM, so that a bench stops the deployment it
 /// started (paused replicas included) instead of leaving it behind.
 pub(crate) async fn interrupted() -> anyhow::Error {
@@ -355,7 +406,9 @@ pub(crate) async fn interrupted() -> anyhow::Error {
     anyhow::anyhow!("interrupted")
 }
 
-async fn wait_ready(running: &Info, names: &[String], active: usize) -> anyhow::Result<()> {
+/// Waits until each app of `slots` (the deployment's names) has `active`
+/// active replicas.
+async fn wait_ready(running: &Info, slots: &[String], active: usize) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let token = running.token()?;
     let url = format!("http://{}/v1/replicas", running.admin_addr);
@@ -363,7 +416,7 @@ async fn wait_ready(running: &Info, names: &[String], active: usize) -> anyhow::
     loop {
         if let Ok(r) = http.get(&url).bearer_auth(&token).send().await {
             if let Ok(v) = r.json::<serde_json::Value>().await {
-                let ok = names.iter().all(|app| {
+                let ok = slots.iter().all(|app| {
                     v.as_array()
                         .into_iter()
                         .flatten()
@@ -387,6 +440,10 @@ const UNREPLICATED_CONNS: usize = 4;
 
 /// `unreplicated`: one `zz-agent serve` per app, no agreement, no voting.
 async fn bench_unreplicated(a: &BenchArgs, seed: u64, kind: &str, names: &[String]) -> anyhow::Result<BenchResult> {
+    anyhow::ensure!(
+        a.workload != Workload::WasmKv,
+        "--workload wasm-kv deploys into a running deployment; use --mode zz or full"
+    );
     anyhow::ensure!(
         a.via == Via::Client,
         "--mode unreplicated has no gateway (one agent serves its own wire protocol); use --via client"
@@ -417,11 +474,19 @@ async fn bench_unreplicated(a: &BenchArgs, seed: u64, kind: &str, names: &[Strin
 }
 
 /// Waits until every app has `active` active replicas, then connects the
-/// kind of client `--via` asks for.
-async fn deployment_target(a: &BenchArgs, running: &Info, names: &[String], active: usize) -> anyhow::Result<Target> {
-    wait_ready(running, names, active).await?;
+/// kind of client `--via` asks for. `names` start the request paths;
+/// `slots` are the deployment's apps they run in (a tenant's app runs in a
+/// slot of another name).
+async fn deployment_target(
+    a: &BenchArgs,
+    running: &Info,
+    names: &[String],
+    slots: &[String],
+    active: usize,
+) -> anyhow::Result<Target> {
+    wait_ready(running, slots, active).await?;
     let dep = running.dep.clone();
-    let app_ids: Vec<AppId> = names.iter().filter_map(|n| dep.app_by_name(n)).collect();
+    let app_ids: Vec<AppId> = slots.iter().filter_map(|n| dep.app_by_name(n)).collect();
     let target = match a.via {
         Via::Client => {
             let c = running.bench_client(Duration::from_secs(10))?;

@@ -20,6 +20,7 @@ mod unreplicated;
 mod up;
 mod viewchange;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -120,6 +121,14 @@ enum Cmd {
         /// The client identity this gateway uses (a name from the deployment).
         #[arg(long, default_value = "gateway")]
         client: String,
+        /// Also route tenants' Wasm apps, as this admin API lists them (read
+        /// every second), e.g. `http://127.0.0.1:7070`. Without it only the
+        /// built-in apps are served.
+        #[arg(long, value_name = "ADMIN_URL")]
+        apps_from: Option<String>,
+        /// The admin token for `--apps-from` (written by `zz up`).
+        #[arg(long, default_value = "zz-data/admin.token")]
+        token_file: PathBuf,
     },
 }
 
@@ -186,14 +195,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => up::keygen(&out, f, &apps, nodes, orchestrator),
         Cmd::Agreement { config, id, data_dir } => up::agreement(&config, id, data_dir).await,
         Cmd::Orchestrator(a) => up::orchestrator(a).await,
-        Cmd::Gateway { config, listen, client } => {
+        Cmd::Gateway {
+            config,
+            listen,
+            client,
+            apps_from,
+            token_file,
+        } => {
             let dep = Arc::new(zz_wire::Deployment::load(&config)?);
             let client = launch::start_client(&dep, &config, &client, Default::default())?;
+            let routes = apps::Routes::default();
+            if let Some(url) = &apps_from {
+                let token = std::fs::read_to_string(&token_file).with_context(|| {
+                    format!("reading the admin token for --apps-from from {}", token_file.display())
+                })?;
+                routes.follow(admin::AdminClient::new(url, token.trim().to_string()), dep.clone());
+            }
             let listener = tokio::net::TcpListener::bind(listen).await?;
             println!("gateway listening on http://{}", listener.local_addr()?);
-            // Tenants' Wasm apps are routed by a gateway beside the
-            // orchestrator (`zz up`); this one serves the built-in apps.
-            gateway::serve(dep, client, apps::Routes::default(), listener, up::shutdown_signal()).await
+            match &apps_from {
+                Some(url) => println!("routing tenants' apps as {url} lists them"),
+                None => println!("serving the built-in apps (tenants' apps need --apps-from ADMIN_URL)"),
+            }
+            gateway::serve(dep, client, routes, listener, up::shutdown_signal()).await
         }
     }
 }

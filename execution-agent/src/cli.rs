@@ -156,6 +156,9 @@ pub struct Loaded {
     pub identity: Identity,
     pub me: ReplicaId,
     pub replica: Replica,
+    /// Where the replica's fetches of tenants' components go (a Wasm slot's
+    /// replica that does not share the orchestrator's disk needs it).
+    pub components: crate::components::ComponentLink,
 }
 
 pub fn load(s: &Settings) -> Result<Loaded, CliError> {
@@ -168,11 +171,17 @@ pub fn load(s: &Settings) -> Result<Loaded, CliError> {
     let entry = d
         .app(me.app)
         .ok_or_else(|| CliError::UnknownReplica(s.replica.clone()))?;
+    let components = crate::components::ComponentLink::default();
     let app: Box<dyn crate::app::App> = if entry.kind == crate::app::tenant::KIND {
-        // Components deployed at run time sit next to the deployment file.
+        // Components deployed at run time sit next to the deployment file
+        // where the orchestrator's disk is shared; otherwise they come over
+        // the link.
         let dir = s.deployment.parent().unwrap_or(Path::new(".")).join("components");
         Box::new(crate::app::tenant::Tenant::new(Box::new(
-            crate::app::tenant::DirComponents(dir),
+            crate::components::LinkComponents {
+                dir,
+                link: components.clone(),
+            },
         )))
     } else {
         crate::app::build(&entry.kind, &entry.name)
@@ -184,6 +193,7 @@ pub fn load(s: &Settings) -> Result<Loaded, CliError> {
         identity,
         me,
         replica,
+        components,
     })
 }
 

@@ -14,6 +14,7 @@
 pub mod app;
 pub mod catchup;
 pub mod cli;
+pub mod components;
 pub mod faults;
 pub mod merkle;
 pub mod net;

@@ -32,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         loaded.identity,
         loaded.me,
         loaded.replica,
+        loaded.components,
         settings.host_alias,
         shutdown(),
     ))?;

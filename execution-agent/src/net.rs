@@ -6,8 +6,11 @@
 //! with a bounded outbox. The replica itself runs on one plain thread that
 //! owns it: it blocks on the inbox (a ticker keeps it awake), and while it
 //! fetches state it blocks on the state-response channel, which the link
-//! readers fill directly, so fetching never waits behind the inbox.
+//! readers fill directly, so fetching never waits behind the inbox (and
+//! likewise on the component channel while it fetches a tenant's Wasm
+//! component from the orchestrator, `components`).
 
+use crate::components::ComponentLink;
 use crate::replica::{Out, Replica};
 use crate::source::{FetchError, StateSource};
 use std::net::{IpAddr, SocketAddr};
@@ -112,6 +115,7 @@ pub async fn run(
     identity: Identity,
     me: ReplicaId,
     replica: Replica,
+    components: ComponentLink,
     alias: Option<IpAddr>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
@@ -135,19 +139,26 @@ pub async fn run(
             Principal::Node(NodeId(n.id)),
             identity.clone(),
             keys.clone(),
-            in_tx.clone(),
-            resp_tx.clone(),
+            Handoff {
+                inbox: in_tx.clone(),
+                responses: resp_tx.clone(),
+                components: None,
+            },
             rx,
         ));
     }
     let (otx, orx) = outbox(OUTBOX, OUTBOX_BYTES);
+    components.connect(otx.clone(), identity.clone());
     tasks.spawn(link(
         aliased(d.orchestrator.addr, alias),
         Principal::Orchestrator,
         identity.clone(),
         keys.clone(),
-        in_tx.clone(),
-        resp_tx.clone(),
+        Handoff {
+            inbox: in_tx.clone(),
+            responses: resp_tx.clone(),
+            components: Some(components),
+        },
         orx,
     ));
     let links = Links {
@@ -317,16 +328,23 @@ impl ResponseGate {
     }
 }
 
-/// One outgoing link: dial, handshake, pump both ways, redial on failure.
-async fn link(
-    addr: SocketAddr,
-    peer: Principal,
-    me: Identity,
-    keys: Keyring,
+/// Where a link's reader hands what it reads.
+struct Handoff {
+    /// To the replica thread.
     inbox: mpsc::Sender<Input>,
+    /// State responses, to a fetch that waits for them.
     responses: ResponseGate,
-    mut outbox: OutboxRx,
-) {
+    /// Component chunks (the orchestrator's link only).
+    components: Option<ComponentLink>,
+}
+
+/// One outgoing link: dial, handshake, pump both ways, redial on failure.
+async fn link(addr: SocketAddr, peer: Principal, me: Identity, keys: Keyring, to: Handoff, mut outbox: OutboxRx) {
+    let Handoff {
+        inbox,
+        responses,
+        components,
+    } = to;
     let mut backoff = Duration::from_millis(50);
     loop {
         let conn = match TcpStream::connect(addr).await {
@@ -352,6 +370,12 @@ async fn link(
             loop {
                 match rd.recv().await {
                     Ok(Some(Msg::StateResponse(r))) => responses.offer(r),
+                    // Only the orchestrator's link carries components.
+                    Ok(Some(Msg::ComponentChunk(c))) => {
+                        if let Some(cl) = &components {
+                            cl.offer(c);
+                        }
+                    }
                     Ok(Some(m)) => {
                         if !deliver(&inbox, peer, m, &mut dropped).await {
                             return;

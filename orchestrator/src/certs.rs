@@ -64,6 +64,7 @@ pub fn check(peer: Principal, msg: &Msg, keys: &Keyring) -> Result<(), DropReaso
     let allowed = match msg {
         Msg::Wake(_) | Msg::Fault(_) | Msg::Resolved(_) => from_node,
         Msg::Heartbeat(_) => from_node || matches!(peer, Principal::Replica(_)),
+        Msg::ComponentFetch(_) => matches!(peer, Principal::Replica(_)),
         _ => false,
     };
     if !allowed {

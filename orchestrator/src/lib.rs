@@ -113,7 +113,24 @@ pub async fn run_with_backend(
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let link_task = tokio::spawn(links::serve(links, identity, keys, cmd_tx.clone(), stop_rx.clone()));
+    let components = apps_installer.clone().map(|installer| links::Components {
+        installer,
+        slots: Arc::new(
+            dep.apps
+                .iter()
+                .filter(|a| a.kind == zz_wire::config::WASM_KIND)
+                .filter_map(|a| dep.app_by_name(&a.name))
+                .collect(),
+        ),
+    });
+    let link_task = tokio::spawn(links::serve(
+        links,
+        identity,
+        keys,
+        components,
+        cmd_tx.clone(),
+        stop_rx.clone(),
+    ));
     let state = api::ApiState {
         commands: cmd_tx,
         dep: Arc::new(dep),

@@ -12,6 +12,7 @@ pub const REPLACEMENTS: &str = "zz_orchestrator_replacements_total";
 pub const FAULTS_INJECTED: &str = "zz_orchestrator_faults_injected_total";
 pub const API_REQUESTS: &str = "zz_orchestrator_api_requests_total";
 pub const DROPPED: &str = "zz_orchestrator_dropped_messages_total";
+pub const COMPONENT_CHUNKS: &str = "zz_orchestrator_component_chunks_total";
 
 // What web clients got from the gateway of this process (`series`): the
 // same figures as `GET /v1/series`, the newest whole second of its window.
@@ -73,6 +74,10 @@ pub fn register(apps: &[String]) {
     metrics::describe_counter!(FAULTS_INJECTED, "Faults injected through the API");
     metrics::describe_counter!(API_REQUESTS, "Admin API requests by route and status");
     metrics::describe_counter!(DROPPED, "Inbound messages or links dropped, by reason");
+    metrics::describe_counter!(
+        COMPONENT_CHUNKS,
+        "Wasm component chunks sent to replicas that fetched them (found = no: not here)"
+    );
     metrics::describe_counter!(GATEWAY_ANSWERS, "Certified answers the gateway gave web clients");
     metrics::describe_counter!(
         GATEWAY_UNAVAILABLE,

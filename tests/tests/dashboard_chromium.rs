@@ -3,7 +3,9 @@
 //! injects `corrupt-reply` into kv-e1 with the page's own button while the
 //! gateway carries traffic, sees the incident appear, waits until kv's live
 //! chart shows the episode's markers (fault → incident → woken → certified
-//! → fenced → replaced) and answers again after them, checks that the
+//! → fenced → replaced), the dip (a second between the fault and the
+//! recovery worse than the level before it) and answers again after them,
+//! checks that the
 //! chart's newest second shows what `/metrics` exports for it, opens the
 //! incident's timeline, and keeps a screenshot
 //! (`$CARGO_TARGET_TMPDIR/dashboard-chromium.png`, printed).
@@ -384,6 +386,24 @@ async fn drive(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Result<(
     .await
     .map_err(|e| format!("the replicas table never showed kv-e1 active: {e}"))?;
     println!("dashboard shows kv-e1 {state}");
+    let apps = poll(Duration::from_secs(10), || async {
+        let v = browser
+            .exec(r##"return Array.from(document.querySelectorAll("#apps-table tr.app")).map(r => r.dataset.app + ":" + r.dataset.kind);"##)
+            .await?;
+        let apps: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        match ["kv:builtin", "bank:builtin"].iter().find(|a| !apps.iter().any(|x| x == *a)) {
+            None => Ok(apps),
+            Some(a) => Err(format!("the apps table lacks {a}: {apps:?}")),
+        }
+    })
+    .await
+    .map_err(|e| format!("the dashboard's apps: {e}"))?;
+    println!("dashboard lists apps {apps:?}");
 
     // Traffic first, so the chart has a level to dip from.
     let stop = Arc::new(AtomicBool::new(false));
@@ -406,7 +426,7 @@ if (!svg) return null;
 const d = svg.dataset;
 return {
   markers: Array.from(svg.querySelectorAll("g.marker")).map(m => ({ kind: m.dataset.kind, at: Number(m.dataset.at), replica: m.dataset.replica })),
-  points: Array.from(svg.querySelectorAll("rect.pt")).map(p => ({ t: Number(p.dataset.t), answers: Number(p.dataset.answers), errors: Number(p.dataset.errors) })),
+  points: Array.from(svg.querySelectorAll("rect.pt")).map(p => ({ t: Number(p.dataset.t), answers: Number(p.dataset.answers), errors: Number(p.dataset.errors), p99: p.dataset.p99 })),
   last: { t: Number(d.lastT), answers: Number(d.lastAnswers), errors: Number(d.lastErrors), p50: d.lastP50, p99: d.lastP99 },
 };
 "#;
@@ -415,14 +435,14 @@ return {
 const EPISODE: [&str; 6] = ["fault", "incident", "woken", "certified", "fenced", "replaced"];
 
 async fn watch_fault(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Result<(), String> {
+    // A level to dip from: the first second of traffic is partial, so wait
+    // for BASELINE_SECONDS whole ones after it.
     poll(Duration::from_secs(30), || async {
         let chart = browser.exec(KV_CHART_JS).await?;
-        let answered = chart["points"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["answers"].as_u64().unwrap_or(0) > 0));
-        answered
+        let answered = points(&chart).iter().filter(|p| p.answers > 0).count();
+        (answered > BASELINE_SECONDS)
             .then_some(())
-            .ok_or_else(|| format!("kv's chart shows no answers yet: {}", chart["last"]))
+            .ok_or_else(|| format!("kv's chart shows {answered} seconds with answers: {}", chart["last"]))
     })
     .await
     .map_err(|e| format!("the live chart never showed the traffic: {e}"))?;
@@ -509,18 +529,18 @@ async fn watch_fault(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Re
             }
         }
         let certified = first("certified").unwrap_or(u64::MAX);
-        let recovered = chart["points"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|p| p["t"].as_u64().unwrap_or(0) > certified && p["answers"].as_u64().unwrap_or(0) > 0);
+        let pts = points(&chart);
+        let recovered = pts.iter().any(|p| p.t > certified && p.answers > 0);
         if !recovered {
             return Err("no answers on the chart in a whole second after the certified marker yet".into());
         }
-        Ok(chart)
+        let dip = find_dip(&pts, first("fault").unwrap_or(0), certified)?;
+        Ok((chart, dip))
     })
     .await
     .map_err(|e| format!("the chart never showed the episode: {e}"))?;
+    let (chart, dip) = chart;
+    println!("kv chart dip: {dip}");
     let per_second: Vec<u64> = chart["points"]
         .as_array()
         .into_iter()
@@ -602,6 +622,114 @@ async fn watch_fault(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Re
     browser.screenshot(&shot).await?;
     println!("dashboard screenshot: {}", shot.display());
     Ok(())
+}
+
+/// Whole seconds of traffic before the fault that set the level a dip is
+/// measured against.
+const BASELINE_SECONDS: usize = 3;
+
+/// One second of kv's chart, as its SVG shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Point {
+    t: u64,
+    answers: u64,
+    errors: u64,
+    p99: Option<f64>,
+}
+
+fn points(chart: &Value) -> Vec<Point> {
+    chart["points"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| Point {
+            t: p["t"].as_u64().unwrap_or(0),
+            answers: p["answers"].as_u64().unwrap_or(0),
+            errors: p["errors"].as_u64().unwrap_or(0),
+            p99: p["p99"].as_str().and_then(|s| s.parse().ok()),
+        })
+        .collect()
+}
+
+fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len() / 2).copied()
+}
+
+/// The dip: a second from the fault's to the one after the first certified
+/// answer that is worse than the level before the fault (the median of the
+/// whole seconds of traffic before it, its first partial second left out):
+/// fewer answers, any error, or a p99 latency over twice the level's. The
+/// client sends one request at a time, so the request that waits out the
+/// incident shows in its second's latency and count. Err says why none is.
+fn find_dip(pts: &[Point], fault_ms: u64, certified_ms: u64) -> Result<String, String> {
+    let before: Vec<&Point> = pts
+        .iter()
+        .filter(|p| p.answers > 0 && p.t + 1000 <= fault_ms)
+        .skip(1)
+        .collect();
+    if before.len() < BASELINE_SECONDS - 1 {
+        return Err(format!(
+            "only {} whole seconds of traffic before the fault: {pts:?}",
+            before.len()
+        ));
+    }
+    let answers = median(before.iter().map(|p| p.answers).collect()).unwrap_or(0);
+    let p99 = median(before.iter().filter_map(|p| p.p99).collect());
+    let episode = pts
+        .iter()
+        .filter(|p| p.t + 1000 > fault_ms && p.t <= certified_ms + 1000);
+    for p in episode {
+        let slow = matches!((p.p99, p99), (Some(now), Some(level)) if now > 2.0 * level);
+        if p.answers < answers || p.errors > 0 || slow {
+            return Ok(format!(
+                "second {}: {} answers, {} errors, p99 {:?} ms against {answers} answers/s, p99 {p99:?} ms before the fault",
+                p.t, p.answers, p.errors, p.p99
+            ));
+        }
+    }
+    Err(format!(
+        "no second from the fault to the recovery is worse than the level before it ({answers} answers/s, p99 {p99:?} ms): {pts:?}"
+    ))
+}
+
+#[test]
+fn a_dip_is_a_worse_second_between_the_fault_and_the_recovery() {
+    let pt = |t: u64, answers, errors, p99| Point {
+        t: t * 1000,
+        answers,
+        errors,
+        p99,
+    };
+    // Traffic from second 10 (partial), level 9/s at 8 ms; fault at 14.5 s,
+    // certified at 15.2 s.
+    let level = [
+        pt(10, 3, 0, Some(8.0)),
+        pt(11, 9, 0, Some(8.0)),
+        pt(12, 9, 0, Some(7.0)),
+        pt(13, 9, 0, Some(9.0)),
+    ];
+    let with = |episode: &[Point]| -> Vec<Point> { level.iter().chain(episode).copied().collect() };
+    let fewer = with(&[
+        pt(14, 9, 0, Some(8.0)),
+        pt(15, 5, 0, Some(8.0)),
+        pt(16, 9, 0, Some(8.0)),
+    ]);
+    assert!(find_dip(&fewer, 14_500, 15_200).is_ok());
+    let slower = with(&[pt(14, 9, 0, Some(8.0)), pt(15, 9, 0, Some(400.0))]);
+    assert!(find_dip(&slower, 14_500, 15_200).is_ok());
+    let failed = with(&[pt(14, 9, 1, Some(8.0))]);
+    assert!(find_dip(&failed, 14_500, 15_200).is_ok());
+    // No worse second in the episode; a bad one long after does not count.
+    let flat = with(&[
+        pt(14, 9, 0, Some(8.0)),
+        pt(15, 9, 0, Some(9.0)),
+        pt(16, 9, 0, Some(8.0)),
+        pt(20, 1, 0, None),
+    ]);
+    assert!(find_dip(&flat, 14_500, 15_200).is_err());
+    // Too little traffic before the fault to tell.
+    assert!(find_dip(&fewer[3..], 14_500, 15_200).is_err());
 }
 
 /// The value of `name{app="kv"}` in Prometheus text; NaN is `None`.

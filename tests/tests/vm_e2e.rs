@@ -116,7 +116,8 @@ struct VmUp {
 }
 
 impl VmUp {
-    fn start() -> VmUp {
+    /// `zz up --backend libvirt --f 1 --apps kv` with `extra` arguments.
+    fn start(extra: &[&str]) -> VmUp {
         let dir = tempfile::Builder::new()
             .prefix("zz-vm-e2e-")
             .tempdir()
@@ -135,6 +136,7 @@ impl VmUp {
                 "--accel",
                 &accel,
             ])
+            .args(extra)
             .arg("--image-dir")
             .arg(image_dir())
             .arg("--data-dir")
@@ -439,7 +441,15 @@ async fn with_deployment<F>(body: impl FnOnce(Arc<VmUp>) -> F)
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let up = Arc::new(VmUp::start());
+    with_deployment_of(&[], body).await
+}
+
+/// `with_deployment`, with more arguments to `zz up`.
+async fn with_deployment_of<F>(extra: &[&str], body: impl FnOnce(Arc<VmUp>) -> F)
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let up = Arc::new(VmUp::start(extra));
     let result = body(up.clone()).await;
     if let Err(e) = &result {
         up.dump_context().await;
@@ -584,6 +594,178 @@ async fn hibernated_standby_replaces_lying_vm_and_sigint_leaves_no_domain() {
         .await?;
         let (victim, generation) = active[0].clone();
         lying_vm_is_outvoted_and_replaced(&up, &victim, generation, &standby).await
+    })
+    .await;
+}
+
+/// What a deploy or an upgrade may take: its replicas' VMs boot under
+/// emulation before f+1 of them certify the ordered install.
+const DEPLOY: Duration = Duration::from_secs(240);
+
+impl VmUp {
+    /// `POST /v1/apps` or `PUT /v1/apps/{name}` with `file`'s bytes.
+    async fn deploy(&self, method: reqwest::Method, path: &str, name: &str, file: &str) -> anyhow::Result<Value> {
+        use base64::Engine as _;
+        let bytes = std::fs::read(workspace().join(file))?;
+        let body = json!({ "name": name, "component": base64::engine::general_purpose::STANDARD.encode(bytes) });
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(DEPLOY)
+            .build()?
+            .request(method.clone(), format!("http://{}{path}", self.admin))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "{method} {path}: {status} {v}");
+        Ok(v)
+    }
+
+    /// `POST /counter/incr`: the count, or None for an unanswered request
+    /// (503: maybe counted).
+    async fn incr(&self) -> anyhow::Result<Option<u64>> {
+        let r = self
+            .http
+            .post(format!("http://{}/counter/incr", self.gateway))
+            .send()
+            .await?;
+        let status = r.status();
+        let body = r.text().await?;
+        match status.as_u16() {
+            200 => Ok(serde_json::from_str::<Value>(&body)?["count"].as_u64()),
+            503 => Ok(None),
+            _ => anyhow::bail!("POST /counter/incr: {status} {body}"),
+        }
+    }
+
+    /// The replicas of `app` with `state`, among those heard from.
+    async fn of_app(&self, app: &str, state: &str) -> anyhow::Result<Vec<String>> {
+        let v = self.get("/v1/replicas").await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["app"] == app && r["state"] == state && r["last_heartbeat_ms"].is_u64())
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .collect())
+    }
+}
+
+/// A tenant's Wasm app on VMs: the guest has no copy of the orchestrator's
+/// disk, so each replica fetches the component over its link (checked
+/// against the hash the ordered install named); it answers, outvotes a
+/// lying VM with the standby woken, and is upgraded to another component
+/// (fetched the same way) with its state kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_app_on_vms_fetches_its_component_survives_a_lying_vm_and_is_upgraded() {
+    if !libvirt_available() {
+        return;
+    }
+    let _one = ONE_DEPLOYMENT_AT_A_TIME.lock().await;
+    with_deployment_of(&["--wasm-slots", "1"], |up| async move {
+        up.steady(READY).await?;
+        let t0 = Instant::now();
+        let d = up
+            .deploy(
+                reqwest::Method::POST,
+                "/v1/apps",
+                "counter",
+                "examples/counter/counter.wasm",
+            )
+            .await?;
+        println!("deployed counter in {:.1} s: {d}", t0.elapsed().as_secs_f64());
+        let slot = up.get("/v1/apps/counter").await?["slot"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let upr = &*up;
+        let slot_ref = &slot;
+        up.wait("counter's VMs: 2 active + 1 paused", DEPLOY, || async move {
+            let (a, p) = (
+                upr.of_app(slot_ref, "active").await?,
+                upr.of_app(slot_ref, "paused").await?,
+            );
+            Ok((a.len() == 2 && p.len() == 1).then_some(()))
+        })
+        .await?;
+        // Answers, counting one by one; the first fetched the component.
+        let mut count = 0u64;
+        let started = Instant::now();
+        while count < 5 {
+            if let Some(n) = up.incr().await? {
+                anyhow::ensure!(n > count, "a wrong answer: the count went from {count} to {n}");
+                count = n;
+            }
+            anyhow::ensure!(
+                started.elapsed() < DEPLOY,
+                "counter never answered 5 times (count {count})"
+            );
+        }
+        println!(
+            "deploy request → 5 certified counts: {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+
+        // One active VM lies: answers stay right, the standby is woken.
+        let victim = up.of_app(&slot, "active").await?.into_iter().next().unwrap_or_default();
+        up.post("/v1/faults", json!({"target": victim, "kind": "corrupt-reply"}))
+            .await?;
+        let since = Instant::now();
+        let incident = loop {
+            if let Some(n) = up.incr().await? {
+                anyhow::ensure!(n > count, "a wrong answer was certified: {count} then {n}");
+                count = n;
+            }
+            let inc = up.get("/v1/incidents").await?;
+            let found = inc
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|i| i["app"] == slot.as_str() && !i["certified_at"].is_null());
+            if let Some(i) = found {
+                break i.clone();
+            }
+            anyhow::ensure!(
+                since.elapsed() < HEAL,
+                "no certified incident of {slot} after {victim} lied, within {HEAL:?}: {inc}"
+            );
+        };
+        println!("incident: {incident}");
+
+        // Upgraded to examples/kv: its replicas fetch the new component and
+        // read the count the old one kept.
+        let d = up
+            .deploy(
+                reqwest::Method::PUT,
+                "/v1/apps/counter",
+                "counter",
+                "examples/kv/kv.wasm",
+            )
+            .await?;
+        anyhow::ensure!(d["version"] == 2, "upgrade: {d}");
+        let stored = up
+            .wait("the count read through the upgraded component", HEAL, || async move {
+                let r = upr
+                    .http
+                    .get(format!("http://{}/counter/count", upr.gateway))
+                    .send()
+                    .await?;
+                match r.status().as_u16() {
+                    200 => Ok(Some(r.bytes().await?)),
+                    503 => Ok(None),
+                    s => anyhow::bail!("GET /counter/count after the upgrade: {s}"),
+                }
+            })
+            .await?;
+        let n = u64::from_le_bytes(
+            stored
+                .as_ref()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("not 8 bytes: {stored:?}"))?,
+        );
+        anyhow::ensure!(n >= count, "the upgrade lost state: {n} < {count}");
+        Ok(())
     })
     .await;
 }

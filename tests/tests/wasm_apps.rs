@@ -2,7 +2,8 @@
 //! is not a valid, allowed component; deployed at run time through the
 //! admin API; answering through the gateway; still answering correctly with
 //! `corrupt-reply` in one of its active replicas (a standby woken); upgraded
-//! to another component with its state kept; removed with its replicas.
+//! to another component with its state kept; removed with its replicas. A
+//! `zz gateway` apart from `zz up` routes the app while it is deployed.
 
 mod support;
 
@@ -42,6 +43,93 @@ async fn apps(up: &ZzUp, http: &reqwest::Client) -> Vec<Value> {
         )
         .await;
     serde_json::from_str(&body).unwrap_or_default()
+}
+
+/// `zz gateway --apps-from <admin URL>` on the deployment `zz up` wrote, as
+/// the `bench` client (the `gateway` identity is `zz up`'s own gateway's).
+struct StandaloneGateway {
+    child: std::process::Child,
+    base: String,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl StandaloneGateway {
+    fn start(up: &ZzUp) -> StandaloneGateway {
+        use std::io::BufRead as _;
+        let dir = up.data_dir();
+        let mut child = std::process::Command::new(zz_tests::bin("zz"))
+            .arg("gateway")
+            .arg("--config")
+            .arg(dir.join("deployment.toml"))
+            .args(["--listen", "127.0.0.1:0", "--client", "bench", "--apps-from"])
+            .arg(up.admin_url(""))
+            .arg("--token-file")
+            .arg(dir.join("admin.token"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| up.fail(format!("spawning zz gateway: {e}")));
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (out, lines) = (child.stdout.take(), stdout.clone());
+        std::thread::spawn(move || {
+            for line in out
+                .into_iter()
+                .flat_map(|o| std::io::BufReader::new(o).lines().map_while(Result::ok))
+            {
+                if let Ok(mut l) = lines.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let start = Instant::now();
+        let base = loop {
+            let printed = stdout.lock().map(|l| l.clone()).unwrap_or_default();
+            if let Some(url) = printed.iter().find_map(|l| l.strip_prefix("gateway listening on ")) {
+                break url.trim().to_string();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                up.fail(format!("zz gateway exited with {status}: {printed:?}"));
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                up.fail(format!("zz gateway printed no address within 30 s: {printed:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        println!("standalone gateway at {base}");
+        StandaloneGateway { child, base, stdout }
+    }
+
+    /// GETs `path` until it answers `want` (20 s at most); the last status
+    /// otherwise.
+    async fn poll_status(&self, http: &reqwest::Client, path: &str, want: StatusCode) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let got = match http.get(format!("{}{path}", self.base)).send().await {
+                Ok(r) if r.status() == want => return Ok(()),
+                Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => e.to_string(),
+            };
+            if start.elapsed() > Duration::from_secs(20) {
+                let printed = self.stdout.lock().map(|l| l.clone()).unwrap_or_default();
+                return Err(format!(
+                    "GET {path} still answers {got} (wanted {want}); it printed {printed:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for StandaloneGateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// `POST /counter/incr` until a certified answer; a 503 may have counted.
@@ -118,6 +206,14 @@ async fn a_wasm_app_is_deployed_survives_a_fault_and_keeps_its_state_across_an_u
         }
     }
     assert!(count >= 1);
+
+    // A gateway apart from the orchestrator routes the app too, once it
+    // follows the admin API's list.
+    let mut gateway = StandaloneGateway::start(&up);
+    let through = gateway.poll_status(&http, "/counter/count", StatusCode::OK).await;
+    if let Err(e) = through {
+        up.fail(format!("the standalone gateway never routed counter: {e}"));
+    }
 
     // corrupt-reply in an active replica: answers stay correct, a standby wakes.
     let rs = up.replicas(&http).await.unwrap_or_else(|e| up.fail(e));
@@ -204,6 +300,13 @@ async fn a_wasm_app_is_deployed_survives_a_fault_and_keeps_its_state_across_an_u
     assert!(apps(&up, &http).await.iter().all(|a| a["name"] != "counter"));
     up.expect(http.get(up.gateway_url("/counter/count")), "GET after removal", 404)
         .await;
+    if let Err(e) = gateway
+        .poll_status(&http, "/counter/count", StatusCode::NOT_FOUND)
+        .await
+    {
+        up.fail(format!("the standalone gateway still routes the removed app: {e}"));
+    }
+    gateway.stop();
     let rs = up.replicas(&http).await.unwrap_or_else(|e| up.fail(e));
     for r in rs.iter().filter(|r| replicas.iter().any(|n| r["id"] == n.as_str())) {
         assert_eq!(r["state"], "stopped", "{r}");

@@ -1018,6 +1018,43 @@ pub struct Heartbeat {
     pub time_ms: u64,
 }
 
+/// A replica asks the orchestrator for part of a tenant's Wasm component
+/// (by its SHA-256), from `offset`: replicas that do not share its disk (VMs,
+/// other hosts) get deployed components this way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentFetch {
+    pub replica: ReplicaId,
+    pub hash: [u8; 32],
+    pub offset: u64,
+}
+
+impl Signable for ComponentFetch {
+    fn author(&self) -> Principal {
+        Principal::Replica(self.replica)
+    }
+    fn digest(&self) -> Digest {
+        Hasher::new("zz/component-fetch/v1")
+            .u16(self.replica.app.0)
+            .u16(self.replica.index)
+            .u64(self.offset)
+            .bytes(&self.hash)
+            .finish()
+    }
+}
+
+/// Bytes `offset..offset + bytes.len()` of the component `hash`, `total`
+/// bytes long. Unsigned: the replica checks the whole against its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentChunk {
+    pub hash: [u8; 32],
+    pub offset: u64,
+    pub total: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Bytes per `ComponentChunk`, well inside the frame limit.
+pub const COMPONENT_CHUNK: usize = 4 << 20;
+
 impl Signable for Heartbeat {
     fn author(&self) -> Principal {
         self.from
@@ -1095,6 +1132,8 @@ pub enum Msg {
     // Appended, so the tags of the variants above stay as they were.
     BodyFetch(Signed<BodyFetch>),
     Bodies(Signed<Bodies>),
+    ComponentFetch(Signed<ComponentFetch>),
+    ComponentChunk(ComponentChunk),
 }
 
 impl Msg {
@@ -1125,6 +1164,8 @@ impl Msg {
             Msg::Resolved(_) => "resolved",
             Msg::Control(_) => "control",
             Msg::Heartbeat(_) => "heartbeat",
+            Msg::ComponentFetch(_) => "component-fetch",
+            Msg::ComponentChunk(_) => "component-chunk",
         }
     }
 
@@ -1167,6 +1208,8 @@ impl Msg {
             Msg::Resolved(s) => Some(s.signed_digest()),
             Msg::Control(s) => Some(s.signed_digest()),
             Msg::Heartbeat(s) => Some(s.signed_digest()),
+            Msg::ComponentFetch(s) => Some(s.signed_digest()),
+            Msg::ComponentChunk(_) => None,
         }
     }
 
@@ -1191,7 +1234,7 @@ impl Msg {
             Msg::OrdersReply(s) => s.author(),
             Msg::ExecReply(m) => m.author(),
             Msg::ExecCheckpoint(s) => s.author(),
-            Msg::CheckpointCert(_) => return None,
+            Msg::CheckpointCert(_) | Msg::ComponentChunk(_) => return None,
             Msg::StateRequest(s) => s.author(),
             Msg::StateResponse(s) => s.author(),
             Msg::Wake(s) => s.author(),
@@ -1199,6 +1242,7 @@ impl Msg {
             Msg::Resolved(s) => s.author(),
             Msg::Control(s) => s.author(),
             Msg::Heartbeat(s) => s.author(),
+            Msg::ComponentFetch(s) => s.author(),
         })
     }
 }

@@ -58,10 +58,17 @@ pub trait Components: Send {
 /// Components as files `<hex hash>.wasm` in a directory.
 pub struct DirComponents(pub PathBuf);
 
-impl Components for DirComponents {
-    fn get(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+impl DirComponents {
+    /// The bytes of `<hex hash>.wasm`, if they are there and match.
+    pub fn read(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
         let bytes = std::fs::read(self.0.join(format!("{}.wasm", hex::encode(hash)))).ok()?;
         (component_hash(&bytes) == *hash).then_some(bytes)
+    }
+}
+
+impl Components for DirComponents {
+    fn get(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        self.read(hash)
     }
 }
 

@@ -32,6 +32,9 @@ pub trait Installer: Send + Sync + 'static {
     fn install(&self, slot: AppId, name: String, hash: String) -> BoxFuture<'static, Result<u64, String>>;
     /// Orders `ZZ-REMOVE` in `slot`'s log.
     fn remove(&self, slot: AppId) -> BoxFuture<'static, Result<(), String>>;
+    /// The stored bytes of component `hash`, if they are here and match it
+    /// (what replicas without the orchestrator's disk fetch).
+    fn component(&self, hash: &[u8; 32]) -> Option<Vec<u8>>;
 }
 
 /// `POST /v1/apps` and `PUT /v1/apps/{name}` with a JSON body.
