@@ -1,6 +1,6 @@
 //! The dashboard in a real browser: headless Chromium, driven through
 //! chromedriver's W3C WebDriver HTTP API, opens the page `zz up` serves,
-//! injects `corrupt-reply` into kv-e1 with the page's own button while the
+//! injects `hang` into kv-e1 with the page's own button while the
 //! gateway carries traffic, sees the incident appear, waits until kv's live
 //! chart shows the episode's markers (fault → incident → woken → certified
 //! → fenced → replaced), the dip (a second between the fault and the
@@ -33,7 +33,11 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// The W3C name of the key that holds an element reference.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 const KV_E1_STATE: &str = r#"tr[data-replica="kv-e1"] .state"#;
-const KV_E1_CORRUPT: &str = r#"tr[data-replica="kv-e1"] button.fault[data-kind="corrupt-reply"]"#;
+/// The fault the page's button injects: kv-e1 stops answering, so requests
+/// wait out the voters' reply timeout before the standby is woken — a dip
+/// that shows on any machine (a lie is outvoted in ~20 ms, too fast to see).
+const FAULT: &str = "hang";
+const KV_E1_FAULT: &str = r#"tr[data-replica="kv-e1"] button.fault[data-kind="hang"]"#;
 const INCIDENT_ROW: &str = "#incident-table tr.incident";
 /// An incident needs traffic, detection, f+1 WAKEs and a render.
 const INCIDENT_LIMIT: Duration = Duration::from_secs(60);
@@ -450,11 +454,11 @@ async fn watch_fault(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Re
     // The table is re-rendered every second, so a found button can go stale
     // before the click lands: find and click again.
     poll(Duration::from_secs(10), || async {
-        let b = browser.find(KV_E1_CORRUPT).await?;
+        let b = browser.find(KV_E1_FAULT).await?;
         browser.click(&b).await
     })
     .await
-    .map_err(|e| format!("clicking kv-e1's corrupt-reply button: {e}"))?;
+    .map_err(|e| format!("clicking kv-e1's {FAULT} button: {e}"))?;
     let fault = poll(Duration::from_secs(10), || async {
         let r = http
             .get(up.admin_url("/v1/faults"))
@@ -465,8 +469,8 @@ async fn watch_fault(up: &ZzUp, browser: &Browser, http: &reqwest::Client) -> Re
         let faults: Vec<Value> = r.json().await.map_err(|e| e.to_string())?;
         faults
             .into_iter()
-            .find(|f| f["target"] == "kv-e1" && f["kind"] == "corrupt-reply")
-            .ok_or_else(|| "no kv-e1 corrupt-reply fault registered".to_string())
+            .find(|f| f["target"] == "kv-e1" && f["kind"] == FAULT)
+            .ok_or_else(|| format!("no kv-e1 {FAULT} fault registered"))
     })
     .await;
     let fault = match fault {

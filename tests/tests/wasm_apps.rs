@@ -100,14 +100,26 @@ impl StandaloneGateway {
         StandaloneGateway { child, base, stdout }
     }
 
-    /// GETs `path` until it answers `want` (20 s at most); the last status
-    /// otherwise.
-    async fn poll_status(&self, http: &reqwest::Client, path: &str, want: StatusCode) -> Result<(), String> {
+    /// GETs `path` until it answers `want` with a body that contains
+    /// `saying` (20 s at most); the last answer otherwise.
+    async fn poll_status(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        want: StatusCode,
+        saying: &str,
+    ) -> Result<(), String> {
         let start = Instant::now();
         loop {
             let got = match http.get(format!("{}{path}", self.base)).send().await {
-                Ok(r) if r.status() == want => return Ok(()),
-                Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    if status == want && body.contains(saying) {
+                        return Ok(());
+                    }
+                    format!("{status} {body}")
+                }
                 Err(e) => e.to_string(),
             };
             if start.elapsed() > Duration::from_secs(20) {
@@ -210,7 +222,7 @@ async fn a_wasm_app_is_deployed_survives_a_fault_and_keeps_its_state_across_an_u
     // A gateway apart from the orchestrator routes the app too, once it
     // follows the admin API's list.
     let mut gateway = StandaloneGateway::start(&up);
-    let through = gateway.poll_status(&http, "/counter/count", StatusCode::OK).await;
+    let through = gateway.poll_status(&http, "/counter/", StatusCode::OK, "count").await;
     if let Err(e) = through {
         up.fail(format!("the standalone gateway never routed counter: {e}"));
     }
@@ -301,7 +313,7 @@ async fn a_wasm_app_is_deployed_survives_a_fault_and_keeps_its_state_across_an_u
     up.expect(http.get(up.gateway_url("/counter/count")), "GET after removal", 404)
         .await;
     if let Err(e) = gateway
-        .poll_status(&http, "/counter/count", StatusCode::NOT_FOUND)
+        .poll_status(&http, "/counter/", StatusCode::NOT_FOUND, "no app named")
         .await
     {
         up.fail(format!("the standalone gateway still routes the removed app: {e}"));
