@@ -151,3 +151,47 @@ fn every_bench_mode_reports_sane_numbers_and_the_report_plots_them() {
     }
     assert!(md.contains("Measured on: "), "{md}");
 }
+
+/// `--workload wasm-kv` deploys `examples/kv` into a Wasm slot at run time
+/// and loads it like kv: same sanity checks, and the deploy is reported.
+#[test]
+fn the_wasm_workload_deploys_its_component_and_reports_sane_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let json = d.join("wasm-kv.json").to_string_lossy().into_owned();
+    let args = [
+        "bench",
+        "--mode",
+        "zz",
+        "--workload",
+        "wasm-kv",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--clients",
+        "8",
+        "--seed",
+        "7",
+        "--json",
+        &json,
+    ];
+    let printed = zz(&args, d);
+    assert!(
+        printed.contains("deployed examples/kv as wasm-kv (version 1)"),
+        "{printed}"
+    );
+    let v = read_json(Path::new(&json));
+    check_throughput(&v, "zz");
+    assert_eq!(v["workload"], "wasm-kv", "{v}");
+    let unreplicated = zz_tests::run_zz(
+        &["bench", "--mode", "unreplicated", "--workload", "wasm-kv"],
+        &d.join("unreplicated.log"),
+        RUN_LIMIT,
+    );
+    assert!(
+        !unreplicated.success && unreplicated.output.contains("use --mode zz or full"),
+        "{}",
+        unreplicated.output
+    );
+}
