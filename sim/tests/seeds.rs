@@ -5,11 +5,13 @@ use zz_sim::plan::{NodeBehaviour, NodePlan, Partition, Plan, ReplicaBehaviour, R
 use zz_sim::{replay_command, run, SimConfig, World};
 use zz_wire::{NodeFault, ReplicaFault};
 
+/// Seeds per chunk. A chunk is one test, so that the sweep spreads over
+/// the test threads and no test runs long: 4 chunks per f, 1,000 seeds.
 fn seeds_per_chunk() -> u64 {
     std::env::var("ZZ_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(500)
+        .unwrap_or(250)
 }
 
 /// Runs `count` seeds from `first` at `f`; fails listing every failing seed.
@@ -34,24 +36,50 @@ fn sweep(first: u64, count: u64, f: usize) {
     );
 }
 
+/// The chunks: from 0 and from 1,000,000, `seeds_per_chunk` apart.
+fn chunk(range: u64, part: u64, f: usize) {
+    let n = seeds_per_chunk();
+    sweep(range * 1_000_000 + part * n, n, f);
+}
+
 #[test]
 fn seeds_f1_a() {
-    sweep(0, seeds_per_chunk(), 1);
+    chunk(0, 0, 1);
+}
+
+#[test]
+fn seeds_f1_a2() {
+    chunk(0, 1, 1);
 }
 
 #[test]
 fn seeds_f1_b() {
-    sweep(1_000_000, seeds_per_chunk(), 1);
+    chunk(1, 0, 1);
+}
+
+#[test]
+fn seeds_f1_b2() {
+    chunk(1, 1, 1);
 }
 
 #[test]
 fn seeds_f2_a() {
-    sweep(0, seeds_per_chunk(), 2);
+    chunk(0, 0, 2);
+}
+
+#[test]
+fn seeds_f2_a2() {
+    chunk(0, 1, 2);
 }
 
 #[test]
 fn seeds_f2_b() {
-    sweep(1_000_000, seeds_per_chunk(), 2);
+    chunk(1, 0, 2);
+}
+
+#[test]
+fn seeds_f2_b2() {
+    chunk(1, 1, 2);
 }
 
 #[test]
