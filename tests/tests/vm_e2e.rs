@@ -709,6 +709,12 @@ async fn a_wasm_app_on_vms_fetches_its_component_survives_a_lying_vm_and_is_upgr
 
         // One active VM lies: answers stay right, the standby is woken.
         let victim = up.of_app(&slot, "active").await?.into_iter().next().unwrap_or_default();
+        // The first requests found the VMs compiling the component (under
+        // emulation, seconds) and may have opened an incident of their own:
+        // only one detected after the fault is this fault's.
+        let fault_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis();
         up.post("/v1/faults", json!({"target": victim, "kind": "corrupt-reply"}))
             .await?;
         let since = Instant::now();
@@ -718,11 +724,11 @@ async fn a_wasm_app_on_vms_fetches_its_component_survives_a_lying_vm_and_is_upgr
                 count = n;
             }
             let inc = up.get("/v1/incidents").await?;
-            let found = inc
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|i| i["app"] == slot.as_str() && !i["certified_at"].is_null());
+            let found = inc.as_array().into_iter().flatten().find(|i| {
+                i["app"] == slot.as_str()
+                    && !i["certified_at"].is_null()
+                    && i["detected_at"].as_u64().is_some_and(|t| u128::from(t) >= fault_at)
+            });
             if let Some(i) = found {
                 break i.clone();
             }
@@ -732,6 +738,21 @@ async fn a_wasm_app_on_vms_fetches_its_component_survives_a_lying_vm_and_is_upgr
             );
         };
         println!("incident: {incident}");
+        let (id, victim_ref) = (incident["id"].clone(), &victim);
+        up.wait(&format!("{victim} named faulty in incident {id}"), HEAL, || {
+            let id = id.clone();
+            async move {
+                let inc = upr.get("/v1/incidents").await?;
+                let named = inc.as_array().into_iter().flatten().any(|i| {
+                    i["id"] == id
+                        && i["faulty"]
+                            .as_array()
+                            .is_some_and(|f| f.iter().any(|x| x == victim_ref.as_str()))
+                });
+                Ok(named.then_some(()))
+            }
+        })
+        .await?;
 
         // Upgraded to examples/kv: its replicas fetch the new component and
         // read the count the old one kept.
