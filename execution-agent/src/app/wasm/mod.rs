@@ -38,7 +38,7 @@ use kv::KvServer;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::WasiHttpView as _;
@@ -75,8 +75,31 @@ fn engine() -> Result<Engine, LoadError> {
     c.wasm_component_model(true)
         .consume_fuel(true)
         .cranelift_nan_canonicalization(true)
-        .relaxed_simd_deterministic(true);
+        .relaxed_simd_deterministic(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool()));
     Engine::new(&c).map_err(|e| LoadError::Invalid(format!("{e:#}")))
+}
+
+/// Requests run one at a time per app (a dry run too), so a few instance
+/// slots suffice; reusing them, warm, is what makes a fresh instance per
+/// request cheap. The limits per component are the ones a request has
+/// anyway (`Host`'s `StoreLimits`), and a component over them is refused
+/// when it is compiled, that is at deploy time.
+fn pool() -> PoolingAllocationConfig {
+    const SLOTS: u32 = 4;
+    const KEEP_RESIDENT: usize = 1 << 20;
+    let mut p = PoolingAllocationConfig::new();
+    p.total_component_instances(SLOTS)
+        .total_core_instances(SLOTS * 16)
+        .total_memories(SLOTS * 4)
+        .total_tables(SLOTS * 16)
+        .total_stacks(SLOTS)
+        .max_memory_size(MEMORY_LIMIT)
+        // Reset by memset instead of returning the pages to the kernel:
+        // page faults and TLB flushes were a large part of a request.
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT);
+    p
 }
 
 /// The SHA-256 of a component's bytes, which names it everywhere.
