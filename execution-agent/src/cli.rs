@@ -6,7 +6,7 @@ use crate::replica::{Config, Replica};
 use clap::{Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use zz_wire::{Deployment, Identity, Principal, ReplicaId};
+use zz_wire::{Deployment, Identity, Keyring, Principal, ReplicaId};
 
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
 #[command(
@@ -167,7 +167,8 @@ pub fn load(s: &Settings) -> Result<Loaded, CliError> {
         Some(Principal::Replica(r)) => r,
         _ => return Err(CliError::UnknownReplica(s.replica.clone())),
     };
-    let identity = load_key(&d, &s.key, me)?;
+    let keys = d.keyring();
+    let identity = load_key(&d, &keys, &s.key, me)?;
     let entry = d
         .app(me.app)
         .ok_or_else(|| CliError::UnknownReplica(s.replica.clone()))?;
@@ -187,7 +188,7 @@ pub fn load(s: &Settings) -> Result<Loaded, CliError> {
         crate::app::build(&entry.kind, &entry.name)
             .ok_or_else(|| CliError::UnknownApp(entry.name.clone(), entry.kind.clone()))?
     };
-    let replica = Replica::new(Config::from_deployment(&d, me), identity.clone(), d.keyring(), app);
+    let replica = Replica::new(Config::from_deployment(&d, me), identity.clone(), keys, app);
     Ok(Loaded {
         deployment: d,
         identity,
@@ -197,15 +198,30 @@ pub fn load(s: &Settings) -> Result<Loaded, CliError> {
     })
 }
 
-fn load_key(d: &Deployment, path: &Path, me: ReplicaId) -> Result<Identity, CliError> {
+/// The replica's key: the deployment's (generation 1), or a replacement's,
+/// which must come with the orchestrator's announcement of it
+/// (`<key file>.cert`); that announcement is made current in `keys`.
+fn load_key(d: &Deployment, keys: &Keyring, path: &Path, me: ReplicaId) -> Result<Identity, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| CliError::Read(path.into(), e))?;
     let id = Identity::from_secret_hex(Principal::Replica(me), &text).map_err(|e| CliError::Key(path.into(), e))?;
-    if d.public_key(id.who) != Some(id.public()) {
-        return Err(CliError::Key(
-            path.into(),
-            format!("is not the key of {}", d.replica_name(me)),
-        ));
+    if d.public_key(id.who) == Some(id.public()) {
+        return Ok(id);
     }
+    let cert_path = zz_wire::config::key_cert_path(path);
+    let not_ours = |why: String| CliError::Key(path.into(), format!("is not the key of {}: {why}", d.replica_name(me)));
+    let cert_text = std::fs::read_to_string(&cert_path).map_err(|e| {
+        not_ours(format!(
+            "not the deployment's, and no announcement {}: {e}",
+            cert_path.display()
+        ))
+    })?;
+    let cert =
+        zz_wire::config::parse_key_cert(&cert_text).map_err(|e| not_ours(format!("{}: {e}", cert_path.display())))?;
+    if cert.body.replica != me || cert.body.public_key != id.public() {
+        return Err(not_ours(format!("{} announces another key", cert_path.display())));
+    }
+    cert.apply(keys)
+        .map_err(|e| not_ours(format!("{}: {e}", cert_path.display())))?;
     Ok(id)
 }
 

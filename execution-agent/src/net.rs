@@ -119,7 +119,9 @@ pub async fn run(
     alias: Option<IpAddr>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let keys = d.keyring();
+    // The replica's own: replacement keys announced on any link are
+    // current for it and every link at once.
+    let keys = replica.keys().clone();
     let (in_tx, in_rx) = mpsc::channel::<Input>(INBOX);
     let (resp_tx, resp_rx) = stdmpsc::sync_channel::<Signed<StateResponse>>(RESPONSES);
     let resp_tx = ResponseGate {
@@ -370,6 +372,17 @@ async fn link(addr: SocketAddr, peer: Principal, me: Identity, keys: Keyring, to
             loop {
                 match rd.recv().await {
                     Ok(Some(Msg::StateResponse(r))) => responses.offer(r),
+                    Ok(Some(Msg::ReplicaKey(k))) => match k.apply(&keys) {
+                        Ok(true) => tracing::info!(
+                            replica = %Principal::Replica(k.body.replica),
+                            generation = k.body.generation,
+                            "peer replica key replaced"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "replica key announcement does not verify; dropped")
+                        }
+                    },
                     // Only the orchestrator's link carries components.
                     Ok(Some(Msg::ComponentChunk(c))) => {
                         if let Some(cl) = &components {

@@ -190,7 +190,7 @@ impl Replica {
         }
     }
 
-    pub(crate) fn keys(&self) -> &Keyring {
+    pub fn keys(&self) -> &Keyring {
         &self.keys
     }
 

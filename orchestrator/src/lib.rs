@@ -101,11 +101,12 @@ pub async fn run_with_backend(
     let identity = dep
         .load_identity(&cfg.keys_dir, Principal::Orchestrator)
         .context("loading the orchestrator's key")?;
-    let keys = dep.keyring();
     metrics::register(&dep.apps.iter().map(|a| a.name.clone()).collect::<Vec<_>>());
 
     let store = store::Store::open(&data_dir.join("orchestrator.redb")).context("opening the store")?;
     let mut controller = Controller::new(dep.clone(), identity.clone(), backend, store, tuning)?;
+    // Shared: a replacement's key opens links the moment it is announced.
+    let keys = controller.keyring();
     if let Some(hook) = cfg.on_apps {
         controller = controller.with_apps_hook(hook);
     }

@@ -122,6 +122,10 @@ pub struct ReplicaRecord {
     /// checkpoint is not paused half-synced when its grace runs out.
     #[serde(default)]
     pub sync_progress_ms: u64,
+    /// The announcement of the current generation's key, if it is not the
+    /// deployment's (every replacement's).
+    #[serde(default)]
+    pub key: Option<zz_wire::Signed<zz_wire::ReplicaKey>>,
 }
 
 impl ReplicaRecord {

@@ -29,6 +29,7 @@ fn spec(name: &str) -> ReplicaSpec {
     ReplicaSpec {
         name: name.into(),
         generation: 1,
+        key: None,
     }
 }
 

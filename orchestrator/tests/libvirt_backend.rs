@@ -219,6 +219,7 @@ async fn lifecycle() {
     let spec = ReplicaSpec {
         name: "kv-e0".into(),
         generation: 1,
+        key: None,
     };
     let domain = backend.domain_name(&spec);
     assert_eq!(domain, format!("zz-{tag}-kv-e0-g1"));
@@ -347,10 +348,12 @@ async fn lifecycle() {
     let a = ReplicaSpec {
         name: "kv-e1".into(),
         generation: 1,
+        key: None,
     };
     let b = ReplicaSpec {
         name: "kv-e2".into(),
         generation: 3,
+        key: None,
     };
     for s in [&a, &b] {
         backend.provision(s).await.unwrap();
@@ -400,6 +403,7 @@ fn auto_accelerator_probes_once_and_falls_back() {
         let spec = ReplicaSpec {
             name: "kv-e0".into(),
             generation: 1,
+            key: None,
         };
         backend.provision(&spec).await.unwrap();
         let xml = std::fs::read_to_string(backend.vm_dir(&spec).join("domain.xml")).unwrap();
@@ -506,6 +510,7 @@ async fn storage_pool() {
     let e0 = ReplicaSpec {
         name: "kv-e0".into(),
         generation: 1,
+        key: None,
     };
     let domain = backend.domain_name(&e0);
     backend.provision(&e0).await.unwrap();
@@ -539,6 +544,7 @@ async fn storage_pool() {
     let e1 = ReplicaSpec {
         name: "kv-e1".into(),
         generation: 1,
+        key: None,
     };
     backend.provision(&e0).await.unwrap();
     backend.provision(&e1).await.unwrap();

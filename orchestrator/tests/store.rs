@@ -28,6 +28,7 @@ fn record(index: u16, state: ReplicaState) -> ReplicaRecord {
         since_ms: 900,
         cold: false,
         sync_progress_ms: 950,
+        key: None,
     }
 }
 

@@ -176,3 +176,120 @@ async fn late_faults_do_not_fence_a_replacement_that_never_executed() {
     o.wait_event("fault-ignored", Some("kv-e1")).await;
     o.shutdown().await;
 }
+
+/// Reads `rx` until a replica key announcement arrives (or panics after 5 s).
+async fn next_replica_key(rx: &mut zz_wire::frame::LinkReader) -> zz_wire::Signed<zz_wire::ReplicaKey> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("no replica key announcement within 5 s")
+            .unwrap()
+            .expect("link closed");
+        if let Msg::ReplicaKey(k) = msg {
+            return k;
+        }
+    }
+}
+
+/// Whether a link opened to the orchestrator with `id`'s key is taken as
+/// `id`'s: its heartbeat (at `last_executed`) reaches the replica list.
+async fn key_opens_a_link(o: &common::Orch, id: &zz_wire::Identity, last_executed: u64) -> bool {
+    let s = tokio::net::TcpStream::connect(o.dep.orchestrator.addr).await.unwrap();
+    let Ok((_, _rx, mut tx)) = zz_wire::frame::handshake(s, id, &o.dep.keyring(), Some(Principal::Orchestrator)).await
+    else {
+        return false;
+    };
+    let _ = tx
+        .send(&Msg::Heartbeat(id.sign(heartbeat(id.who, last_executed))))
+        .await;
+    for _ in 0..20 {
+        if o.replica("kv-e1").await["last_executed"] == last_executed {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Issue 25 item 4: a replacement gets a fresh key, announced (signed by the
+/// orchestrator) to the nodes, and the fenced instance's key no longer opens
+/// a link; a restarted orchestrator keeps the replacement's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_gets_a_fresh_key_and_the_fenced_instances_key_stops_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dep, ids) = deployment(dir.path());
+    let mut o = start(dir.path(), dep.clone(), ids.clone(), marker(23)).await;
+    o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
+    let e1 = Principal::Replica(replica(1));
+    let old = o.id(e1);
+    let a0 = Principal::Node(NodeId(0));
+    let (mut a0_rx, mut a0_tx) = o.connect(a0).await;
+    let (_a1_rx, mut a1_tx) = o.connect(Principal::Node(NodeId(1))).await;
+    for (n, tx) in [(0u16, &mut a0_tx), (1, &mut a1_tx)] {
+        let who = Principal::Node(NodeId(n));
+        let f = Fault {
+            node: NodeId(n),
+            replica: replica(1),
+            seq: 5,
+            certified_digest: Digest::ZERO,
+            their_digest: Some(Digest([1; 32])),
+        };
+        tx.send(&Msg::Fault(o.id(who).sign(f))).await.unwrap();
+    }
+    o.wait_replicas("kv-e1 replaced", |v| v[1]["generation"] == 2).await;
+    // A stolen copy of the fenced instance's key opens no link any more.
+    assert!(
+        !key_opens_a_link(&o, &old, 77).await,
+        "the fenced instance's key still opens a link"
+    );
+
+    // The nodes are told the new key, and it is new.
+    let k = next_replica_key(&mut a0_rx).await;
+    k.verify(&dep.keyring()).expect("signed by the orchestrator");
+    assert_eq!((k.body.replica, k.body.generation), (replica(1), 2));
+    assert_ne!(
+        k.body.public_key,
+        old.public(),
+        "the replacement reuses the fenced instance's key"
+    );
+    // The agent is started with it: key file (0600) and announcement.
+    let key_file = dir.path().join("data/replica-keys/kv-e1-g2.key");
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    let new = zz_wire::Identity::from_secret_hex(e1, &text).unwrap();
+    assert_eq!(new.public(), k.body.public_key);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let cert = std::fs::read_to_string(zz_wire::config::key_cert_path(&key_file)).unwrap();
+    assert_eq!(zz_wire::config::parse_key_cert(&cert).unwrap(), k);
+
+    // The replacement's key opens one.
+    assert!(
+        key_opens_a_link(&o, &new, 9).await,
+        "the replacement's key opens no link"
+    );
+
+    // Restarted (its stand-in agents were stopped with it, so each replica
+    // is provisioned anew), the orchestrator still refuses the first key
+    // and tells a node that links kv-e1's newest.
+    o.shutdown().await;
+    let mut o = start(dir.path(), dep.clone(), ids, marker(23)).await;
+    o.wait_replicas("kv-e1 provisioned again", |v| v[1]["generation"] == 3)
+        .await;
+    let (mut a2_rx, _a2_tx) = o.connect(Principal::Node(NodeId(2))).await;
+    let k3 = loop {
+        let k = next_replica_key(&mut a2_rx).await;
+        if k.body.replica == replica(1) && k.body.generation == 3 {
+            break k;
+        }
+    };
+    assert!(![old.public(), new.public()].contains(&k3.body.public_key));
+    assert!(
+        !key_opens_a_link(&o, &old, 78).await,
+        "after a restart the first key opens a link again"
+    );
+    o.shutdown().await;
+}

@@ -7,6 +7,7 @@ use futures::future::{ready, BoxFuture, FutureExt};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use zz_orchestrator::backend::{Backend, BackendError, BackendState, Handle, ReplicaSpec};
+use zz_wire::Identity;
 
 /// One call the controller made, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub enum Op {
 struct Inner {
     ops: Vec<Op>,
     states: BTreeMap<String, BackendState>,
+    /// The key each replica's newest instance was given, if not the
+    /// deployment's.
+    keys: BTreeMap<String, Identity>,
 }
 
 #[derive(Default)]
@@ -41,6 +45,12 @@ impl SimBackend {
             .lock()
             .map(|mut i| std::mem::take(&mut i.ops))
             .unwrap_or_default()
+    }
+
+    /// The key replica `name`'s newest instance signs with, if the
+    /// controller gave it one of its own (every replacement).
+    pub fn identity(&self, name: &str) -> Option<Identity> {
+        self.inner.lock().ok().and_then(|i| i.keys.get(name).cloned())
     }
 
     /// The instance stopped on its own (crashed): later calls on it fail.
@@ -75,6 +85,9 @@ impl SimBackend {
             .lock()
             .map_err(|_| BackendError::Config("simulated backend poisoned".into()))?;
         i.states.insert(h.token.clone(), BackendState::Running);
+        if let Some(k) = &spec.key {
+            i.keys.insert(spec.name.clone(), k.identity.clone());
+        }
         i.ops.push(if restore {
             Op::Restore(h.clone())
         } else {

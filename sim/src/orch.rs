@@ -29,10 +29,13 @@ pub struct OrchHost {
 }
 
 impl OrchHost {
-    pub fn new(dep: Deployment, identity: Identity, now: u64) -> anyhow::Result<Self> {
+    /// `keys` is the world's: a replacement's key, announced by the
+    /// controller, is current for every simulated principal at once.
+    pub fn new(dep: Deployment, identity: Identity, keys: zz_wire::Keyring, now: u64) -> anyhow::Result<Self> {
         let clock = Arc::new(AtomicU64::new(now));
         let backend = Arc::new(SimBackend::default());
         let ctl = Controller::new(dep, identity, backend.clone(), Store::in_memory()?, Tuning::default())?
+            .with_keyring(keys)
             .with_clock(Clock::manual(clock.clone()));
         Ok(OrchHost {
             ctl,

@@ -199,7 +199,7 @@ impl World {
             .get(&Principal::Orchestrator)
             .cloned()
             .expect("the deployment has an orchestrator key");
-        let orch = OrchHost::new(dep.clone(), orch_id, EPOCH_MS).expect("an in-memory store opens");
+        let orch = OrchHost::new(dep.clone(), orch_id, keys.clone(), EPOCH_MS).expect("an in-memory store opens");
         let dep = Arc::new(dep);
         let by_name: BTreeMap<String, ReplicaId> = dep
             .all_replicas()

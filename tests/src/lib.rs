@@ -98,6 +98,19 @@ impl Cluster {
         self.spawn(replica, cmd);
     }
 
+    /// `start_agent` with a key file of its own (a replacement's, beside
+    /// its announcement `<key>.cert`).
+    pub fn start_agent_with_key(&mut self, replica: &str, key: &std::path::Path) {
+        let mut cmd = Command::new(bin("zz-agent"));
+        cmd.arg("--deployment")
+            .arg(&self.config)
+            .arg("--key")
+            .arg(key)
+            .arg("--replica")
+            .arg(replica);
+        self.spawn(replica, cmd);
+    }
+
     /// Kills a child by name (SIGKILL), as a crash would.
     pub fn kill(&mut self, name: &str) {
         if let Some((_, c)) = self.children.iter_mut().find(|(n, _)| n == name) {

@@ -526,6 +526,26 @@ impl Deployment {
 /// Refuses a secret file (a key, a token) whose mode lets group or others
 /// at it: the mode given at creation does not stop a later `chmod` or a
 /// copy from widening it.
+/// Where the orchestrator's announcement of a replacement replica's key
+/// lies beside its key file: `<key file>.cert`.
+pub fn key_cert_path(key: &Path) -> PathBuf {
+    let mut p = key.as_os_str().to_owned();
+    p.push(".cert");
+    p.into()
+}
+
+/// A key announcement as written beside a key file: hex of its postcard
+/// encoding.
+pub fn key_cert_text(cert: &crate::Signed<crate::ReplicaKey>) -> String {
+    hex::encode(postcard::to_stdvec(cert).unwrap_or_default()) + "\n"
+}
+
+/// Reads back what `key_cert_text` wrote.
+pub fn parse_key_cert(text: &str) -> Result<crate::Signed<crate::ReplicaKey>, String> {
+    let bytes = hex::decode(text.trim()).map_err(|e| format!("not hex: {e}"))?;
+    postcard::from_bytes(&bytes).map_err(|e| format!("not a key announcement: {e}"))
+}
+
 pub fn check_private(path: &Path) -> Result<(), ConfigError> {
     #[cfg(unix)]
     {

@@ -5,13 +5,13 @@
 //! of the body, so it is covered by the signature too.
 
 use crate::digest::Digest;
-use crate::ids::Principal;
+use crate::ids::{Principal, ReplicaId};
 use crate::zip215::{BatchVerifier, CheckKey};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub use ed25519_dalek::Signature;
 
@@ -90,6 +90,17 @@ impl Identity {
 
     pub fn public(&self) -> PublicKey {
         PublicKey(self.key.verifying_key())
+    }
+
+    /// A key for `who` derived from this identity's secret and `context`:
+    /// the same inputs give the same key, and no one without this secret
+    /// can compute it.
+    pub fn derive(&self, who: Principal, context: &Digest) -> Identity {
+        let seed = crate::digest::Hasher::new("zz/derived-key/v1")
+            .bytes(&self.key.to_bytes())
+            .digest(context)
+            .finish();
+        Identity::from_seed(who, seed.0)
     }
 
     pub fn secret_hex(&self) -> String {
@@ -196,8 +207,8 @@ impl<'k> Batch<'k> {
 
     /// Queues `who`'s signature over `d`; an unknown signer is refused now.
     pub fn queue(&mut self, who: Principal, d: &Digest, sig: &Signature) -> Result<(), SigError> {
-        let key = self.keys.keys.get(&who).ok_or(SigError::UnknownKey(who))?;
-        let checked = (who, d.0, sig.to_bytes());
+        let key = self.keys.key(who).ok_or(SigError::UnknownKey(who))?;
+        let checked = (key.public.0.to_bytes(), d.0, sig.to_bytes());
         if self.keys.memo.as_ref().is_some_and(|m| m.has(&checked)) {
             return Ok(());
         }
@@ -226,8 +237,9 @@ impl<'k> Batch<'k> {
     }
 }
 
-/// A signature found valid: signer, digest, signature bytes.
-type Checked = (Principal, [u8; 32], [u8; 64]);
+/// A signature found valid: the signer's key, digest, signature bytes (the
+/// key, not the principal: a replica's key changes with its generation).
+type Checked = ([u8; 32], [u8; 32], [u8; 64]);
 
 /// Signatures already found valid, shared by every clone of one keyring
 /// made with [`Keyring::with_memo`]. The whole-system simulator runs every
@@ -255,19 +267,43 @@ impl Memo {
     }
 }
 
-/// Public keys of everyone in the deployment.
+/// Public keys of everyone in the deployment, and each replacement
+/// replica's key since (see `ReplicaKey`). Clones share the replacements:
+/// every part of a process that checks signatures sees a key change at once.
 #[derive(Clone, Debug, Default)]
 pub struct Keyring {
     keys: HashMap<Principal, RingKey>,
+    rotated: Arc<RwLock<HashMap<ReplicaId, Rotation>>>,
     memo: Option<Arc<Memo>>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct RingKey {
     public: PublicKey,
     /// The same key, decoded once for checking.
     check: CheckKey,
 }
+
+impl RingKey {
+    fn new(public: PublicKey) -> RingKey {
+        // ed25519-dalek decoded the same bytes to a curve point already.
+        let check = CheckKey::new(public.0.to_bytes()).expect("a decoded ed25519 public key is a curve point");
+        RingKey { public, check }
+    }
+}
+
+/// A replica's keys after its first replacement.
+#[derive(Clone, Debug)]
+struct Rotation {
+    generation: u64,
+    current: RingKey,
+    /// Earlier generations' keys, each with the last checkpoint seq it may
+    /// still have signed.
+    retired: Vec<(RingKey, u64)>,
+}
+
+/// Earlier keys kept per replica for checkpoint certificates.
+const RETIRED_MAX: usize = 8;
 
 impl Keyring {
     pub fn new() -> Self {
@@ -283,17 +319,65 @@ impl Keyring {
     }
 
     pub fn insert(&mut self, who: Principal, key: PublicKey) {
-        // ed25519-dalek decoded the same bytes to a curve point already.
-        let check = CheckKey::new(key.0.to_bytes()).expect("a decoded ed25519 public key is a curve point");
-        self.keys.insert(who, RingKey { public: key, check });
+        self.keys.insert(who, RingKey::new(key));
     }
 
-    pub fn get(&self, who: &Principal) -> Option<&PublicKey> {
-        self.keys.get(who).map(|k| &k.public)
+    fn rotated(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ReplicaId, Rotation>> {
+        // A poisoned lock only means a panic elsewhere; the map is still sound.
+        self.rotated.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `who`'s current key.
+    fn key(&self, who: Principal) -> Option<RingKey> {
+        if let Principal::Replica(r) = who {
+            if let Some(rot) = self.rotated().get(&r) {
+                return Some(rot.current);
+            }
+        }
+        self.keys.get(&who).copied()
+    }
+
+    pub fn get(&self, who: &Principal) -> Option<PublicKey> {
+        self.key(*who).map(|k| k.public)
     }
 
     pub fn contains(&self, who: &Principal) -> bool {
         self.keys.contains_key(who)
+    }
+
+    /// The generation whose key `replica` signs with now (1: the
+    /// deployment file's).
+    pub fn generation(&self, replica: ReplicaId) -> u64 {
+        self.rotated().get(&replica).map_or(1, |r| r.generation)
+    }
+
+    /// Makes `key` replica `r`'s key from `generation` on; the key it
+    /// replaces keeps counting for checkpoints at or below
+    /// `retired_through`. The caller has checked the orchestrator's word
+    /// for it. Returns whether anything changed: an older or the same
+    /// generation changes nothing, and neither does a replica the
+    /// deployment does not have.
+    pub fn rotate(&self, r: ReplicaId, generation: u64, key: PublicKey, retired_through: u64) -> bool {
+        let Some(first) = self.keys.get(&Principal::Replica(r)).copied() else {
+            return false;
+        };
+        let mut rotated = self.rotated.write().unwrap_or_else(|e| e.into_inner());
+        let rot = rotated.entry(r).or_insert_with(|| Rotation {
+            generation: 1,
+            current: first,
+            retired: Vec::new(),
+        });
+        if generation <= rot.generation {
+            return false;
+        }
+        let old = rot.current;
+        rot.retired.push((old, retired_through));
+        if rot.retired.len() > RETIRED_MAX {
+            rot.retired.remove(0);
+        }
+        rot.generation = generation;
+        rot.current = RingKey::new(key);
+        true
     }
 
     /// How many agreement nodes the ring holds keys for (n = 3f+1).
@@ -301,21 +385,51 @@ impl Keyring {
         self.keys.keys().filter(|p| matches!(p, Principal::Node(_))).count()
     }
 
-    /// Verifies a raw signature over a digest by a named principal.
+    /// Verifies a raw signature over a digest by a named principal's
+    /// current key.
     pub fn verify_digest(&self, who: Principal, d: &Digest, sig: &Signature) -> Result<(), SigError> {
-        let key = self.keys.get(&who).ok_or(SigError::UnknownKey(who))?;
-        let checked = (who, d.0, sig.to_bytes());
-        if self.memo.as_ref().is_some_and(|m| m.has(&checked)) {
-            return Ok(());
-        }
-        if key.check.verify(&checked.2, &d.0) {
-            if let Some(m) = &self.memo {
-                m.add(checked);
-            }
+        let key = self.key(who).ok_or(SigError::UnknownKey(who))?;
+        if self.check(&key, d, sig) {
             Ok(())
         } else {
             Err(SigError::BadSignature(who))
         }
+    }
+
+    /// Verifies a replica's signature over its checkpoint at `seq`: by its
+    /// current key, or by an earlier generation's that may have signed it
+    /// before it was fenced.
+    pub fn verify_checkpoint(&self, who: Principal, seq: u64, d: &Digest, sig: &Signature) -> Result<(), SigError> {
+        if self.verify_digest(who, d, sig).is_ok() {
+            return Ok(());
+        }
+        let retired: Vec<RingKey> = match who {
+            Principal::Replica(r) => self.rotated().get(&r).map_or_else(Vec::new, |rot| {
+                rot.retired
+                    .iter()
+                    .filter(|(_, through)| seq <= *through)
+                    .map(|(k, _)| *k)
+                    .collect()
+            }),
+            _ => Vec::new(),
+        };
+        if retired.iter().any(|k| self.check(k, d, sig)) {
+            Ok(())
+        } else {
+            Err(SigError::BadSignature(who))
+        }
+    }
+
+    fn check(&self, key: &RingKey, d: &Digest, sig: &Signature) -> bool {
+        let checked = (key.public.0.to_bytes(), d.0, sig.to_bytes());
+        if self.memo.as_ref().is_some_and(|m| m.has(&checked)) {
+            return true;
+        }
+        let ok = key.check.verify(&checked.2, &d.0);
+        if let (true, Some(m)) = (ok, &self.memo) {
+            m.add(checked);
+        }
+        ok
     }
 }
 
@@ -455,5 +569,58 @@ mod tests {
             Err(SigError::UnknownKey(Principal::Node(NodeId(9))))
         );
         assert!(batch.is_empty() && batch.verify());
+    }
+
+    fn replica_ring() -> (Identity, Identity, Keyring, ReplicaId) {
+        let r = ReplicaId {
+            app: crate::ids::AppId(0),
+            index: 1,
+        };
+        let first = Identity::from_seed(Principal::Replica(r), [7; 32]);
+        let second = Identity::from_seed(Principal::Replica(r), [8; 32]);
+        let mut ring = Keyring::new().with_memo();
+        ring.insert(first.who, first.public());
+        (first, second, ring, r)
+    }
+
+    #[test]
+    fn a_rotated_key_replaces_the_old_one_in_every_clone_and_only_forward() {
+        let (first, second, ring, r) = replica_ring();
+        let clone = ring.clone();
+        let d = Digest([3; 32]);
+        let old_sig = first.sign_digest(&d);
+        assert_eq!(ring.verify_digest(first.who, &d, &old_sig), Ok(()));
+        assert!(ring.rotate(r, 2, second.public(), 10));
+        assert_eq!(clone.generation(r), 2);
+        // Even a signature the memo already holds no longer counts.
+        assert_eq!(
+            clone.verify_digest(first.who, &d, &old_sig),
+            Err(SigError::BadSignature(first.who))
+        );
+        assert_eq!(clone.verify_digest(first.who, &d, &second.sign_digest(&d)), Ok(()));
+        // An older or equal generation changes nothing.
+        assert!(!ring.rotate(r, 2, first.public(), 10));
+        assert!(!ring.rotate(r, 1, first.public(), 10));
+        assert_eq!(ring.get(&first.who), Some(second.public()));
+        // A replica the deployment does not have gets no key.
+        let stranger = ReplicaId { app: r.app, index: 9 };
+        assert!(!ring.rotate(stranger, 2, second.public(), 10));
+    }
+
+    #[test]
+    fn a_retired_key_counts_only_for_checkpoints_it_may_have_signed_before_it_was_fenced() {
+        let (first, second, ring, r) = replica_ring();
+        assert!(ring.rotate(r, 2, second.public(), 10));
+        let d = Digest([4; 32]);
+        let sig = first.sign_digest(&d);
+        assert_eq!(ring.verify_checkpoint(first.who, 10, &d, &sig), Ok(()));
+        assert_eq!(
+            ring.verify_checkpoint(first.who, 11, &d, &sig),
+            Err(SigError::BadSignature(first.who))
+        );
+        assert_eq!(
+            ring.verify_checkpoint(first.who, 11, &d, &second.sign_digest(&d)),
+            Ok(())
+        );
     }
 }

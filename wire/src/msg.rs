@@ -659,7 +659,9 @@ impl CheckpointCert {
             if b.replica.app != self.app || b.seq != self.seq || b.root != self.root {
                 return Err(CertError::Mismatch);
             }
-            s.verify(keys).map_err(|_| CertError::BadSignature)?;
+            let (who, d, sig) = s.signed_digest();
+            keys.verify_checkpoint(who, b.seq, &d, sig)
+                .map_err(|_| CertError::BadSignature)?;
             seen.insert(b.replica.index);
         }
         if seen.len() < quorum {
@@ -1052,6 +1054,46 @@ pub struct ComponentChunk {
     pub bytes: Vec<u8>,
 }
 
+/// The orchestrator's word that replica `replica`'s instance of
+/// `generation` signs with `public_key`. Every replacement gets a fresh key,
+/// so a fenced instance's key, stolen or not, stops counting: links and
+/// signatures need the newest generation's key. The generation before keeps
+/// counting only in checkpoint certificates at or below `retired_through`
+/// (checkpoints it signed before it was fenced). Generation 1 is the key in
+/// the deployment file. Nodes relay these to the app's replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaKey {
+    pub replica: ReplicaId,
+    pub generation: u64,
+    pub public_key: crate::PublicKey,
+    pub retired_through: Seq,
+}
+
+impl Signable for ReplicaKey {
+    fn author(&self) -> Principal {
+        Principal::Orchestrator
+    }
+    fn digest(&self) -> Digest {
+        Hasher::new("zz/replica-key/v1")
+            .u16(self.replica.app.0)
+            .u16(self.replica.index)
+            .u64(self.generation)
+            .bytes(self.public_key.0.as_bytes())
+            .u64(self.retired_through)
+            .finish()
+    }
+}
+
+impl Signed<ReplicaKey> {
+    /// Checks the orchestrator's signature and makes the key current in
+    /// `keys` (and every clone of it). `Ok(false)`: nothing new.
+    pub fn apply(&self, keys: &crate::Keyring) -> Result<bool, crate::SigError> {
+        self.verify(keys)?;
+        let k = &self.body;
+        Ok(keys.rotate(k.replica, k.generation, k.public_key, k.retired_through))
+    }
+}
+
 /// Bytes per `ComponentChunk`, well inside the frame limit.
 pub const COMPONENT_CHUNK: usize = 4 << 20;
 
@@ -1134,6 +1176,7 @@ pub enum Msg {
     Bodies(Signed<Bodies>),
     ComponentFetch(Signed<ComponentFetch>),
     ComponentChunk(ComponentChunk),
+    ReplicaKey(Signed<ReplicaKey>),
 }
 
 impl Msg {
@@ -1166,6 +1209,7 @@ impl Msg {
             Msg::Heartbeat(_) => "heartbeat",
             Msg::ComponentFetch(_) => "component-fetch",
             Msg::ComponentChunk(_) => "component-chunk",
+            Msg::ReplicaKey(_) => "replica-key",
         }
     }
 
@@ -1210,6 +1254,7 @@ impl Msg {
             Msg::Heartbeat(s) => Some(s.signed_digest()),
             Msg::ComponentFetch(s) => Some(s.signed_digest()),
             Msg::ComponentChunk(_) => None,
+            Msg::ReplicaKey(s) => Some(s.signed_digest()),
         }
     }
 
@@ -1243,6 +1288,7 @@ impl Msg {
             Msg::Control(s) => s.author(),
             Msg::Heartbeat(s) => s.author(),
             Msg::ComponentFetch(s) => s.author(),
+            Msg::ReplicaKey(s) => s.author(),
         })
     }
 }

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use zz_wire::frame::encode;
-use zz_wire::{Deployment, Identity, Keyring, Msg, NodeFault, NodeId, Principal};
+use zz_wire::{Deployment, Identity, Keyring, Msg, NodeFault, NodeId, Principal, ReplicaId, ReplicaKey, Signed};
 
 pub struct NodeConfig {
     pub deployment: Arc<Deployment>,
@@ -47,6 +47,10 @@ fn now_ms() -> u64 {
 
 struct Node {
     machine: NodeMachine,
+    /// Shared with the links and the machine (see `Keyring`).
+    keys: Arc<Keyring>,
+    /// The newest key announcement per replaced replica.
+    replica_keys: BTreeMap<ReplicaId, Signed<ReplicaKey>>,
     store: NodeStore,
     peers: BTreeMap<NodeId, Outbox>,
     orchestrator: Outbox,
@@ -72,7 +76,22 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
     std::fs::create_dir_all(&cfg.data_dir)?;
     let store = NodeStore::open(&cfg.data_dir.join("node.redb"))?;
     let restored = store.restored(dep.app_ids())?;
-    let machine = NodeMachine::new(dep.clone(), cfg.identity.clone(), restored, rand::random::<u64>())?;
+    let mut replica_keys = BTreeMap::new();
+    for cert in store.replica_keys()? {
+        match cert.apply(&keys) {
+            Ok(_) => {
+                replica_keys.insert(cert.body.replica, cert);
+            }
+            Err(e) => tracing::warn!(error = %e, "stored replica key does not verify; ignored"),
+        }
+    }
+    let machine = NodeMachine::with_keys(
+        dep.clone(),
+        cfg.identity.clone(),
+        (*keys).clone(),
+        restored,
+        rand::random::<u64>(),
+    )?;
     let (ev_tx, mut ev_rx) = mpsc::channel(EVENT_QUEUE);
     let mut tasks = JoinSet::new();
     let inbox = links::Inbox::new(keys.clone(), ev_tx, &mut tasks);
@@ -95,6 +114,8 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
 
     let mut node = Node {
         machine,
+        keys: keys.clone(),
+        replica_keys,
         store,
         peers,
         orchestrator: orch_tx,
@@ -125,11 +146,11 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
             _ = &mut shutdown => break,
             ev = ev_rx.recv() => {
                 let Some(ev) = ev else { break };
-                node.handle(ev);
+                node.handle(ev)?;
                 // Drain what else is queued before looking at timers again.
                 for _ in 0..256 {
                     match ev_rx.try_recv() {
-                        Ok(ev) => node.handle(ev),
+                        Ok(ev) => node.handle(ev)?,
                         Err(_) => break,
                     }
                 }
@@ -151,13 +172,23 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
 }
 
 impl Node {
-    fn handle(&mut self, ev: Event) {
+    fn handle(&mut self, ev: Event) -> anyhow::Result<()> {
         match ev {
             // Every inbound link is kept, peers' too: dropping its queue
             // would end the link's writer and with it the connection.
             Event::Up { who, conn, tx } => {
+                // A replica is told its peers' keys (and its own) at once.
+                if let Principal::Replica(r) = who {
+                    for cert in self.replica_keys.values().filter(|c| c.body.replica.app == r.app) {
+                        send_frame(&tx, &Msg::ReplicaKey(cert.clone()));
+                    }
+                }
                 self.inbound.insert(who, (conn, tx));
             }
+            Event::Msg {
+                from: Principal::Orchestrator,
+                msg: Msg::ReplicaKey(cert),
+            } => self.on_replica_key(cert)?,
             Event::Down { who, conn } => {
                 if self.inbound.get(&who).is_some_and(|(c, _)| *c == conn) {
                     self.inbound.remove(&who);
@@ -168,6 +199,29 @@ impl Node {
                 self.carry(outs);
             }
         }
+        Ok(())
+    }
+
+    /// A replacement's key, from the orchestrator: current from now on,
+    /// kept across restarts, passed on to the app's replicas; the link of
+    /// the instance it replaces is closed (its key no longer opens one).
+    fn on_replica_key(&mut self, cert: Signed<ReplicaKey>) -> anyhow::Result<()> {
+        match cert.apply(&self.keys) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "replica key announcement does not verify; dropped");
+                return Ok(());
+            }
+        }
+        let r = cert.body.replica;
+        self.store.put_replica_key(&cert)?;
+        tracing::info!(replica = %Principal::Replica(r), generation = cert.body.generation, "replica key replaced");
+        metrics::counter!("zz_agreement_replica_keys_total").increment(1);
+        self.inbound.remove(&Principal::Replica(r));
+        self.carry_out(NodeOut::ToReplicas(r.app, Msg::ReplicaKey(cert.clone())));
+        self.replica_keys.insert(r, cert);
+        Ok(())
     }
 
     fn fire_timers(&mut self) {

@@ -8,12 +8,15 @@ use crate::core::{Durable, Record, RecordKey, RecordKind};
 use redb::{Database, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
 use std::path::Path;
-use zz_wire::AppId;
+use zz_wire::{AppId, ReplicaKey, Signed};
 
 const DURABLE: TableDefinition<u16, &[u8]> = TableDefinition::new("durable");
 /// (app, seq, kind) → record; kind 0 is a prepared certificate (a later
 /// view's replaces it), 1 a delivery.
 const RECORDS: TableDefinition<(u16, u64, u8), &[u8]> = TableDefinition::new("records");
+/// (app, replica index) → the newest key announcement for that replica, so
+/// a restarted node never takes a fenced generation's key again.
+const REPLICA_KEYS: TableDefinition<(u16, u16), &[u8]> = TableDefinition::new("replica_keys");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +48,7 @@ impl NodeStore {
         let tx = database.begin_write().map_err(db)?;
         tx.open_table(DURABLE).map_err(db)?;
         tx.open_table(RECORDS).map_err(db)?;
+        tx.open_table(REPLICA_KEYS).map_err(db)?;
         tx.commit().map_err(db)?;
         // The file's directory entry must outlive a power cut as well.
         if let Some(dir) = path.parent() {
@@ -84,6 +88,30 @@ impl NodeStore {
             if let Some(stored) = self.load(app)? {
                 out.insert(app, stored);
             }
+        }
+        Ok(out)
+    }
+
+    /// Keeps `cert` as its replica's newest key (synced before returning).
+    pub fn put_replica_key(&self, cert: &Signed<ReplicaKey>) -> Result<(), StoreError> {
+        let bytes = postcard::to_stdvec(cert).map_err(db)?;
+        let r = cert.body.replica;
+        let tx = self.db.begin_write().map_err(db)?;
+        tx.open_table(REPLICA_KEYS)
+            .map_err(db)?
+            .insert((r.app.0, r.index), bytes.as_slice())
+            .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    /// Every replica key announcement kept (their signatures unchecked).
+    pub fn replica_keys(&self) -> Result<Vec<Signed<ReplicaKey>>, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(REPLICA_KEYS).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            out.push(postcard::from_bytes(v.value()).map_err(|e| StoreError::Corrupt(k.value().0, e))?);
         }
         Ok(out)
     }

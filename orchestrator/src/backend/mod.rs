@@ -23,11 +23,46 @@ pub struct Handle {
 }
 
 /// What the pool asks a backend to create.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ReplicaSpec {
     /// `kv-e1`
     pub name: String,
     pub generation: u64,
+    /// The instance's own key, for every generation after the first (whose
+    /// key is the deployment's `<name>.key`).
+    pub key: Option<GenerationKey>,
+}
+
+/// A replacement's key and the orchestrator's announcement of it, which
+/// the agent checks its key against (`<key file>.cert`).
+#[derive(Clone, Debug)]
+pub struct GenerationKey {
+    pub identity: zz_wire::Identity,
+    pub cert: zz_wire::Signed<zz_wire::ReplicaKey>,
+}
+
+impl GenerationKey {
+    /// Writes `<dir>/<name>-g<generation>.key` (0600) and its `.cert`;
+    /// returns the key file's path.
+    pub fn write(&self, dir: &std::path::Path, name: &str, generation: u64) -> std::io::Result<std::path::PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let key = dir.join(format!("{name}-g{generation}.key"));
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key)?;
+        f.write_all(format!("{}\n", self.identity.secret_hex()).as_bytes())?;
+        f.sync_all()?;
+        std::fs::write(
+            zz_wire::config::key_cert_path(&key),
+            zz_wire::config::key_cert_text(&self.cert),
+        )?;
+        Ok(key)
+    }
 }
 
 /// The backend's own view of an instance.

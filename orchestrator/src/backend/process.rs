@@ -51,8 +51,16 @@ impl Launch {
         }
     }
 
-    pub fn args_for(&self, name: &str) -> Vec<String> {
-        self.args.iter().map(|a| a.replace("{name}", name)).collect()
+    /// The arguments for replica `name`; `key`, a replacement's own key
+    /// file, takes the place of the argument after `--key`.
+    pub fn args_for(&self, name: &str, key: Option<&Path>) -> Vec<String> {
+        let mut args: Vec<String> = self.args.iter().map(|a| a.replace("{name}", name)).collect();
+        if let (Some(key), Some(i)) = (key, args.iter().position(|a| a == "--key")) {
+            if let Some(a) = args.get_mut(i + 1) {
+                *a = key.display().to_string();
+            }
+        }
+        args
     }
 }
 
@@ -129,8 +137,19 @@ impl ProcessBackend {
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
         let err = out.try_clone()?;
+        let key = match &spec.key {
+            Some(k) => {
+                let dir = self.logs_dir.parent().unwrap_or(&self.logs_dir).join("replica-keys");
+                let (k, name, generation) = (k.clone(), spec.name.clone(), spec.generation);
+                let path = tokio::task::spawn_blocking(move || k.write(&dir, &name, generation))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))??;
+                Some(path)
+            }
+            None => None,
+        };
         let mut child = tokio::process::Command::new(&self.launch.program)
-            .args(self.launch.args_for(&spec.name))
+            .args(self.launch.args_for(&spec.name, key.as_deref()))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

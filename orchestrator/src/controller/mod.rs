@@ -4,6 +4,7 @@
 
 mod apps;
 mod faults;
+mod keys;
 mod pool;
 
 pub use apps::{valid_app_name, SLOT_KIND};
@@ -21,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use zz_wire::{AppId, Deployment, Identity, Msg, NodeId, Principal, ReplicaId};
+use zz_wire::{AppId, Deployment, Identity, Keyring, Msg, NodeId, Principal, ReplicaId};
 
 pub use faults::FaultTarget;
 
@@ -231,6 +232,9 @@ struct NodeStatus {
 pub struct Controller {
     dep: Deployment,
     identity: Identity,
+    /// Shared with the links: a replacement's key is current for their
+    /// handshakes and checks the moment it is announced.
+    keys: Keyring,
     backend: Arc<dyn Backend>,
     store: Store,
     tuning: Tuning,
@@ -308,10 +312,12 @@ impl Controller {
             .collect();
         let tracker =
             Tracker::new(dep.f, dep.timing.log_window, snap.incidents).with_quiet_ms(tuning.incident_quiet_ms);
-        Ok(Controller {
+        let keys = dep.keyring();
+        let c = Controller {
             tracker,
             dep,
             identity,
+            keys,
             backend,
             store,
             tuning,
@@ -332,7 +338,22 @@ impl Controller {
             clock: Clock::system(),
             apps,
             on_apps: None,
-        })
+        };
+        c.apply_stored_keys();
+        Ok(c)
+    }
+
+    /// Checks signatures with `keys` (shared with the links), with the
+    /// stored replacement keys made current in it.
+    pub fn with_keyring(mut self, keys: Keyring) -> Self {
+        self.keys = keys;
+        self.apply_stored_keys();
+        self
+    }
+
+    /// The keyring replacement keys are made current in.
+    pub fn keyring(&self) -> Keyring {
+        self.keys.clone()
     }
 
     /// Tells `hook` the tenant apps now and after every change.
@@ -419,6 +440,7 @@ impl Controller {
                 }
                 let name = self.dep.name(peer);
                 self.emit_for(peer, "link-up", format!("{name} connected"));
+                self.resend_keys(peer);
                 self.resend_faults(peer);
             }
             Command::LinkDown { peer, link } => {

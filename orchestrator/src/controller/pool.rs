@@ -13,6 +13,7 @@ impl Controller {
         ReplicaSpec {
             name: self.dep.replica_name(id),
             generation,
+            key: self.generation_key(id, generation),
         }
     }
 
@@ -84,7 +85,12 @@ impl Controller {
     pub(super) async fn provision(&mut self, id: ReplicaId, role: Role, why: &str) {
         let now = self.clock.now_ms();
         let generation = self.replicas.get(&id).map_or(1, |r| r.generation + 1);
-        let spec = self.spec(id, generation);
+        let key = (generation > 1).then(|| self.announce_key(id, generation));
+        let spec = ReplicaSpec {
+            name: self.dep.replica_name(id),
+            generation,
+            key: key.clone().map(|cert| self.generation_key_for(cert)),
+        };
         let rec = ReplicaRecord {
             id,
             name: spec.name.clone(),
@@ -103,6 +109,7 @@ impl Controller {
             since_ms: now,
             cold: false,
             sync_progress_ms: 0,
+            key,
         };
         let from = self.replicas.insert(id, rec).map(|r| r.state);
         self.instance_links.remove(&id);

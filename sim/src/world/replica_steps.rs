@@ -110,7 +110,13 @@ impl World {
         };
         let resumed = host.replica.is_some() && !fresh;
         if host.replica.is_none() {
-            let Some(identity) = self.ids.get(&Principal::Replica(r)).cloned() else {
+            let name = host.name.clone();
+            let Some(identity) = self
+                .orch
+                .backend
+                .identity(&name)
+                .or_else(|| self.ids.get(&Principal::Replica(r)).cloned())
+            else {
                 return;
             };
             let Some(app) = dep.app(r.app).and_then(|a| zz_agent::app::build(&a.kind, &a.name)) else {

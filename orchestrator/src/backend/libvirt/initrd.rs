@@ -66,13 +66,17 @@ impl Newc {
 }
 
 /// The gzipped identity archive: `/etc/zz/deployment.toml` (0644) and
-/// `/etc/zz/replica.key` (0600, in a 0700 directory).
-pub fn identity_archive(deployment: &[u8], key: &[u8]) -> std::io::Result<Vec<u8>> {
+/// `/etc/zz/replica.key` (0600, in a 0700 directory), with a replacement's
+/// key announcement `/etc/zz/replica.key.cert` beside it.
+pub fn identity_archive(deployment: &[u8], key: &[u8], cert: Option<&[u8]>) -> std::io::Result<Vec<u8>> {
     let mut cpio = Newc::default();
     cpio.dir("etc", 0o755)?;
     cpio.dir("etc/zz", 0o700)?;
     cpio.file(DEPLOYMENT_PATH, 0o644, deployment)?;
     cpio.file(KEY_PATH, 0o600, key)?;
+    if let Some(cert) = cert {
+        cpio.file(&format!("{KEY_PATH}.cert"), 0o644, cert)?;
+    }
     let raw = cpio.finish()?;
     let mut gz = GzEncoder::new(Vec::new(), Compression::best());
     gz.write_all(&raw)?;
@@ -116,7 +120,7 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let archive = gunzip(&identity_archive(b"f = 1\n", b"secret\n").unwrap());
+        let archive = gunzip(&identity_archive(b"f = 1\n", b"secret\n", None).unwrap());
         let mut child = Command::new("cpio")
             .args(["-i", "-d", "--no-absolute-filenames", "--quiet"])
             .current_dir(dir.path())
@@ -137,7 +141,7 @@ mod tests {
 
     #[test]
     fn identity_archive_is_one_gzipped_newc_archive() {
-        let tail = gunzip(&identity_archive(b"d", b"k").unwrap());
+        let tail = gunzip(&identity_archive(b"d", b"k", None).unwrap());
         let text = String::from_utf8_lossy(&tail);
         assert!(text.contains(DEPLOYMENT_PATH) && text.contains(KEY_PATH));
         assert!(text.contains("TRAILER!!!"));

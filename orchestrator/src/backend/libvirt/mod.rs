@@ -308,6 +308,7 @@ impl LibvirtBackend {
         self.untrack(&spec.name);
         let inner = self.inner.clone();
         let (name, d, u) = (spec.name.clone(), domain.clone(), uri.clone());
+        let generation_key = spec.key.clone();
         let provisioned = blocking(move || {
             // A leftover of the same generation (a provision retried after a
             // crash) would boot with stale state: clean image means clean.
@@ -325,9 +326,15 @@ impl LibvirtBackend {
             let read =
                 |p: &Path| std::fs::read(p).map_err(|e| BackendError::Config(format!("reading {}: {e}", p.display())));
             let deployment = read(&cfg.deployment)?;
-            let key = read(&cfg.keys_dir.join(format!("{name}.key")))?;
+            let (key, cert) = match &generation_key {
+                Some(k) => (
+                    format!("{}\n", k.identity.secret_hex()).into_bytes(),
+                    Some(zz_wire::config::key_cert_text(&k.cert).into_bytes()),
+                ),
+                None => (read(&cfg.keys_dir.join(format!("{name}.key")))?, None),
+            };
             let (pool, shared) = inner.shared_image(&conn)?;
-            let identity = initrd::identity_archive(&deployment, &key)?;
+            let identity = initrd::identity_archive(&deployment, &key, cert.as_deref())?;
             let initrd = images::replica_initrd(&pool, &images::replica_volume(&domain), &shared, &identity)?;
             let cmdline = domain::cmdline(&name);
             std::fs::write(dir.join("cmdline"), format!("{cmdline}\n"))?;
