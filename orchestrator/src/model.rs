@@ -126,6 +126,10 @@ pub struct ReplicaRecord {
     /// deployment's (every replacement's).
     #[serde(default)]
     pub key: Option<zz_wire::Signed<zz_wire::ReplicaKey>>,
+    /// Earlier generations' announcements (the newest few): replicas
+    /// check older checkpoint certificates with those keys.
+    #[serde(default)]
+    pub retired_keys: Vec<zz_wire::Signed<zz_wire::ReplicaKey>>,
 }
 
 impl ReplicaRecord {

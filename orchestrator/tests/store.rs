@@ -29,6 +29,7 @@ fn record(index: u16, state: ReplicaState) -> ReplicaRecord {
         cold: false,
         sync_progress_ms: 950,
         key: None,
+        retired_keys: Vec::new(),
     }
 }
 

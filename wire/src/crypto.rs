@@ -9,7 +9,7 @@ use crate::ids::{Principal, ReplicaId};
 use crate::zip215::{BatchVerifier, CheckKey};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -292,18 +292,23 @@ impl RingKey {
     }
 }
 
-/// A replica's keys after its first replacement.
-#[derive(Clone, Debug)]
+/// A replica's keys after its first replacement, by generation.
+#[derive(Clone, Debug, Default)]
 struct Rotation {
-    generation: u64,
-    current: RingKey,
-    /// Earlier generations' keys, each with the last checkpoint seq it may
-    /// still have signed.
-    retired: Vec<(RingKey, u64)>,
+    keys: BTreeMap<u64, RingKey>,
+    /// For each generation replaced, the last checkpoint seq it may have
+    /// signed (from the announcement of the generation after it).
+    through: BTreeMap<u64, u64>,
 }
 
-/// Earlier keys kept per replica for checkpoint certificates.
-const RETIRED_MAX: usize = 8;
+impl Rotation {
+    fn current(&self) -> Option<(u64, RingKey)> {
+        self.keys.last_key_value().map(|(g, k)| (*g, *k))
+    }
+}
+
+/// Generations' keys kept per replica for checkpoint certificates.
+const GENERATIONS_MAX: usize = 9;
 
 impl Keyring {
     pub fn new() -> Self {
@@ -330,8 +335,8 @@ impl Keyring {
     /// `who`'s current key.
     fn key(&self, who: Principal) -> Option<RingKey> {
         if let Principal::Replica(r) = who {
-            if let Some(rot) = self.rotated().get(&r) {
-                return Some(rot.current);
+            if let Some((_, k)) = self.rotated().get(&r).and_then(Rotation::current) {
+                return Some(k);
             }
         }
         self.keys.get(&who).copied()
@@ -348,36 +353,38 @@ impl Keyring {
     /// The generation whose key `replica` signs with now (1: the
     /// deployment file's).
     pub fn generation(&self, replica: ReplicaId) -> u64 {
-        self.rotated().get(&replica).map_or(1, |r| r.generation)
+        self.rotated()
+            .get(&replica)
+            .and_then(Rotation::current)
+            .map_or(1, |(g, _)| g)
     }
 
-    /// Makes `key` replica `r`'s key from `generation` on; the key it
-    /// replaces keeps counting for checkpoints at or below
-    /// `retired_through`. The caller has checked the orchestrator's word
-    /// for it. Returns whether anything changed: an older or the same
-    /// generation changes nothing, and neither does a replica the
-    /// deployment does not have.
+    /// Records `key` as replica `r`'s key of `generation` (≥ 2), and that
+    /// the generation before it may have signed checkpoints up to
+    /// `retired_through`. Announcements may come in any order (a node
+    /// passes on a replica's history when it links): the newest generation
+    /// known is the one that counts. The caller has checked the
+    /// orchestrator's word for it. Returns whether the current key changed;
+    /// a replica the deployment does not have gets nothing.
     pub fn rotate(&self, r: ReplicaId, generation: u64, key: PublicKey, retired_through: u64) -> bool {
         let Some(first) = self.keys.get(&Principal::Replica(r)).copied() else {
             return false;
         };
-        let mut rotated = self.rotated.write().unwrap_or_else(|e| e.into_inner());
-        let rot = rotated.entry(r).or_insert_with(|| Rotation {
-            generation: 1,
-            current: first,
-            retired: Vec::new(),
-        });
-        if generation <= rot.generation {
+        if generation < 2 {
             return false;
         }
-        let old = rot.current;
-        rot.retired.push((old, retired_through));
-        if rot.retired.len() > RETIRED_MAX {
-            rot.retired.remove(0);
+        let mut rotated = self.rotated.write().unwrap_or_else(|e| e.into_inner());
+        let rot = rotated.entry(r).or_default();
+        rot.keys.entry(1).or_insert(first);
+        let before = rot.current().map(|(g, _)| g);
+        rot.keys.entry(generation).or_insert_with(|| RingKey::new(key));
+        rot.through.insert(generation - 1, retired_through);
+        while rot.keys.len() > GENERATIONS_MAX {
+            rot.keys.pop_first();
         }
-        rot.generation = generation;
-        rot.current = RingKey::new(key);
-        true
+        let oldest = rot.keys.first_key_value().map_or(0, |(g, _)| *g);
+        rot.through.retain(|g, _| *g >= oldest);
+        rot.current().map(|(g, _)| g) != before
     }
 
     /// How many agreement nodes the ring holds keys for (n = 3f+1).
@@ -405,10 +412,10 @@ impl Keyring {
         }
         let retired: Vec<RingKey> = match who {
             Principal::Replica(r) => self.rotated().get(&r).map_or_else(Vec::new, |rot| {
-                rot.retired
+                rot.keys
                     .iter()
-                    .filter(|(_, through)| seq <= *through)
-                    .map(|(k, _)| *k)
+                    .filter(|(g, _)| rot.through.get(g).is_some_and(|through| seq <= *through))
+                    .map(|(_, k)| *k)
                     .collect()
             }),
             _ => Vec::new(),
@@ -598,10 +605,25 @@ mod tests {
             Err(SigError::BadSignature(first.who))
         );
         assert_eq!(clone.verify_digest(first.who, &d, &second.sign_digest(&d)), Ok(()));
-        // An older or equal generation changes nothing.
+        // An older or equal generation changes nothing current.
         assert!(!ring.rotate(r, 2, first.public(), 10));
         assert!(!ring.rotate(r, 1, first.public(), 10));
         assert_eq!(ring.get(&first.who), Some(second.public()));
+        // A later generation announced before an earlier one: the later counts.
+        let third = Identity::from_seed(first.who, [9; 32]);
+        let fourth = Identity::from_seed(first.who, [10; 32]);
+        assert!(ring.rotate(r, 4, fourth.public(), 30));
+        assert!(!ring.rotate(r, 3, third.public(), 20));
+        assert_eq!((ring.generation(r), ring.get(&first.who)), (4, Some(fourth.public())));
+        // And its retirement bound is known whatever the order.
+        let d3 = Digest([5; 32]);
+        assert_eq!(
+            ring.verify_checkpoint(first.who, 30, &d3, &third.sign_digest(&d3)),
+            Ok(())
+        );
+        assert!(ring
+            .verify_checkpoint(first.who, 31, &d3, &third.sign_digest(&d3))
+            .is_err());
         // A replica the deployment does not have gets no key.
         let stranger = ReplicaId { app: r.app, index: 9 };
         assert!(!ring.rotate(stranger, 2, second.public(), 10));

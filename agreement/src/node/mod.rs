@@ -45,12 +45,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Key announcements kept per replica (see `Node::replica_keys`).
+const KEYS_KEPT: usize = 9;
+
 struct Node {
     machine: NodeMachine,
     /// Shared with the links and the machine (see `Keyring`).
     keys: Arc<Keyring>,
-    /// The newest key announcement per replaced replica.
-    replica_keys: BTreeMap<ReplicaId, Signed<ReplicaKey>>,
+    /// Replaced replicas' key announcements by generation (the newest
+    /// `KEYS_KEPT` of each), passed on to each replica of the app that
+    /// links: it needs earlier generations' keys for older checkpoints.
+    replica_keys: BTreeMap<(ReplicaId, u64), Signed<ReplicaKey>>,
     store: NodeStore,
     peers: BTreeMap<NodeId, Outbox>,
     orchestrator: Outbox,
@@ -80,7 +85,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
     for cert in store.replica_keys()? {
         match cert.apply(&keys) {
             Ok(_) => {
-                replica_keys.insert(cert.body.replica, cert);
+                replica_keys.insert((cert.body.replica, cert.body.generation), cert);
             }
             Err(e) => tracing::warn!(error = %e, "stored replica key does not verify; ignored"),
         }
@@ -202,25 +207,41 @@ impl Node {
         Ok(())
     }
 
-    /// A replacement's key, from the orchestrator: current from now on,
-    /// kept across restarts, passed on to the app's replicas; the link of
-    /// the instance it replaces is closed (its key no longer opens one).
+    /// A replacement's key, from the orchestrator: current from now on
+    /// (unless a later one is known), kept across restarts, passed on to
+    /// the app's replicas; the link of the instance it replaces is closed
+    /// (its key no longer opens one).
     fn on_replica_key(&mut self, cert: Signed<ReplicaKey>) -> anyhow::Result<()> {
-        match cert.apply(&self.keys) {
-            Ok(true) => {}
-            Ok(false) => return Ok(()),
+        let r = cert.body.replica;
+        let at = (r, cert.body.generation);
+        if self.replica_keys.contains_key(&at) {
+            return Ok(());
+        }
+        let current = match cert.apply(&self.keys) {
+            Ok(current) => current,
             Err(e) => {
                 tracing::warn!(error = %e, "replica key announcement does not verify; dropped");
                 return Ok(());
             }
-        }
-        let r = cert.body.replica;
-        self.store.put_replica_key(&cert)?;
-        tracing::info!(replica = %Principal::Replica(r), generation = cert.body.generation, "replica key replaced");
-        metrics::counter!("zz_agreement_replica_keys_total").increment(1);
-        self.inbound.remove(&Principal::Replica(r));
+        };
+        self.store.put_replica_key(&cert, KEYS_KEPT)?;
         self.carry_out(NodeOut::ToReplicas(r.app, Msg::ReplicaKey(cert.clone())));
-        self.replica_keys.insert(r, cert);
+        self.replica_keys.insert(at, cert);
+        let stale: Vec<_> = self
+            .replica_keys
+            .range((r, 0)..=(r, u64::MAX))
+            .map(|(k, _)| *k)
+            .rev()
+            .skip(KEYS_KEPT)
+            .collect();
+        for k in stale {
+            self.replica_keys.remove(&k);
+        }
+        if current {
+            tracing::info!(replica = %Principal::Replica(r), generation = at.1, "replica key replaced");
+            metrics::counter!("zz_agreement_replica_keys_total").increment(1);
+            self.inbound.remove(&Principal::Replica(r));
+        }
         Ok(())
     }
 

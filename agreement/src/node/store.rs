@@ -14,9 +14,9 @@ const DURABLE: TableDefinition<u16, &[u8]> = TableDefinition::new("durable");
 /// (app, seq, kind) → record; kind 0 is a prepared certificate (a later
 /// view's replaces it), 1 a delivery.
 const RECORDS: TableDefinition<(u16, u64, u8), &[u8]> = TableDefinition::new("records");
-/// (app, replica index) → the newest key announcement for that replica, so
-/// a restarted node never takes a fenced generation's key again.
-const REPLICA_KEYS: TableDefinition<(u16, u16), &[u8]> = TableDefinition::new("replica_keys");
+/// (app, replica index, generation) → that generation's key announcement,
+/// so a restarted node never takes a fenced generation's key again.
+const REPLICA_KEYS: TableDefinition<(u16, u16, u64), &[u8]> = TableDefinition::new("replica_keys");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -92,15 +92,27 @@ impl NodeStore {
         Ok(out)
     }
 
-    /// Keeps `cert` as its replica's newest key (synced before returning).
-    pub fn put_replica_key(&self, cert: &Signed<ReplicaKey>) -> Result<(), StoreError> {
+    /// Keeps `cert` (synced before returning), and of its replica's
+    /// announcements only the newest `keep`.
+    pub fn put_replica_key(&self, cert: &Signed<ReplicaKey>, keep: usize) -> Result<(), StoreError> {
         let bytes = postcard::to_stdvec(cert).map_err(db)?;
         let r = cert.body.replica;
         let tx = self.db.begin_write().map_err(db)?;
-        tx.open_table(REPLICA_KEYS)
-            .map_err(db)?
-            .insert((r.app.0, r.index), bytes.as_slice())
-            .map_err(db)?;
+        {
+            let mut t = tx.open_table(REPLICA_KEYS).map_err(db)?;
+            t.insert((r.app.0, r.index, cert.body.generation), bytes.as_slice())
+                .map_err(db)?;
+            let mut gens = Vec::new();
+            for entry in t
+                .range((r.app.0, r.index, 0)..=(r.app.0, r.index, u64::MAX))
+                .map_err(db)?
+            {
+                gens.push(entry.map_err(db)?.0.value().2);
+            }
+            for g in gens.iter().rev().skip(keep) {
+                t.remove((r.app.0, r.index, *g)).map_err(db)?;
+            }
+        }
         tx.commit().map_err(db)
     }
 

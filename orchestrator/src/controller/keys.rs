@@ -11,6 +11,9 @@ use super::Controller;
 use crate::backend::GenerationKey;
 use zz_wire::{Hasher, Identity, Msg, Principal, ReplicaId, ReplicaKey, Seq, Signed};
 
+/// Earlier generations' announcements kept per replica.
+pub(super) const RETIRED_KEPT: usize = 8;
+
 impl Controller {
     /// The identity replica `id`'s instance of `generation` signs with.
     fn generation_identity(&self, id: ReplicaId, generation: u64) -> Identity {
@@ -75,14 +78,14 @@ impl Controller {
             return;
         }
         let Some((_, tx)) = self.links.get(&who) else { return };
-        for cert in self.replicas.values().filter_map(|r| r.key.as_ref()) {
+        for cert in self.replicas.values().flat_map(|r| r.retired_keys.iter().chain(&r.key)) {
             let _ = tx.try_send(Msg::ReplicaKey(cert.clone()));
         }
     }
 
     /// Makes the stored replacement keys current in `keys` (at start-up).
     pub(super) fn apply_stored_keys(&self) {
-        for cert in self.replicas.values().filter_map(|r| r.key.as_ref()) {
+        for cert in self.replicas.values().flat_map(|r| r.retired_keys.iter().chain(&r.key)) {
             if let Err(e) = cert.apply(&self.keys) {
                 tracing::warn!(error = %e, replica = %self.dep.replica_name(cert.body.replica), "stored replica key does not verify; ignored");
             }

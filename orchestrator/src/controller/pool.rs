@@ -86,6 +86,14 @@ impl Controller {
         let now = self.clock.now_ms();
         let generation = self.replicas.get(&id).map_or(1, |r| r.generation + 1);
         let key = (generation > 1).then(|| self.announce_key(id, generation));
+        let mut retired_keys = self
+            .replicas
+            .get(&id)
+            .map(|r| r.retired_keys.clone())
+            .unwrap_or_default();
+        retired_keys.extend(self.replicas.get(&id).and_then(|r| r.key.clone()));
+        let drop = retired_keys.len().saturating_sub(super::keys::RETIRED_KEPT);
+        retired_keys.drain(..drop);
         let spec = ReplicaSpec {
             name: self.dep.replica_name(id),
             generation,
@@ -110,6 +118,7 @@ impl Controller {
             cold: false,
             sync_progress_ms: 0,
             key,
+            retired_keys,
         };
         let from = self.replicas.insert(id, rec).map(|r| r.state);
         self.instance_links.remove(&id);
