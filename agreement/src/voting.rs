@@ -92,6 +92,9 @@ struct Slot {
     silence_since: Option<u64>,
     /// The silence check above has run.
     silence_judged: bool,
+    /// Its replies count against their replicas' `future_bytes` (it was
+    /// above `committed_high` when they came, and still is).
+    charged: bool,
 }
 
 impl Slot {
@@ -127,6 +130,9 @@ pub struct Voter {
     committed_high: Seq,
     /// The open incident (its seq); new problems while it is open join it.
     open_incident: Option<(Seq, u64)>,
+    /// Per replica: bytes of its replies held for seqs above
+    /// `committed_high` (see `FUTURE_REPLY_BYTES`).
+    future_bytes: BTreeMap<u16, usize>,
     stats: VoteStats,
 }
 
@@ -136,6 +142,23 @@ const SILENCE_WINDOW: Seq = 64;
 
 /// Checkpoint intervals an unanswered incident may hold its checkpoint.
 const INCIDENT_HOLD: Seq = 4;
+
+/// Bytes of replies one replica may have held for seqs this node has not
+/// committed yet. A correct replica runs ahead of a node only by the node's
+/// lag; a Byzantine one could otherwise park a frame per seq up to the
+/// horizon (gigabytes). Past it such replies are dropped: a node that
+/// missed replies forgets their seqs (`missed`) instead of waking anyone.
+pub const FUTURE_REPLY_BYTES: usize = 32 << 20;
+
+/// What a held reply costs: its responses and a fixed overhead per batch
+/// and per reply, so empty replies are not free.
+fn reply_bytes(r: &ExecReply) -> usize {
+    256 + r
+        .results
+        .iter()
+        .map(|b| 64 + b.responses.as_bytes().len())
+        .sum::<usize>()
+}
 
 impl Voter {
     pub fn new(cfg: VoterConfig) -> Self {
@@ -148,6 +171,7 @@ impl Voter {
             stable: 0,
             committed_high: 0,
             open_incident: None,
+            future_bytes: BTreeMap::new(),
             stats: VoteStats::default(),
         }
     }
@@ -168,7 +192,10 @@ impl Voter {
         let mut out = Vec::new();
         match input {
             VoteInput::Committed { seq } => {
-                self.committed_high = self.committed_high.max(seq);
+                if seq > self.committed_high {
+                    self.release_future(self.committed_high + 1..=seq);
+                    self.committed_high = seq;
+                }
                 if seq <= self.stable {
                     return out;
                 }
@@ -204,6 +231,22 @@ impl Voter {
             return;
         }
         let (seq, idx) = (b.seq, b.replica.index);
+        if seq > self.committed_high && !self.slots.get(&seq).is_some_and(|s| s.replies.contains_key(&idx)) {
+            let size = reply_bytes(&r);
+            let held = self.future_bytes.entry(idx).or_default();
+            if *held + size > FUTURE_REPLY_BYTES {
+                tracing::debug!(
+                    replica = idx,
+                    seq,
+                    held = *held,
+                    "reply ahead of the log past its budget"
+                );
+                self.stats.dropped += 1;
+                return;
+            }
+            *held += size;
+            self.slots.entry(seq).or_default().charged = true;
+        }
         let last = self.last_reply.entry(idx).or_default();
         *last = (*last).max(seq);
         self.last_reply_ms.insert(idx, now_ms);
@@ -212,6 +255,20 @@ impl Voter {
         // already faulty and its first answer is evidence enough.
         slot.replies.entry(idx).or_insert_with(|| (r.result_digest(), r));
         self.evaluate(now_ms, seq, out);
+    }
+
+    /// The slots in `range` no longer count against the replicas' budgets
+    /// for replies ahead of the log (committed, or forgotten).
+    fn release_future(&mut self, range: impl std::ops::RangeBounds<Seq>) {
+        for slot in self.slots.range_mut(range).map(|(_, s)| s) {
+            if std::mem::take(&mut slot.charged) {
+                for (idx, (_, r)) in &slot.replies {
+                    if let Some(held) = self.future_bytes.get_mut(idx) {
+                        *held = held.saturating_sub(reply_bytes(r));
+                    }
+                }
+            }
+        }
     }
 
     /// Certify, raise a mismatch, and blame disagreeing replicas, as far as
@@ -342,6 +399,7 @@ impl Voter {
     fn on_timeout(&mut self, now_ms: u64, seq: Seq, out: &mut Vec<VoteAction>) {
         if self.missed(seq) {
             // Forgotten: it holds no checkpoint and wakes nobody.
+            self.release_future(seq..=seq);
             if self.slots.remove(&seq).is_some_and(|s| s.incident) {
                 out.push(VoteAction::Resolved { seq });
             }
@@ -505,6 +563,7 @@ impl Voter {
         }
         // Keep certified slots whose silent replicas are still to be named
         // (the orchestrator fences a hung replica on nothing else).
+        self.release_future(..=seq);
         self.slots.retain(|s, slot| *s > seq || slot.awaits_silence_check());
         let keep_from = seq.saturating_sub(self.cfg.checkpoint_interval);
         self.checkpoints.retain(|s, _| *s >= keep_from);

@@ -417,3 +417,58 @@ fn a_restarted_voter_takes_checkpoints_and_replies_far_above_zero_once_its_core_
     out.extend(v.step(0, VoteInput::Reply(reply(1, 10_005, "ok"))));
     assert_eq!(client_replies(&out), vec![b"ok".to_vec()]);
 }
+
+/// Bytes of the replies the voter holds, per replica.
+fn held_bytes(v: &Voter, idx: u16) -> usize {
+    v.slots
+        .values()
+        .filter_map(|s| s.replies.get(&idx))
+        .map(|(_, r)| reply_bytes(r))
+        .sum()
+}
+
+fn big_reply(idx: u16, seq: Seq, body: &Packed<AppResponse>) -> ExecReply {
+    ExecReply {
+        replica: ReplicaId { app: APP, index: idx },
+        seq,
+        results: vec![BatchResult {
+            client: ClientId(0),
+            first_id: seq,
+            responses: body.clone(),
+        }],
+        root: Digest::ZERO,
+    }
+}
+
+#[test]
+fn future_replies_held_per_replica_are_bounded_in_bytes() {
+    let mut v = voter(1);
+    // One Byzantine replica answers every seq up to the horizon ahead of
+    // what this node committed, 1 MiB each (the bytes are shared here).
+    let body = Packed::pack(&[AppResponse::new(200, vec![7u8; 1 << 20])]).expect("pack");
+    for seq in 1..=4 * 4 + 4096 {
+        v.step(1, VoteInput::Reply(big_reply(2, seq, &body)));
+    }
+    let held = held_bytes(&v, 2);
+    assert!(
+        held <= FUTURE_REPLY_BYTES + (2 << 20),
+        "one replica's future replies hold {held} bytes"
+    );
+    assert!(v.stats().dropped > 0);
+    // Committing frees its budget, and replies for committed seqs always count.
+    v.step(2, VoteInput::Committed { seq: 1 });
+    v.step(3, VoteInput::Reply(reply(0, 1, "ok")));
+    v.step(3, VoteInput::Reply(reply(1, 1, "ok")));
+    assert_eq!(v.stats().certified, 1);
+    let mut all = Vec::new();
+    for seq in 2..=5000 {
+        all.extend(v.step(4, VoteInput::Committed { seq }));
+    }
+    let before = v.stats().dropped;
+    all.extend(v.step(5, VoteInput::Reply(big_reply(2, 5001, &body))));
+    assert_eq!(v.stats().dropped, before, "committing seqs released their bytes");
+    // An honest replica's future replies are kept beside the flood.
+    v.step(6, VoteInput::Reply(reply(0, 5002, "ok")));
+    v.step(6, VoteInput::Reply(reply(1, 5002, "ok")));
+    assert_eq!(v.stats().certified, 2);
+}
