@@ -2,11 +2,13 @@
 
 use super::*;
 use crate::core::RecordKind;
+use crate::node::orders::FETCH_ORDERS_BURST;
 use crate::node::store::MemStore;
 use std::net::SocketAddr;
 use zz_wire::config::generate;
 use zz_wire::{
-    AppRequest, ClientBatch, ClientId, Commit, Control, Digest, GenerateOptions, PrePrepare, Prepare, Signed, Vote,
+    AppRequest, ClientBatch, ClientId, Commit, Control, Digest, FetchOrders, GenerateOptions, PrePrepare, Prepare,
+    Signed, Vote,
 };
 
 const T0: u64 = 1_000_000;
@@ -280,4 +282,39 @@ fn a_machine_restored_from_its_writes_resumes_at_its_commit_point() {
     assert_eq!(again.core(APP).map(Core::last_committed), Some(1));
     let fresh = fx.restored(0, BTreeMap::new());
     assert_eq!(fresh.core(APP).map(Core::last_committed), Some(0));
+}
+
+fn orders_replies(outs: &[NodeOut]) -> usize {
+    outs.iter()
+        .filter(|o| matches!(o, NodeOut::ToInbound(_, Msg::OrdersReply(_))))
+        .count()
+}
+
+#[test]
+fn fetch_orders_are_served_within_a_budget_per_replica() {
+    let fx = Fixture::new();
+    let mut m = fx.machine(0);
+    let fetch = |index: u16| {
+        let rep = ReplicaId { app: APP, index };
+        let who = Principal::Replica(rep);
+        let req = FetchOrders {
+            replica: rep,
+            from: 1,
+            to: 512,
+        };
+        (who, Msg::FetchOrders(fx.id(who).sign(req)))
+    };
+    // One replica asks a thousand times at once: each answer may be 8 MiB.
+    let (who, msg) = fetch(1);
+    let served: usize = (0..1000)
+        .map(|_| orders_replies(&m.on_msg(T0 + 1, who, msg.clone())))
+        .sum();
+    assert!(
+        served as u64 <= FETCH_ORDERS_BURST,
+        "{served} answers to one replica's burst"
+    );
+    // Another replica keeps its own budget, and time refills the first's.
+    let (other, other_msg) = fetch(0);
+    assert_eq!(orders_replies(&m.on_msg(T0 + 1, other, other_msg)), 1);
+    assert_eq!(orders_replies(&m.on_msg(T0 + 1 + 1000, who, msg)), 1);
 }
