@@ -32,6 +32,9 @@ pub enum VoteInput {
     Checkpoint(Signed<ExecCheckpoint>),
     /// The reply timer for `seq` fired.
     Timer(Seq),
+    /// A replica of this app heartbeat on its link: alive, and executed
+    /// through `last_executed`.
+    Progress { replica: ReplicaId, last_executed: Seq },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -122,6 +125,9 @@ pub struct Voter {
     last_reply: BTreeMap<u16, Seq>,
     /// When each replica's latest reply (for any seq) arrived.
     last_reply_ms: BTreeMap<u16, u64>,
+    /// Each replica's latest heartbeat: when, and the seq it said it had
+    /// executed through.
+    progress: BTreeMap<u16, (u64, Seq)>,
     stable: Seq,
     /// Highest seq the core delivered. A restarted node's voter starts with
     /// no stable checkpoint; its horizons count from here so the replicas'
@@ -168,6 +174,7 @@ impl Voter {
             checkpoints: BTreeMap::new(),
             last_reply: BTreeMap::new(),
             last_reply_ms: BTreeMap::new(),
+            progress: BTreeMap::new(),
             stable: 0,
             committed_high: 0,
             open_incident: None,
@@ -209,6 +216,13 @@ impl Voter {
             VoteInput::Reply(r) => self.on_reply(now_ms, r, &mut out),
             VoteInput::Checkpoint(c) => self.on_checkpoint(c, &mut out),
             VoteInput::Timer(seq) => self.on_timeout(now_ms, seq, &mut out),
+            VoteInput::Progress { replica, last_executed } => {
+                if self.valid_replica(replica) {
+                    self.progress.insert(replica.index, (now_ms, last_executed));
+                } else {
+                    self.stats.dropped += 1;
+                }
+            }
         }
         out
     }
@@ -370,7 +384,12 @@ impl Voter {
 
     /// A reply timeout after an incident at `seq` was certified: replicas
     /// that were answering just before it, but answered neither it nor
-    /// anything else since it was certified, are named as silent.
+    /// anything else since it was certified, are named as silent. Not one
+    /// that heartbeat since then that it has not executed `seq` yet: it is
+    /// alive and behind (a woken standby whose state fetch for `seq` fails
+    /// says nothing for it rather than a wrong answer). A replica saying so
+    /// for ever is of no use but does no harm: it is never counted for an
+    /// answer, and the orchestrator sees its progress in the heartbeats.
     fn blame_silent(&mut self, seq: Seq, cert: Digest, since_ms: u64, out: &mut Vec<VoteAction>) {
         let Some(slot) = self.slots.get_mut(&seq) else {
             return;
@@ -381,6 +400,11 @@ impl Voter {
                 .get(&idx)
                 .is_some_and(|&l| l + SILENCE_WINDOW >= seq && l < seq);
             let quiet = self.last_reply_ms.get(&idx).is_none_or(|&t| t < since_ms);
+            let behind = self.progress.get(&idx).is_some_and(|&(t, l)| t >= since_ms && l < seq);
+            if behind && recent && quiet && !slot.replies.contains_key(&idx) {
+                tracing::info!(replica = idx, seq, "silent replica says it is behind; not named");
+                continue;
+            }
             if recent && quiet && !slot.replies.contains_key(&idx) && slot.blamed.insert(idx) {
                 self.stats.faults += 1;
                 out.push(VoteAction::Fault {

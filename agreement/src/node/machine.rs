@@ -284,8 +284,21 @@ impl NodeMachine {
             }
             Msg::Control(c) => self.on_control(c.body.target, c.body.nonce, c.body.cmd, now),
             // Replicas heartbeat their node links so a link that died unseen
-            // (a restored VM) fails on send; nothing to do with it here.
-            Msg::Heartbeat(_) => {}
+            // (a restored VM) fails on send; the voter learns from it that a
+            // replica silent for a seq is alive and behind it.
+            Msg::Heartbeat(h) => {
+                if let (Principal::Replica(r), true) = (from, h.body.from == from) {
+                    let last_executed = h.body.last_executed;
+                    self.vote_step(
+                        r.app,
+                        now,
+                        VoteInput::Progress {
+                            replica: r,
+                            last_executed,
+                        },
+                    );
+                }
+            }
             other => {
                 metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unexpected").increment(1);
                 tracing::debug!(%from, kind = other.kind(), "unexpected message kind");

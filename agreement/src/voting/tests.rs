@@ -472,3 +472,64 @@ fn future_replies_held_per_replica_are_bounded_in_bytes() {
     v.step(6, VoteInput::Reply(reply(1, 5002, "ok")));
     assert_eq!(v.stats().certified, 2);
 }
+
+#[test]
+fn a_woken_replica_that_says_it_is_behind_is_not_named_but_a_liar_is() {
+    let mut v = voter(2);
+    let mut all = Vec::new();
+    for seq in 1..=3 {
+        all.extend(v.step(0, VoteInput::Committed { seq }));
+    }
+    for seq in 1..=2 {
+        for i in 0..3 {
+            all.extend(v.step(1, VoteInput::Reply(reply(i, seq, "a"))));
+        }
+    }
+    // e1 lies at seq 3: e3 and e4 are woken.
+    for (i, body) in [(0, "ok"), (1, "evil"), (2, "ok")] {
+        all.extend(v.step(2, VoteInput::Reply(reply(i, 3, body))));
+    }
+    assert_eq!(wakes(&all), vec![(3, IncidentKind::Mismatch)]);
+    // e3 replays 1 and 2, then cannot fetch what seq 3 reads; e4 answers.
+    for seq in 1..=2 {
+        all.extend(v.step(10, VoteInput::Reply(reply(3, seq, "a"))));
+    }
+    all.extend(v.step(20, VoteInput::Reply(reply(4, 3, "ok"))));
+    assert_eq!(client_replies(&all).last(), Some(&b"ok".to_vec()));
+    // e3's heartbeats say it is alive and behind seq 3; so do e1's.
+    for t in [30, 80, 110] {
+        for i in [1, 3] {
+            all.extend(v.step(
+                t,
+                VoteInput::Progress {
+                    replica: ReplicaId { app: APP, index: i },
+                    last_executed: 2,
+                },
+            ));
+        }
+    }
+    all.extend(v.step(121, VoteInput::Timer(3)));
+    assert_eq!(faults(&all), vec![1], "only the replica that answered wrongly is named");
+}
+
+#[test]
+fn a_replica_whose_heartbeat_says_it_ran_the_seq_is_still_named_silent() {
+    let mut v = voter(1);
+    v.step(0, VoteInput::Committed { seq: 1 });
+    v.step(1, VoteInput::Reply(reply(0, 1, "a")));
+    v.step(1, VoteInput::Reply(reply(1, 1, "a")));
+    let mut all = v.step(2, VoteInput::Committed { seq: 2 });
+    all.extend(v.step(3, VoteInput::Reply(reply(0, 2, "b"))));
+    all.extend(v.step(102, VoteInput::Timer(2)));
+    all.extend(v.step(110, VoteInput::Reply(reply(2, 2, "b"))));
+    // e1 claims it executed seq 2 yet never answered it.
+    all.extend(v.step(
+        150,
+        VoteInput::Progress {
+            replica: ReplicaId { app: APP, index: 1 },
+            last_executed: 2,
+        },
+    ));
+    all.extend(v.step(211, VoteInput::Timer(2)));
+    assert_eq!(faults(&all), vec![1]);
+}
