@@ -7,8 +7,8 @@ use crate::node::store::MemStore;
 use std::net::SocketAddr;
 use zz_wire::config::generate;
 use zz_wire::{
-    AppRequest, ClientBatch, ClientId, Commit, Control, Digest, FetchOrders, GenerateOptions, PrePrepare, Prepare,
-    Signed, Vote,
+    AppRequest, ClientBatch, ClientId, Commit, Control, Digest, FetchOrders, GenerateOptions, NonDet, Order,
+    PrePrepare, Prepare, Proposal, Signed, Vote,
 };
 
 const T0: u64 = 1_000_000;
@@ -317,4 +317,39 @@ fn fetch_orders_are_served_within_a_budget_per_replica() {
     let (other, other_msg) = fetch(0);
     assert_eq!(orders_replies(&m.on_msg(T0 + 1, other, other_msg)), 1);
     assert_eq!(orders_replies(&m.on_msg(T0 + 1 + 1000, who, msg)), 1);
+}
+
+/// Issue 25 item 11 names ORDER bodies per seq: on the node side they are
+/// only what the node's own core delivered (one order per seq, truncated at
+/// each stable checkpoint). An ORDER sent to a node, with ever new bodies,
+/// is dropped and nothing is kept.
+#[test]
+fn orders_sent_to_a_node_are_dropped_not_kept() {
+    let fx = Fixture::new();
+    let mut m = fx.machine(0);
+    let senders = [
+        Principal::Node(NodeId(1)),
+        Principal::Replica(ReplicaId { app: APP, index: 0 }),
+    ];
+    for seq in 1..=64 {
+        for (k, from) in senders.iter().enumerate() {
+            let p = Proposal {
+                requests: vec![],
+                nondet: NonDet {
+                    timestamp_ms: seq,
+                    seed: k as u64,
+                },
+            };
+            let o = Order {
+                node: NodeId(1),
+                app: APP,
+                seq,
+                digest: p.digest(),
+                proposal: Some(p),
+            };
+            let outs = m.on_msg(T0, *from, Msg::Order(o));
+            assert!(outs.is_empty(), "{outs:?}");
+        }
+    }
+    assert!(m.apps[&APP].orders.is_empty());
 }
