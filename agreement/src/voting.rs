@@ -191,6 +191,11 @@ impl Voter {
         self.stable
     }
 
+    /// Replica `index`'s latest heartbeat: when, and its last executed seq.
+    pub fn progress(&self, index: u16) -> Option<(u64, Seq)> {
+        self.progress.get(&index).copied()
+    }
+
     fn quorum(&self) -> usize {
         self.cfg.f + 1
     }

@@ -353,3 +353,30 @@ fn orders_sent_to_a_node_are_dropped_not_kept() {
     }
     assert!(m.apps[&APP].orders.is_empty());
 }
+
+/// A replica's heartbeat on its own link tells the voter how far it is
+/// (a silent replica that is behind is not named); one on another's link
+/// is ignored.
+#[test]
+fn a_replicas_heartbeat_reaches_the_voter_only_from_its_own_link() {
+    let fx = Fixture::new();
+    let mut m = fx.machine(0);
+    let hb = |index: u16, last_executed: Seq| {
+        let who = Principal::Replica(ReplicaId { app: APP, index });
+        Msg::Heartbeat(fx.id(who).sign(Heartbeat {
+            from: who,
+            app: APP,
+            view: 0,
+            last_executed,
+            last_checkpoint: 0,
+            fetched_objects: 0,
+            stale_objects: 0,
+            time_ms: 0,
+        }))
+    };
+    let link = |index: u16| Principal::Replica(ReplicaId { app: APP, index });
+    m.on_msg(T0 + 5, link(2), hb(1, 9));
+    assert_eq!(m.voter(APP).and_then(|v| v.progress(1)), None);
+    m.on_msg(T0 + 6, link(1), hb(1, 7));
+    assert_eq!(m.voter(APP).and_then(|v| v.progress(1)), Some((T0 + 6, 7)));
+}
