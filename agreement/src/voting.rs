@@ -83,7 +83,8 @@ pub struct VoteStats {
 struct Slot {
     committed: bool,
     /// Each replica's first reply, with its result digest (hashing every
-    /// result of a large batch once, not on every evaluation).
+    /// result of a large batch once, not on every evaluation). Once the
+    /// seq is certified, the replies' results are dropped.
     replies: BTreeMap<u16, (Digest, ExecReply)>,
     certified: Option<Digest>,
     /// Replicas already named in a Fault for this seq.
@@ -366,6 +367,21 @@ impl Voter {
                     seq,
                     after_ms: self.cfg.reply_timeout_ms,
                 });
+            }
+            // Certified: the answer went out and blame needs only digests,
+            // so the results go (a replica's 16 MiB reply to every seq of
+            // the window would otherwise stay until the next checkpoint).
+            for (idx, (_, r)) in slot.replies.iter_mut() {
+                if r.results.is_empty() {
+                    continue;
+                }
+                let before = reply_bytes(r);
+                r.results = Vec::new();
+                if slot.charged {
+                    if let Some(held) = self.future_bytes.get_mut(idx) {
+                        *held = held.saturating_sub(before - reply_bytes(r));
+                    }
+                }
             }
         }
         if released {

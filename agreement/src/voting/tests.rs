@@ -533,3 +533,22 @@ fn a_replica_whose_heartbeat_says_it_ran_the_seq_is_still_named_silent() {
     all.extend(v.step(211, VoteInput::Timer(2)));
     assert_eq!(faults(&all), vec![1]);
 }
+
+#[test]
+fn replies_of_a_certified_seq_are_kept_as_digests_only() {
+    let mut v = voter(1);
+    let body = Packed::pack(&[AppResponse::new(200, vec![7u8; 1 << 20])]).expect("pack");
+    let mut all = Vec::new();
+    // e2 answers every committed seq first, 1 MiB and wrong; e0 and e1 agree.
+    for seq in 1..=200 {
+        all.extend(v.step(seq, VoteInput::Committed { seq }));
+        all.extend(v.step(seq, VoteInput::Reply(big_reply(2, seq, &body))));
+        all.extend(v.step(seq, VoteInput::Reply(reply(0, seq, "ok"))));
+        all.extend(v.step(seq, VoteInput::Reply(reply(1, seq, "ok"))));
+    }
+    assert_eq!(v.stats().certified, 200);
+    assert_eq!(client_replies(&all).len(), 200);
+    assert_eq!(faults(&all), vec![2; 200], "the evidence (digests) still names e2");
+    let held = held_bytes(&v, 2);
+    assert!(held < 1 << 20, "e2's answers to certified seqs hold {held} bytes");
+}
