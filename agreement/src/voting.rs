@@ -32,6 +32,9 @@ pub enum VoteInput {
     Checkpoint(Signed<ExecCheckpoint>),
     /// The reply timer for `seq` fired.
     Timer(Seq),
+    /// A replica of this app heartbeat on its link: alive, and executed
+    /// through `last_executed`.
+    Progress { replica: ReplicaId, last_executed: Seq },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,7 +83,8 @@ pub struct VoteStats {
 struct Slot {
     committed: bool,
     /// Each replica's first reply, with its result digest (hashing every
-    /// result of a large batch once, not on every evaluation).
+    /// result of a large batch once, not on every evaluation). Once the
+    /// seq is certified, the replies' results are dropped.
     replies: BTreeMap<u16, (Digest, ExecReply)>,
     certified: Option<Digest>,
     /// Replicas already named in a Fault for this seq.
@@ -92,6 +96,9 @@ struct Slot {
     silence_since: Option<u64>,
     /// The silence check above has run.
     silence_judged: bool,
+    /// Its replies count against their replicas' `future_bytes` (it was
+    /// above `committed_high` when they came, and still is).
+    charged: bool,
 }
 
 impl Slot {
@@ -119,6 +126,9 @@ pub struct Voter {
     last_reply: BTreeMap<u16, Seq>,
     /// When each replica's latest reply (for any seq) arrived.
     last_reply_ms: BTreeMap<u16, u64>,
+    /// Each replica's latest heartbeat: when, and the seq it said it had
+    /// executed through.
+    progress: BTreeMap<u16, (u64, Seq)>,
     stable: Seq,
     /// Highest seq the core delivered. A restarted node's voter starts with
     /// no stable checkpoint; its horizons count from here so the replicas'
@@ -127,6 +137,9 @@ pub struct Voter {
     committed_high: Seq,
     /// The open incident (its seq); new problems while it is open join it.
     open_incident: Option<(Seq, u64)>,
+    /// Per replica: bytes of its replies held for seqs above
+    /// `committed_high` (see `FUTURE_REPLY_BYTES`).
+    future_bytes: BTreeMap<u16, usize>,
     stats: VoteStats,
 }
 
@@ -137,6 +150,23 @@ const SILENCE_WINDOW: Seq = 64;
 /// Checkpoint intervals an unanswered incident may hold its checkpoint.
 const INCIDENT_HOLD: Seq = 4;
 
+/// Bytes of replies one replica may have held for seqs this node has not
+/// committed yet. A correct replica runs ahead of a node only by the node's
+/// lag; a Byzantine one could otherwise park a frame per seq up to the
+/// horizon (gigabytes). Past it such replies are dropped: a node that
+/// missed replies forgets their seqs (`missed`) instead of waking anyone.
+pub const FUTURE_REPLY_BYTES: usize = 32 << 20;
+
+/// What a held reply costs: its responses and a fixed overhead per batch
+/// and per reply, so empty replies are not free.
+fn reply_bytes(r: &ExecReply) -> usize {
+    256 + r
+        .results
+        .iter()
+        .map(|b| 64 + b.responses.as_bytes().len())
+        .sum::<usize>()
+}
+
 impl Voter {
     pub fn new(cfg: VoterConfig) -> Self {
         Voter {
@@ -145,9 +175,11 @@ impl Voter {
             checkpoints: BTreeMap::new(),
             last_reply: BTreeMap::new(),
             last_reply_ms: BTreeMap::new(),
+            progress: BTreeMap::new(),
             stable: 0,
             committed_high: 0,
             open_incident: None,
+            future_bytes: BTreeMap::new(),
             stats: VoteStats::default(),
         }
     }
@@ -160,6 +192,11 @@ impl Voter {
         self.stable
     }
 
+    /// Replica `index`'s latest heartbeat: when, and its last executed seq.
+    pub fn progress(&self, index: u16) -> Option<(u64, Seq)> {
+        self.progress.get(&index).copied()
+    }
+
     fn quorum(&self) -> usize {
         self.cfg.f + 1
     }
@@ -168,7 +205,10 @@ impl Voter {
         let mut out = Vec::new();
         match input {
             VoteInput::Committed { seq } => {
-                self.committed_high = self.committed_high.max(seq);
+                if seq > self.committed_high {
+                    self.release_future(self.committed_high + 1..=seq);
+                    self.committed_high = seq;
+                }
                 if seq <= self.stable {
                     return out;
                 }
@@ -182,6 +222,13 @@ impl Voter {
             VoteInput::Reply(r) => self.on_reply(now_ms, r, &mut out),
             VoteInput::Checkpoint(c) => self.on_checkpoint(c, &mut out),
             VoteInput::Timer(seq) => self.on_timeout(now_ms, seq, &mut out),
+            VoteInput::Progress { replica, last_executed } => {
+                if self.valid_replica(replica) {
+                    self.progress.insert(replica.index, (now_ms, last_executed));
+                } else {
+                    self.stats.dropped += 1;
+                }
+            }
         }
         out
     }
@@ -204,6 +251,22 @@ impl Voter {
             return;
         }
         let (seq, idx) = (b.seq, b.replica.index);
+        if seq > self.committed_high && !self.slots.get(&seq).is_some_and(|s| s.replies.contains_key(&idx)) {
+            let size = reply_bytes(&r);
+            let held = self.future_bytes.entry(idx).or_default();
+            if *held + size > FUTURE_REPLY_BYTES {
+                tracing::debug!(
+                    replica = idx,
+                    seq,
+                    held = *held,
+                    "reply ahead of the log past its budget"
+                );
+                self.stats.dropped += 1;
+                return;
+            }
+            *held += size;
+            self.slots.entry(seq).or_default().charged = true;
+        }
         let last = self.last_reply.entry(idx).or_default();
         *last = (*last).max(seq);
         self.last_reply_ms.insert(idx, now_ms);
@@ -212,6 +275,20 @@ impl Voter {
         // already faulty and its first answer is evidence enough.
         slot.replies.entry(idx).or_insert_with(|| (r.result_digest(), r));
         self.evaluate(now_ms, seq, out);
+    }
+
+    /// The slots in `range` no longer count against the replicas' budgets
+    /// for replies ahead of the log (committed, or forgotten).
+    fn release_future(&mut self, range: impl std::ops::RangeBounds<Seq>) {
+        for slot in self.slots.range_mut(range).map(|(_, s)| s) {
+            if std::mem::take(&mut slot.charged) {
+                for (idx, (_, r)) in &slot.replies {
+                    if let Some(held) = self.future_bytes.get_mut(idx) {
+                        *held = held.saturating_sub(reply_bytes(r));
+                    }
+                }
+            }
+        }
     }
 
     /// Certify, raise a mismatch, and blame disagreeing replicas, as far as
@@ -291,6 +368,21 @@ impl Voter {
                     after_ms: self.cfg.reply_timeout_ms,
                 });
             }
+            // Certified: the answer went out and blame needs only digests,
+            // so the results go (a replica's 16 MiB reply to every seq of
+            // the window would otherwise stay until the next checkpoint).
+            for (idx, (_, r)) in slot.replies.iter_mut() {
+                if r.results.is_empty() {
+                    continue;
+                }
+                let before = reply_bytes(r);
+                r.results = Vec::new();
+                if slot.charged {
+                    if let Some(held) = self.future_bytes.get_mut(idx) {
+                        *held = held.saturating_sub(before - reply_bytes(r));
+                    }
+                }
+            }
         }
         if released {
             self.release_held(out);
@@ -313,7 +405,12 @@ impl Voter {
 
     /// A reply timeout after an incident at `seq` was certified: replicas
     /// that were answering just before it, but answered neither it nor
-    /// anything else since it was certified, are named as silent.
+    /// anything else since it was certified, are named as silent. Not one
+    /// that heartbeat since then that it has not executed `seq` yet: it is
+    /// alive and behind (a woken standby whose state fetch for `seq` fails
+    /// says nothing for it rather than a wrong answer). A replica saying so
+    /// for ever is of no use but does no harm: it is never counted for an
+    /// answer, and the orchestrator sees its progress in the heartbeats.
     fn blame_silent(&mut self, seq: Seq, cert: Digest, since_ms: u64, out: &mut Vec<VoteAction>) {
         let Some(slot) = self.slots.get_mut(&seq) else {
             return;
@@ -324,6 +421,11 @@ impl Voter {
                 .get(&idx)
                 .is_some_and(|&l| l + SILENCE_WINDOW >= seq && l < seq);
             let quiet = self.last_reply_ms.get(&idx).is_none_or(|&t| t < since_ms);
+            let behind = self.progress.get(&idx).is_some_and(|&(t, l)| t >= since_ms && l < seq);
+            if behind && recent && quiet && !slot.replies.contains_key(&idx) {
+                tracing::info!(replica = idx, seq, "silent replica says it is behind; not named");
+                continue;
+            }
             if recent && quiet && !slot.replies.contains_key(&idx) && slot.blamed.insert(idx) {
                 self.stats.faults += 1;
                 out.push(VoteAction::Fault {
@@ -342,6 +444,7 @@ impl Voter {
     fn on_timeout(&mut self, now_ms: u64, seq: Seq, out: &mut Vec<VoteAction>) {
         if self.missed(seq) {
             // Forgotten: it holds no checkpoint and wakes nobody.
+            self.release_future(seq..=seq);
             if self.slots.remove(&seq).is_some_and(|s| s.incident) {
                 out.push(VoteAction::Resolved { seq });
             }
@@ -505,6 +608,7 @@ impl Voter {
         }
         // Keep certified slots whose silent replicas are still to be named
         // (the orchestrator fences a hung replica on nothing else).
+        self.release_future(..=seq);
         self.slots.retain(|s, slot| *s > seq || slot.awaits_silence_check());
         let keep_from = seq.saturating_sub(self.cfg.checkpoint_interval);
         self.checkpoints.retain(|s, _| *s >= keep_from);

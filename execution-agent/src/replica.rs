@@ -379,27 +379,31 @@ impl Replica {
             if self.backing_off(self.prefetch_failed, next, tick) {
                 return out;
             }
-            if let Err(e) = self.prefetch(next, src) {
-                self.prefetch_failed = Some(Failed::after(self.prefetch_failed, next, self.now_ms));
-                tracing::warn!(seq = next, "cannot fetch state for the next batch: {e}");
-                // Peers may have dropped the checkpoint this replica fetches
-                // from (they keep the last stable ones): catch up to a newer
-                // certificate instead, one known already or the one the
-                // nodes' answer carries.
-                if let crate::catchup::CatchupError::NoPeer(at) = e {
-                    self.replay_blocked_at = Some(at);
-                    if self.pending_cert.is_none() {
-                        self.pending_cert = self.stable.clone().filter(|c| c.seq > at.max(self.last_executed));
-                    }
-                    if self.pending_cert.is_some() {
-                        continue;
-                    }
+            // Run from a copy: a seq whose state cannot be fetched is taken
+            // back and stays in the book for the next try.
+            let Some(p) = self.book.ready(next).cloned() else { break };
+            let run = self.prefetch(next, src).and_then(|()| self.execute(next, &p, src));
+            let Err(e) = run.map(|o| out.extend(o)) else {
+                self.book.take(next);
+                continue;
+            };
+            self.prefetch_failed = Some(Failed::after(self.prefetch_failed, next, self.now_ms));
+            tracing::warn!(seq = next, "cannot fetch state for the next batch: {e}");
+            // Peers may have dropped the checkpoint this replica fetches
+            // from (they keep the last stable ones): catch up to a newer
+            // certificate instead, one known already or the one the
+            // nodes' answer carries.
+            if let crate::catchup::CatchupError::NoPeer(at) = e {
+                self.replay_blocked_at = Some(at);
+                if self.pending_cert.is_none() {
+                    self.pending_cert = self.stable.clone().filter(|c| c.seq > at.max(self.last_executed));
                 }
-                out.extend(self.fetch_orders(self.last_executed + 1));
-                return out;
+                if self.pending_cert.is_some() {
+                    continue;
+                }
             }
-            let Some(p) = self.book.take(next) else { break };
-            out.extend(self.execute(next, p, src));
+            out.extend(self.fetch_orders(self.last_executed + 1));
+            return out;
         }
         if self.gap() {
             out.extend(self.fetch_orders(self.last_executed + 1));
@@ -467,11 +471,22 @@ impl Replica {
     }
 
     /// Runs one committed proposal; replies, and checkpoints on the interval.
-    fn execute(&mut self, seq: Seq, p: zz_wire::Proposal, src: &mut dyn StateSource) -> Vec<Out> {
+    /// If the state an op reads cannot be fetched, the seq's writes are taken
+    /// back and it is not answered: this replica is behind, which is not a
+    /// fault, while a failed answer would disagree and be taken for one.
+    fn execute(
+        &mut self,
+        seq: Seq,
+        p: &zz_wire::Proposal,
+        src: &mut dyn StateSource,
+    ) -> Result<Vec<Out>, crate::catchup::CatchupError> {
         let mut out = Vec::new();
         if self.faults.has(ReplicaFault::Slow) {
             out.push(Out::Delay(SLOW_DELAY));
         }
+        // Only a replica with stale objects can meet one it cannot fetch.
+        let mut undo = (self.state.stale_count() > 0).then(Vec::new);
+        let mut ops = 0;
         let mut ctx = Ctx {
             seq,
             nondet: p.nondet,
@@ -486,14 +501,21 @@ impl Replica {
                 let this = ctx;
                 ctx.op += 1;
                 rs.push(match op {
-                    Ok(op) => self.run_op(&this, &op, src),
+                    Ok(op) => match self.run_op(&this, &op, src, undo.as_mut()) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            self.take_back(undo.unwrap_or_default());
+                            return Err(e);
+                        }
+                    },
                     // Every correct replica finds the same bytes undecodable.
                     Err(_) => app::error(400, "malformed request"),
                 });
             }
-            self.stats.executed_ops += rs.len() as u64;
+            ops += rs.len() as u64;
             responses.push(rs);
         }
+        self.stats.executed_ops += ops;
         self.stats.executed_seqs += 1;
         self.last_executed = seq;
         let mut root = self.state.root();
@@ -535,33 +557,53 @@ impl Replica {
             });
             out.push(Out::Broadcast(Msg::ExecCheckpoint(cp)));
         }
-        out
+        Ok(out)
+    }
+
+    /// Undoes the writes of a seq that could not finish, latest first.
+    fn take_back(&mut self, undo: app::Undo) {
+        for (k, old) in undo.into_iter().rev() {
+            if self.state.write(k, old).is_err() {
+                // Written moments ago, so not stale: a bug, not input.
+                tracing::error!("cannot take back a write");
+            }
+        }
     }
 
     /// One op; a stale key it did not declare is fetched and the op re-run.
-    /// If no peer can provide it, the op answers 503: this replica's reply
-    /// then disagrees and the agreement nodes treat it as faulty, which is
-    /// better than stalling the whole log.
-    fn run_op(&mut self, ctx: &Ctx, op: &zz_wire::AppRequest, src: &mut dyn StateSource) -> zz_wire::AppResponse {
+    /// If no peer can provide it, the error goes back and the seq waits
+    /// (`execute`); the log goes on without this replica, which is behind.
+    /// With `undo`, each write's old value is noted there.
+    fn run_op(
+        &mut self,
+        ctx: &Ctx,
+        op: &zz_wire::AppRequest,
+        src: &mut dyn StateSource,
+        mut undo: Option<&mut app::Undo>,
+    ) -> Result<zz_wire::AppResponse, crate::catchup::CatchupError> {
         // A built-in app declares its keys, so a second miss is rare; a Wasm
         // app finds its stale keys one run at a time. Every round fetches one
         // more object, so the loop ends.
         for _ in 0..MAX_STALE_RUNS {
-            match app::run(self.app.as_ref(), &mut self.state, ctx, op) {
-                Ok(r) => return r,
+            let ran = match undo.as_deref_mut() {
+                Some(undo) => app::run_logged(self.app.as_ref(), &mut self.state, ctx, op, undo),
+                None => app::run(self.app.as_ref(), &mut self.state, ctx, op),
+            };
+            match ran {
+                Ok(r) => return Ok(r),
                 Err(stale) => {
                     let mut keys = self.app.probe(ctx, &self.state, op);
                     keys.push(stale.0);
                     keys.sort();
                     keys.dedup();
                     if let Err(e) = self.fetch_objects(keys, src) {
-                        tracing::warn!("undeclared stale key could not be fetched: {e}");
-                        break;
+                        tracing::warn!(seq = ctx.seq, "undeclared stale key could not be fetched: {e}");
+                        return Err(e);
                     }
                 }
             }
         }
-        app::error(503, "state unavailable")
+        Ok(app::error(503, "state unavailable"))
     }
 
     /// Fetches every stale object the ops of `seq` declare, before it runs,

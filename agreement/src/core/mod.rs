@@ -32,8 +32,8 @@ use log::{Archive, Slot};
 use quorum::{Thresholds, Votes};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use zz_wire::{
-    AppId, ClientBatch, Digest, Hasher, Identity, Keyring, LogCheckpoint, Msg, NewView, NodeFault, NodeId, Principal,
-    Proposal, Seq, Signable, Signed, Timing, View, ViewChange,
+    AppId, ClientBatch, ClientId, Digest, Hasher, Identity, Keyring, LogCheckpoint, Msg, NewView, NodeFault, NodeId,
+    Principal, Proposal, Seq, Signable, Signed, Timing, View, ViewChange,
 };
 
 pub use durable::{Durable, Record, RecordKey, RecordKind};
@@ -195,6 +195,12 @@ impl Fetch {
 
 /// Most client batches waiting to be ordered before new ones are refused.
 const MAX_POOL: usize = 1 << 17;
+/// Most of them from one client, in count and in request bytes: a client
+/// flooding the pool (a faulty one, or a gateway under attack) leaves the
+/// rest to the others. A gateway keeps about one batch per concurrent web
+/// client waiting (each at most 1 MiB), far below both.
+pub const MAX_POOL_PER_CLIENT: usize = MAX_POOL / 8;
+pub const POOL_BYTES_PER_CLIENT: usize = 256 << 20;
 /// Request bytes of fetched, not yet vouched-for entries kept per peer.
 pub(crate) const FETCH_BYTES_PER_PEER: usize = 16 << 20;
 /// Checkpoint votes and fetched entries are kept this many windows ahead.
@@ -224,6 +230,8 @@ pub struct Core {
     /// Highest checkpoint seq each peer announced.
     checkpoint_high: BTreeMap<NodeId, Seq>,
     pool: BTreeMap<ReqKey, Pooled>,
+    /// Per client: its batches in `pool`, and their request bytes.
+    pooled_by: BTreeMap<ClientId, (usize, usize)>,
     ages: BTreeSet<(u64, ReqKey)>,
     /// Requests older than this count from here (timers restart in a new view).
     age_floor: u64,
@@ -286,6 +294,7 @@ impl Core {
             checkpoint_votes: BTreeMap::new(),
             checkpoint_high: BTreeMap::new(),
             pool: BTreeMap::new(),
+            pooled_by: BTreeMap::new(),
             ages: BTreeSet::new(),
             age_floor: 0,
             last_progress: 0,

@@ -4,10 +4,11 @@
 use super::dedup::ReqKey;
 use super::log::{chain, Slot};
 use super::quorum::Insert;
-use super::{Action, Core, Pooled, Record, Status, TimerId, MAX_POOL};
+use super::{Action, Core, Pooled, Record, Status, TimerId, MAX_POOL, MAX_POOL_PER_CLIENT, POOL_BYTES_PER_CLIENT};
 use std::collections::BTreeSet;
 use zz_wire::{
-    ClientBatch, Commit, Msg, NodeFault, NodeId, NonDet, PrePrepare, Prepare, Principal, Proposal, Seq, Signed, Vote,
+    ClientBatch, ClientId, Commit, Msg, NodeFault, NodeId, NonDet, PrePrepare, Prepare, Principal, Proposal, Seq,
+    Signed, Vote,
 };
 
 /// A request left out this many view-change timeouts while others are
@@ -32,7 +33,10 @@ impl Core {
             return;
         }
         let fresh = !self.pool.contains_key(&key);
-        if fresh && self.pool.len() >= MAX_POOL {
+        let size = b.ops.as_bytes().len();
+        let (held, bytes) = self.pooled_by.get(&b.client).copied().unwrap_or_default();
+        if fresh && (self.pool.len() >= MAX_POOL || held >= MAX_POOL_PER_CLIENT || bytes + size > POOL_BYTES_PER_CLIENT)
+        {
             self.stats.dropped_overload += 1;
             return;
         }
@@ -44,6 +48,9 @@ impl Core {
             self.send(p, Msg::Request(req.clone()));
         }
         if fresh {
+            let mine = self.pooled_by.entry(key.0).or_default();
+            mine.0 += 1;
+            mine.1 += size;
             self.ages.insert((self.now, key));
             let since_ms = self.now;
             self.pool.insert(key, Pooled { req, since_ms });
@@ -58,6 +65,17 @@ impl Core {
             }
         } else {
             self.refresh_view_change_timer();
+        }
+    }
+
+    /// A batch of `client`'s of `size` request bytes left the pool.
+    fn unpool(&mut self, client: ClientId, size: usize) {
+        if let Some(mine) = self.pooled_by.get_mut(&client) {
+            mine.0 = mine.0.saturating_sub(1);
+            mine.1 = mine.1.saturating_sub(size);
+            if mine.0 == 0 {
+                self.pooled_by.remove(&client);
+            }
         }
     }
 
@@ -469,6 +487,7 @@ impl Core {
                 let key = (r.body.client, r.body.first_id);
                 if let Some(p) = self.pool.remove(&key) {
                     self.ages.remove(&(p.since_ms, key));
+                    self.unpool(key.0, p.req.body.ops.as_bytes().len());
                     // A request some node waited for was served.
                     self.last_progress = self.now;
                 }

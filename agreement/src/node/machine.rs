@@ -1,12 +1,12 @@
 //! The agreement node's protocol logic as a pure state machine: per app one
 //! PBFT `Core`, one reply `Voter` and one `OrderLog`, plus the node's reply
-//! cache, relay budget and injected fault. Inputs are authenticated messages
-//! and fired timers, each with the time it happens at; outputs are
-//! [`NodeOut`]s carried out in order. No clock, no rng, no socket, no disk:
-//! the TCP driver (`super::run`) and a whole-system simulator run this same
-//! code.
+//! cache, relay and `FETCH_ORDERS` budgets and injected fault. Inputs are
+//! authenticated messages and fired timers, each with the time it happens
+//! at; outputs are [`NodeOut`]s carried out in order. No clock, no rng, no
+//! socket, no disk: the TCP driver (`super::run`) and a whole-system
+//! simulator run this same code.
 
-use super::orders::OrderLog;
+use super::orders::{FetchBudget, OrderLog};
 use super::relay::RelayBudget;
 use super::replies::ReplyCache;
 use super::store::Write;
@@ -97,6 +97,7 @@ pub struct NodeMachine {
     control_nonce: u64,
     replies: ReplyCache,
     relay: RelayBudget,
+    fetches: FetchBudget,
     /// What the current step has produced so far.
     out: Vec<NodeOut>,
 }
@@ -165,6 +166,7 @@ impl NodeMachine {
             control_nonce: 0,
             replies: ReplyCache::default(),
             relay: RelayBudget::default(),
+            fetches: FetchBudget::default(),
             out: Vec::new(),
         })
     }
@@ -263,7 +265,15 @@ impl NodeMachine {
                 let app = c.body.replica.app;
                 self.vote_step(app, now, VoteInput::Checkpoint(c));
             }
-            Msg::FetchOrders(f) => self.serve_orders(from, f.body.replica, f.body.from, f.body.to),
+            Msg::FetchOrders(f) => {
+                if self.fetches.allow(from, now) {
+                    self.serve_orders(from, f.body.replica, f.body.from, f.body.to);
+                } else {
+                    metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "fetch-orders-budget")
+                        .increment(1);
+                    tracing::debug!(%from, "FETCH_ORDERS past its budget");
+                }
+            }
             Msg::StateRequest(ref r) => {
                 let (from, to) = (r.body.from, r.body.to);
                 self.relay_state(from, to, now, msg);
@@ -274,8 +284,21 @@ impl NodeMachine {
             }
             Msg::Control(c) => self.on_control(c.body.target, c.body.nonce, c.body.cmd, now),
             // Replicas heartbeat their node links so a link that died unseen
-            // (a restored VM) fails on send; nothing to do with it here.
-            Msg::Heartbeat(_) => {}
+            // (a restored VM) fails on send; the voter learns from it that a
+            // replica silent for a seq is alive and behind it.
+            Msg::Heartbeat(h) => {
+                if let (Principal::Replica(r), true) = (from, h.body.from == from) {
+                    let last_executed = h.body.last_executed;
+                    self.vote_step(
+                        r.app,
+                        now,
+                        VoteInput::Progress {
+                            replica: r,
+                            last_executed,
+                        },
+                    );
+                }
+            }
             other => {
                 metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unexpected").increment(1);
                 tracing::debug!(%from, kind = other.kind(), "unexpected message kind");

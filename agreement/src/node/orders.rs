@@ -3,12 +3,41 @@
 //! fell behind (`FETCH_ORDERS`).
 
 use std::collections::BTreeMap;
-use zz_wire::{AppId, CheckpointCert, Digest, NodeId, Order, Proposal, Seq};
+use zz_wire::{AppId, CheckpointCert, Digest, NodeId, Order, Principal, Proposal, Seq};
 
 /// Most orders in one `OrdersReply`; the replica asks again for more.
 pub const MAX_ORDERS_PER_REPLY: usize = 512;
 /// Most body bytes (roughly) in one reply, to stay far below the frame limit.
 const MAX_REPLY_BYTES: usize = 8 << 20;
+
+/// `FETCH_ORDERS` answered per second to one replica, and in one burst. An
+/// answer is up to `MAX_REPLY_BYTES` of work for ~100 bytes asked; a correct
+/// replica asks f+1 nodes at most every 300 ms, so below 4 per second here.
+pub const FETCH_ORDERS_RATE_PER_S: u64 = 5;
+pub const FETCH_ORDERS_BURST: u64 = 10;
+
+/// Per principal asking, a token bucket for `FETCH_ORDERS` answers.
+#[derive(Default)]
+pub struct FetchBudget {
+    /// Tokens left (in thousandths) and when they were counted.
+    buckets: BTreeMap<Principal, (u64, u64)>,
+}
+
+impl FetchBudget {
+    /// Whether `who` may have one more answer at `now_ms`.
+    pub fn allow(&mut self, who: Principal, now_ms: u64) -> bool {
+        let full = FETCH_ORDERS_BURST * 1000;
+        let (tokens, at) = self.buckets.entry(who).or_insert((full, now_ms));
+        let refill = now_ms.saturating_sub(*at).saturating_mul(FETCH_ORDERS_RATE_PER_S);
+        *tokens = tokens.saturating_add(refill).min(full);
+        *at = now_ms;
+        if *tokens < 1000 {
+            return false;
+        }
+        *tokens -= 1000;
+        true
+    }
+}
 
 pub struct OrderLog {
     app: AppId,

@@ -417,3 +417,138 @@ fn a_restarted_voter_takes_checkpoints_and_replies_far_above_zero_once_its_core_
     out.extend(v.step(0, VoteInput::Reply(reply(1, 10_005, "ok"))));
     assert_eq!(client_replies(&out), vec![b"ok".to_vec()]);
 }
+
+/// Bytes of the replies the voter holds, per replica.
+fn held_bytes(v: &Voter, idx: u16) -> usize {
+    v.slots
+        .values()
+        .filter_map(|s| s.replies.get(&idx))
+        .map(|(_, r)| reply_bytes(r))
+        .sum()
+}
+
+fn big_reply(idx: u16, seq: Seq, body: &Packed<AppResponse>) -> ExecReply {
+    ExecReply {
+        replica: ReplicaId { app: APP, index: idx },
+        seq,
+        results: vec![BatchResult {
+            client: ClientId(0),
+            first_id: seq,
+            responses: body.clone(),
+        }],
+        root: Digest::ZERO,
+    }
+}
+
+#[test]
+fn future_replies_held_per_replica_are_bounded_in_bytes() {
+    let mut v = voter(1);
+    // One Byzantine replica answers every seq up to the horizon ahead of
+    // what this node committed, 1 MiB each (the bytes are shared here).
+    let body = Packed::pack(&[AppResponse::new(200, vec![7u8; 1 << 20])]).expect("pack");
+    for seq in 1..=4 * 4 + 4096 {
+        v.step(1, VoteInput::Reply(big_reply(2, seq, &body)));
+    }
+    let held = held_bytes(&v, 2);
+    assert!(
+        held <= FUTURE_REPLY_BYTES + (2 << 20),
+        "one replica's future replies hold {held} bytes"
+    );
+    assert!(v.stats().dropped > 0);
+    // Committing frees its budget, and replies for committed seqs always count.
+    v.step(2, VoteInput::Committed { seq: 1 });
+    v.step(3, VoteInput::Reply(reply(0, 1, "ok")));
+    v.step(3, VoteInput::Reply(reply(1, 1, "ok")));
+    assert_eq!(v.stats().certified, 1);
+    let mut all = Vec::new();
+    for seq in 2..=5000 {
+        all.extend(v.step(4, VoteInput::Committed { seq }));
+    }
+    let before = v.stats().dropped;
+    all.extend(v.step(5, VoteInput::Reply(big_reply(2, 5001, &body))));
+    assert_eq!(v.stats().dropped, before, "committing seqs released their bytes");
+    // An honest replica's future replies are kept beside the flood.
+    v.step(6, VoteInput::Reply(reply(0, 5002, "ok")));
+    v.step(6, VoteInput::Reply(reply(1, 5002, "ok")));
+    assert_eq!(v.stats().certified, 2);
+}
+
+#[test]
+fn a_woken_replica_that_says_it_is_behind_is_not_named_but_a_liar_is() {
+    let mut v = voter(2);
+    let mut all = Vec::new();
+    for seq in 1..=3 {
+        all.extend(v.step(0, VoteInput::Committed { seq }));
+    }
+    for seq in 1..=2 {
+        for i in 0..3 {
+            all.extend(v.step(1, VoteInput::Reply(reply(i, seq, "a"))));
+        }
+    }
+    // e1 lies at seq 3: e3 and e4 are woken.
+    for (i, body) in [(0, "ok"), (1, "evil"), (2, "ok")] {
+        all.extend(v.step(2, VoteInput::Reply(reply(i, 3, body))));
+    }
+    assert_eq!(wakes(&all), vec![(3, IncidentKind::Mismatch)]);
+    // e3 replays 1 and 2, then cannot fetch what seq 3 reads; e4 answers.
+    for seq in 1..=2 {
+        all.extend(v.step(10, VoteInput::Reply(reply(3, seq, "a"))));
+    }
+    all.extend(v.step(20, VoteInput::Reply(reply(4, 3, "ok"))));
+    assert_eq!(client_replies(&all).last(), Some(&b"ok".to_vec()));
+    // e3's heartbeats say it is alive and behind seq 3; so do e1's.
+    for t in [30, 80, 110] {
+        for i in [1, 3] {
+            all.extend(v.step(
+                t,
+                VoteInput::Progress {
+                    replica: ReplicaId { app: APP, index: i },
+                    last_executed: 2,
+                },
+            ));
+        }
+    }
+    all.extend(v.step(121, VoteInput::Timer(3)));
+    assert_eq!(faults(&all), vec![1], "only the replica that answered wrongly is named");
+}
+
+#[test]
+fn a_replica_whose_heartbeat_says_it_ran_the_seq_is_still_named_silent() {
+    let mut v = voter(1);
+    v.step(0, VoteInput::Committed { seq: 1 });
+    v.step(1, VoteInput::Reply(reply(0, 1, "a")));
+    v.step(1, VoteInput::Reply(reply(1, 1, "a")));
+    let mut all = v.step(2, VoteInput::Committed { seq: 2 });
+    all.extend(v.step(3, VoteInput::Reply(reply(0, 2, "b"))));
+    all.extend(v.step(102, VoteInput::Timer(2)));
+    all.extend(v.step(110, VoteInput::Reply(reply(2, 2, "b"))));
+    // e1 claims it executed seq 2 yet never answered it.
+    all.extend(v.step(
+        150,
+        VoteInput::Progress {
+            replica: ReplicaId { app: APP, index: 1 },
+            last_executed: 2,
+        },
+    ));
+    all.extend(v.step(211, VoteInput::Timer(2)));
+    assert_eq!(faults(&all), vec![1]);
+}
+
+#[test]
+fn replies_of_a_certified_seq_are_kept_as_digests_only() {
+    let mut v = voter(1);
+    let body = Packed::pack(&[AppResponse::new(200, vec![7u8; 1 << 20])]).expect("pack");
+    let mut all = Vec::new();
+    // e2 answers every committed seq first, 1 MiB and wrong; e0 and e1 agree.
+    for seq in 1..=200 {
+        all.extend(v.step(seq, VoteInput::Committed { seq }));
+        all.extend(v.step(seq, VoteInput::Reply(big_reply(2, seq, &body))));
+        all.extend(v.step(seq, VoteInput::Reply(reply(0, seq, "ok"))));
+        all.extend(v.step(seq, VoteInput::Reply(reply(1, seq, "ok"))));
+    }
+    assert_eq!(v.stats().certified, 200);
+    assert_eq!(client_replies(&all).len(), 200);
+    assert_eq!(faults(&all), vec![2; 200], "the evidence (digests) still names e2");
+    let held = held_bytes(&v, 2);
+    assert!(held < 1 << 20, "e2's answers to certified seqs hold {held} bytes");
+}

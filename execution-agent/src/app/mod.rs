@@ -131,6 +131,28 @@ pub fn run(app: &dyn App, state: &mut State, ctx: &Ctx, req: &AppRequest) -> Res
     Ok(resp)
 }
 
+/// Written keys with their values before the write, oldest first.
+pub type Undo = Vec<(Key, Option<Vec<u8>>)>;
+
+/// `run`, noting in `undo` each written key's value before the write, so
+/// the caller can take back a seq it cannot finish.
+pub fn run_logged(
+    app: &dyn App,
+    state: &mut State,
+    ctx: &Ctx,
+    req: &AppRequest,
+    undo: &mut Undo,
+) -> Result<AppResponse, Stale> {
+    let mut txn = Txn::new(state);
+    let resp = app.execute(ctx, &mut txn, req)?;
+    for (k, v) in txn.into_writes() {
+        let old = state.get(&k)?.map(<[u8]>::to_vec);
+        state.write(k.clone(), v)?;
+        undo.push((k, old));
+    }
+    Ok(resp)
+}
+
 /// The path below `/{prefix}`, e.g. `/foo` for `/kv/foo` with prefix `kv`.
 fn strip<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     path.strip_prefix('/')?.strip_prefix(prefix)

@@ -151,3 +151,55 @@ fn log_fetches_naming_other_start_points_get_one_answer_per_period() {
     }
     assert_eq!(b.stats().dropped_old, 19);
 }
+
+/// A backup whose keyring knows a second client, 8, beside client 7.
+fn core_with_two_clients() -> Core {
+    let mut cfg = config(1);
+    let other = Identity::from_seed(Principal::Client(ClientId(8)), [98; 32]);
+    cfg.keys.insert(other.who, other.public());
+    let mut c = Core::new(cfg, node_id(1));
+    c.start(T0);
+    c
+}
+
+/// Client `client`'s batch `first_id` (signed once, as the core does not
+/// check client signatures: the link did).
+fn req_from(client: u16, first_id: u64, template: &Signed<ClientBatch>) -> Signed<ClientBatch> {
+    let mut r = template.clone();
+    r.body.client = ClientId(client);
+    r.body.first_id = first_id;
+    r
+}
+
+#[test]
+fn one_client_flooding_the_pool_leaves_room_for_another() {
+    let mut b = core_with_two_clients();
+    let template = req(1);
+    for id in 0..MAX_POOL as u64 + 16 {
+        b.step(T0, Input::Request(req_from(7, id, &template)));
+    }
+    assert!(
+        b.pending_requests() <= MAX_POOL_PER_CLIENT,
+        "client 7 holds {} of {MAX_POOL} pool slots",
+        b.pending_requests()
+    );
+    let refused = b.stats().dropped_overload;
+    b.step(T0, Input::Request(req_from(8, 1, &template)));
+    assert_eq!(b.stats().dropped_overload, refused, "client 8's request was refused");
+    assert!(b.pool.contains_key(&(ClientId(8), 1)));
+}
+
+#[test]
+fn one_client_pools_at_most_its_share_of_request_bytes() {
+    let mut b = core_with_two_clients();
+    let ops = [AppRequest::new("PUT", "/kv/x", vec![1u8; 1 << 20])];
+    let big = client_id().sign(ClientBatch::new(ClientId(7), AppId(0), 0, &ops).expect("pack"));
+    for id in 0..512 {
+        b.step(T0, Input::Request(req_from(7, id, &big)));
+    }
+    let held: usize = b.pool.values().map(|p| p.req.body.ops.as_bytes().len()).sum();
+    assert!(held <= POOL_BYTES_PER_CLIENT, "client 7 pooled {held} bytes");
+    let refused = b.stats().dropped_overload;
+    b.step(T0, Input::Request(req_from(8, 1, &big)));
+    assert_eq!(b.stats().dropped_overload, refused, "client 8's request was refused");
+}

@@ -2,11 +2,13 @@
 
 use super::*;
 use crate::core::RecordKind;
+use crate::node::orders::FETCH_ORDERS_BURST;
 use crate::node::store::MemStore;
 use std::net::SocketAddr;
 use zz_wire::config::generate;
 use zz_wire::{
-    AppRequest, ClientBatch, ClientId, Commit, Control, Digest, GenerateOptions, PrePrepare, Prepare, Signed, Vote,
+    AppRequest, ClientBatch, ClientId, Commit, Control, Digest, FetchOrders, GenerateOptions, NonDet, Order,
+    PrePrepare, Prepare, Proposal, Signed, Vote,
 };
 
 const T0: u64 = 1_000_000;
@@ -280,4 +282,101 @@ fn a_machine_restored_from_its_writes_resumes_at_its_commit_point() {
     assert_eq!(again.core(APP).map(Core::last_committed), Some(1));
     let fresh = fx.restored(0, BTreeMap::new());
     assert_eq!(fresh.core(APP).map(Core::last_committed), Some(0));
+}
+
+fn orders_replies(outs: &[NodeOut]) -> usize {
+    outs.iter()
+        .filter(|o| matches!(o, NodeOut::ToInbound(_, Msg::OrdersReply(_))))
+        .count()
+}
+
+#[test]
+fn fetch_orders_are_served_within_a_budget_per_replica() {
+    let fx = Fixture::new();
+    let mut m = fx.machine(0);
+    let fetch = |index: u16| {
+        let rep = ReplicaId { app: APP, index };
+        let who = Principal::Replica(rep);
+        let req = FetchOrders {
+            replica: rep,
+            from: 1,
+            to: 512,
+        };
+        (who, Msg::FetchOrders(fx.id(who).sign(req)))
+    };
+    // One replica asks a thousand times at once: each answer may be 8 MiB.
+    let (who, msg) = fetch(1);
+    let served: usize = (0..1000)
+        .map(|_| orders_replies(&m.on_msg(T0 + 1, who, msg.clone())))
+        .sum();
+    assert!(
+        served as u64 <= FETCH_ORDERS_BURST,
+        "{served} answers to one replica's burst"
+    );
+    // Another replica keeps its own budget, and time refills the first's.
+    let (other, other_msg) = fetch(0);
+    assert_eq!(orders_replies(&m.on_msg(T0 + 1, other, other_msg)), 1);
+    assert_eq!(orders_replies(&m.on_msg(T0 + 1 + 1000, who, msg)), 1);
+}
+
+/// Issue 25 item 11 names ORDER bodies per seq: on the node side they are
+/// only what the node's own core delivered (one order per seq, truncated at
+/// each stable checkpoint). An ORDER sent to a node, with ever new bodies,
+/// is dropped and nothing is kept.
+#[test]
+fn orders_sent_to_a_node_are_dropped_not_kept() {
+    let fx = Fixture::new();
+    let mut m = fx.machine(0);
+    let senders = [
+        Principal::Node(NodeId(1)),
+        Principal::Replica(ReplicaId { app: APP, index: 0 }),
+    ];
+    for seq in 1..=64 {
+        for (k, from) in senders.iter().enumerate() {
+            let p = Proposal {
+                requests: vec![],
+                nondet: NonDet {
+                    timestamp_ms: seq,
+                    seed: k as u64,
+                },
+            };
+            let o = Order {
+                node: NodeId(1),
+                app: APP,
+                seq,
+                digest: p.digest(),
+                proposal: Some(p),
+            };
+            let outs = m.on_msg(T0, *from, Msg::Order(o));
+            assert!(outs.is_empty(), "{outs:?}");
+        }
+    }
+    assert!(m.apps[&APP].orders.is_empty());
+}
+
+/// A replica's heartbeat on its own link tells the voter how far it is
+/// (a silent replica that is behind is not named); one on another's link
+/// is ignored.
+#[test]
+fn a_replicas_heartbeat_reaches_the_voter_only_from_its_own_link() {
+    let fx = Fixture::new();
+    let mut m = fx.machine(0);
+    let hb = |index: u16, last_executed: Seq| {
+        let who = Principal::Replica(ReplicaId { app: APP, index });
+        Msg::Heartbeat(fx.id(who).sign(Heartbeat {
+            from: who,
+            app: APP,
+            view: 0,
+            last_executed,
+            last_checkpoint: 0,
+            fetched_objects: 0,
+            stale_objects: 0,
+            time_ms: 0,
+        }))
+    };
+    let link = |index: u16| Principal::Replica(ReplicaId { app: APP, index });
+    m.on_msg(T0 + 5, link(2), hb(1, 9));
+    assert_eq!(m.voter(APP).and_then(|v| v.progress(1)), None);
+    m.on_msg(T0 + 6, link(1), hb(1, 7));
+    assert_eq!(m.voter(APP).and_then(|v| v.progress(1)), Some((T0 + 6, 7)));
 }
