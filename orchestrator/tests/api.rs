@@ -581,9 +581,16 @@ async fn a_fenced_instances_last_heartbeats_do_not_pass_its_replacement_off_as_a
     old_e1.send(&hb(&o, 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(o.replica("kv-e1").await["state"], "provisioning");
-    // The replacement's own link and heartbeat make it the standby.
-    let (_r1, mut new_e1) = o.connect(Principal::Replica(replica(1))).await;
-    new_e1.send(&hb(&o, 1)).await.unwrap();
+    // The replacement's own link and heartbeat (with its own key) make it
+    // the standby.
+    let who = Principal::Replica(replica(1));
+    let key = std::fs::read_to_string(dir.path().join("data/replica-keys/kv-e1-g2.key")).unwrap();
+    let new = zz_wire::Identity::from_secret_hex(who, &key).unwrap();
+    let s = tokio::net::TcpStream::connect(o.dep.orchestrator.addr).await.unwrap();
+    let (_, _r1, mut new_e1) = zz_wire::frame::handshake(s, &new, &o.dep.keyring(), Some(Principal::Orchestrator))
+        .await
+        .unwrap();
+    new_e1.send(&Msg::Heartbeat(new.sign(heartbeat(who, 0)))).await.unwrap();
     o.wait_replicas("e1 standby", |v| v[1]["state"] == "paused").await;
     o.shutdown().await;
     assert!(children(&o.marker).is_empty());
