@@ -913,6 +913,9 @@ pub enum NodeFault {
     Mute,
     Equivocate,
     Slow,
+    /// As primary, holds each pre-prepare just under the view-change
+    /// timeout (Aardvark's slow primary): PBFT's timers alone never fire.
+    SlowPrimary,
 }
 
 macro_rules! kebab_names {
@@ -956,6 +959,7 @@ kebab_names!(NodeFault {
     Mute => "mute",
     Equivocate => "equivocate",
     Slow => "slow",
+    SlowPrimary => "slow-primary",
 });
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,6 +44,9 @@ impl Core {
             self.send(p, Msg::Request(req.clone()));
         }
         if fresh {
+            if !self.is_primary() {
+                self.monitor_demand();
+            }
             self.ages.insert((self.now, key));
             let since_ms = self.now;
             self.pool.insert(key, Pooled { req, since_ms });
@@ -476,6 +479,7 @@ impl Core {
                 self.dedup.insert(key);
             }
             self.stats.committed += 1;
+            self.monitor_delivered(proposal.op_count() as u64);
             self.out.push(Action::Deliver { seq, digest, proposal });
             delivered = true;
             if seq.is_multiple_of(self.cfg.checkpoint_interval.max(1)) {
