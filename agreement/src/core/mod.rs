@@ -171,6 +171,8 @@ struct Stable {
 struct Pooled {
     req: Signed<ClientBatch>,
     since_ms: u64,
+    /// When a backup last forwarded it to the primary.
+    forwarded_ms: u64,
 }
 
 /// Catch-up through `LogFetch`/`LogEntries`.

@@ -102,6 +102,11 @@ impl Core {
         self.monitor_restart();
         if suspect {
             self.stats.slow_primary_suspected += 1;
+            // The next primary is judged against what it shows, not against
+            // the expectation this one failed: when everything is slow (an
+            // overloaded machine, a flood), replacing primaries one after
+            // another would only add view changes.
+            self.monitor.history.clear();
             self.start_view_change(self.view + 1);
         }
     }

@@ -2,6 +2,7 @@
 //! the pure [`NodeMachine`]. A single task owns all protocol state and runs
 //! `select!` over its inbox, its timers and shutdown.
 
+mod budget;
 pub mod links;
 mod machine;
 mod orders;
