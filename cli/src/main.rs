@@ -6,6 +6,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod admin;
 mod apps;
+mod attack;
 mod bench;
 mod demo;
 mod demo_plot;
@@ -175,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(bench::BenchCmd::Recovery(r)) => recovery::recovery(r).await.map(|_| ()),
             Some(bench::BenchCmd::ViewChange(v)) => viewchange::view_change(v).await.map(|_| ()),
             Some(bench::BenchCmd::Report(r)) => report::report(&r),
+            None if a.attack.is_some() => attack::bench_attack(a).await.map(|_| ()),
             None => bench::bench(a).await.map(|_| ()),
         },
         Cmd::Status(a) => admin::status(&a).await,
