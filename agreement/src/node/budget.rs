@@ -26,11 +26,18 @@ pub const REPLICA_RATE: u64 = 10_000;
 pub const NODE_RATE: u64 = 40_000;
 /// Messages per second that ask a node for work: a correct node sends a
 /// view change and a fetch per retransmit period and app.
-pub const COSTLY_RATE: u64 = 1_000;
-/// Bytes per second of those: view changes and new views carry proofs of
-/// up to a log window of prepared entries (megabytes), but only while a
-/// view changes, and their retransmissions are redundant.
-pub const COSTLY_BYTES: u64 = 8 << 20;
+pub const COSTLY_RATE: u64 = 200;
+/// Bytes per second of those (and a burst of `COSTLY_BURST`). Decoding is
+/// what they cost before any check can refuse them: postcard reads a
+/// digest or a signature byte by byte through serde, some 30 ns a byte
+/// (`perf` of a node under `zz bench --attack flood-node`: 60% of its CPU
+/// in `next_element_seed`), so 8 MB/s of padded view changes took half a
+/// core per node, and a burst of 4 MB stalled each node's one thread for
+/// some 150 ms at once, enough for its backups' timers to fire. A correct
+/// node's view changes and fetches are tens of KB per app; a larger one
+/// still passes whole, and the link then waits for its refill.
+pub const COSTLY_BYTES: u64 = 1 << 20;
+pub const COSTLY_BURST: u64 = 1 << 20;
 /// State transfer a node relays for a replica: as `relay::RATE_PER_S`,
 /// whose bucket only counts after the signature check.
 pub const STATE_RATE: u64 = 500;
@@ -107,8 +114,8 @@ impl LinkBudget {
         };
         let costly = (peer != Principal::Orchestrator).then(|| {
             (
-                Bucket::new(COSTLY_RATE, COSTLY_RATE, now_ms),
-                Bucket::new(COSTLY_BYTES, COSTLY_BYTES, now_ms),
+                Bucket::new(COSTLY_RATE, COSTLY_RATE * 2, now_ms),
+                Bucket::new(COSTLY_BYTES, COSTLY_BURST, now_ms),
             )
         });
         let state = (peer != Principal::Orchestrator).then(|| {
@@ -207,9 +214,11 @@ mod tests {
             app: zz_wire::AppId(0),
             from: 1,
         }));
+        // The burst (two seconds' worth) passes; a third second's worth at
+        // once leaves the link a second of refill to wait for.
         let mut held = Duration::ZERO;
-        for _ in 0..COSTLY_RATE * 2 {
-            held += b.charge(&fetch, 64, 0);
+        for _ in 0..COSTLY_RATE * 3 {
+            held = b.charge(&fetch, 64, 0);
         }
         assert!(held >= Duration::from_millis(900), "held {held:?}");
         // Its normal-case messages are far inside the node rate.
