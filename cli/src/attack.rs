@@ -275,7 +275,12 @@ async fn phases(a: &BenchArgs, kind: Attack, seed: u64, info: &Info) -> anyhow::
     let stop = CancellationToken::new();
     let sent = Arc::new(Counters::default());
     let attacker = AttackerThread::new()?;
-    let rt = attacker.handle();
+    let flood = Flood {
+        rt: attacker.handle(),
+        keys: dep.keyring(),
+        sent: sent.clone(),
+        stop: stop.clone(),
+    };
     let kv = dep.app_by_name("kv").context("kv app")?;
     let (faulty, fault_id) = match kind {
         Attack::SlowPrimary => {
@@ -301,7 +306,7 @@ async fn phases(a: &BenchArgs, kind: Attack, seed: u64, info: &Info) -> anyhow::
             for peer in dep.node_ids().filter(|p| *p != victim) {
                 let addr = dep.node_addr(peer).context("node address")?;
                 let gen = NodeFlood::new(victim, kv, view, me.clone(), rng.next_u64());
-                spawn_flood(&rt, addr, me.clone(), &dep.keyring(), peer, gen, &sent, &stop);
+                spawn_flood(&flood, addr, me.clone(), peer, gen);
             }
             (victim.to_string(), None)
         }
@@ -314,7 +319,7 @@ async fn phases(a: &BenchArgs, kind: Attack, seed: u64, info: &Info) -> anyhow::
                 let addr = dep.node_addr(peer).context("node address")?;
                 let peers: Vec<ReplicaId> = replicas.iter().copied().filter(|r| *r != victim).collect();
                 let gen = ReplicaFlood::new(victim, peers, committed, me.clone(), rng.next_u64());
-                spawn_flood(&rt, addr, me.clone(), &dep.keyring(), peer, gen, &sent, &stop);
+                spawn_flood(&flood, addr, me.clone(), peer, gen);
             }
             (dep.replica_name(victim), None)
         }
@@ -327,7 +332,7 @@ async fn phases(a: &BenchArgs, kind: Attack, seed: u64, info: &Info) -> anyhow::
             for peer in dep.node_ids() {
                 let addr = dep.node_addr(peer).context("node address")?;
                 let gen = ClientFlood::new(c, kv, me.clone(), rng.next_u64())?;
-                spawn_flood(&rt, addr, me.clone(), &dep.keyring(), peer, gen, &sent, &stop);
+                spawn_flood(&flood, addr, me.clone(), peer, gen);
             }
             (MALLORY.to_string(), None)
         }
@@ -547,6 +552,15 @@ impl Counters {
     }
 }
 
+/// What every attacker link shares: its runtime, the keys to check the
+/// nodes' handshakes with, the counters and the stop signal.
+struct Flood {
+    rt: tokio::runtime::Handle,
+    keys: Keyring,
+    sent: Arc<Counters>,
+    stop: CancellationToken,
+}
+
 /// Produces the next frames an attacker sends on a link.
 trait Frames: Send + 'static {
     fn next(&mut self) -> Vec<Bytes>;
@@ -555,18 +569,9 @@ trait Frames: Send + 'static {
 /// One attacker link to `peer` at `addr` as `me`, re-dialled whenever the
 /// peer drops it, until `stop`. What the peer sends back is read and
 /// discarded, so the attack is the flood, not a stalled reader.
-fn spawn_flood(
-    rt: &tokio::runtime::Handle,
-    addr: SocketAddr,
-    me: Identity,
-    keys: &Keyring,
-    peer: NodeId,
-    mut frames: impl Frames,
-    sent: &Arc<Counters>,
-    stop: &CancellationToken,
-) {
-    let (keys, sent, stop) = (keys.clone(), sent.clone(), stop.clone());
-    rt.spawn(async move {
+fn spawn_flood(f: &Flood, addr: SocketAddr, me: Identity, peer: NodeId, mut frames: impl Frames) {
+    let (keys, sent, stop) = (f.keys.clone(), f.sent.clone(), f.stop.clone());
+    f.rt.spawn(async move {
         while !stop.is_cancelled() {
             let link = async {
                 let s = tokio::net::TcpStream::connect(addr).await?;
@@ -807,7 +812,7 @@ impl Frames for ClientFlood {
     fn next(&mut self) -> Vec<Bytes> {
         self.round += 1;
         let mut out = vec![self.replay.clone(); 64];
-        if self.round % 16 == 0 {
+        if self.round.is_multiple_of(16) {
             if self.rng.gen_bool(0.5) {
                 out.push(self.bad.clone());
             } else {

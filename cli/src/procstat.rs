@@ -265,7 +265,7 @@ mod tests {
     fn processes_are_labelled_by_node_id_or_replica_name() {
         let names = vec!["kv-e0".to_string()];
         assert_eq!(
-            super::label_of_cmdline("/t/zz\0agreement\0--config\0c.toml\0--id\03\0", &names).as_deref(),
+            super::label_of_cmdline("/t/zz\0agreement\0--config\0c.toml\0--id\x003\0", &names).as_deref(),
             Some("a3")
         );
         assert_eq!(
