@@ -41,7 +41,13 @@ pub const COSTLY_BURST: u64 = 1 << 20;
 /// State transfer a node relays for a replica: as `relay::RATE_PER_S`,
 /// whose bucket only counts after the signature check.
 pub const STATE_RATE: u64 = 500;
-pub const STATE_BYTES: u64 = 16 << 20;
+/// Objects travel as byte vectors that postcard decodes byte by byte (see
+/// `COSTLY_BYTES`): 16 MB/s of unsolicited state responses cost each node
+/// half a core (`zz bench --attack flood-replica`: 0.69 of fault-free).
+/// A woken replica's on-demand fetch is a few objects per request; its
+/// background sync of a large state through one node takes longer.
+pub const STATE_BYTES: u64 = 4 << 20;
+pub const STATE_BURST: u64 = 1 << 20;
 
 /// A token bucket with time as an input (milliseconds).
 #[derive(Clone, Debug)]
@@ -121,7 +127,7 @@ impl LinkBudget {
         let state = (peer != Principal::Orchestrator).then(|| {
             (
                 Bucket::new(STATE_RATE, STATE_RATE * 2, now_ms),
-                Bucket::new(STATE_BYTES, STATE_BYTES, now_ms),
+                Bucket::new(STATE_BYTES, STATE_BURST, now_ms),
             )
         });
         LinkBudget {
