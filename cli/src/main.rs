@@ -62,7 +62,8 @@ enum Cmd {
     /// Inject a fault: TARGET is a replica (kv-e1) or an agreement node (a0).
     ///
     /// Replica kinds: crash, hang, corrupt-reply, corrupt-state, bad-checkpoint,
-    /// serve-bad-state, slow. Node kinds: crash, mute, equivocate, slow.
+    /// serve-bad-state, slow. Node kinds: crash, mute, equivocate, slow,
+    /// slow-primary.
     Inject {
         target: String,
         kind: String,
