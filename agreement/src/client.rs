@@ -38,8 +38,8 @@ pub struct ClientOptions {
     /// Re-send to every node when no answer came this long: four times the
     /// recent answer latency (so a crashed primary is noticed within a few
     /// round trips), at most this; `None` takes the deployment's
-    /// `timing.client_retry_ms`. Each further re-send of a batch waits twice
-    /// as long as the one before.
+    /// `timing.client_retry_ms` (at most half the view-change timeout).
+    /// Each further re-send of a batch waits twice as long as the one before.
     pub retry: Option<Duration>,
     /// Give up (ClientError::Timeout) after this long.
     pub timeout: Duration,
@@ -111,9 +111,13 @@ impl Client {
         let nodes = links::dial_nodes(&dep, None, &id, &keys, &inbox, &mut tasks)?;
         let (tx, rx) = mpsc::channel(4096);
         let mut opts = opts;
+        // A late batch reaches the backups within half a view-change
+        // timeout: their throughput monitor (Aardvark) only judges a
+        // primary while they hold requests it has not served.
+        let late = dep.timing.client_retry_ms.min(dep.timing.view_change_timeout_ms / 2);
         opts.retry = Some(
             opts.retry
-                .unwrap_or(Duration::from_millis(dep.timing.client_retry_ms))
+                .unwrap_or(Duration::from_millis(late))
                 .max(Duration::from_millis(1)),
         );
         let state = Loop {

@@ -100,6 +100,10 @@ pub struct BenchArgs {
     /// Write the result as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Measure the load fault-free, then as long again under this attack by
+    /// one Byzantine principal, in the same invocation (`--mode zz`, kv-put).
+    #[arg(long, value_enum)]
+    pub attack: Option<crate::attack::Attack>,
     /// Seed for key choice (printed).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -251,7 +255,7 @@ impl Requests {
 }
 
 #[derive(Clone)]
-enum Target {
+pub(crate) enum Target {
     Client(Client, Vec<AppId>, Vec<String>),
     Gateway(reqwest::Client, String, Vec<String>),
     Unreplicated(Arc<UnreplicatedClient>, Vec<String>),
@@ -265,9 +269,23 @@ impl Target {
         }
     }
 
+    /// The body of a certified answer to `req`, through the BFT client
+    /// (`None` from the other targets, or on failure).
+    pub(crate) async fn get_body(&self, app: usize, req: AppRequest) -> Option<Vec<u8>> {
+        match self {
+            Target::Client(c, ids, _) => c
+                .call(ids[app], req)
+                .await
+                .ok()
+                .filter(|r| r.status < 300)
+                .map(|r| r.body),
+            _ => None,
+        }
+    }
+
     /// `req` to app number `app`, whose name its path already starts with
     /// (built once per request by `Requests::make`, not rewritten here).
-    async fn call(&self, app: usize, req: AppRequest) -> bool {
+    pub(crate) async fn call(&self, app: usize, req: AppRequest) -> bool {
         match self {
             Target::Client(c, ids, _) => matches!(c.call(ids[app], req).await, Ok(r) if r.status < 500),
             Target::Gateway(http, base, _) => {
@@ -477,7 +495,7 @@ async fn bench_unreplicated(a: &BenchArgs, seed: u64, kind: &str, names: &[Strin
 /// kind of client `--via` asks for. `names` start the request paths;
 /// `slots` are the deployment's apps they run in (a tenant's app runs in a
 /// slot of another name).
-async fn deployment_target(
+pub(crate) async fn deployment_target(
     a: &BenchArgs,
     running: &Info,
     names: &[String],
@@ -503,7 +521,7 @@ async fn deployment_target(
 
 /// The load itself, the same for every mode: set up the workload's
 /// accounts, warm up, then measure `--duration` seconds.
-async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> anyhow::Result<BenchResult> {
+pub(crate) async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: usize) -> anyhow::Result<BenchResult> {
     if let Some(cpus) = &a.exec_cpus {
         let (exec, rest) = crate::procstat::split_cpus(cpus)?;
         eprintln!("bench: {exec} execution process(es) pinned to CPU {cpus:?}, {rest} other(s) to the remaining CPUs");

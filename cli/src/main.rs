@@ -6,6 +6,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod admin;
 mod apps;
+mod attack;
 mod bench;
 mod demo;
 mod demo_plot;
@@ -61,7 +62,8 @@ enum Cmd {
     /// Inject a fault: TARGET is a replica (kv-e1) or an agreement node (a0).
     ///
     /// Replica kinds: crash, hang, corrupt-reply, corrupt-state, bad-checkpoint,
-    /// serve-bad-state, slow. Node kinds: crash, mute, equivocate, slow.
+    /// serve-bad-state, slow. Node kinds: crash, mute, equivocate, slow,
+    /// slow-primary.
     Inject {
         target: String,
         kind: String,
@@ -175,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(bench::BenchCmd::Recovery(r)) => recovery::recovery(r).await.map(|_| ()),
             Some(bench::BenchCmd::ViewChange(v)) => viewchange::view_change(v).await.map(|_| ()),
             Some(bench::BenchCmd::Report(r)) => report::report(&r),
+            None if a.attack.is_some() => attack::bench_attack(a).await.map(|_| ()),
             None => bench::bench(a).await.map(|_| ()),
         },
         Cmd::Status(a) => admin::status(&a).await,

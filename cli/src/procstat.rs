@@ -83,6 +83,49 @@ pub fn snapshot() -> BTreeMap<&'static str, Usage> {
     out
 }
 
+/// One process of this family: who it is, its role and its usage now.
+#[derive(Clone, Debug)]
+pub struct Process {
+    /// `a{id}` for an agreement node, the replica's name for a replica
+    /// (the first of `names` among its arguments), else `pid {pid}`.
+    pub label: String,
+    pub role: &'static str,
+    pub usage: Usage,
+}
+
+/// Usage of this process and every descendant, one by one (`zz bench
+/// --attack` reports the correct nodes apart from the faulty one).
+pub fn processes(names: &[String]) -> Vec<Process> {
+    let me = std::process::id();
+    family()
+        .into_iter()
+        .map(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            Process {
+                label: label_of_cmdline(&cmd, names).unwrap_or_else(|| format!("pid {p}")),
+                role: role(p, me),
+                usage: Usage {
+                    cpu_secs: cpu_secs(p),
+                    rss_mib: rss_mib(p),
+                    processes: 1,
+                },
+            }
+        })
+        .collect()
+}
+
+fn label_of_cmdline(cmd: &str, names: &[String]) -> Option<String> {
+    let args: Vec<&str> = cmd.split('\0').collect();
+    if args.get(1) == Some(&"agreement") {
+        let id = args.iter().position(|a| *a == "--id").and_then(|i| args.get(i + 1))?;
+        return Some(format!("a{id}"));
+    }
+    args.iter()
+        .find(|a| names.iter().any(|n| n == *a))
+        .map(|a| a.to_string())
+}
+
 /// Whether a role executes the app (its processes are what `full` runs
 /// more of than `zz`).
 fn executes(role: &str) -> bool {
@@ -216,6 +259,20 @@ mod tests {
         assert_eq!(agent_cpus, vec![exec]);
         let rest: Vec<usize> = usable.iter().copied().filter(|c| *c != exec).collect();
         assert_eq!(cpus_of(0), rest);
+    }
+
+    #[test]
+    fn processes_are_labelled_by_node_id_or_replica_name() {
+        let names = vec!["kv-e0".to_string()];
+        assert_eq!(
+            super::label_of_cmdline("/t/zz\0agreement\0--config\0c.toml\0--id\x003\0", &names).as_deref(),
+            Some("a3")
+        );
+        assert_eq!(
+            super::label_of_cmdline("/t/zz-agent\0--replica\0kv-e0\0", &names).as_deref(),
+            Some("kv-e0")
+        );
+        assert_eq!(super::label_of_cmdline("/t/zz\0bench\0", &names), None);
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub struct Timing {
     /// No f+1 matching execution replies this long after ordering: an incident.
     pub reply_timeout_ms: u64,
     /// A client re-sends a request to all nodes when no answer came this long
-    /// (at most: the client adapts the wait to its recent answer latency).
+    /// (at most: the client adapts the wait to its recent answer latency,
+    /// and never waits past half of `view_change_timeout_ms`, so that the
+    /// backups' throughput monitor sees late requests).
     pub client_retry_ms: u64,
     /// Backups reject a primary timestamp further than this from their clock.
     pub max_clock_skew_ms: u64,

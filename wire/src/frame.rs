@@ -207,10 +207,15 @@ impl LinkReader {
     /// The next message; `Ok(None)` when the peer closed cleanly. Any error
     /// means the peer is at fault or gone: the caller closes the link.
     pub async fn recv(&mut self) -> Result<Option<Msg>, FrameError> {
+        Ok(self.recv_sized().await?.map(|(m, _)| m))
+    }
+
+    /// As `recv`, with the frame's length (for per-link byte budgets).
+    pub async fn recv_sized(&mut self) -> Result<Option<(Msg, usize)>, FrameError> {
         match self.inner.next().await {
             None => Ok(None),
             Some(Err(e)) => Err(e),
-            Some(Ok(buf)) => decode(&buf).map(Some),
+            Some(Ok(buf)) => decode(&buf).map(|m| Some((m, buf.len()))),
         }
     }
 

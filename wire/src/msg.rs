@@ -915,6 +915,9 @@ pub enum NodeFault {
     Mute,
     Equivocate,
     Slow,
+    /// As primary, holds each pre-prepare just under the view-change
+    /// timeout (Aardvark's slow primary): PBFT's timers alone never fire.
+    SlowPrimary,
 }
 
 macro_rules! kebab_names {
@@ -958,6 +961,7 @@ kebab_names!(NodeFault {
     Mute => "mute",
     Equivocate => "equivocate",
     Slow => "slow",
+    SlowPrimary => "slow-primary",
 });
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

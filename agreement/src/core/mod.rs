@@ -19,6 +19,7 @@ mod checkpoint;
 mod dedup;
 mod durable;
 mod log;
+mod monitor;
 mod normal;
 pub mod quorum;
 mod validate;
@@ -129,6 +130,9 @@ pub struct Stats {
     pub rejected_timestamps: u64,
     /// Pre-prepares refused for repeating a committed or pending client batch.
     pub rejected_duplicates: u64,
+    /// View changes started because the primary's throughput fell below
+    /// the recent best while requests waited (`monitor`, Aardvark).
+    pub slow_primary_suspected: u64,
     /// View changes this node started.
     pub view_changes_started: u64,
     /// Peers' view changes whose proofs this node checked.
@@ -167,6 +171,8 @@ struct Stable {
 struct Pooled {
     req: Signed<ClientBatch>,
     since_ms: u64,
+    /// When a backup last forwarded it to the primary.
+    forwarded_ms: u64,
 }
 
 /// Catch-up through `LogFetch`/`LogEntries`.
@@ -268,6 +274,8 @@ pub struct Core {
     ahead: BTreeMap<NodeId, View>,
     out: Vec<Action>,
     tick_committed: Seq,
+    /// Aardvark's expectation of the primary's throughput.
+    monitor: monitor::Monitor,
     stats: Stats,
 }
 
@@ -319,6 +327,7 @@ impl Core {
             ahead: BTreeMap::new(),
             out: Vec::new(),
             tick_committed: 0,
+            monitor: monitor::Monitor::default(),
             stats: Stats::default(),
             cfg: config,
             id,
@@ -339,6 +348,7 @@ impl Core {
         }
         self.started = true;
         self.age_floor = self.now;
+        self.monitor_restart();
         self.out
             .push(Action::SetTimer(TimerId::Retransmit, self.retransmit_ms()));
         self.maybe_fetch();
@@ -397,6 +407,7 @@ impl Core {
             TimerId::ViewChange(v) => self.on_view_change_timer(v),
             TimerId::Retransmit => {
                 self.on_retransmit();
+                self.monitor_tick();
                 self.out
                     .push(Action::SetTimer(TimerId::Retransmit, self.retransmit_ms()));
             }

@@ -43,17 +43,43 @@ impl Core {
         let normal = self.status == Status::Normal;
         if normal && !self.is_primary() && !self.in_log.contains_key(&key) {
             // A client that re-sent to everyone gets served even if the
-            // primary never saw the request.
-            let p = self.primary();
-            self.send(p, Msg::Request(req.clone()));
+            // primary never saw the request. Once per retransmit period: a
+            // client replaying one batch must not make backups flood the
+            // primary with it.
+            let period = self.retransmit_ms();
+            let now = self.now;
+            let due = match self.pool.get_mut(&key) {
+                None => true,
+                Some(p) if now >= p.forwarded_ms + period => {
+                    p.forwarded_ms = now;
+                    true
+                }
+                Some(_) => false,
+            };
+            if due {
+                let p = self.primary();
+                self.send(p, Msg::Request(req.clone()));
+            } else {
+                self.stats.dropped_old += 1;
+            }
         }
         if fresh {
             let mine = self.pooled_by.entry(key.0).or_default();
             mine.0 += 1;
             mine.1 += size;
+            if !self.is_primary() {
+                self.monitor_demand();
+            }
             self.ages.insert((self.now, key));
-            let since_ms = self.now;
-            self.pool.insert(key, Pooled { req, since_ms });
+            let (since_ms, forwarded_ms) = (self.now, self.now);
+            self.pool.insert(
+                key,
+                Pooled {
+                    req,
+                    since_ms,
+                    forwarded_ms,
+                },
+            );
         }
         if !normal {
             return;
@@ -495,6 +521,7 @@ impl Core {
                 self.dedup.insert(key);
             }
             self.stats.committed += 1;
+            self.monitor_delivered(proposal.op_count() as u64);
             self.out.push(Action::Deliver { seq, digest, proposal });
             delivered = true;
             if seq.is_multiple_of(self.cfg.checkpoint_interval.max(1)) {

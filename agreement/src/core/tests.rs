@@ -6,6 +6,7 @@ use super::*;
 mod bodies;
 mod durable;
 mod exhaustion;
+mod monitor;
 
 use zz_wire::{AppRequest, ClientId, Commit, LogEntries, NonDet, PrePrepare, Prepare, Vote};
 

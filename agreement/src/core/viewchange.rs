@@ -18,6 +18,7 @@ impl Core {
         }
         self.view = target;
         self.status = Status::ViewChange;
+        self.monitor_pause();
         self.early.clear();
         self.ahead.retain(|_, v| *v > target);
         self.stats.view_changes_started += 1;
@@ -178,6 +179,7 @@ impl Core {
         self.last_normal_view = view;
         self.age_floor = self.now;
         self.vc_armed = false;
+        self.monitor_restart();
         self.stats.view_changes += 1;
         self.persist();
         let now = self.now;

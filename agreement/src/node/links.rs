@@ -5,6 +5,7 @@
 //! verified messages to the single event loop. Frames for a full queue are
 //! dropped and counted, never waited for.
 
+use super::budget::LinkBudget;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,6 +119,29 @@ pub struct Inbox {
     check: mpsc::Sender<Unchecked>,
     /// Agreement nodes in the deployment, for `authorised`.
     nodes: usize,
+    /// Read budgets per proven principal (at most one per key of the
+    /// deployment), kept across its links: reconnecting does not refill them.
+    budgets: Arc<Budgets>,
+}
+
+/// The read budgets of every principal that has had a link, on one clock.
+struct Budgets {
+    started: tokio::time::Instant,
+    by_peer: std::sync::Mutex<BTreeMap<Principal, LinkBudget>>,
+}
+
+impl Budgets {
+    /// Charges `msg` to `peer`; how long its link should stop reading.
+    fn charge(&self, peer: Principal, msg: &Msg, bytes: usize) -> Duration {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let Ok(mut by_peer) = self.by_peer.lock() else {
+            return Duration::ZERO;
+        };
+        by_peer
+            .entry(peer)
+            .or_insert_with(|| LinkBudget::new(peer, now))
+            .charge(msg, bytes, now)
+    }
 }
 
 impl Inbox {
@@ -126,7 +150,16 @@ impl Inbox {
         let (check, rx) = mpsc::channel(EVENT_QUEUE);
         let nodes = keys.node_count();
         tasks.spawn(check_loop(rx, keys, events.clone()));
-        Inbox { events, check, nodes }
+        let budgets = Arc::new(Budgets {
+            started: tokio::time::Instant::now(),
+            by_peer: std::sync::Mutex::new(BTreeMap::new()),
+        });
+        Inbox {
+            events,
+            check,
+            nodes,
+            budgets,
+        }
     }
 }
 
@@ -199,8 +232,8 @@ fn queue_msg(msg: &Msg, batch: &mut Batch) -> Result<(), SigError> {
 async fn read_loop(peer: Principal, mut reader: LinkReader, inbox: Inbox) {
     let link = Arc::new(Closing::default());
     loop {
-        let msg = tokio::select! {
-            r = reader.recv() => match r {
+        let (msg, bytes) = tokio::select! {
+            r = reader.recv_sized() => match r {
                 Ok(Some(m)) => m,
                 Ok(None) => return,
                 Err(e) => {
@@ -221,6 +254,7 @@ async fn read_loop(peer: Principal, mut reader: LinkReader, inbox: Inbox) {
             tracing::warn!(%peer, kind = msg.kind(), "message its author may not send in that view; closing link");
             return;
         }
+        let wait = inbox.budgets.charge(peer, &msg, bytes);
         let u = Unchecked {
             from: peer,
             msg,
@@ -228,6 +262,15 @@ async fn read_loop(peer: Principal, mut reader: LinkReader, inbox: Inbox) {
         };
         if inbox.check.send(u).await.is_err() {
             return;
+        }
+        if !wait.is_zero() {
+            // Over its budget: read nothing more from this peer for now
+            // (TCP pushes back on it alone).
+            metrics::counter!("zz_link_budget_waits_total").increment(1);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = link.notify.notified() => return,
+            }
         }
     }
 }

@@ -349,7 +349,19 @@ impl NodeMachine {
             metrics::counter!("zz_agreement_dropped_messages_total", "reason" => "unknown-app").increment(1);
             return;
         };
+        let started = a.core.stats().view_changes_started;
         let actions = a.core.step(now, input);
+        if a.core.stats().view_changes_started > started {
+            let s = a.core.stats();
+            tracing::warn!(
+                me = %self.me,
+                app = app.0,
+                view = a.core.view(),
+                slow_primary = s.slow_primary_suspected,
+                pending = a.core.pending_requests(),
+                "started a view change"
+            );
+        }
         self.apply(app, now, actions);
     }
 

@@ -2,6 +2,7 @@
 //! the pure [`NodeMachine`]. A single task owns all protocol state and runs
 //! `select!` over its inbox, its timers and shutdown.
 
+mod budget;
 pub mod links;
 mod machine;
 mod orders;
@@ -17,7 +18,7 @@ pub use store::{MemStore, NodeStore, StoreError, Write};
 
 use bytes::Bytes;
 use links::{Event, Outbox, EVENT_QUEUE};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +69,12 @@ struct Node {
     /// on disk (`NodeOut`'s order promise), so one sync serves a whole burst.
     writes: Vec<Write>,
     deferred: Vec<NodeOut>,
+    /// `slow-primary`: pre-prepares held until their time, with the peer
+    /// each goes to (`None`: every peer).
+    held: VecDeque<(Instant, Option<NodeId>, Bytes)>,
+    /// How long `slow-primary` holds each pre-prepare: just under the
+    /// view-change timeout, as Aardvark's slow primary does.
+    hold: Duration,
 }
 
 /// Runs an agreement node until `shutdown` resolves.
@@ -128,6 +135,8 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         timers: Timers::new(),
         writes: Vec::new(),
         deferred: Vec::new(),
+        held: VecDeque::new(),
+        hold: Duration::from_millis(dep.timing.view_change_timeout_ms.saturating_mul(9) / 10),
     };
     let outs = node.machine.start(now_ms());
     node.carry(outs);
@@ -142,6 +151,9 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         let deadline = node
             .timers
             .next_deadline()
+            .into_iter()
+            .chain(node.held.front().map(|h| h.0))
+            .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
@@ -165,6 +177,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
                 }
             }
             () = &mut timer => {
+                node.release_held();
                 node.fire_timers();
                 node.flush()?;
             }
@@ -282,9 +295,43 @@ impl Node {
         Ok(())
     }
 
+    /// Sends the held pre-prepares whose time has come.
+    fn release_held(&mut self) {
+        let now = Instant::now();
+        while self.held.front().is_some_and(|h| h.0 <= now) {
+            let Some((_, to, b)) = self.held.pop_front() else { break };
+            match to {
+                Some(to) => {
+                    if let Some(tx) = self.peers.get(&to) {
+                        push(tx, b);
+                    }
+                }
+                None => {
+                    for tx in self.peers.values() {
+                        push(tx, b.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Injected `slow-primary`: holds a pre-prepare instead of sending it.
+    /// Middleware on the way out; the protocol core knows nothing of it.
+    fn hold_if_slow(&mut self, to: Option<NodeId>, msg: &Msg) -> bool {
+        if !matches!(msg, Msg::PrePrepare(_)) || self.machine.fault() != Some(NodeFault::SlowPrimary) {
+            return false;
+        }
+        if let Some(b) = encoded(msg) {
+            self.held.push_back((Instant::now() + self.hold, to, b));
+        }
+        true
+    }
+
     /// One out that is not a write: a send or a timer.
     fn carry_out(&mut self, out: NodeOut) {
         match out {
+            NodeOut::ToPeer(to, msg) if self.hold_if_slow(Some(to), &msg) => {}
+            NodeOut::ToPeers(msg) if self.hold_if_slow(None, &msg) => {}
             NodeOut::ToPeer(to, msg) => {
                 if let Some(tx) = self.peers.get(&to) {
                     send_frame(tx, &msg);

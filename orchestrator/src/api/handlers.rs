@@ -29,7 +29,7 @@ pub struct FaultRequest {
     /// A replica (`kv-e1`) or an agreement node (`a0`).
     pub target: String,
     /// Replicas: crash, hang, corrupt-reply, corrupt-state, bad-checkpoint,
-    /// serve-bad-state, slow. Nodes: crash, mute, equivocate, slow.
+    /// serve-bad-state, slow. Nodes: crash, mute, equivocate, slow, slow-primary.
     pub kind: String,
     /// Cleared automatically after this long.
     pub duration_ms: Option<u64>,

@@ -203,3 +203,25 @@ fn one_client_pools_at_most_its_share_of_request_bytes() {
     b.step(T0, Input::Request(req_from(8, 1, &big)));
     assert_eq!(b.stats().dropped_overload, refused, "client 8's request was refused");
 }
+
+/// Requests a backup sent to the primary.
+fn forwards(acts: &[Action]) -> usize {
+    acts.iter()
+        .filter(|a| matches!(a, Action::Send(NodeId(0), Msg::Request(_))))
+        .count()
+}
+
+#[test]
+fn a_backup_forwards_a_replayed_request_once_per_retransmit_period() {
+    let mut b = core(1);
+    // A client replays one batch a thousand times within a millisecond.
+    let mut sent = 0;
+    for _ in 0..1000 {
+        sent += forwards(&b.step(T0, Input::Request(req(5))));
+    }
+    assert_eq!(sent, 1, "forwarded once, not per copy");
+    // A retransmit period later a copy goes again (the primary may have lost it).
+    let later = T0 + timing().view_change_timeout_ms;
+    assert_eq!(forwards(&b.step(later, Input::Request(req(5)))), 1);
+    assert_eq!(forwards(&b.step(later, Input::Request(req(5)))), 0);
+}
