@@ -125,7 +125,7 @@ pub struct ReplicaRecord {
     /// The announcement of the current generation's key, if it is not the
     /// deployment's (every replacement's).
     #[serde(default)]
-    pub key: Option<zz_wire::Signed<zz_wire::ReplicaKey>>,
+    pub key: Option<Box<zz_wire::Signed<zz_wire::ReplicaKey>>>,
     /// Earlier generations' announcements (the newest few): replicas
     /// check older checkpoint certificates with those keys.
     #[serde(default)]

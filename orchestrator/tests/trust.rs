@@ -187,7 +187,7 @@ async fn next_replica_key(rx: &mut zz_wire::frame::LinkReader) -> zz_wire::Signe
             .unwrap()
             .expect("link closed");
         if let Msg::ReplicaKey(k) = msg {
-            return k;
+            return *k;
         }
     }
 }

@@ -74,7 +74,9 @@ async fn nodes_take_a_replacements_announced_key_and_refuse_the_fenced_one_acros
         retired_through: 0,
     });
     for tx in &mut links {
-        tx.send(&Msg::ReplicaKey(cert.clone())).await.expect("announce");
+        tx.send(&Msg::ReplicaKey(Box::new(cert.clone())))
+            .await
+            .expect("announce");
     }
     let refused = eventually(Duration::from_secs(10), || async {
         let mut all = true;

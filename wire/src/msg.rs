@@ -1180,7 +1180,8 @@ pub enum Msg {
     Bodies(Signed<Bodies>),
     ComponentFetch(Signed<ComponentFetch>),
     ComponentChunk(ComponentChunk),
-    ReplicaKey(Signed<ReplicaKey>),
+    /// Boxed: a public key in its decoded form would make every `Msg` large.
+    ReplicaKey(Box<Signed<ReplicaKey>>),
 }
 
 impl Msg {

@@ -198,7 +198,7 @@ impl Node {
                 // A replica is told its peers' keys (and its own) at once.
                 if let Principal::Replica(r) = who {
                     for cert in self.replica_keys.values().filter(|c| c.body.replica.app == r.app) {
-                        send_frame(&tx, &Msg::ReplicaKey(cert.clone()));
+                        send_frame(&tx, &Msg::ReplicaKey(Box::new(cert.clone())));
                     }
                 }
                 self.inbound.insert(who, (conn, tx));
@@ -206,7 +206,7 @@ impl Node {
             Event::Msg {
                 from: Principal::Orchestrator,
                 msg: Msg::ReplicaKey(cert),
-            } => self.on_replica_key(cert)?,
+            } => self.on_replica_key(*cert)?,
             Event::Down { who, conn } => {
                 if self.inbound.get(&who).is_some_and(|(c, _)| *c == conn) {
                     self.inbound.remove(&who);
@@ -238,7 +238,7 @@ impl Node {
             }
         };
         self.store.put_replica_key(&cert, KEYS_KEPT)?;
-        self.carry_out(NodeOut::ToReplicas(r.app, Msg::ReplicaKey(cert.clone())));
+        self.carry_out(NodeOut::ToReplicas(r.app, Msg::ReplicaKey(Box::new(cert.clone()))));
         self.replica_keys.insert(at, cert);
         let stale: Vec<_> = self
             .replica_keys

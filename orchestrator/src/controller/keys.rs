@@ -49,7 +49,7 @@ impl Controller {
         }
         for (who, (_, tx)) in &self.links {
             if matches!(who, Principal::Node(_)) {
-                let _ = tx.try_send(Msg::ReplicaKey(cert.clone()));
+                let _ = tx.try_send(Msg::ReplicaKey(Box::new(cert.clone())));
             }
         }
         cert
@@ -59,7 +59,7 @@ impl Controller {
     /// nothing for generation 1 (the deployment's key file), else the
     /// derived identity and the announcement the agent shows for it.
     pub(super) fn generation_key(&self, id: ReplicaId, generation: u64) -> Option<GenerationKey> {
-        let cert = self.replicas.get(&id)?.key.clone()?;
+        let cert = self.replicas.get(&id)?.key.as_deref()?.clone();
         (cert.body.generation == generation).then(|| self.generation_key_for(cert))
     }
 
@@ -78,14 +78,22 @@ impl Controller {
             return;
         }
         let Some((_, tx)) = self.links.get(&who) else { return };
-        for cert in self.replicas.values().flat_map(|r| r.retired_keys.iter().chain(&r.key)) {
-            let _ = tx.try_send(Msg::ReplicaKey(cert.clone()));
+        for cert in self
+            .replicas
+            .values()
+            .flat_map(|r| r.retired_keys.iter().chain(r.key.as_deref()))
+        {
+            let _ = tx.try_send(Msg::ReplicaKey(Box::new(cert.clone())));
         }
     }
 
     /// Makes the stored replacement keys current in `keys` (at start-up).
     pub(super) fn apply_stored_keys(&self) {
-        for cert in self.replicas.values().flat_map(|r| r.retired_keys.iter().chain(&r.key)) {
+        for cert in self
+            .replicas
+            .values()
+            .flat_map(|r| r.retired_keys.iter().chain(r.key.as_deref()))
+        {
             if let Err(e) = cert.apply(&self.keys) {
                 tracing::warn!(error = %e, replica = %self.dep.replica_name(cert.body.replica), "stored replica key does not verify; ignored");
             }

@@ -85,19 +85,19 @@ impl Controller {
     pub(super) async fn provision(&mut self, id: ReplicaId, role: Role, why: &str) {
         let now = self.clock.now_ms();
         let generation = self.replicas.get(&id).map_or(1, |r| r.generation + 1);
-        let key = (generation > 1).then(|| self.announce_key(id, generation));
+        let key = (generation > 1).then(|| Box::new(self.announce_key(id, generation)));
         let mut retired_keys = self
             .replicas
             .get(&id)
             .map(|r| r.retired_keys.clone())
             .unwrap_or_default();
-        retired_keys.extend(self.replicas.get(&id).and_then(|r| r.key.clone()));
+        retired_keys.extend(self.replicas.get(&id).and_then(|r| r.key.as_deref().cloned()));
         let drop = retired_keys.len().saturating_sub(super::keys::RETIRED_KEPT);
         retired_keys.drain(..drop);
         let spec = ReplicaSpec {
             name: self.dep.replica_name(id),
             generation,
-            key: key.clone().map(|cert| self.generation_key_for(cert)),
+            key: key.as_deref().map(|cert| self.generation_key_for(cert.clone())),
         };
         let rec = ReplicaRecord {
             id,
