@@ -9,7 +9,7 @@
 
 use super::Controller;
 use crate::backend::GenerationKey;
-use zz_wire::{Hasher, Identity, Msg, Principal, ReplicaId, ReplicaKey, Seq, Signed};
+use zz_wire::{Hasher, Identity, Msg, Principal, ReplicaId, ReplicaKey, Signed};
 
 /// Earlier generations' announcements kept per replica.
 pub(super) const RETIRED_KEPT: usize = 8;
@@ -98,11 +98,5 @@ impl Controller {
                 tracing::warn!(error = %e, replica = %self.dep.replica_name(cert.body.replica), "stored replica key does not verify; ignored");
             }
         }
-    }
-
-    /// The last checkpoint a retired key of `id` may have signed (for
-    /// tests and the API): none if `id` was never replaced.
-    pub fn retired_through(&self, id: ReplicaId) -> Option<Seq> {
-        self.replicas.get(&id)?.key.as_ref().map(|c| c.body.retired_through)
     }
 }
