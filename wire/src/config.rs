@@ -191,13 +191,72 @@ impl GenerateOptions {
     }
 }
 
-/// Finds `n` free loopback ports by binding port 0. Another process could
-/// take one before it is used; tests accept that small race.
+/// Finds `n` free loopback ports, for listeners that are bound later (by
+/// this process or by processes it starts).
+///
+/// The ports come from below the kernel's ephemeral range, never from port
+/// 0: an ephemeral port handed out here could be taken by any outgoing
+/// connection (a client dialling a node, say) before its listener binds it,
+/// and `zz demo` then failed with "address already in use". Each call hands
+/// out ports this process has not handed out before, starting at a place
+/// drawn from the process id so that concurrent test processes start apart,
+/// and skips any port that is bound now. Another process can still bind a
+/// port between this check and its use; nothing else takes it by chance.
 pub fn free_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    listeners.iter().map(|l| l.local_addr()).collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    /// How far into the pool this process has handed out ports; 0 until the first call.
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    let (lo, hi) = listen_pool();
+    let len = u32::from(hi - lo);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % len;
+    let _ = CURSOR.compare_exchange(0, start + 1, Ordering::Relaxed, Ordering::Relaxed);
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..len {
+        if held.len() == n {
+            break;
+        }
+        let at = CURSOR.fetch_add(1, Ordering::Relaxed);
+        let port = lo + u16::try_from(at % len).unwrap_or(0);
+        // Held until every port is found, so one call never returns a port twice.
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    if held.len() < n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("no {n} free loopback ports in {lo}..{hi}"),
+        ));
+    }
+    held.iter().map(|l| l.local_addr()).collect()
+}
+
+/// Ports `lo..hi` outside the kernel's ephemeral range (Linux's
+/// `ip_local_port_range`, 32768–60999 by default): the larger of the gaps
+/// below it (from 10000) and above it.
+fn listen_pool() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    pool_outside(range)
+}
+
+fn pool_outside((eph_lo, eph_hi): (u16, u16)) -> (u16, u16) {
+    const FLOOR: u16 = 10000;
+    let below = eph_lo.saturating_sub(FLOOR);
+    let above = u16::MAX - eph_hi.min(u16::MAX);
+    if below >= above && below >= 256 {
+        (FLOOR, eph_lo)
+    } else if above >= 256 {
+        (eph_hi + 1, u16::MAX)
+    } else {
+        // The ephemeral range covers almost everything: share it.
+        (FLOOR, u16::MAX)
+    }
 }
 
 /// A fresh deployment with new keys for everyone.
@@ -620,6 +679,21 @@ mod tests {
             "{e}"
         );
         assert_eq!(t.pipeline, 2, "a refused assignment changes nothing");
+    }
+
+    #[test]
+    fn free_ports_come_from_outside_the_ephemeral_range_and_never_twice() {
+        assert_eq!(pool_outside((32768, 60999)), (10000, 32768));
+        assert_eq!(pool_outside((1024, 40000)), (40001, u16::MAX));
+        assert_eq!(pool_outside((1024, 65535)), (10000, u16::MAX));
+        let (lo, hi) = listen_pool();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            for a in free_ports(7).unwrap() {
+                assert!((lo..hi).contains(&a.port()), "{a} outside {lo}..{hi}");
+                assert!(seen.insert(a.port()), "{a} handed out twice");
+            }
+        }
     }
 
     #[test]
