@@ -349,6 +349,7 @@ async fn link(addr: SocketAddr, peer: Principal, me: Identity, keys: Keyring, to
     } = to;
     let mut backoff = Duration::from_millis(50);
     loop {
+        outbox.disconnected();
         let conn = match TcpStream::connect(addr).await {
             Ok(s) => handshake(s, &me, &keys, Some(peer)).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

@@ -10,9 +10,12 @@
 //! frame and has not come back for another) and a queue of at least
 //! [`SHED_MIN_BYTES`] (or a full one) is refused another frame, the queue
 //! drops everything it holds and refuses frames until the writer asks for
-//! more. A writer that waits for frames, or has never started (a link not
-//! yet connected), is never stalled, and a few small frames queued behind a
-//! stuck writer are kept.
+//! more. A writer with no connection (one it has not made yet, or one that
+//! broke: a crashed peer, a peer whose impersonator dialled in instead) says
+//! so with [`OutboxRx::disconnected`] and counts as stuck from then on. A
+//! writer that waits for frames is never stalled, and a few small frames
+//! queued behind a stuck or unconnected writer (a link's first messages,
+//! queued before its peer is up) are kept.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -237,6 +240,15 @@ impl OutboxRx {
     pub fn try_recv(&mut self) -> Option<Bytes> {
         self.shared.lock().take()
     }
+
+    /// The writer has no connection to write to (not yet, or no longer):
+    /// until it asks for a frame again, it counts as stuck since now (or
+    /// since it got stuck on a frame, if earlier). Without this, a link to
+    /// a peer that is down would hold its whole bound for as long as the
+    /// peer stays away.
+    pub fn disconnected(&mut self) {
+        self.shared.lock().busy_since.get_or_insert_with(Instant::now);
+    }
 }
 
 impl Drop for OutboxRx {
@@ -354,6 +366,24 @@ mod tests {
         tokio::task::yield_now().await;
         drop(tx);
         assert_eq!(writer.await.expect("join"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unconnected_writer_counts_as_stuck_until_it_asks_again() {
+        let (tx, mut rx) = outbox_with_stall(8192, 32 << 20, STALL, 1000);
+        rx.disconnected();
+        for _ in 0..20 {
+            tx.try_send(frame(100)).expect("kept: the stall period has not passed");
+        }
+        tokio::time::advance(STALL).await;
+        rx.disconnected(); // a failed reconnect does not restart the clock
+        assert_eq!(tx.try_send(frame(100)), Err(Refused::Shed { frames: 20 }));
+        assert_eq!(tx.try_send(frame(100)), Err(Refused::Stalled));
+        // Connected again: the writer asks for frames and they flow.
+        let next = tokio::spawn(async move { rx.recv().await.map(|b| b.len()) });
+        tokio::task::yield_now().await;
+        tx.try_send(frame(7)).expect("writer is back");
+        assert_eq!(next.await.expect("join"), Some(7));
     }
 
     #[tokio::test(start_paused = true)]

@@ -460,6 +460,7 @@ pub async fn dial_loop(
 ) {
     let mut backoff = Duration::from_millis(20);
     loop {
+        rx.disconnected();
         let link = match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
             Ok(Ok(s)) => handshake(s, &me, &keys, Some(target)).await.map_err(|e| e.to_string()),
             Ok(Err(e)) => Err(e.to_string()),
@@ -622,6 +623,46 @@ mod tests {
             .await
             .expect("closed within 5 s");
         assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    }
+
+    /// A peer that is down (crashed, or an impersonator dialled in while the
+    /// real one is away) must not make the link to it hold up to
+    /// `LINK_QUEUE_BYTES`: under `zz bench --attack flood-node` the answers
+    /// to the impersonator's log fetches piled up there.
+    #[tokio::test]
+    async fn a_link_whose_peer_stays_down_sheds_its_queue_after_the_stall_period() {
+        use zz_wire::outbox::{Refused, SHED_MIN_BYTES, STALL};
+        let keys = Arc::new(ring());
+        let (ev_tx, _events) = mpsc::channel(64);
+        let mut tasks = JoinSet::new();
+        let inbox = Inbox::new(keys.clone(), ev_tx, &mut tasks);
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = gone.local_addr().expect("addr");
+        drop(gone); // nothing listens there
+        let (tx, rx) = super::outbox();
+        tasks.spawn(super::dial_loop(
+            addr,
+            Principal::Node(NodeId(1)),
+            rx,
+            node(0),
+            keys,
+            inbox,
+        ));
+        let chunk = bytes::Bytes::from(vec![0u8; 64 << 10]);
+        let frames = 2 * SHED_MIN_BYTES / chunk.len();
+        for _ in 0..frames {
+            tx.try_send(chunk.clone())
+                .expect("room: the queue is far from its bound");
+        }
+        tokio::time::sleep(STALL + Duration::from_millis(300)).await;
+        let r = tx.try_send(chunk.clone());
+        assert_eq!(r, Err(Refused::Shed { frames }), "queued {} frames", tx.len());
+        assert_eq!(tx.len(), 0);
+        assert_eq!(
+            tx.try_send(chunk),
+            Err(Refused::Stalled),
+            "refused while the peer stays away"
+        );
     }
 
     #[tokio::test]
