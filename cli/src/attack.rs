@@ -261,10 +261,22 @@ async fn phases(a: &BenchArgs, kind: Attack, seed: u64, info: &Info) -> anyhow::
         "bench --attack {}: fault-free phase, {} s after {} s warm-up",
         kind.name(),
         a.duration,
-        a.warmup
+        a.warmup_secs()
     );
+    // Warm-up as a load of its own, so the phase's CPU and peak RSS count
+    // from the steady state on, as the attack phase's do.
+    let warmup = a.warmup_secs();
+    if warmup > 0 {
+        let mut w = a.clone();
+        (w.duration, w.warmup) = (warmup, Some(0));
+        crate::bench::run_load(&w, seed.wrapping_add(2 << 32), &target, 1).await?;
+    }
     let sampler = Sampler::start(labels.clone());
-    let free = crate::bench::run_load(a, seed, &target, 1).await?;
+    let free = {
+        let mut b = a.clone();
+        b.warmup = Some(0);
+        crate::bench::run_load(&b, seed, &target, 1).await?
+    };
     let free_usage = sampler.stop().await;
     let free_views = views(&admin).await?;
 
@@ -346,7 +358,7 @@ async fn phases(a: &BenchArgs, kind: Attack, seed: u64, info: &Info) -> anyhow::
     let under = {
         let mut b = a.clone();
         // The attack's first seconds (detection, view change) count.
-        b.warmup = 0;
+        b.warmup = Some(0);
         crate::bench::run_load(&b, seed.wrapping_add(1 << 32), &target, 1).await?
     };
     let attack_usage = sampler.stop().await;

@@ -89,8 +89,12 @@ pub struct BenchArgs {
     /// Measured seconds (after a warm-up).
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    #[arg(long, default_value_t = 2)]
-    pub warmup: u64,
+    /// Seconds of load before the measured ones [default: 2; with
+    /// --attack 30, so the nodes' memory has reached its steady state (the
+    /// archive of committed proposals for lagging peers, `archive_max_mb`,
+    /// fills in some 25 s at 10k ops/s) before it is compared].
+    #[arg(long)]
+    pub warmup: Option<u64>,
     #[arg(long, default_value_t = 64)]
     pub value_size: usize,
     #[arg(long, value_enum, default_value = "kv-put")]
@@ -116,6 +120,22 @@ pub struct BenchArgs {
     /// the execution host were apart from the agreement cluster, e.g. `1`.
     #[arg(long, value_delimiter = ',', value_name = "CPU,...")]
     pub exec_cpus: Option<Vec<usize>>,
+}
+
+/// `--warmup` when not given.
+pub const WARMUP_SECS: u64 = 2;
+/// `--warmup` under `--attack` when not given.
+pub const ATTACK_WARMUP_SECS: u64 = 30;
+
+impl BenchArgs {
+    pub fn warmup_secs(&self) -> u64 {
+        let default = if self.attack.is_some() {
+            ATTACK_WARMUP_SECS
+        } else {
+            WARMUP_SECS
+        };
+        self.warmup.unwrap_or(default)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -601,7 +621,7 @@ pub(crate) async fn run_load(a: &BenchArgs, seed: u64, target: &Target, apps: us
             }));
         }
     }
-    tokio::time::sleep(Duration::from_secs(a.warmup)).await;
+    tokio::time::sleep(Duration::from_secs(a.warmup_secs())).await;
     let before = procstat::snapshot();
     let t0 = Instant::now();
     recording.store(true, Ordering::Relaxed);
