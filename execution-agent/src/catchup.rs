@@ -84,6 +84,9 @@ pub enum CatchupError {
     NoPeer(Seq),
     #[error("adopted state hashes to {got:?}, certificate says {want:?}")]
     Inconsistent { got: Digest, want: Digest },
+    /// Not state: something else the seq needs (a tenant's component).
+    #[error("not here yet: {0}")]
+    Unavailable(String),
 }
 
 impl Replica {

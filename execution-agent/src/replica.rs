@@ -471,9 +471,10 @@ impl Replica {
     }
 
     /// Runs one committed proposal; replies, and checkpoints on the interval.
-    /// If the state an op reads cannot be fetched, the seq's writes are taken
-    /// back and it is not answered: this replica is behind, which is not a
-    /// fault, while a failed answer would disagree and be taken for one.
+    /// If the state an op reads cannot be fetched, or a tenant's component
+    /// is not here yet, the seq's writes are taken back and it is not
+    /// answered: this replica is behind, which is not a fault, while a
+    /// failed answer would disagree and be taken for one.
     fn execute(
         &mut self,
         seq: Seq,
@@ -484,8 +485,10 @@ impl Replica {
         if self.faults.has(ReplicaFault::Slow) {
             out.push(Out::Delay(SLOW_DELAY));
         }
-        // Only a replica with stale objects can meet one it cannot fetch.
-        let mut undo = (self.state.stale_count() > 0).then(Vec::new);
+        // Only a replica with stale objects can meet one it cannot fetch,
+        // and only an app that may lack something else (a tenant's
+        // component) can stop for that.
+        let mut undo = (self.state.stale_count() > 0 || self.app.may_be_unavailable()).then(Vec::new);
         let mut ops = 0;
         let mut ctx = Ctx {
             seq,
@@ -591,7 +594,8 @@ impl Replica {
             };
             match ran {
                 Ok(r) => return Ok(r),
-                Err(stale) => {
+                Err(app::NotRun::Unavailable(why)) => return Err(crate::catchup::CatchupError::Unavailable(why)),
+                Err(app::NotRun::Stale(stale)) => {
                     let mut keys = self.app.probe(ctx, &self.state, op);
                     keys.push(stale.0);
                     keys.sort();

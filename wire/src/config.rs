@@ -248,7 +248,7 @@ fn listen_pool() -> (u16, u16) {
 fn pool_outside((eph_lo, eph_hi): (u16, u16)) -> (u16, u16) {
     const FLOOR: u16 = 10000;
     let below = eph_lo.saturating_sub(FLOOR);
-    let above = u16::MAX - eph_hi.min(u16::MAX);
+    let above = u16::MAX - eph_hi;
     if below >= above && below >= 256 {
         (FLOOR, eph_lo)
     } else if above >= 256 {

@@ -4,7 +4,7 @@
 //! holds the account count and the sum of balances (two u64s), updated by
 //! every create, so the audit reads one object instead of scanning.
 
-use super::{error, strip, App, Ctx, Txn};
+use super::{error, strip, App, Ctx, NotRun, Txn};
 use crate::merkle::Key;
 use crate::state::Stale;
 use serde::Deserialize;
@@ -93,7 +93,7 @@ impl Bank {
         }
     }
 
-    fn create(&self, txn: &mut Txn<'_>, body: &[u8]) -> Result<AppResponse, Stale> {
+    fn create(&self, txn: &mut Txn<'_>, body: &[u8]) -> Result<AppResponse, NotRun> {
         let Ok(a) = serde_json::from_slice::<NewAccount>(body) else {
             return Ok(error(400, "expected {\"id\": string, \"balance\": integer}"));
         };
@@ -112,7 +112,7 @@ impl Bank {
         Ok(AppResponse::json(201, &json!({ "id": a.id, "balance": a.balance })))
     }
 
-    fn transfer(&self, txn: &mut Txn<'_>, body: &[u8]) -> Result<AppResponse, Stale> {
+    fn transfer(&self, txn: &mut Txn<'_>, body: &[u8]) -> Result<AppResponse, NotRun> {
         let Ok(t) = serde_json::from_slice::<Transfer>(body) else {
             return Ok(error(
                 400,
@@ -165,7 +165,7 @@ impl App for Bank {
         }
     }
 
-    fn execute(&self, _ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale> {
+    fn execute(&self, _ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, NotRun> {
         match self.route(req) {
             Some(Route::Create) => self.create(txn, &req.body),
             Some(Route::Transfer) => self.transfer(txn, &req.body),

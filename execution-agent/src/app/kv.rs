@@ -1,8 +1,7 @@
 //! `kv`: PUT/GET/DELETE `/kv/{key}`; values up to 1 MiB.
 
-use super::{error, strip, App, Ctx, Txn};
+use super::{error, strip, App, Ctx, NotRun, Txn};
 use crate::merkle::Key;
-use crate::state::Stale;
 use zz_wire::app::MAX_BODY;
 use zz_wire::{AppRequest, AppResponse};
 
@@ -34,7 +33,7 @@ impl App for Kv {
             .unwrap_or_default()
     }
 
-    fn execute(&self, _ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale> {
+    fn execute(&self, _ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, NotRun> {
         let Some(key) = self.key(&req.path) else {
             return Ok(error(404, "no such route"));
         };

@@ -91,14 +91,35 @@ impl<'a> Txn<'a> {
     }
 }
 
+/// Why an op did not run (and wrote nothing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotRun {
+    /// It touched an object this replica must fetch first.
+    #[error(transparent)]
+    Stale(#[from] Stale),
+    /// Something it needs besides state is not here yet (a tenant's
+    /// component still on its way from the orchestrator). Its peers may
+    /// have it, so an answer now could differ from theirs: the seq waits
+    /// and is run again later, and the replica is behind meanwhile.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// A deterministic app: the same requests in the same order with the same
 /// `Ctx` give the same responses and the same state on every replica.
 pub trait App: Send {
     fn kind(&self) -> &'static str;
     /// Keys the request will read or write, so stale ones are fetched first.
     fn keys(&self, req: &AppRequest) -> Vec<Key>;
-    /// Runs one request. `Err(Stale)` only when it touched a stale key.
-    fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale>;
+    /// Runs one request. `Err` only when it touched a stale key or lacks
+    /// something besides state ([`NotRun`]); every correct replica that has
+    /// what the request touches gives the same answer.
+    fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, NotRun>;
+    /// Whether `execute` may return [`NotRun::Unavailable`]: the replica
+    /// then notes each write of a seq, to take back a seq it cannot finish.
+    fn may_be_unavailable(&self) -> bool {
+        false
+    }
     /// For apps that cannot declare their keys: after `execute` stopped at a
     /// stale key, the other stale keys the request would touch, found by a
     /// run that changes nothing (a guess: whatever it misses is fetched when
@@ -122,7 +143,7 @@ pub fn error(status: u16, msg: &str) -> AppResponse {
 }
 
 /// Runs a request against the state and applies its writes if it finished.
-pub fn run(app: &dyn App, state: &mut State, ctx: &Ctx, req: &AppRequest) -> Result<AppResponse, Stale> {
+pub fn run(app: &dyn App, state: &mut State, ctx: &Ctx, req: &AppRequest) -> Result<AppResponse, NotRun> {
     let mut txn = Txn::new(state);
     let resp = app.execute(ctx, &mut txn, req)?;
     for (k, v) in txn.into_writes() {
@@ -142,7 +163,7 @@ pub fn run_logged(
     ctx: &Ctx,
     req: &AppRequest,
     undo: &mut Undo,
-) -> Result<AppResponse, Stale> {
+) -> Result<AppResponse, NotRun> {
     let mut txn = Txn::new(state);
     let resp = app.execute(ctx, &mut txn, req)?;
     for (k, v) in txn.into_writes() {

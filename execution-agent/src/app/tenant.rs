@@ -13,7 +13,7 @@
 //! against the agreed hash before they run.
 
 use super::wasm::{component_hash, WasmApp};
-use super::{error, App, Ctx, Txn};
+use super::{error, App, Ctx, NotRun, Txn};
 use crate::merkle::Key;
 use crate::state::Stale;
 use serde::{Deserialize, Serialize};
@@ -72,6 +72,14 @@ impl Components for DirComponents {
     }
 }
 
+/// Why the installed component cannot run.
+enum Load {
+    /// Not here yet: its bytes are still on their way.
+    Unavailable(String),
+    /// Not runnable anywhere: every replica answers the same error.
+    Broken(String),
+}
+
 /// What a loaded component was loaded as: hash, name, generation.
 type Loading = ([u8; 32], String, u64);
 
@@ -93,11 +101,15 @@ impl Tenant {
         Ok(txn.get(META)?.and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    fn app(&self, meta: &Installed) -> Result<Arc<WasmApp>, String> {
+    /// The installed component, loaded. `Unavailable` while its bytes are
+    /// not here (tried again when the seq is); `Broken` for what no
+    /// replica can run (the same on all of them).
+    fn app(&self, meta: &Installed) -> Result<Arc<WasmApp>, Load> {
         let mut hash = [0u8; 32];
-        hex::decode_to_slice(&meta.hash, &mut hash).map_err(|e| format!("bad hash: {e}"))?;
+        hex::decode_to_slice(&meta.hash, &mut hash).map_err(|e| Load::Broken(format!("bad hash: {e}")))?;
         let key = (hash, meta.name.clone(), meta.generation);
-        let mut loaded = self.loaded.lock().map_err(|_| "component cache poisoned".to_string())?;
+        // The cache is one assignment: a poisoned lock is taken over.
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((k, app)) = loaded.as_ref() {
             if *k == key {
                 return Ok(app.clone());
@@ -106,16 +118,16 @@ impl Tenant {
         let bytes = self
             .components
             .get(&hash)
-            .ok_or_else(|| format!("component {} is not available here", meta.hash))?;
+            .ok_or_else(|| Load::Unavailable(format!("component {} is not available here yet", meta.hash)))?;
         let app = WasmApp::new(&meta.name, &bytes)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Load::Broken(e.to_string()))?
             .with_namespace(meta.generation.to_le_bytes().to_vec());
         let app = Arc::new(app);
         *loaded = Some((key, app.clone()));
         Ok(app)
     }
 
-    fn install(ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale> {
+    fn install(ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, NotRun> {
         let Ok(install) = serde_json::from_slice::<Install>(&req.body) else {
             return Ok(error(400, "ZZ-INSTALL takes {\"name\", \"hash\"}"));
         };
@@ -163,7 +175,7 @@ impl App for Tenant {
         }
     }
 
-    fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale> {
+    fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, NotRun> {
         if req.method == INSTALL || req.method == REMOVE {
             if !ctx.admin {
                 return Ok(error(403, "only the orchestrator deploys apps"));
@@ -183,11 +195,16 @@ impl App for Tenant {
         }
         match self.app(&meta) {
             Ok(app) => app.execute(ctx, txn, req),
-            Err(e) => {
-                tracing::error!("app {}: {e}", meta.name);
+            Err(Load::Unavailable(why)) => Err(NotRun::Unavailable(format!("app {}: {why}", meta.name))),
+            Err(Load::Broken(why)) => {
+                tracing::error!("app {}: {why}", meta.name);
                 Ok(error(503, "component unavailable"))
             }
         }
+    }
+
+    fn may_be_unavailable(&self) -> bool {
+        true
     }
 }
 

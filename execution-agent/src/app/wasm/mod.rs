@@ -26,7 +26,7 @@
 mod host;
 mod kv;
 
-use super::{App, Ctx, Txn};
+use super::{App, Ctx, NotRun, Txn};
 use crate::merkle::Key;
 use crate::state::Stale;
 use bytes::Bytes;
@@ -216,10 +216,10 @@ impl App for WasmApp {
         Vec::new()
     }
 
-    fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, Stale> {
+    fn execute(&self, ctx: &Ctx, txn: &mut Txn<'_>, req: &AppRequest) -> Result<AppResponse, NotRun> {
         let (outcome, stale) = self.run(ctx, txn, req, false);
         if let Some(key) = stale.into_iter().next() {
-            return Err(Stale(key));
+            return Err(Stale(key).into());
         }
         Ok(match outcome {
             Outcome::Answer(r) => r,
