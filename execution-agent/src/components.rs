@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use zz_wire::outbox::Outbox;
 use zz_wire::{ComponentChunk, ComponentFetch, Identity, Msg};
 
-/// How long a fetch may take before the request is answered 503 (and
-/// tried again by the next request).
+/// How long a fetch may take before it is given up: the seq that needs the
+/// component waits (this replica is behind) and fetches again when it is
+/// tried again.
 const FETCH_WITHIN: Duration = Duration::from_secs(30);
 /// How long one chunk may take before it is asked for again.
 const CHUNK_WAIT: Duration = Duration::from_secs(2);
