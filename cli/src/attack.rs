@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use zz_wire::config::{free_ports, generate, GenerateOptions};
+use zz_wire::config::{generate, GenerateOptions};
 use zz_wire::frame::{encode, handshake};
 use zz_wire::{
     AppId, AppRequest, BatchResult, BodyFetch, ClientBatch, ClientId, Digest, ExecReply, Identity, Keyring, LogFetch,
@@ -225,19 +225,10 @@ async fn attack(a: &BenchArgs, kind: Attack, seed: u64) -> anyhow::Result<Attack
     for t in &a.timing {
         dep.timing.set(t)?;
     }
-    let config = dep.write(dir.path(), &ids)?;
-    let ports = free_ports(2)?;
     let mut running = Running::start(LaunchOptions {
-        dep: Arc::new(dep),
-        config,
-        data_dir: dir.path().to_path_buf(),
-        admin: ports[0],
-        gateway: ports[1],
-        active_replicas: Some(a.f + 1),
-        refresh_when_busy: false,
-        backend: crate::launch::Backend::Process,
         // flood-node crashes a node and must find it still down.
         restart_nodes: false,
+        ..LaunchOptions::local(dir.path(), dep, &ids, crate::launch::Backend::Process)?
     })
     .await?;
     let info = running.info.clone();

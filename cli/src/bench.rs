@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zz_agreement::client::Client;
-use zz_wire::config::{free_ports, generate, GenerateOptions};
+use zz_wire::config::{generate, GenerateOptions};
 use zz_wire::{AppId, AppRequest};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -371,23 +371,14 @@ async fn bench_deployment(a: &BenchArgs, seed: u64, kind: &str, names: &[String]
     for t in &a.timing {
         dep.timing.set(t)?;
     }
-    let config = dep.write(dir.path(), &ids)?;
-    let ports = free_ports(2)?;
     let active = match a.mode {
         Mode::Zz => a.f + 1,
         Mode::Full => 2 * a.f + 1,
         Mode::Unreplicated => anyhow::bail!("--mode unreplicated runs no deployment"),
     };
     let mut running = Running::start(LaunchOptions {
-        dep: Arc::new(dep),
-        config: config.clone(),
-        data_dir: dir.path().to_path_buf(),
-        admin: ports[0],
-        gateway: ports[1],
         active_replicas: Some(active),
-        refresh_when_busy: false,
-        backend: crate::launch::Backend::Process,
-        restart_nodes: true,
+        ..LaunchOptions::local(dir.path(), dep, &ids, crate::launch::Backend::Process)?
     })
     .await?;
     let info = running.info.clone();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use zz_wire::config::{free_ports, generate, GenerateOptions};
+use zz_wire::config::{generate, GenerateOptions};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -230,20 +230,7 @@ async fn run_scenario_narrated(s: &Scenario, a: &DemoArgs, n: &Arc<Narration>) -
     let mut opts = GenerateOptions::local(s.f, &["kv", "bank"])?;
     opts.wasm_slots = 1;
     let (dep, ids) = generate(&opts)?;
-    let config = dep.write(&data_dir, &ids)?;
-    let ports = free_ports(2)?;
-    let mut running = Running::start(LaunchOptions {
-        dep: Arc::new(dep),
-        config,
-        data_dir: data_dir.clone(),
-        admin: ports[0],
-        gateway: ports[1],
-        active_replicas: None,
-        refresh_when_busy: false,
-        backend: a.backend.resolve()?,
-        restart_nodes: true,
-    })
-    .await?;
+    let mut running = Running::start(LaunchOptions::local(&data_dir, dep, &ids, a.backend.resolve()?)?).await?;
     let info = running.info.clone();
     let result = tokio::select! {
         r = drive(s, a, seed, &info, n) => r,

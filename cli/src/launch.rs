@@ -483,6 +483,28 @@ pub struct LaunchOptions {
     pub restart_nodes: bool,
 }
 
+impl LaunchOptions {
+    /// A fresh local deployment in `dir` (the demo's and the benches'):
+    /// writes its deployment file and keys there and picks loopback ports
+    /// for its admin API and gateway. f+1 active replicas, standbys
+    /// refreshed only when idle, crashed nodes restarted.
+    pub fn local(dir: &Path, dep: Deployment, ids: &[zz_wire::Identity], backend: Backend) -> anyhow::Result<Self> {
+        let config = dep.write(dir, ids)?;
+        let ports = zz_wire::config::free_ports(2)?;
+        Ok(LaunchOptions {
+            dep: Arc::new(dep),
+            config,
+            data_dir: dir.to_path_buf(),
+            admin: ports[0],
+            gateway: ports[1],
+            active_replicas: None,
+            refresh_when_busy: false,
+            backend,
+            restart_nodes: true,
+        })
+    }
+}
+
 /// Where a running deployment can be reached.
 #[derive(Clone, Debug)]
 pub struct Info {

@@ -16,9 +16,8 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zz_wire::config::{free_ports, generate, GenerateOptions};
+use zz_wire::config::{generate, GenerateOptions};
 use zz_wire::AppRequest;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -139,19 +138,10 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
     let dir = tempfile::Builder::new().prefix("zz-recovery-").tempdir()?;
     let opts = GenerateOptions::local(1, &["kv"])?;
     let (dep, ids) = generate(&opts)?;
-    let config = dep.write(dir.path(), &ids)?;
-    let ports = free_ports(2)?;
     let mut running = Running::start(LaunchOptions {
-        dep: Arc::new(dep),
-        config,
-        data_dir: dir.path().to_path_buf(),
-        admin: ports[0],
-        gateway: ports[1],
-        active_replicas: None,
         // Rounds wait for a current standby: refresh it whatever else runs.
         refresh_when_busy: true,
-        backend,
-        restart_nodes: true,
+        ..LaunchOptions::local(dir.path(), dep, &ids, backend)?
     })
     .await?;
     let info = running.info.clone();

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zz_agreement::client::Client;
-use zz_wire::config::{free_ports, generate, GenerateOptions};
+use zz_wire::config::{generate, GenerateOptions};
 use zz_wire::{AppId, AppRequest, NodeId, View};
 
 #[derive(Args, Debug, Clone)]
@@ -110,19 +110,10 @@ pub async fn view_change(a: ViewChangeArgs) -> anyhow::Result<ViewChangeResult> 
     if let Some(t) = a.client_retry_ms {
         dep.timing.client_retry_ms = t;
     }
-    let config = dep.write(dir.path(), &ids)?;
-    let ports = free_ports(2)?;
     let mut running = Running::start(LaunchOptions {
-        dep: Arc::new(dep),
-        config,
-        data_dir: dir.path().to_path_buf(),
-        admin: ports[0],
-        gateway: ports[1],
-        active_replicas: None,
-        refresh_when_busy: false,
-        backend: Backend::Process,
         // Each round crashes a node and restarts it when it measures from.
         restart_nodes: false,
+        ..LaunchOptions::local(dir.path(), dep, &ids, Backend::Process)?
     })
     .await?;
     // Not raced against `Running::failed`: the rounds restart nodes through
