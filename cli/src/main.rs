@@ -17,6 +17,7 @@ mod plot;
 mod procstat;
 mod recovery;
 mod report;
+mod units;
 mod unreplicated;
 mod up;
 mod viewchange;
@@ -85,7 +86,9 @@ enum Cmd {
         #[command(flatten)]
         admin: admin::AdminArgs,
     },
-    /// Write a fresh deployment (keys + deployment.toml) for a multi-host setup.
+    /// Write a fresh deployment (keys + deployment.toml) for a multi-host
+    /// setup, and per host (`OUT/hosts/IP/`) the files to copy to its root:
+    /// the deployment file, the keys its roles read and a systemd unit per role.
     Keygen {
         /// Output directory.
         #[arg(long, default_value = "zz-deployment")]
@@ -102,6 +105,9 @@ enum Cmd {
         /// Where agreement nodes and agents reach the orchestrator.
         #[arg(long)]
         orchestrator: Option<SocketAddr>,
+        /// The `--backend` the orchestrator's systemd unit runs with.
+        #[arg(long, default_value = "libvirt")]
+        unit_backend: String,
     },
     /// Run one agreement node of a deployment.
     Agreement {
@@ -195,7 +201,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             apps,
             nodes,
             orchestrator,
-        } => up::keygen(&out, f, &apps, nodes, orchestrator),
+            unit_backend,
+        } => up::keygen(&out, f, &apps, nodes, orchestrator, &unit_backend),
         Cmd::Agreement { config, id, data_dir } => up::agreement(&config, id, data_dir).await,
         Cmd::Orchestrator(a) => up::orchestrator(a).await,
         Cmd::Gateway {

@@ -71,6 +71,7 @@ pub fn keygen(
     apps: &[String],
     nodes: Vec<SocketAddr>,
     orchestrator: Option<SocketAddr>,
+    unit_backend: &str,
 ) -> anyhow::Result<()> {
     if out.join("deployment.toml").exists() {
         anyhow::bail!("{} already holds a deployment; choose another --out", out.display());
@@ -90,6 +91,13 @@ pub fn keygen(
         ids.len(),
         out.join("keys").display()
     );
+    let layout = crate::units::Layout {
+        backend: unit_backend.to_string(),
+        ..Default::default()
+    };
+    for host in crate::units::write(out, &dep, &layout)? {
+        println!("   {}: copy to that host's / (README, \"Multi-host\")", host.display());
+    }
     Ok(())
 }
 
@@ -107,6 +115,7 @@ pub async fn agreement(config: &Path, id: u16, data_dir: Option<PathBuf>) -> any
             .join("nodes")
             .join(format!("a{id}"))
     });
+    crate::units::check_data_dir(&data_dir)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -128,6 +137,7 @@ pub async fn orchestrator(a: OrchestratorArgs) -> anyhow::Result<()> {
     let data_dir = a
         .data_dir
         .unwrap_or_else(|| a.config.parent().unwrap_or(Path::new(".")).join("orchestrator"));
+    crate::units::check_data_dir(&data_dir)?;
     let cfg = orchestrator_config(&a.config, &dep, data_dir, None, &backend)?;
     let admin = tokio::net::TcpListener::bind(a.admin)
         .await
