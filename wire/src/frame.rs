@@ -3,17 +3,21 @@
 //!
 //! The handshake proves both ends' keys and agrees on fresh link keys (an
 //! ephemeral X25519 exchange whose shares both ends sign). From then on
-//! every frame ends with a tag: keyed BLAKE3 over a per-direction frame
-//! counter and the frame. So a frame on an established link comes from the
-//! proven peer, unaltered, in order, once — which is what lets messages
-//! that are never shown to a third party (commits, orders, execution and
-//! client replies) go without a signature of their own, as PBFT's MACs do.
+//! every frame is sealed with ChaCha20-Poly1305 under its direction's key,
+//! the frame counter as nonce: encrypted, since links cross a data
+//! center's network with request bodies and state, and authenticated. So a
+//! frame on an established link comes from the proven peer, unaltered, in
+//! order, once — which is what lets messages that are never shown to a
+//! third party (commits, orders, execution and client replies) go without
+//! a signature of their own, as PBFT's MACs do.
 
 use crate::crypto::{Identity, Keyring, Signature};
 use crate::digest::Hasher;
 use crate::ids::Principal;
 use crate::msg::Msg;
 use bytes::{BufMut, Bytes, BytesMut};
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use futures::{SinkExt, StreamExt};
 use rand::RngCore;
@@ -28,10 +32,10 @@ use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite, LengthDelimit
 pub const MAX_FRAME: usize = 16 << 20;
 
 /// Bytes of the tag that ends every frame once a link is established.
-pub const TAG_LEN: usize = blake3::OUT_LEN;
+pub const TAG_LEN: usize = 16;
 
-/// 2: link keys and per-frame tags.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 2: link keys and per-frame tags. 4: frames encrypted.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -103,12 +107,13 @@ fn io_to_frame(e: std::io::Error) -> FrameError {
     }
 }
 
-/// Length-delimited frames; once `set_key` is called, every frame carries
-/// a tag over the frame counter and the frame, checked on decode. One codec
-/// per direction: the reader's and the writer's keys and counters differ.
+/// Length-delimited frames; once `set_key` is called, every frame is
+/// sealed (ChaCha20-Poly1305, the frame counter as nonce) and opened on
+/// decode. One codec per direction: the reader's and the writer's keys and
+/// counters differ.
 pub struct LinkCodec {
     inner: LengthDelimitedCodec,
-    key: Option<[u8; 32]>,
+    cipher: Option<ChaCha20Poly1305>,
     counter: u64,
 }
 
@@ -123,25 +128,25 @@ impl LinkCodec {
                 .max_frame_length(HANDSHAKE_MAX_FRAME)
                 .length_field_type::<u32>()
                 .new_codec(),
-            key: None,
+            cipher: None,
             counter: 0,
         }
     }
 
     fn set_key(&mut self, key: [u8; 32]) {
-        self.key = Some(key);
+        self.cipher = Some(ChaCha20Poly1305::new(&key.into()));
         self.counter = 0;
         self.inner.set_max_frame_length(MAX_FRAME + TAG_LEN);
     }
-}
 
-/// Keyed BLAKE3 over the frame, then its counter (fixed size, so the input
-/// parses one way; frame first keeps whole chunks aligned for the SIMD code).
-fn tag(key: &[u8; 32], counter: u64, frame: &[u8]) -> blake3::Hash {
-    let mut h = blake3::Hasher::new_keyed(key);
-    h.update(frame);
-    h.update(&counter.to_le_bytes());
-    h.finalize()
+    /// The nonce of the next frame: its counter. A key seals one link
+    /// direction's frames only, so no nonce repeats under a key.
+    fn next_nonce(&mut self) -> chacha20poly1305::Nonce {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&self.counter.to_le_bytes());
+        self.counter += 1;
+        n.into()
+    }
 }
 
 impl Decoder for LinkCodec {
@@ -152,18 +157,16 @@ impl Decoder for LinkCodec {
         let Some(mut frame) = self.inner.decode(src).map_err(io_to_frame)? else {
             return Ok(None);
         };
-        if let Some(key) = &self.key {
+        if self.cipher.is_some() {
             let Some(body_len) = frame.len().checked_sub(TAG_LEN) else {
                 return Err(FrameError::BadTag);
             };
-            let got = frame.split_off(body_len);
-            let mut got_bytes = [0u8; TAG_LEN];
-            got_bytes.copy_from_slice(&got);
-            // blake3::Hash compares in constant time.
-            if blake3::Hash::from(got_bytes) != tag(key, self.counter, &frame) {
-                return Err(FrameError::BadTag);
-            }
-            self.counter += 1;
+            let tag = frame.split_off(body_len);
+            let nonce = self.next_nonce();
+            let cipher = self.cipher.as_ref().ok_or(FrameError::BadTag)?;
+            cipher
+                .decrypt_in_place_detached(&nonce, b"", &mut frame, tag[..].into())
+                .map_err(|_| FrameError::BadTag)?;
         }
         if frame.len() > MAX_FRAME {
             return Err(FrameError::TooLarge(frame.len()));
@@ -179,16 +182,20 @@ impl Encoder<Bytes> for LinkCodec {
         if frame.len() > MAX_FRAME {
             return Err(FrameError::TooLarge(frame.len()));
         }
-        let Some(key) = &self.key else {
+        if self.cipher.is_none() {
             return self.inner.encode(frame, dst).map_err(io_to_frame);
-        };
-        let t = tag(key, self.counter, &frame);
-        self.counter += 1;
+        }
         let len = u32::try_from(frame.len() + TAG_LEN).map_err(|_| FrameError::TooLarge(frame.len()))?;
+        let nonce = self.next_nonce();
+        let cipher = self.cipher.as_ref().ok_or(FrameError::BadTag)?;
         dst.reserve(4 + frame.len() + TAG_LEN);
         dst.put_u32(len);
+        let start = dst.len();
         dst.extend_from_slice(&frame);
-        dst.extend_from_slice(t.as_bytes());
+        let tag = cipher
+            .encrypt_in_place_detached(&nonce, b"", &mut dst[start..])
+            .map_err(|_| FrameError::TooLarge(frame.len()))?;
+        dst.extend_from_slice(&tag);
         Ok(())
     }
 }
@@ -309,8 +316,8 @@ fn link_keys(mine: &Hello, theirs: &Hello, secret: [u8; 32]) -> Option<([u8; 32]
         material.extend_from_slice(&h.nonce);
         material.extend_from_slice(&h.share);
     }
-    let from_a = blake3::derive_key("zz link frames a->b v1", &material);
-    let from_b = blake3::derive_key("zz link frames b->a v1", &material);
+    let from_a = blake3::derive_key("zz link frames a->b v2 chacha20poly1305", &material);
+    let from_b = blake3::derive_key("zz link frames b->a v2 chacha20poly1305", &material);
     Some(if mine.nonce < theirs.nonce {
         (from_a, from_b)
     } else {
@@ -613,6 +620,21 @@ mod tests {
         rx.set_key([8; 32]);
         let mut other = f1;
         assert!(matches!(rx.decode(&mut other), Err(FrameError::BadTag)));
+    }
+
+    /// Links cross a data center's network: what a frame carries (request
+    /// bodies, state) must not be readable on the way (issue 24, item 4).
+    #[test]
+    fn a_keyed_frame_does_not_carry_its_bytes_in_clear() {
+        let (mut tx, mut rx) = keyed_pair();
+        let secret = b"the tenant's private value, twice: the tenant's private value";
+        let mut wire = BytesMut::new();
+        tx.encode(Bytes::from_static(secret), &mut wire).unwrap();
+        assert!(
+            !wire.windows(16).any(|w| secret.windows(16).any(|s| s == w)),
+            "the frame's bytes appear on the wire"
+        );
+        assert_eq!(&rx.decode(&mut wire).unwrap().unwrap()[..], &secret[..]);
     }
 
     #[test]
