@@ -3,8 +3,8 @@
 //!
 //! The handshake proves both ends' keys and agrees on fresh link keys (an
 //! ephemeral X25519 exchange whose shares both ends sign). From then on
-//! every frame is sealed with ChaCha20-Poly1305 under its direction's key,
-//! the frame counter as nonce: encrypted, since links cross a data
+//! every frame is sealed with AES-256-GCM under its direction's key, the
+//! frame counter as nonce: encrypted, since links cross a data
 //! center's network with request bodies and state, and authenticated. So a
 //! frame on an established link comes from the proven peer, unaltered, in
 //! order, once — which is what lets messages that are never shown to a
@@ -16,8 +16,7 @@ use crate::digest::Hasher;
 use crate::ids::Principal;
 use crate::msg::Msg;
 use bytes::{BufMut, Bytes, BytesMut};
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use futures::{SinkExt, StreamExt};
 use rand::RngCore;
@@ -108,12 +107,12 @@ fn io_to_frame(e: std::io::Error) -> FrameError {
 }
 
 /// Length-delimited frames; once `set_key` is called, every frame is
-/// sealed (ChaCha20-Poly1305, the frame counter as nonce) and opened on
-/// decode. One codec per direction: the reader's and the writer's keys and
+/// sealed (AES-256-GCM, the frame counter as nonce) and opened on decode.
+/// One codec per direction: the reader's and the writer's keys and
 /// counters differ.
 pub struct LinkCodec {
     inner: LengthDelimitedCodec,
-    cipher: Option<ChaCha20Poly1305>,
+    cipher: Option<LessSafeKey>,
     counter: u64,
 }
 
@@ -133,19 +132,28 @@ impl LinkCodec {
         }
     }
 
-    fn set_key(&mut self, key: [u8; 32]) {
-        self.cipher = Some(ChaCha20Poly1305::new(&key.into()));
+    /// Seals every frame from now on. `Err` only if the key does not fit
+    /// the cipher (a 32-byte key always fits AES-256): the link is then
+    /// dropped, never left in clear.
+    fn set_key(&mut self, key: [u8; 32]) -> Result<(), ring::error::Unspecified> {
+        self.cipher = Some(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key)?));
         self.counter = 0;
         self.inner.set_max_frame_length(MAX_FRAME + TAG_LEN);
+        Ok(())
     }
 
     /// The nonce of the next frame: its counter. A key seals one link
     /// direction's frames only, so no nonce repeats under a key.
-    fn next_nonce(&mut self) -> chacha20poly1305::Nonce {
+    fn next_nonce(&mut self) -> Nonce {
         let mut n = [0u8; 12];
         n[4..].copy_from_slice(&self.counter.to_le_bytes());
         self.counter += 1;
-        n.into()
+        Nonce::assume_unique_for_key(n)
+    }
+
+    /// Whether frames are sealed: after the handshake.
+    fn keyed(&self) -> bool {
+        self.cipher.is_some()
     }
 }
 
@@ -157,15 +165,15 @@ impl Decoder for LinkCodec {
         let Some(mut frame) = self.inner.decode(src).map_err(io_to_frame)? else {
             return Ok(None);
         };
-        if self.cipher.is_some() {
+        if self.keyed() {
             let Some(body_len) = frame.len().checked_sub(TAG_LEN) else {
                 return Err(FrameError::BadTag);
             };
-            let tag = frame.split_off(body_len);
+            let tag = Tag::try_from(&frame.split_off(body_len)[..]).map_err(|_| FrameError::BadTag)?;
             let nonce = self.next_nonce();
             let cipher = self.cipher.as_ref().ok_or(FrameError::BadTag)?;
             cipher
-                .decrypt_in_place_detached(&nonce, b"", &mut frame, tag[..].into())
+                .open_in_place_separate_tag(nonce, Aad::empty(), tag, &mut frame, 0..)
                 .map_err(|_| FrameError::BadTag)?;
         }
         if frame.len() > MAX_FRAME {
@@ -182,7 +190,7 @@ impl Encoder<Bytes> for LinkCodec {
         if frame.len() > MAX_FRAME {
             return Err(FrameError::TooLarge(frame.len()));
         }
-        if self.cipher.is_none() {
+        if !self.keyed() {
             return self.inner.encode(frame, dst).map_err(io_to_frame);
         }
         let len = u32::try_from(frame.len() + TAG_LEN).map_err(|_| FrameError::TooLarge(frame.len()))?;
@@ -193,9 +201,9 @@ impl Encoder<Bytes> for LinkCodec {
         let start = dst.len();
         dst.extend_from_slice(&frame);
         let tag = cipher
-            .encrypt_in_place_detached(&nonce, b"", &mut dst[start..])
+            .seal_in_place_separate_tag(nonce, Aad::empty(), &mut dst[start..])
             .map_err(|_| FrameError::TooLarge(frame.len()))?;
-        dst.extend_from_slice(&tag);
+        dst.extend_from_slice(tag.as_ref());
         Ok(())
     }
 }
@@ -316,8 +324,8 @@ fn link_keys(mine: &Hello, theirs: &Hello, secret: [u8; 32]) -> Option<([u8; 32]
         material.extend_from_slice(&h.nonce);
         material.extend_from_slice(&h.share);
     }
-    let from_a = blake3::derive_key("zz link frames a->b v2 chacha20poly1305", &material);
-    let from_b = blake3::derive_key("zz link frames b->a v2 chacha20poly1305", &material);
+    let from_a = blake3::derive_key("zz link frames a->b v2 aes-256-gcm", &material);
+    let from_b = blake3::derive_key("zz link frames b->a v2 aes-256-gcm", &material);
     Some(if mine.nonce < theirs.nonce {
         (from_a, from_b)
     } else {
@@ -378,8 +386,10 @@ pub async fn handshake(
             .map_err(|_| LinkError::BadProof(theirs.who))?;
         // Frames after the proofs are tagged; any already buffered are
         // decoded only from here on, with the key.
-        writer.inner.encoder_mut().set_key(send_key);
-        reader.inner.decoder_mut().set_key(recv_key);
+        let keyed = writer.inner.encoder_mut().set_key(send_key);
+        keyed
+            .and(reader.inner.decoder_mut().set_key(recv_key))
+            .map_err(|_| LinkError::BadShare(theirs.who))?;
         Ok(theirs.who)
     };
     let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
@@ -586,8 +596,8 @@ mod tests {
     /// Two codecs with one key, as the two ends of one direction.
     fn keyed_pair() -> (LinkCodec, LinkCodec) {
         let (mut tx, mut rx) = (LinkCodec::new(), LinkCodec::new());
-        tx.set_key([7; 32]);
-        rx.set_key([7; 32]);
+        tx.set_key([7; 32]).unwrap();
+        rx.set_key([7; 32]).unwrap();
         (tx, rx)
     }
 
@@ -617,7 +627,7 @@ mod tests {
         assert!(matches!(rx.decode(&mut flipped), Err(FrameError::BadTag)));
         // Another key.
         let mut rx = LinkCodec::new();
-        rx.set_key([8; 32]);
+        rx.set_key([8; 32]).unwrap();
         let mut other = f1;
         assert!(matches!(rx.decode(&mut other), Err(FrameError::BadTag)));
     }
