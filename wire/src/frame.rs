@@ -141,20 +141,15 @@ impl LinkCodec {
         self.inner.set_max_frame_length(MAX_FRAME + TAG_LEN);
         Ok(())
     }
+}
 
-    /// The nonce of the next frame: its counter. A key seals one link
-    /// direction's frames only, so no nonce repeats under a key.
-    fn next_nonce(&mut self) -> Nonce {
-        let mut n = [0u8; 12];
-        n[4..].copy_from_slice(&self.counter.to_le_bytes());
-        self.counter += 1;
-        Nonce::assume_unique_for_key(n)
-    }
-
-    /// Whether frames are sealed: after the handshake.
-    fn keyed(&self) -> bool {
-        self.cipher.is_some()
-    }
+/// The nonce of the next frame: its counter, which moves on. A key seals
+/// one link direction's frames only, so no nonce repeats under a key.
+fn next_nonce(counter: &mut u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_le_bytes());
+    *counter += 1;
+    Nonce::assume_unique_for_key(n)
 }
 
 impl Decoder for LinkCodec {
@@ -165,15 +160,13 @@ impl Decoder for LinkCodec {
         let Some(mut frame) = self.inner.decode(src).map_err(io_to_frame)? else {
             return Ok(None);
         };
-        if self.keyed() {
+        if let Some(cipher) = &self.cipher {
             let Some(body_len) = frame.len().checked_sub(TAG_LEN) else {
                 return Err(FrameError::BadTag);
             };
             let tag = Tag::try_from(&frame.split_off(body_len)[..]).map_err(|_| FrameError::BadTag)?;
-            let nonce = self.next_nonce();
-            let cipher = self.cipher.as_ref().ok_or(FrameError::BadTag)?;
             cipher
-                .open_in_place_separate_tag(nonce, Aad::empty(), tag, &mut frame, 0..)
+                .open_in_place_separate_tag(next_nonce(&mut self.counter), Aad::empty(), tag, &mut frame, 0..)
                 .map_err(|_| FrameError::BadTag)?;
         }
         if frame.len() > MAX_FRAME {
@@ -190,12 +183,11 @@ impl Encoder<Bytes> for LinkCodec {
         if frame.len() > MAX_FRAME {
             return Err(FrameError::TooLarge(frame.len()));
         }
-        if !self.keyed() {
+        let Some(cipher) = &self.cipher else {
             return self.inner.encode(frame, dst).map_err(io_to_frame);
-        }
+        };
         let len = u32::try_from(frame.len() + TAG_LEN).map_err(|_| FrameError::TooLarge(frame.len()))?;
-        let nonce = self.next_nonce();
-        let cipher = self.cipher.as_ref().ok_or(FrameError::BadTag)?;
+        let nonce = next_nonce(&mut self.counter);
         dst.reserve(4 + frame.len() + TAG_LEN);
         dst.put_u32(len);
         let start = dst.len();
