@@ -212,10 +212,8 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn copy_secret(from: &Path, to: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("making {} 0600", to.display()))
+    let text = std::fs::read_to_string(from).with_context(|| format!("reading {}", from.display()))?;
+    Ok(zz_wire::config::write_secret(to, &text)?)
 }
 
 /// A data directory others may write to could have its durable state

@@ -629,7 +629,8 @@ pub fn check_private(path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn write_secret(path: &Path, text: &str) -> Result<(), ConfigError> {
+/// Writes a secret (a key file): mode 0600, tightened if the file was there.
+pub fn write_secret(path: &Path, text: &str) -> Result<(), ConfigError> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
