@@ -14,6 +14,7 @@ PACKAGES=(
     kmod                   # modinfo, to resolve module dependencies
     pkg-config             # the `virt` crate finds libvirt through it
     make                   # builds jemalloc, the zz binary's allocator (tikv-jemalloc-sys)
+    iproute2               # ip netns: the multi-host tests run hosts as network namespaces
 )
 URI=qemu:///system
 

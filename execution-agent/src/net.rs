@@ -66,12 +66,14 @@ enum Input {
     Tick,
 }
 
-/// Rewrites an address to the host alias (inside a VM the host's loopback
-/// is e.g. 10.0.2.2).
+/// Rewrites a loopback address to the host alias (inside a VM the host's
+/// loopback is e.g. 10.0.2.2). Any other address is a peer's real one and
+/// is dialled as it is: the VM's host routes it (the orchestrator gives the
+/// guest a route to each, see the libvirt backend's `routes`).
 pub fn aliased(addr: SocketAddr, alias: Option<IpAddr>) -> SocketAddr {
     match alias {
-        Some(ip) => SocketAddr::new(ip, addr.port()),
-        None => addr,
+        Some(ip) if addr.ip().is_loopback() || addr.ip().is_unspecified() => SocketAddr::new(ip, addr.port()),
+        _ => addr,
     }
 }
 
@@ -544,7 +546,7 @@ impl StateSource for NetSource {
 
 #[cfg(test)]
 mod tests {
-    use super::{deliver, Dropped, Input};
+    use super::{aliased, deliver, Dropped, Input};
     use std::time::Duration;
     use tokio::sync::mpsc;
     use zz_wire::{AppId, Control, ControlCmd, Heartbeat, Identity, Msg, NodeId, Principal, ReplicaId};
@@ -599,5 +601,19 @@ mod tests {
             !deliver(&tx, peer, heartbeat(), &mut dropped).await,
             "a closed inbox ends the reader"
         );
+    }
+
+    #[test]
+    fn only_loopback_addresses_become_the_host_alias() {
+        let alias = Some("10.0.2.2".parse().unwrap());
+        let at = |s: &str| aliased(s.parse().unwrap(), alias).to_string();
+        assert_eq!(at("127.0.0.1:7100"), "10.0.2.2:7100");
+        assert_eq!(at("0.0.0.0:7100"), "10.0.2.2:7100");
+        assert_eq!(
+            at("10.213.7.11:7100"),
+            "10.213.7.11:7100",
+            "a peer on another host keeps its address"
+        );
+        assert_eq!(aliased("127.0.0.1:1".parse().unwrap(), None).to_string(), "127.0.0.1:1");
     }
 }

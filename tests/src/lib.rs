@@ -2,6 +2,8 @@
 //! real TCP on loopback ports, in a temp dir. Every child is killed when the
 //! harness is dropped, so a failing test leaves nothing running.
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -74,7 +74,7 @@ pub async fn probe(inner: &Arc<Inner>, uri: &str) -> Result<Accel, BackendError>
                 return Ok(false);
             }
             super::files::fresh_dir(&dir)?;
-            let cmdline = domain::cmdline("accel-probe");
+            let cmdline = domain::cmdline("accel-probe", &[]);
             let (_, image) = inner.shared_image(&conn)?;
             // The shared initramfs alone: /init prints the marker before it
             // needs the identity the probe does not have.

@@ -3,6 +3,7 @@
 
 use super::Accel;
 use crate::backend::BackendError;
+use std::net::IpAddr;
 use std::path::Path;
 
 const TEMPLATE: &str = include_str!("../../../../vm-images/domain.xml.tmpl");
@@ -53,11 +54,36 @@ pub fn parse_domain_name<'a>(tag: &str, domain: &'a str) -> Option<(&'a str, u64
 /// `no_timer_check`: under loaded software emulation the kernel's IO-APIC
 /// timer check can fail and panic the boot; `panic=-1` makes any panic end
 /// the domain at once, so the watcher reports it instead of it hanging.
-pub fn cmdline(replica: &str) -> String {
+/// `routes` are the peers' addresses that are not the host's loopback: the
+/// guest's /init routes each (and nothing else) through user-mode
+/// networking's gateway, which connects to it from the VM's host.
+pub fn cmdline(replica: &str, routes: &[IpAddr]) -> String {
+    let routes = if routes.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = routes.iter().map(IpAddr::to_string).collect();
+        format!(" zz.routes={}", list.join(","))
+    };
     format!(
         "console=ttyS0 no_timer_check panic=-1 zz.deployment=/etc/zz/deployment.toml \
-         zz.key=/etc/zz/replica.key zz.replica={replica} zz.host_alias=10.0.2.2 quiet"
+         zz.key=/etc/zz/replica.key zz.replica={replica} zz.host_alias=10.0.2.2{routes} quiet"
     )
+}
+
+/// The distinct IPv4 addresses of the deployment's agreement nodes and
+/// orchestrator that a guest cannot reach as the host alias. IPv6 is left
+/// out: user-mode networking gives the guest none.
+pub fn routes(d: &zz_wire::Deployment) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = d
+        .nodes
+        .iter()
+        .map(|n| n.addr.ip())
+        .chain([d.orchestrator.addr.ip()])
+        .filter(|ip| ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 pub fn xml_escape(s: &str) -> String {
@@ -155,7 +181,7 @@ mod tests {
             accel: Accel::Qemu,
             kernel: Path::new("/img/vmlinuz"),
             initrd: Path::new("/vms/a&b/initrd.img"),
-            cmdline: &cmdline("kv-e0"),
+            cmdline: &cmdline("kv-e0", &[]),
             serial_log: Path::new("/vms/<x>/serial.log"),
         })
         .unwrap();
@@ -172,5 +198,12 @@ mod tests {
     fn leftover_placeholders_are_found() {
         assert_eq!(leftover_placeholder("a @B_C@ d"), Some("@B_C@".into()));
         assert_eq!(leftover_placeholder("me@host @@ @x@"), None);
+    }
+
+    #[test]
+    fn the_guest_routes_only_peers_off_the_hosts_loopback() {
+        let ips: Vec<IpAddr> = vec!["10.213.7.1".parse().unwrap(), "10.213.7.3".parse().unwrap()];
+        assert!(cmdline("kv-e0", &ips).contains(" zz.host_alias=10.0.2.2 zz.routes=10.213.7.1,10.213.7.3 quiet"));
+        assert!(!cmdline("kv-e0", &[]).contains("zz.routes"));
     }
 }

@@ -336,7 +336,9 @@ impl LibvirtBackend {
             let (pool, shared) = inner.shared_image(&conn)?;
             let identity = initrd::identity_archive(&deployment, &key, cert.as_deref())?;
             let initrd = images::replica_initrd(&pool, &images::replica_volume(&domain), &shared, &identity)?;
-            let cmdline = domain::cmdline(&name);
+            let dep = zz_wire::Deployment::load(&cfg.deployment)
+                .map_err(|e| BackendError::Config(format!("{}: {e}", cfg.deployment.display())))?;
+            let cmdline = domain::cmdline(&name, &domain::routes(&dep));
             std::fs::write(dir.join("cmdline"), format!("{cmdline}\n"))?;
             let xml = domain::render(&domain::DomainSpec {
                 name: &domain,
