@@ -72,6 +72,12 @@ pub struct BackendArgs {
     /// (kvm if a probe VM boots with it, else qemu).
     #[arg(long, default_value = "auto")]
     pub accel: String,
+    /// libvirt: a hypervisor host by libvirt URI (`qemu:///system`,
+    /// `qemu+ssh://host2/system`, `qemu+tcp://10.0.0.21/system`); repeat for
+    /// more hosts. Replica i of an app goes to host i mod hosts, or the next
+    /// host that answers. Default: `qemu:///system`.
+    #[arg(long = "libvirt-host", value_name = "URI")]
+    pub libvirt_hosts: Vec<String>,
 }
 
 /// A checked `--backend` choice.
@@ -82,6 +88,7 @@ pub enum Backend {
     Libvirt {
         image_dir: PathBuf,
         accel: zz_orchestrator::backend::libvirt::AccelMode,
+        hosts: Vec<String>,
     },
 }
 
@@ -122,7 +129,16 @@ impl BackendArgs {
                 );
             }
         }
-        Ok(Backend::Libvirt { image_dir, accel })
+        let hosts = if self.libvirt_hosts.is_empty() {
+            vec!["qemu:///system".to_string()]
+        } else {
+            self.libvirt_hosts.clone()
+        };
+        Ok(Backend::Libvirt {
+            image_dir,
+            accel,
+            hosts,
+        })
     }
 }
 
@@ -170,7 +186,11 @@ pub async fn run_orchestrator(
             zz_orchestrator::run_with_backend(cfg, procs, rx, tuning, admin, links, shutdown).await
         }
         #[cfg(feature = "libvirt")]
-        Backend::Libvirt { image_dir, accel } => {
+        Backend::Libvirt {
+            image_dir,
+            accel,
+            hosts,
+        } => {
             use zz_orchestrator::backend::libvirt::{LibvirtBackend, LibvirtConfig};
             // Names this deployment's domains, so two deployments on one
             // host never touch each other's VMs.
@@ -186,6 +206,7 @@ pub async fn run_orchestrator(
                 cfg.data_dir.join("libvirt"),
             );
             lc.accel = accel;
+            lc.hosts = hosts;
             let vms = LibvirtBackend::new(lc, tx).context("starting the libvirt backend")?;
             let vms = Arc::new(vms);
             zz_orchestrator::run_with_backend(cfg, vms, rx, vm_tuning(), admin, links, shutdown).await

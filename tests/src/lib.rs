@@ -3,6 +3,7 @@
 //! harness is dropped, so a failing test leaves nothing running.
 
 pub mod netns;
+pub mod roles;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

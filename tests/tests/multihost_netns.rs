@@ -15,10 +15,10 @@
 
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use zz_tests::netns::{self, Host, Lab};
+use zz_tests::roles::{count, spawn, summary, Api, Roles};
 
 /// Nodes, orchestrator and gateway up, replicas active, first answer.
 const READY: Duration = Duration::from_secs(120);
@@ -28,45 +28,6 @@ const NODE_PORT: u16 = 7100;
 const ORCH_PORT: u16 = 7090;
 const ADMIN_PORT: u16 = 7070;
 const GATEWAY_PORT: u16 = 8080;
-
-/// One role's process, its log, and the host it runs on.
-struct Role {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-/// The roles; dropping it kills them (the lab then kills whatever they
-/// started) and, if the test is failing, prints each role's log tail.
-struct Roles(Vec<Role>);
-
-impl Roles {
-    fn check_alive(&mut self) {
-        for r in &mut self.0 {
-            if let Ok(Some(status)) = r.child.try_wait() {
-                panic!("{} exited with {status}:\n{}", r.name, tail(&r.log, 30));
-            }
-        }
-    }
-}
-
-impl Drop for Roles {
-    fn drop(&mut self) {
-        for r in &mut self.0 {
-            let _ = r.child.kill();
-            let _ = r.child.wait();
-            if std::thread::panicking() {
-                eprintln!("---- {} ({}):\n{}", r.name, r.log.display(), tail(&r.log, 40));
-            }
-        }
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(unreadable: {e})"));
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
 
 /// The `ExecStart=` of a unit keygen wrote, as words (keygen quotes nothing).
 fn exec_start(unit: &Path) -> Vec<String> {
@@ -105,90 +66,6 @@ fn set(words: &mut [String], flag: &str, value: String) {
         .position(|w| w == flag)
         .unwrap_or_else(|| panic!("{flag} not in {words:?}"));
     words[i + 1] = value;
-}
-
-fn spawn(host: &Host, name: &str, words: &[String], logs: &Path) -> Role {
-    let log = logs.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).expect("log file");
-    println!("{name} on {} ({}): {}", host.ns, host.addr, words.join(" "));
-    let child = host
-        .command(&words[0])
-        .args(&words[1..])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("log file"))
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-    Role {
-        name: name.into(),
-        child,
-        log,
-    }
-}
-
-struct Api {
-    http: reqwest::Client,
-    admin: String,
-    gateway: String,
-    token: String,
-}
-
-impl Api {
-    async fn replicas(&self) -> Result<Vec<Value>, String> {
-        let r = self
-            .http
-            .get(format!("{}/v1/replicas", self.admin))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !r.status().is_success() {
-            return Err(format!("GET /v1/replicas: {}", r.status()));
-        }
-        r.json().await.map_err(|e| e.to_string())
-    }
-
-    /// Status and body, or the transport error as text.
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), String> {
-        let r = req.send().await.map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        Ok((status, r.text().await.unwrap_or_default()))
-    }
-
-    async fn expect(&self, req: reqwest::RequestBuilder, what: &str, want: u16) -> String {
-        match self.send(req).await {
-            Ok((s, body)) if s == want => body,
-            Ok((s, body)) => panic!("{what}: expected {want}, got {s} {body:?}"),
-            Err(e) => panic!("{what}: {e}"),
-        }
-    }
-
-    fn gw(&self, path: &str) -> String {
-        format!("{}{path}", self.gateway)
-    }
-}
-
-fn count(replicas: &[Value], app: &str, state: &str) -> usize {
-    replicas
-        .iter()
-        .filter(|r| r["app"] == app && r["state"] == state)
-        .count()
-}
-
-fn summary(replicas: &[Value]) -> String {
-    replicas
-        .iter()
-        .map(|r| {
-            format!(
-                "{}={}/g{}",
-                r["id"].as_str().unwrap_or("?"),
-                r["state"].as_str().unwrap_or("?"),
-                r["generation"]
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,14 @@ pub enum BackendError {
     Config(String),
 }
 
+impl BackendError {
+    /// The hypervisor host could not be reached at all (its daemon or the
+    /// machine is down): nothing was done there, another host may serve.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, BackendError::Hypervisor { op: "connect", .. })
+    }
+}
+
 /// The operations the replica pool needs. Every call is async; blocking
 /// work happens off the runtime.
 pub trait Backend: Send + Sync + 'static {

@@ -147,6 +147,8 @@ impl Controller {
             Ok(h) => {
                 if let Some(r) = self.replicas.get_mut(&id) {
                     r.handle = Some(h);
+                    // Where it landed: not the first choice if that host was down.
+                    r.host = self.backend.host(&spec);
                 }
                 if role == Role::Active {
                     self.set_state(id, ReplicaState::Active, "started", "process started".into());

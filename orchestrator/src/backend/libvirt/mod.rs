@@ -95,6 +95,8 @@ pub(crate) struct Inner {
     /// Per host URI, resolved once for the backend's lifetime.
     accel: Mutex<HashMap<String, Arc<OnceCell<Accel>>>>,
     vms: Mutex<HashMap<String, Tracked>>,
+    /// Domain name -> the host its provision landed on (see `candidates`).
+    placed: Mutex<HashMap<String, String>>,
     seq: AtomicU64,
     events: mpsc::Sender<BackendEvent>,
 }
@@ -190,6 +192,7 @@ impl LibvirtBackend {
             hosts: hv::Hosts::default(),
             accel: Mutex::new(HashMap::new()),
             vms: Mutex::new(HashMap::new()),
+            placed: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             events,
         });
@@ -243,7 +246,15 @@ impl LibvirtBackend {
             let prefix = domain::prefix(&inner.cfg.tag);
             let mut out = Vec::new();
             for uri in &inner.cfg.hosts {
-                let conn = inner.hosts.conn(uri)?;
+                let conn = match inner.hosts.conn(uri) {
+                    Err(e) if e.is_unreachable() => {
+                        // Its domains are lost with it; the certificate path
+                        // replaces them like any silent replica.
+                        tracing::warn!(host = %uri, "host unreachable, its domains not adopted: {e}");
+                        continue;
+                    }
+                    c => c?,
+                };
                 for name in hv::list_prefixed(&conn, &prefix)? {
                     out.push((uri.clone(), name));
                 }
@@ -300,9 +311,54 @@ impl LibvirtBackend {
         }
     }
 
+    /// Anti-affinity: replica `i` of an app prefers host `i mod hosts`, so
+    /// one app's replicas share a host only when there are fewer hosts (or
+    /// some are down); the other hosts follow in order, as fallbacks.
+    fn candidates(&self, spec: &ReplicaSpec) -> Vec<String> {
+        let hosts = &self.inner.cfg.hosts;
+        let i = replica_index(&spec.name).unwrap_or_else(|| spec.name.bytes().map(usize::from).sum::<usize>());
+        (0..hosts.len()).map(|k| hosts[(i + k) % hosts.len()].clone()).collect()
+    }
+
+    fn placed(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.inner.placed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The host a provisioned instance landed on, else its first choice.
+    fn placement(&self, spec: &ReplicaSpec) -> String {
+        let domain = self.domain_name(spec);
+        match self.placed().get(&domain) {
+            Some(uri) => uri.clone(),
+            None => self.candidates(spec).swap_remove(0),
+        }
+    }
+
+    /// Provisions on the first candidate host that answers: a host that
+    /// cannot be reached (its daemon or the machine down) is skipped, so
+    /// the replacement of a replica lost with its host lands on another.
     async fn provision_vm(&self, spec: &ReplicaSpec) -> Result<(), BackendError> {
         self.checked(spec)?;
-        let uri = self.host(spec);
+        let domain = self.domain_name(spec);
+        self.placed().remove(&domain);
+        let mut last = None;
+        for uri in self.candidates(spec) {
+            match self.provision_on(spec, &uri).await {
+                Err(e) if e.is_unreachable() => {
+                    tracing::warn!(%domain, host = %uri, "host unreachable, trying the next: {e}");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    self.placed().insert(domain, uri);
+                    return Ok(());
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| BackendError::Config("no libvirt hosts".into())))
+    }
+
+    async fn provision_on(&self, spec: &ReplicaSpec, uri: &str) -> Result<(), BackendError> {
+        let uri = uri.to_string();
         let accel = self.accel(&uri).await?;
         let domain = self.domain_name(spec);
         self.untrack(&spec.name);
@@ -359,7 +415,7 @@ impl LibvirtBackend {
 
     async fn boot(&self, spec: &ReplicaSpec) -> Result<Handle, BackendError> {
         self.checked(spec)?;
-        let uri = self.host(spec);
+        let uri = self.placement(spec);
         let domain = self.domain_name(spec);
         let xml_path = self.inner.vm_dir(&domain).join("domain.xml");
         let xml = tokio::fs::read_to_string(&xml_path).await.map_err(|e| {
@@ -380,7 +436,7 @@ impl LibvirtBackend {
 
     async fn wake_saved(&self, spec: &ReplicaSpec) -> Result<Handle, BackendError> {
         self.checked(spec)?;
-        let uri = self.host(spec);
+        let uri = self.placement(spec);
         let domain = self.domain_name(spec);
         let (inner, u, d) = (self.inner.clone(), uri.clone(), domain.clone());
         let defined = blocking(move || {
@@ -534,12 +590,9 @@ impl Backend for LibvirtBackend {
         "libvirt"
     }
 
-    /// Anti-affinity: replica `i` of an app goes to host `i mod hosts`, so
-    /// one app's replicas share a host only when there are fewer hosts.
+    /// See `candidates` and `placement`.
     fn host(&self, spec: &ReplicaSpec) -> String {
-        let hosts = &self.inner.cfg.hosts;
-        let i = replica_index(&spec.name).unwrap_or_else(|| spec.name.bytes().map(usize::from).sum::<usize>());
-        hosts[i % hosts.len()].clone()
+        self.placement(spec)
     }
 
     fn provision<'a>(&'a self, spec: &'a ReplicaSpec) -> BoxFuture<'a, Result<(), BackendError>> {
