@@ -586,3 +586,51 @@ async fn storage_pool() {
     assert_eq!(volumes(&pool).len(), 2, "{:?}", volumes(&pool));
     assert!(domains_with(&format!("zz-{tag}-")).is_empty());
 }
+
+/// A host that cannot be reached is passed over: the replica lands on the
+/// next host, and the backend says where it landed.
+#[test]
+fn provisioning_skips_an_unreachable_host() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !libvirt_available() {
+        return;
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(skips_unreachable());
+}
+
+async fn skips_unreachable() {
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    const DOWN: &str = "qemu+tcp://127.0.0.1:1/system";
+    const UP: &str = "qemu:///system";
+    let tag = tag("skip");
+    let mut fx = fixture(&tag, AccelMode::Qemu).await;
+    fx.cfg.hosts = vec![DOWN.into(), UP.into()];
+    let (ev_tx, _events) = mpsc::channel(16);
+    let backend = LibvirtBackend::new(fx.cfg.clone(), ev_tx).unwrap();
+    let e0 = ReplicaSpec {
+        name: "kv-e0".into(),
+        generation: 1,
+        key: None,
+    };
+    assert_eq!(backend.host(&e0), DOWN, "replica 0's first choice is host 0");
+    backend
+        .provision(&e0)
+        .await
+        .expect("provisioning falls over to the host that answers");
+    assert_eq!(backend.host(&e0), UP);
+    let h = backend.start(&e0).await.unwrap();
+    assert!(h.token.ends_with(&format!("@{UP}")), "{}", h.token);
+    assert_eq!(
+        virsh_out(&["domstate", &backend.domain_name(&e0)]).as_deref(),
+        Some("running")
+    );
+    backend.destroy(&h).await.unwrap();
+
+    // With every host down the error says why.
+    fx.cfg.hosts = vec![DOWN.into()];
+    let (ev_tx, _events) = mpsc::channel(16);
+    let backend = LibvirtBackend::new(fx.cfg.clone(), ev_tx).unwrap();
+    let err = backend.provision(&e0).await.unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}

@@ -350,6 +350,22 @@ async fn replicas_on_two_hypervisors_survive_the_loss_of_one() {
         .as_array()
         .is_some_and(|es| es.iter().any(|e| e["replica"] == "kv-e1" && e["kind"] == "fenced"));
     assert!(incident, "kv-e1 was not fenced through the incident path: {events}");
+    let story: Vec<String> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["replica"] == "kv-e1" || e["replica"] == "kv-e2")
+        .filter(|e| e["at_ms"].as_u64().is_some_and(|t| t > 0))
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                e["replica"].as_str().unwrap_or("?"),
+                e["kind"].as_str().unwrap_or("?"),
+                e["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    println!("what happened to kv-e1 and kv-e2:\n  {}", story.join("\n  "));
 
     // Stop: the orchestrator removes its domains on the hosts it reaches.
     let orch = roles

@@ -324,9 +324,12 @@ impl Controller {
         if rec.state != ReplicaState::Faulty {
             self.set_state(id, ReplicaState::Faulty, "faulty", why.to_string());
         }
+        let mut outcome = "destroyed";
         if let Some(h) = &rec.handle {
             if let Err(e) = self.backend.destroy(h).await {
                 self.emit(Some(id), None, "destroy-failed", e.to_string());
+                // Unreachable, maybe with its host: it can no longer vote anyway.
+                outcome = "not destroyed (see destroy-failed); the replacement retires its key";
             }
         }
         if let Some(r) = self.replicas.get_mut(&id) {
@@ -336,7 +339,7 @@ impl Controller {
             Some(id),
             None,
             "fenced",
-            format!("generation {} destroyed", rec.generation),
+            format!("generation {} {outcome}", rec.generation),
         );
         metrics::counter!(m::REPLACEMENTS, "app" => rec.app_name.clone()).increment(1);
         self.forget_faults(Principal::Replica(id));
