@@ -633,4 +633,13 @@ async fn skips_unreachable() {
     let err = backend.provision(&e0).await.unwrap_err();
     assert!(err.is_unreachable(), "{err}");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+
+    // Another machine's guests cannot reach this deployment's loopback
+    // addresses: refused at start, not discovered as silent replicas.
+    fx.cfg.hosts = vec![UP.into(), "qemu+tcp://10.213.0.9/system".into()];
+    let (ev_tx, _events) = mpsc::channel(16);
+    match LibvirtBackend::new(fx.cfg.clone(), ev_tx) {
+        Ok(_) => panic!("a remote host with a loopback deployment was accepted"),
+        Err(e) => assert!(e.to_string().contains("on loopback"), "{e}"),
+    }
 }

@@ -175,6 +175,23 @@ impl LibvirtBackend {
         ] {
             *p = std::path::absolute(&*p)?;
         }
+        if let Some(remote) = cfg.hosts.iter().find(|u| remote_host(u).is_some()) {
+            let dep = zz_wire::Deployment::load(&cfg.deployment)
+                .map_err(|e| BackendError::Config(format!("{}: {e}", cfg.deployment.display())))?;
+            let on_loopback = dep
+                .nodes
+                .iter()
+                .map(|n| n.addr)
+                .chain([dep.orchestrator.addr])
+                .find(|a| a.ip().is_loopback());
+            if let Some(addr) = on_loopback {
+                return Err(BackendError::Config(format!(
+                    "host {remote} is another machine, but the deployment has {addr} on loopback, \
+                     which its guests cannot reach: give the nodes and the orchestrator real \
+                     addresses (zz keygen --nodes ... --orchestrator ...)"
+                )));
+            }
+        }
         for f in ["vmlinuz", "initramfs.cpio.gz"] {
             if !cfg.image_dir.join(f).is_file() {
                 return Err(BackendError::Config(format!(
@@ -580,6 +597,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| BackendError::Io(std::io::Error::other(e.to_string())))?
 }
 
+/// The machine a libvirt URI names, if it is not this one:
+/// `qemu+ssh://root@host2:22/system` -> `host2`; `qemu:///system`, and
+/// a daemon on this machine's loopback, -> `None`.
+fn remote_host(uri: &str) -> Option<&str> {
+    let rest = uri.split_once("://")?.1;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    let local =
+        host.is_empty() || host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!local).then_some(host)
+}
+
 /// The replica index in `kv-e2`, if the name has one.
 fn replica_index(name: &str) -> Option<usize> {
     name.rsplit_once("-e").and_then(|(_, i)| i.parse().ok())
@@ -661,5 +694,21 @@ impl Backend for LibvirtBackend {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         self.shutdown_all().boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_host;
+
+    #[test]
+    fn a_uri_names_another_machine_only_with_a_non_loopback_host() {
+        assert_eq!(remote_host("qemu:///system"), None);
+        assert_eq!(remote_host("qemu+tcp://127.0.0.1:1/system"), None);
+        assert_eq!(remote_host("qemu+ssh://localhost/system"), None);
+        assert_eq!(remote_host("qemu+ssh://root@host2:2222/system"), Some("host2"));
+        assert_eq!(remote_host("qemu+tcp://10.0.0.21/system"), Some("10.0.0.21"));
+        assert_eq!(remote_host("qemu+tcp://[::1]/system"), None);
+        assert_eq!(remote_host("xen+ssh://[fd00::2]:22/system"), Some("fd00::2"));
     }
 }
