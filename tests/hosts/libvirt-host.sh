@@ -134,6 +134,10 @@ cmd_up() {
     mkdir -p "$statedir"/{run,lib,cache,log}
     chmod 0755 "$statedir/run" "$statedir/lib" "$statedir/log"
     chmod 0711 "$statedir/cache"
+    # Installed by the libvirt package on a real host: the qemu driver's log
+    # dir (also where zz puts a remote VM's console, see console_path).
+    mkdir -p "$statedir/log/qemu"
+    chmod 0700 "$statedir/log/qemu"
     # The default pool parent; a dir pool under it must be reachable by qemu.
     mkdir -p "$statedir/lib/images"
     chmod 0711 "$statedir/lib/images"

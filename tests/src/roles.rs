@@ -77,18 +77,23 @@ pub struct Api {
 }
 
 impl Api {
-    pub async fn replicas(&self) -> Result<Vec<Value>, String> {
+    /// `GET <admin><path>` with the token, as JSON.
+    pub async fn get_json(&self, path: &str) -> Result<Value, String> {
         let r = self
             .http
-            .get(format!("{}/v1/replicas", self.admin))
+            .get(format!("{}{path}", self.admin))
             .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|e| e.to_string())?;
         if !r.status().is_success() {
-            return Err(format!("GET /v1/replicas: {}", r.status()));
+            return Err(format!("GET {path}: {}", r.status()));
         }
         r.json().await.map_err(|e| e.to_string())
+    }
+
+    pub async fn replicas(&self) -> Result<Vec<Value>, String> {
+        serde_json::from_value(self.get_json("/v1/replicas").await?).map_err(|e| e.to_string())
     }
 
     /// Status and body, or the transport error as text.

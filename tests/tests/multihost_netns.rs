@@ -303,16 +303,7 @@ async fn roles_on_separate_hosts_serve_kv_and_bank_through_a_replica_fault() {
         (100 - tried..=100 - moved).contains(&alice),
         "alice has {alice}: {moved} transfers of 1 were answered, {tried} sent"
     );
-    let incidents: Value = api
-        .http
-        .get(format!("{}/v1/incidents", api.admin))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .expect("incidents")
-        .json()
-        .await
-        .expect("incidents JSON");
+    let incidents = api.get_json("/v1/incidents").await.expect("incidents");
     assert!(
         incidents.as_array().is_some_and(|a| !a.is_empty()),
         "no incident recorded for the fault: {incidents}"

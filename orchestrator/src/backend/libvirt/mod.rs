@@ -249,9 +249,10 @@ impl LibvirtBackend {
         self.inner.vm_dir(&self.domain_name(spec))
     }
 
-    /// Everything the guest printed on its console (kernel, `/init`, agent).
+    /// Everything the guest printed on its console (kernel, `/init`, agent),
+    /// as a path on the VM's host (see `console_path`).
     pub fn serial_log(&self, spec: &ReplicaSpec) -> PathBuf {
-        self.vm_dir(spec).join("serial.log")
+        console_path(&self.placement(spec), &self.vm_dir(spec), &self.domain_name(spec))
     }
 
     /// Every domain on the configured hosts carrying this deployment's
@@ -421,7 +422,7 @@ impl LibvirtBackend {
                 kernel: Path::new(&shared.kernel),
                 initrd: Path::new(&initrd),
                 cmdline: &cmdline,
-                serial_log: &dir.join("serial.log"),
+                serial_log: &console_path(&uri, &dir, &domain),
             })?;
             std::fs::write(dir.join("domain.xml"), xml)?;
             Ok(())
@@ -595,6 +596,16 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BackendError::Io(std::io::Error::other(e.to_string())))?
+}
+
+/// Where qemu writes a VM's console: in the VM's directory here, or on
+/// another machine in libvirt's own qemu log directory, which exists on
+/// every host running the qemu driver (our paths may not).
+fn console_path(uri: &str, vm_dir: &Path, domain: &str) -> PathBuf {
+    match remote_host(uri) {
+        None => vm_dir.join("serial.log"),
+        Some(_) => PathBuf::from(format!("/var/log/libvirt/qemu/{domain}.serial.log")),
+    }
 }
 
 /// The machine a libvirt URI names, if it is not this one:
