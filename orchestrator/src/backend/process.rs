@@ -156,7 +156,7 @@ impl ProcessBackend {
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| BackendError::Spawn {
-                name: spec.name.clone(),
+                name: format!("{} ({})", spec.name, self.launch.program.display()),
                 source,
             })?;
         let pid = child.id().ok_or_else(|| BackendError::NotRunning(spec.name.clone()))?;

@@ -45,6 +45,10 @@ pub struct Tuning {
     /// audit names it. Turn it on only where the hosts are trusted to be
     /// responsive and no certificate would come (no agreement nodes audit).
     pub silence_fencing: bool,
+    /// A replica whose instance could not be started (the backend refused:
+    /// its host down, its image missing) is started again, as a fresh
+    /// standby, this long after the failure.
+    pub retry_start_ms: u64,
     /// A new standby is paused after this even if it never caught up.
     pub standby_grace_ms: u64,
     /// A woken replica counts as active after this even without a heartbeat.
@@ -96,6 +100,7 @@ impl Default for Tuning {
             startup_grace_ms: 15_000,
             silence_fencing: false,
             standby_grace_ms: 10_000,
+            retry_start_ms: 5_000,
             waking_grace_ms: 3_000,
             settle_ms: 3_000,
             active_replicas: None,

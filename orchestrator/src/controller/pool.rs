@@ -525,6 +525,7 @@ impl Controller {
         let mut silent = Vec::new();
         let mut ready = Vec::new();
         let mut settled = Vec::new();
+        let mut unstarted = Vec::new();
         for r in self.replicas.values() {
             let quiet_since = r.last_heartbeat_ms.unwrap_or(0).max(r.since_ms);
             let limit = if r.last_heartbeat_ms.is_some() {
@@ -542,8 +543,28 @@ impl Controller {
                 (ReplicaState::Waking, _) if now.saturating_sub(r.since_ms) > t.waking_grace_ms => {
                     settled.push(r.id);
                 }
+                // No instance: its start failed (a fenced one's handle goes
+                // only as its replacement is provisioned, in the same step).
+                (ReplicaState::Faulty, _)
+                    if r.handle.is_none() && now.saturating_sub(r.since_ms) > t.retry_start_ms =>
+                {
+                    unstarted.push(r.id);
+                }
                 _ => {}
             }
+        }
+        for id in unstarted {
+            let running = self
+                .replicas
+                .values()
+                .filter(|r| r.id.app == id.app && r.state.is_running())
+                .count();
+            let role = if running < self.active_target() {
+                Role::Active
+            } else {
+                Role::Standby
+            };
+            self.provision(id, role, "retry after a failed start").await;
         }
         let mut refresh = Vec::new();
         if t.refresh_checkpoints.is_some() {

@@ -71,6 +71,19 @@ pub async fn start(dir: &Path, dep: Deployment, ids: Vec<Identity>, marker: u64)
 }
 
 pub async fn start_tuned(dir: &Path, dep: Deployment, ids: Vec<Identity>, marker: u64, tuning: Tuning) -> Orch {
+    start_program(dir, dep, ids, marker, tuning, Path::new("/bin/sleep")).await
+}
+
+/// `start_tuned` with instances started as `<program> <marker>` (a stand-in
+/// for `sleep`, such as a link to it that is not there yet).
+pub async fn start_program(
+    dir: &Path,
+    dep: Deployment,
+    ids: Vec<Identity>,
+    marker: u64,
+    tuning: Tuning,
+    program: &Path,
+) -> Orch {
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", admin.local_addr().unwrap());
     let links = TcpListener::bind(dep.orchestrator.addr).await.unwrap();
@@ -87,7 +100,7 @@ pub async fn start_tuned(dir: &Path, dep: Deployment, ids: Vec<Identity>, marker
         on_apps: None,
     };
     let launch = Launch {
-        program: "/bin/sleep".into(),
+        program: program.to_path_buf(),
         args: vec![marker.to_string()],
     };
     let (stop, stopped) = oneshot::channel::<()>();
