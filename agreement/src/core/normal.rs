@@ -106,7 +106,9 @@ impl Core {
     }
 
     /// PBFT §4.2: the primary assigns the next seqs to batches of queued
-    /// requests, at most `batch_max` client batches (and about
+    /// requests (at once when none is in flight, else when a batch is full,
+    /// the batch timer fires or a commit frees the pipeline), at most
+    /// `batch_max` client batches (and about
     /// `batch_max_ops` requests) per proposal and `pipeline` proposals above
     /// the last committed one, inside the watermarks. A proposal also takes
     /// no further batch past [`PROPOSAL_MAX_BYTES`] of requests, so that its
@@ -137,7 +139,12 @@ impl Core {
                 self.batch_due = false;
                 break;
             }
-            if self.queue.len() < batch_max && self.queued_ops(max_ops) < max_ops && !self.batch_due {
+            // Adaptive batching: with no proposal in flight nothing is gained
+            // by waiting, so a lone request is proposed at once. A batch is
+            // left to fill only behind outstanding proposals, and each commit
+            // calls this again.
+            let in_flight = self.next_seq > self.last_committed + 1;
+            if in_flight && self.queue.len() < batch_max && self.queued_ops(max_ops) < max_ops && !self.batch_due {
                 if !self.batch_armed {
                     self.batch_armed = true;
                     self.out.push(Action::SetTimer(TimerId::Batch, delay_us.div_ceil(1000)));

@@ -170,17 +170,26 @@ fn commit_at(c: &mut Core, seq: Seq, p: Proposal) -> Vec<Action> {
 
 #[test]
 fn primary_cuts_a_full_batch_at_once_and_a_partial_one_on_the_timer() {
-    let mut p = core(0);
+    let mut cfg = config(0);
+    cfg.timing.pipeline = 3;
+    let mut p = Core::new(cfg, node_id(0));
+    p.start(T0);
+    // Nothing in flight: a lone request is proposed at once, no timer.
     let acts = p.step(T0, Input::Request(req(1)));
+    assert_eq!(proposed_batches(&acts), vec![1], "adaptive batching: no wait when idle");
+    assert!(!acts.iter().any(|a| matches!(a, Action::SetTimer(TimerId::Batch, _))));
+    // Behind an outstanding proposal a partial batch waits for the timer...
+    let acts = p.step(T0, Input::Request(req(2)));
     assert!(broadcasts(&acts).is_empty());
     assert!(acts.iter().any(|a| matches!(a, Action::SetTimer(TimerId::Batch, 1))));
-    let acts = p.step(T0, Input::Request(req(2)));
+    // ...and a full one goes at once.
+    let acts = p.step(T0, Input::Request(req(3)));
     assert_eq!(
         proposed_batches(&acts),
         vec![2],
         "batch_max client batches in one proposal"
     );
-    p.step(T0, Input::Request(req(3)));
+    p.step(T0, Input::Request(req(4)));
     let acts = p.step(T0 + 1, Input::Timer(TimerId::Batch));
     assert_eq!(broadcasts(&acts).len(), 1, "the timer cuts the partial batch");
 }
@@ -218,17 +227,25 @@ fn a_proposal_takes_no_further_batch_past_batch_max_ops_requests() {
     let mut cfg = config(0);
     cfg.timing.batch_max = 100;
     cfg.timing.batch_max_ops = 10;
+    cfg.timing.pipeline = 8;
     let mut p = Core::new(cfg, node_id(0));
     p.start(T0);
-    // 6 requests: under the cap, so the batch waits for its timer.
+    // Nothing in flight: the first request is proposed at once, alone.
     let acts = p.step(T0, Input::Request(req_of(1, 6)));
+    assert_eq!(proposed_ops(&acts), vec![6]);
+    // Behind it, 6 requests are under the cap: the batch waits for its timer.
+    let acts = p.step(T0, Input::Request(req_of(7, 6)));
     assert!(broadcasts(&acts).is_empty());
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::SetTimer(TimerId::Batch, _))),
+        "{acts:?}"
+    );
     // 6 + 6 reach the cap: proposed at once, both batches (the second one
     // crosses the cap; a proposal never splits a client batch).
-    let acts = p.step(T0, Input::Request(req_of(7, 6)));
+    let acts = p.step(T0, Input::Request(req_of(13, 6)));
     assert_eq!(proposed_ops(&acts), vec![12]);
     // One batch larger than the cap alone is proposed whole, at once.
-    let acts = p.step(T0, Input::Request(req_of(13, 30)));
+    let acts = p.step(T0, Input::Request(req_of(19, 30)));
     assert_eq!(proposed_ops(&acts), vec![30]);
 }
 
@@ -236,13 +253,18 @@ fn a_proposal_takes_no_further_batch_past_batch_max_ops_requests() {
 fn a_proposal_takes_no_further_batch_past_proposal_max_bytes() {
     let mut cfg = config(0);
     cfg.timing.batch_max = 100;
+    cfg.timing.pipeline = 8;
     let mut p = Core::new(cfg, node_id(0));
     p.start(T0);
     let body = vec![7u8; zz_wire::app::MAX_BODY];
-    for i in 0..6 {
+    let big = |i| {
         let op = AppRequest::new("PUT", "/kv/big", body.clone());
-        let batch = ClientBatch::new(ClientId(7), AppId(0), i, &[op]).expect("pack");
-        assert!(broadcasts(&p.step(T0, Input::Request(client_id().sign(batch)))).is_empty());
+        client_id().sign(ClientBatch::new(ClientId(7), AppId(0), i, &[op]).expect("pack"))
+    };
+    // The first goes at once (nothing in flight); the next six wait behind it.
+    assert_eq!(proposed_batches(&p.step(T0, Input::Request(big(0)))), vec![1]);
+    for i in 1..=6 {
+        assert!(broadcasts(&p.step(T0, Input::Request(big(i)))).is_empty());
     }
     // Six 1 MiB batches: the timer cuts them into proposals of at most
     // PROPOSAL_MAX_BYTES (4 MiB), each still one frame.
@@ -690,8 +712,7 @@ fn mute_node_sends_nothing() {
 fn equivocating_primary_sends_each_backup_another_digest() {
     let mut p = core(0);
     p.step(T0, Input::SetFault(Some(NodeFault::Equivocate)));
-    p.step(T0, Input::Request(req(1)));
-    let acts = p.step(T0, Input::Request(req(2)));
+    let acts = p.step(T0, Input::Request(req(1)));
     let digests: std::collections::BTreeSet<_> = acts
         .iter()
         .filter_map(|a| match a {
