@@ -32,7 +32,8 @@ pub struct Timing {
     /// requests (it always takes one). Smaller proposals keep several in
     /// flight, so ordering, execution and voting of consecutive ones overlap.
     pub batch_max_ops: usize,
-    /// Longest the primary waits to fill a batch, rounded up to whole
+    /// Longest the primary waits to fill a batch behind a proposal in
+    /// flight (with none in flight it proposes at once), rounded up to whole
     /// milliseconds (the protocol's timers tick in ms).
     pub batch_delay_us: u64,
     /// Most proposals in flight above the last committed one.
