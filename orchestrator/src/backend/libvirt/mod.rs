@@ -488,6 +488,7 @@ impl LibvirtBackend {
 
     async fn remove_vm(&self, h: &Handle) -> Result<(), BackendError> {
         let (uri, domain) = self.locate(h)?;
+        self.placed().remove(&domain);
         if self.inner.tracked().get(&h.name).is_some_and(|t| t.handle == *h) {
             self.untrack(&h.name);
         }
