@@ -19,6 +19,16 @@ pub struct Role {
 pub struct Roles(pub Vec<Role>);
 
 impl Roles {
+    /// Waits for `path` to exist (an orchestrator's admin token), failing
+    /// if a role exits first or it does not appear within `limit` of `since`.
+    pub async fn wait_for_file(&mut self, path: &Path, since: std::time::Instant, limit: std::time::Duration) {
+        while !path.exists() {
+            self.check_alive();
+            assert!(since.elapsed() < limit, "no {} within {limit:?}", path.display());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Panics, with the log tail, if a role exited.
     pub fn check_alive(&mut self) {
         for r in &mut self.0 {
@@ -136,4 +146,13 @@ pub fn summary(replicas: &[Value]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `app` is healed after replica `id` (generation `lost`) was lost: `id`
+/// runs a newer generation and the app is back to 2 active + 1 paused (f=1).
+pub fn healed(replicas: &[Value], app: &str, id: &str, lost: u64) -> bool {
+    let replaced = replicas
+        .iter()
+        .any(|r| r["id"] == id && r["generation"].as_u64().is_some_and(|g| g > lost));
+    replaced && count(replicas, app, "active") == 2 && count(replicas, app, "paused") == 1
 }

@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use zz_tests::netns::{self, Host, Lab};
-use zz_tests::roles::{count, spawn, summary, Api, Roles};
+use zz_tests::roles::{count, healed, spawn, summary, Api, Roles};
 
 /// Nodes, orchestrator and gateway up, replicas active, first answer.
 const READY: Duration = Duration::from_secs(120);
@@ -140,15 +140,7 @@ async fn roles_on_separate_hosts_serve_kv_and_bank_through_a_replica_fault() {
 
     let token_file = orch_data.join("orchestrator/admin.token");
     let started = Instant::now();
-    while !token_file.exists() {
-        roles.check_alive();
-        assert!(
-            started.elapsed() < READY,
-            "no admin token at {} within {READY:?}",
-            token_file.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    roles.wait_for_file(&token_file, started, READY).await;
     // The gateway reads the orchestrator host's tree and token (copied to
     // its host, in a real deployment) and the admin API across the bridge.
     let mut words = localize(
@@ -240,7 +232,7 @@ async fn roles_on_separate_hosts_serve_kv_and_bank_through_a_replica_fault() {
     const MAX_TRANSFERS: u64 = 60;
     let (mut moved, mut tried) = (0u64, 0u64);
     let mut i = 0u64;
-    let healed = loop {
+    let back = loop {
         roles.check_alive();
         i += 1;
         let url = api.gw(&format!("/kv/after{i}"));
@@ -263,10 +255,7 @@ async fn roles_on_separate_hosts_serve_kv_and_bank_through_a_replica_fault() {
             }
         }
         let rs = api.replicas().await.unwrap_or_default();
-        let replaced = rs
-            .iter()
-            .any(|r| r["id"] == victim_id.as_str() && r["generation"].as_u64().is_some_and(|g| g > victim_gen));
-        if replaced && count(&rs, "kv", "active") == 2 && count(&rs, "kv", "paused") == 1 {
+        if healed(&rs, "kv", &victim_id, victim_gen) {
             break rs;
         }
         assert!(
@@ -279,7 +268,7 @@ async fn roles_on_separate_hosts_serve_kv_and_bank_through_a_replica_fault() {
     println!(
         "healed {:.1} s after the fault: {}",
         fault_at.elapsed().as_secs_f64(),
-        summary(&healed)
+        summary(&back)
     );
 
     // What was written before the fault is intact; the bank conserved money.

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use zz_tests::netns::{self, Host, Lab};
-use zz_tests::roles::{count, spawn, summary, Api, Roles};
+use zz_tests::roles::{count, healed, spawn, summary, Api, Roles};
 
 const LOCAL: &str = "qemu:///system";
 /// Three first boots under emulation, on two hosts (below nextest's
@@ -226,11 +226,7 @@ async fn replicas_on_two_hypervisors_survive_the_loss_of_one() {
 
     let token_file = orch_data.join("admin.token");
     let started = Instant::now();
-    while !token_file.exists() {
-        roles.check_alive();
-        assert!(started.elapsed() < READY, "no admin token within {READY:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    roles.wait_for_file(&token_file, started, READY).await;
     let api = Api {
         http: reqwest::Client::builder()
             .no_proxy()
@@ -302,7 +298,7 @@ async fn replicas_on_two_hypervisors_survive_the_loss_of_one() {
     println!("host 2 killed");
 
     let mut i = 0u64;
-    let healed = loop {
+    let back = loop {
         roles.check_alive();
         i += 1;
         let url = api.gw(&format!("/kv/after{i}"));
@@ -314,10 +310,7 @@ async fn replicas_on_two_hypervisors_survive_the_loss_of_one() {
             }
         }
         let rs = api.replicas().await.unwrap_or_default();
-        let replaced = rs
-            .iter()
-            .any(|r| r["id"] == "kv-e1" && r["generation"].as_u64().is_some_and(|g| g > lost_gen));
-        if replaced && count(&rs, "kv", "active") == 2 && count(&rs, "kv", "paused") == 1 {
+        if healed(&rs, "kv", "kv-e1", lost_gen) {
             break rs;
         }
         assert!(
@@ -330,9 +323,9 @@ async fn replicas_on_two_hypervisors_survive_the_loss_of_one() {
     println!(
         "healed {:.1} s after host 2 died: {}",
         killed.elapsed().as_secs_f64(),
-        summary(&healed)
+        summary(&back)
     );
-    for r in &healed {
+    for r in &back {
         assert_eq!(r["host"], LOCAL, "after host 2's loss every replica is on host 1: {r}");
     }
     for i in 0..5 {
