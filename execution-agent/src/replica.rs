@@ -238,6 +238,21 @@ impl Replica {
         self.stable.as_ref().map_or(0, |c| c.seq)
     }
 
+    /// The newest stable checkpoint this replica has reached: the certified
+    /// one once it executed that far, else the last checkpoint boundary it
+    /// executed past. A certificate it has only heard of (a catch-up still
+    /// failing) does not count: the orchestrator pauses a standby as ready,
+    /// possibly the only copy after the next fencing, on this figure.
+    pub fn held_checkpoint(&self) -> Seq {
+        let stable = self.stable_seq();
+        if stable <= self.last_executed {
+            stable
+        } else {
+            let k = self.cfg.checkpoint_interval.max(1);
+            self.last_executed / k * k
+        }
+    }
+
     /// On start or resume: ask for the orders (and the stable checkpoint) we miss.
     pub fn start(&mut self, now_ms: u64) -> Vec<Out> {
         self.now_ms = now_ms;
@@ -647,7 +662,7 @@ impl Replica {
             app: self.app_id(),
             view: 0,
             last_executed: self.last_executed,
-            last_checkpoint: self.stable_seq(),
+            last_checkpoint: self.held_checkpoint(),
             fetched_objects: self.stats.fetched_objects,
             stale_objects: self.state.stale_count() as u64,
             time_ms: now_ms,
