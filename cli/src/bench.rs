@@ -61,6 +61,9 @@ const WASM_KV: &[u8] = include_bytes!("../../examples/kv/kv.wasm");
 pub enum BenchCmd {
     /// Repeated incidents: fault → first certified correct answer.
     Recovery(crate::recovery::RecoveryArgs),
+    /// What a standby of a tier costs its host: memory, idle CPU, time to
+    /// be ready again, and one app's memory against 2f+1 active replicas.
+    StandbyCost(crate::standby_cost::StandbyCostArgs),
     /// Plots (PNG) and markdown tables from a directory of result JSON.
     Report(crate::report::ReportArgs),
     /// Primary crash → first commit in the new view, over repeated rounds.

@@ -78,6 +78,11 @@ pub struct BackendArgs {
     /// host that answers. Default: `qemu:///system`.
     #[arg(long = "libvirt-host", value_name = "URI")]
     pub libvirt_hosts: Vec<String>,
+    /// libvirt: memory of each replica VM, in MiB. A replica holds its app's
+    /// whole state in memory: give it room (1 GB of kv state needs about
+    /// 2048).
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub vm_memory_mib: u32,
 }
 
 /// A checked `--backend` choice.
@@ -89,6 +94,7 @@ pub enum Backend {
         image_dir: PathBuf,
         accel: zz_orchestrator::backend::libvirt::AccelMode,
         hosts: Vec<String>,
+        memory_mib: u32,
     },
 }
 
@@ -138,6 +144,7 @@ impl BackendArgs {
             image_dir,
             accel,
             hosts,
+            memory_mib: self.vm_memory_mib,
         })
     }
 }
@@ -190,6 +197,7 @@ pub async fn run_orchestrator(
             image_dir,
             accel,
             hosts,
+            memory_mib,
         } => {
             use zz_orchestrator::backend::libvirt::{LibvirtBackend, LibvirtConfig};
             // Names this deployment's domains, so two deployments on one
@@ -207,6 +215,7 @@ pub async fn run_orchestrator(
             );
             lc.accel = accel;
             lc.hosts = hosts;
+            lc.memory_mib = memory_mib;
             let vms = LibvirtBackend::new(lc, tx).context("starting the libvirt backend")?;
             let vms = Arc::new(vms);
             zz_orchestrator::run_with_backend(cfg, vms, rx, vm_tuning(), admin, links, shutdown).await

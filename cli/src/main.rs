@@ -17,6 +17,7 @@ mod plot;
 mod procstat;
 mod recovery;
 mod report;
+mod standby_cost;
 mod units;
 mod unreplicated;
 mod up;
@@ -181,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo(a) => demo::demo(a).await,
         Cmd::Bench(a) => match a.cmd.clone() {
             Some(bench::BenchCmd::Recovery(r)) => recovery::recovery(r).await.map(|_| ()),
+            Some(bench::BenchCmd::StandbyCost(c)) => standby_cost::standby_cost(c).await.map(|_| ()),
             Some(bench::BenchCmd::ViewChange(v)) => viewchange::view_change(v).await.map(|_| ()),
             Some(bench::BenchCmd::Report(r)) => report::report(&r),
             None if a.attack.is_some() => attack::bench_attack(a).await.map(|_| ()),

@@ -26,14 +26,16 @@ fn ppid(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
-fn cpu_secs(pid: u32) -> f64 {
+/// CPU seconds `pid` used so far, all threads (0 if it is gone).
+pub fn cpu_secs(pid: u32) -> f64 {
     let Some(f) = stat_fields(pid) else { return 0.0 };
     let utime: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0);
     let stime: f64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
     (utime + stime) / ticks_per_sec()
 }
 
-fn rss_mib(pid: u32) -> f64 {
+/// Resident memory of `pid` in MiB (0 if it is gone).
+pub fn rss_mib(pid: u32) -> f64 {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return 0.0;
     };

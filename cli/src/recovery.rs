@@ -17,8 +17,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use zz_agreement::client::Client;
 use zz_wire::config::{generate, GenerateOptions};
-use zz_wire::AppRequest;
+use zz_wire::{AppId, AppRequest};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -35,7 +36,7 @@ pub enum Standby {
 
 impl Standby {
     /// A standby that wakes without any state of its own.
-    fn starts_empty(self) -> bool {
+    pub(crate) fn starts_empty(self) -> bool {
         matches!(self, Standby::Hibernated | Standby::Cold)
     }
 }
@@ -102,7 +103,7 @@ pub struct RecoveryResult {
     pub machine: String,
 }
 
-fn states(v: &Value, state: &str) -> Vec<String> {
+pub(crate) fn states(v: &Value, state: &str) -> Vec<String> {
     v.as_array()
         .into_iter()
         .flatten()
@@ -185,7 +186,7 @@ fn catchup(baseline: bool) -> &'static str {
 }
 
 /// The domain type of the replica VMs (from their domain XML), if any ran.
-fn vm_accel(info: &Info) -> Option<String> {
+pub(crate) fn vm_accel(info: &Info) -> Option<String> {
     let vms = std::fs::read_dir(info.data_dir.join("libvirt").join("vms")).ok()?;
     vms.flatten().find_map(|d| {
         let xml = std::fs::read_to_string(d.path().join("domain.xml")).ok()?;
@@ -241,7 +242,12 @@ fn standby_current(v: &Value, lag: u64, interval: u64) -> bool {
 /// one), or none with `current`: before the first round, so that it does
 /// not measure a standby that slept through the whole state load (which
 /// can fit in fewer seqs than two checkpoints).
-async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby, current: bool) -> anyhow::Result<Value> {
+pub(crate) async fn wait_steady(
+    admin: &AdminClient,
+    info: &Info,
+    standby: Standby,
+    current: bool,
+) -> anyhow::Result<Value> {
     let lag = if current { 0 } else { 2 * info.dep.checkpoint_interval };
     if current {
         // Heartbeats (every 200 ms) must report what the load just did.
@@ -281,15 +287,12 @@ async fn wait_steady(admin: &AdminClient, info: &Info, standby: Standby, current
     }
 }
 
-async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Result<RecoveryResult> {
-    let admin = info.admin()?;
-    let client = info.bench_client(Duration::from_secs(30))?;
-    let app = info.dep.app_by_name("kv").context("kv app")?;
-    wait_steady(&admin, info, standby, false).await?;
-    let accel = vm_accel(info);
-
-    // Load the state: 1 KiB values, many concurrent PUTs.
-    let objects = a.state_mb * 1024;
+/// Loads `state_mb` MB of kv state (1 KiB values, 512 PUTs at a time), then
+/// runs one request per seq past a checkpoint interval: the loaded state
+/// then lies below a stable checkpoint, as in a long-running system, and a
+/// woken replica fetches state instead of replaying the loading log.
+pub(crate) async fn load_state(client: &Client, app: AppId, state_mb: usize, interval: u64) -> anyhow::Result<()> {
+    let objects = state_mb * 1024;
     let value = vec![b's'; 1024];
     let started = Instant::now();
     let mut next = 0usize;
@@ -308,20 +311,29 @@ async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Resu
         }
     }
     eprintln!(
-        "loaded {} MB ({objects} objects) in {:.1} s",
-        a.state_mb,
+        "loaded {state_mb} MB ({objects} objects) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    // One request per seq past a checkpoint interval: the loaded state then
-    // lies below a stable checkpoint, as in a long-running system, and a
-    // woken replica fetches state instead of replaying the loading log.
-    for i in 0..=info.dep.checkpoint_interval {
+    for i in 0..=interval {
         let r = client
             .call(app, AppRequest::new("GET", &format!("/kv/s{i}"), Vec::new()))
             .await
             .map_err(|e| anyhow::anyhow!("settling past a checkpoint: {e}"))?;
         anyhow::ensure!(r.status == 200 || r.status == 404, "settling: status {}", r.status);
     }
+    Ok(())
+}
+
+async fn rounds(a: &RecoveryArgs, standby: Standby, info: &Info) -> anyhow::Result<RecoveryResult> {
+    let admin = info.admin()?;
+    let client = info.bench_client(Duration::from_secs(30))?;
+    let app = info.dep.app_by_name("kv").context("kv app")?;
+    wait_steady(&admin, info, standby, false).await?;
+    let accel = vm_accel(info);
+
+    load_state(&client, app, a.state_mb, info.dep.checkpoint_interval).await?;
+    let objects = a.state_mb * 1024;
+    let value = vec![b's'; 1024];
 
     let mut to_answer = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut to_read_back = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;

@@ -166,7 +166,12 @@ fn a_heartbeat_reports_the_checkpoint_held_not_one_only_heard_of() {
         other => panic!("no heartbeat: {other:?}"),
     };
     let mut c = replica(2, &Opts::default());
-    c.on_msg(0, from_node(), Msg::CheckpointCert(newest.clone()), &mut zz_agent::source::NoPeers);
+    c.on_msg(
+        0,
+        from_node(),
+        Msg::CheckpointCert(newest.clone()),
+        &mut zz_agent::source::NoPeers,
+    );
     assert_eq!(c.last_executed(), 0, "no peer answered: nothing caught up");
     assert_eq!(
         last_checkpoint(&mut c),
