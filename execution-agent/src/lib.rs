@@ -10,6 +10,10 @@
 //! - `faults`: the fault modes the orchestrator can switch on;
 //! - `net`, `cli`: the TCP driver and the command line of `zz-agent`;
 //! - `unreplicated`: `zz-agent serve`, one app alone, the benchmark ceiling.
+//!
+//! A replica executes only what f+1 agreement nodes ordered and accepts
+//! fetched state only when it matches a certified checkpoint's Merkle
+//! root; it decides nothing about its own life (the orchestrator does).
 
 pub mod app;
 pub mod catchup;

@@ -2,6 +2,10 @@
 //! which are active or paused), wakes standbys on f+1 WAKEs, fences and
 //! replaces faulty replicas on f+1 FAULTs, and reports it all through a
 //! REST admin API.
+//!
+//! It acts on certificates of f+1 agreement nodes, never on one node's or
+//! one replica's word, and it is not on the request path: it orders
+//! nothing and executes nothing.
 
 pub mod api;
 pub mod backend;

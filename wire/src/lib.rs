@@ -1,5 +1,9 @@
 //! Shared language of zz: identities, signed protocol messages, framing,
 //! the link handshake and the deployment description.
+//!
+//! It holds types and their checks (signatures, frame bounds, config
+//! validation) and no protocol logic: what a role does with a message
+//! belongs to that role's crate.
 
 pub mod app;
 pub mod config;

@@ -1,6 +1,9 @@
-//! Where replicas run. The pool drives a backend through this trait; the
-//! embedded `process` backend runs each replica as a child process, a
-//! libvirt backend will implement the same operations on VMs.
+//! Where replicas run. The pool drives a backend through this trait: the
+//! embedded `process` backend runs each replica as a child process, the
+//! `libvirt` backend (feature `libvirt`) as a VM on one or more hypervisor
+//! hosts. A backend carries out lifecycle operations and reports instances
+//! that stopped; it decides nothing (which replica wakes, which is fenced
+//! is the pool's and the certificates' business).
 
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
