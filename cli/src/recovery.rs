@@ -36,7 +36,7 @@ pub enum Standby {
 
 impl Standby {
     /// A standby that wakes without any state of its own.
-    pub(crate) fn starts_empty(self) -> bool {
+    fn starts_empty(self) -> bool {
         matches!(self, Standby::Hibernated | Standby::Cold)
     }
 }
