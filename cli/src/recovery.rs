@@ -10,7 +10,7 @@
 //! process, so the baseline runs on the process backend only.
 
 use crate::admin::AdminClient;
-use crate::launch::{BackendArgs, Info, LaunchOptions, Running};
+use crate::launch::{Backend, BackendArgs, Info, LaunchOptions, Running};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
@@ -136,26 +136,11 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
     );
     // Set either way, so an inherited value cannot mislabel the run.
     std::env::set_var(zz_agent::catchup::CATCHUP_ENV, catchup(a.baseline));
-    let dir = tempfile::Builder::new().prefix("zz-recovery-").tempdir()?;
-    let opts = GenerateOptions::local(1, &["kv"])?;
-    let (dep, ids) = generate(&opts)?;
-    let mut running = Running::start(LaunchOptions {
-        // Rounds wait for a current standby: refresh it whatever else runs.
-        refresh_when_busy: true,
-        ..LaunchOptions::local(dir.path(), dep, &ids, backend)?
+    let args = &a;
+    let result = with_kv_deployment("zz-recovery-", backend, a.keep, |info| async move {
+        rounds(args, standby, &info).await
     })
     .await?;
-    let info = running.info.clone();
-    let result = tokio::select! {
-        r = rounds(&a, standby, &info) => r,
-        e = running.failed() => Err(e),
-        e = crate::bench::interrupted() => Err(e),
-    };
-    running.stop().await;
-    if a.keep {
-        eprintln!("data kept in {}", dir.keep().display());
-    }
-    let result = result?;
     println!("| backend | standby | catch-up | state | incidents | fault → answer p50 | p99 | recovery_ms p50 | p99 |");
     println!("|---|---|---|---|---|---|---|---|---|");
     println!(
@@ -175,6 +160,40 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<RecoveryResult> {
         std::fs::write(p, serde_json::to_vec_pretty(&result)?).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(result)
+}
+
+/// Starts a one-app (kv) deployment for a bench in a temp dir, runs `body`
+/// on it until it ends, the deployment fails or the user interrupts, then
+/// stops it, keeping the data dir with `keep`.
+pub(crate) async fn with_kv_deployment<T, F, Fut>(
+    prefix: &str,
+    backend: Backend,
+    keep: bool,
+    body: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(Info) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let opts = GenerateOptions::local(1, &["kv"])?;
+    let (dep, ids) = generate(&opts)?;
+    let mut running = Running::start(LaunchOptions {
+        // Benches wait for a current standby: refresh it whatever else runs.
+        refresh_when_busy: true,
+        ..LaunchOptions::local(dir.path(), dep, &ids, backend)?
+    })
+    .await?;
+    let result = tokio::select! {
+        r = body(running.info.clone()) => r,
+        e = running.failed() => Err(e),
+        e = crate::bench::interrupted() => Err(e),
+    };
+    running.stop().await;
+    if keep {
+        eprintln!("data kept in {}", dir.keep().display());
+    }
+    result
 }
 
 fn catchup(baseline: bool) -> &'static str {

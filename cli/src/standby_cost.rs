@@ -7,16 +7,15 @@
 //! hibernated one's save. From those, the memory one app takes with f+1
 //! active and f standby replicas against 2f+1 active ones.
 
-use crate::launch::{BackendArgs, Info, LaunchOptions, Running};
+use crate::launch::{BackendArgs, Info};
 use crate::procstat;
-use crate::recovery::{load_state, states, vm_accel, wait_steady, Standby};
+use crate::recovery::{load_state, states, vm_accel, wait_steady, with_kv_deployment, Standby};
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use zz_wire::config::{generate, GenerateOptions};
 use zz_wire::AppRequest;
 
 #[derive(Args, Debug, Clone)]
@@ -76,25 +75,11 @@ pub async fn standby_cost(a: StandbyCostArgs) -> anyhow::Result<StandbyCostResul
     anyhow::ensure!(a.idle_secs >= 1, "--idle-secs must be at least 1");
     let backend = a.backend.resolve()?;
     std::env::set_var(zz_agent::catchup::CATCHUP_ENV, "on-demand");
-    let dir = tempfile::Builder::new().prefix("zz-standby-cost-").tempdir()?;
-    let opts = GenerateOptions::local(1, &["kv"])?;
-    let (dep, ids) = generate(&opts)?;
-    let mut running = Running::start(LaunchOptions {
-        refresh_when_busy: true,
-        ..LaunchOptions::local(dir.path(), dep, &ids, backend)?
+    let args = &a;
+    let r = with_kv_deployment("zz-standby-cost-", backend, a.keep, |info| async move {
+        measure(args, &info).await
     })
     .await?;
-    let info = running.info.clone();
-    let result = tokio::select! {
-        r = measure(&a, &info) => r,
-        e = running.failed() => Err(e),
-        e = crate::bench::interrupted() => Err(e),
-    };
-    running.stop().await;
-    if a.keep {
-        eprintln!("data kept in {}", dir.keep().display());
-    }
-    let r = result?;
     println!("| backend | standby | state | active RSS | active idle CPU | standby RSS | standby idle CPU | standby disk | ready again ({}) | app f+1+f / 2f+1 |", r.ready_again);
     println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
