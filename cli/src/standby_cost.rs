@@ -113,15 +113,14 @@ async fn measure(a: &StandbyCostArgs, info: &Info) -> anyhow::Result<StandbyCost
     wait_steady(&admin, info, Standby::Paused, false).await?;
     load_state(&client, app, a.state_mb, interval).await?;
     let mut ready_again_ms = Vec::new();
+    let r = wait_steady(&admin, info, Standby::Paused, true).await?;
     if a.standby == Standby::Paused {
-        wait_steady(&admin, info, Standby::Paused, true).await?;
         for round in 0..a.refreshes {
             ready_again_ms.push(time_refresh(&admin, info, &client, app, round).await?);
         }
     } else {
         // Saves a standby that has just caught up, as a refresh of this
         // tier would (restore, catch up, save): timed once.
-        let r = wait_steady(&admin, info, Standby::Paused, true).await?;
         let paused = states(&r, "paused");
         let id = paused.first().context("a paused standby")?;
         let t0 = Instant::now();
@@ -184,7 +183,8 @@ async fn measure(a: &StandbyCostArgs, info: &Info) -> anyhow::Result<StandbyCost
             Standby::Cold => "drop a caught-up standby",
         },
         ready_again_ms,
-        app_rss_mib_zz: (f + 1.0) * active_rss + f * standby_rss,
+        // standby_rss is already the sum over the f standbys.
+        app_rss_mib_zz: (f + 1.0) * active_rss + standby_rss,
         app_rss_mib_all_active: (2.0 * f + 1.0) * active_rss,
         machine: crate::bench::machine(),
     })
