@@ -7,15 +7,20 @@
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use zz_agent::{FetchError, Replica, StateSource};
 use zz_wire::{Msg, Principal, ReplicaId, Seq, StateGive, StateWant};
 
 /// The agent's tick and heartbeat periods.
 pub const TICK_MS: u64 = 50;
 pub const HEARTBEAT_MS: u64 = 200;
-/// What a fetch from a peer that does not answer costs (the agent's first timeout).
-const FETCH_TIMEOUT_MS: u64 = 250;
+/// The agent's state-request timeouts (`execution-agent/src/net.rs`): a
+/// peer never heard from gets one short try, one that has answered before
+/// two tries, and a background sync request one longer try. An answer
+/// slower than its try (a busy peer, a long path) counts as a timeout.
+const UNKNOWN_PEER_TIMEOUT_MS: u64 = 150;
+const FETCH_TIMEOUTS_MS: [u64; 2] = [250, 1_500];
+const BACKGROUND_FETCH_TIMEOUT_MS: u64 = 1_000;
 /// Messages a paused instance's sockets hold until it resumes.
 const PAUSED_BACKLOG: usize = 4096;
 
@@ -51,6 +56,11 @@ pub struct ReplicaHost {
     pub faulty: bool,
     pub lying: bool,
     pub last_heartbeat: u64,
+    /// The heartbeat last made, which the agent sends again every
+    /// heartbeat period while a blocking fetch holds its replica thread.
+    pub heartbeat: Option<Msg>,
+    /// Peers that have answered this instance's state requests.
+    pub heard_from: BTreeSet<ReplicaId>,
     pub tick_queued: bool,
 }
 
@@ -69,6 +79,8 @@ impl ReplicaHost {
             faulty: false,
             lying: false,
             last_heartbeat: 0,
+            heartbeat: None,
+            heard_from: BTreeSet::new(),
             tick_queued: false,
         }
     }
@@ -91,6 +103,8 @@ impl ReplicaHost {
     pub fn stop(&mut self) {
         self.run = Run::Gone;
         self.replica = None;
+        self.heartbeat = None;
+        self.heard_from.clear();
         self.queue.clear();
         self.epoch += 1;
         self.scheduled = false;
@@ -106,6 +120,9 @@ pub struct SimSource<'a> {
     pub min_delay_ms: u64,
     pub max_delay_ms: u64,
     pub cost: u64,
+    pub heard_from: &'a mut BTreeSet<ReplicaId>,
+    /// A background sync's request (one longer try).
+    pub background: bool,
 }
 
 impl SimSource<'_> {
@@ -117,23 +134,36 @@ impl SimSource<'_> {
 
 impl StateSource for SimSource<'_> {
     fn fetch(&mut self, peer: ReplicaId, checkpoint: Seq, want: StateWant) -> Result<StateGive, FetchError> {
-        let at = self.now + self.cost;
-        let answer = self
-            .peers
-            .get(&peer)
-            .filter(|h| h.run == Run::Running)
-            .and_then(|h| Some((h.busy_until, h.replica.as_ref()?.serve(checkpoint, &want)?)));
-        match answer {
-            Some((busy_until, give)) => {
-                // To a node, relayed to the peer, and the same way back.
-                let trip = self.hop() + self.hop() + self.hop() + self.hop();
-                self.cost += trip + busy_until.saturating_sub(at);
-                Ok(give)
+        let tries: &[u64] = if !self.heard_from.contains(&peer) {
+            &[UNKNOWN_PEER_TIMEOUT_MS]
+        } else if self.background {
+            &[BACKGROUND_FETCH_TIMEOUT_MS]
+        } else {
+            &FETCH_TIMEOUTS_MS
+        };
+        for &timeout in tries {
+            let at = self.now + self.cost;
+            let answer = self
+                .peers
+                .get(&peer)
+                .filter(|h| h.run == Run::Running)
+                .and_then(|h| Some((h.busy_until, h.replica.as_ref()?.serve(checkpoint, &want)?)));
+            let Some((busy_until, give)) = answer else {
+                self.cost += timeout;
+                continue;
+            };
+            // To a node, relayed to the peer, and the same way back; the
+            // peer answers once its replica thread is free.
+            let trip = self.hop() + self.hop() + self.hop() + self.hop();
+            let wait = trip + busy_until.saturating_sub(at);
+            // A late answer still tells the agent the peer is there.
+            self.heard_from.insert(peer);
+            if wait <= timeout {
+                self.cost += wait;
+                return Ok(give);
             }
-            None => {
-                self.cost += FETCH_TIMEOUT_MS;
-                Err(FetchError::Timeout(peer))
-            }
+            self.cost += timeout;
         }
+        Err(FetchError::Timeout(peer))
     }
 }

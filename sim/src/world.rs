@@ -1,6 +1,7 @@
 //! The simulated world: one event queue in virtual time over every node,
 //! replica, the orchestrator and the clients, and the network between them.
 
+use crate::backend::Op;
 use crate::clients::Client;
 use crate::oracle::{Kind, Record};
 use crate::orch::OrchHost;
@@ -444,7 +445,12 @@ impl World {
     /// Carries out what the controller decided: backend calls, then the
     /// messages it queued on its links.
     pub(crate) fn after_orch(&mut self) {
-        for op in self.orch.backend.take_ops() {
+        let ops = self.orch.backend.take_ops();
+        // A pause may be a standby declared ready: its event says which.
+        if ops.iter().any(|o| matches!(o, Op::Pause(_))) {
+            self.check_standbys_ready();
+        }
+        for op in ops {
             self.backend_op(op);
         }
         for (link, peer, msg) in self.orch.outgoing() {
@@ -460,8 +466,7 @@ impl World {
         }
         if self.cfg.trace {
             for e in self.orch.new_events(self.now) {
-                let who = e.replica.clone().or(e.app.clone()).unwrap_or_default();
-                self.log(|| format!("orchestrator event {} {who}: {}", e.kind, e.detail));
+                self.log_event(&e);
             }
         }
     }
@@ -550,8 +555,8 @@ pub(crate) fn describe(m: &Msg) -> String {
             "heartbeat executed {} checkpoint {} stale {}",
             h.body.last_executed, h.body.last_checkpoint, h.body.stale_objects
         ),
-        Msg::ViewChange(v) => format!("view-change to v{}", v.body.new_view),
-        Msg::NewView(v) => format!("new-view v{}", v.body.view),
+        Msg::ViewChange(v) => format!("view-change app{} to v{}", v.body.app.0, v.body.new_view),
+        Msg::NewView(v) => format!("new-view app{} v{}", v.body.app.0, v.body.view),
         other => other.kind().to_string(),
     }
 }

@@ -228,6 +228,11 @@ const JOIN_SILENCE_GRACE_MS: u64 = 2_000;
 /// Capacity of the command channel.
 pub const COMMAND_QUEUE: usize = 1024;
 
+/// The detail of the `paused` event for a new standby whose heartbeat said
+/// it holds the stable checkpoint whole (one paused when its grace ran out
+/// says so instead). The whole-system simulator checks that it does.
+pub const STANDBY_READY: &str = "standby ready";
+
 #[derive(Default)]
 struct NodeStatus {
     apps: BTreeMap<AppId, NodeAppStatus>,

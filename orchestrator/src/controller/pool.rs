@@ -2,7 +2,7 @@
 //! failure detectors (backend exits, heartbeat silence). Only a backend
 //! exit or an f+1 FAULT certificate fences by default; silence suspects.
 
-use super::{CommandError, Controller, ReplicaAction};
+use super::{CommandError, Controller, ReplicaAction, STANDBY_READY};
 use crate::backend::{BackendEvent, BackendState, Handle, ReplicaSpec};
 use crate::metrics as m;
 use crate::model::{ReplicaRecord, ReplicaState, ReplicaView, Role};
@@ -482,8 +482,10 @@ impl Controller {
                 // The grace counts from its last progress: a large
                 // checkpoint takes a while to copy, a stuck sync does not.
                 let caught_up = hb.last_checkpoint >= stable && hb.stale_objects == 0;
-                if caught_up || idle > grace {
-                    self.standby_ready(id, "standby ready").await;
+                if caught_up {
+                    self.standby_ready(id, STANDBY_READY).await;
+                } else if idle > grace {
+                    self.standby_ready(id, "standby grace elapsed").await;
                 }
             }
             _ => {}

@@ -4,6 +4,8 @@
 
 use super::{World, ANSWER_GRACE_MS, EPOCH_MS};
 use crate::oracle;
+use zz_orchestrator::controller::STANDBY_READY;
+use zz_orchestrator::model::Event;
 use zz_wire::{AppId, Digest, Seq};
 
 impl World {
@@ -26,6 +28,47 @@ impl World {
             }
             Some(_) => {}
         }
+    }
+
+    /// The controller's new events, each logged when tracing, and for every
+    /// standby it paused as ready: a correct one holds what its heartbeat
+    /// claimed (executed through the checkpoint, no object left to fetch).
+    /// After the next fencing it may be the only copy of the state.
+    pub(crate) fn check_standbys_ready(&mut self) {
+        let events = self.orch.new_events(self.now);
+        for e in &events {
+            self.log_event(e);
+        }
+        let views = self.orch.replicas(self.now);
+        for e in events
+            .iter()
+            .filter(|e| e.kind == "paused" && e.detail == STANDBY_READY)
+        {
+            let Some(name) = &e.replica else { continue };
+            let Some(r) = self.by_name.get(name).copied() else {
+                continue;
+            };
+            let Some(claimed) = views.iter().find(|v| &v.id == name).map(|v| v.last_checkpoint) else {
+                continue;
+            };
+            let Some(host) = self.replicas.get(&r).filter(|h| !h.faulty && !h.lying) else {
+                continue;
+            };
+            let Some(x) = &host.replica else { continue };
+            let (executed, stale) = (x.last_executed(), x.state().stale_count());
+            if executed < claimed || stale > 0 {
+                self.violation(format!(
+                    "standby {name} (generation {}) was paused as ready for checkpoint {claimed} \
+                     but has executed through {executed} with {stale} objects stale",
+                    host.generation
+                ));
+            }
+        }
+    }
+
+    pub(crate) fn log_event(&mut self, e: &Event) {
+        let who = e.replica.clone().or(e.app.clone()).unwrap_or_default();
+        self.log(|| format!("orchestrator event {} {who}: {}", e.kind, e.detail));
     }
 
     /// After the heal: every request answered, every app back to f+1

@@ -211,6 +211,8 @@ impl World {
             self.replicas.insert(r, host);
             return;
         };
+        let mut heartbeat = None;
+        let executed = replica.last_executed();
         let mut src = SimSource {
             peers: &self.replicas,
             rng: &mut self.rng,
@@ -218,6 +220,8 @@ impl World {
             min_delay_ms: self.plan.min_delay_ms,
             max_delay_ms: self.plan.max_delay_ms,
             cost: 0,
+            heard_from: &mut host.heard_from,
+            background: false,
         };
         let outs = match input {
             Input::Msg(from, msg) => {
@@ -232,19 +236,33 @@ impl World {
                 let mut out = replica.on_tick(now, &mut src);
                 if now >= host.last_heartbeat + HEARTBEAT_MS {
                     host.last_heartbeat = now;
-                    if let Some(hb) = replica.heartbeat(now) {
-                        let hb = if host.lying { lie(&self.ids, r, hb) } else { hb };
+                    heartbeat = replica
+                        .heartbeat(now)
+                        .map(|hb| if host.lying { lie(&self.ids, r, hb) } else { hb });
+                    if let Some(hb) = &heartbeat {
                         out.push(Out::Broadcast(hb.clone()));
-                        out.push(Out::ToOrchestrator(hb));
+                        out.push(Out::ToOrchestrator(hb.clone()));
                     }
                 }
                 if host.queue.is_empty() && replica.state().stale_count() > 0 {
+                    src.background = true;
                     let _ = replica.background_sync(BACKGROUND_BUCKETS, &mut src);
                 }
                 out
             }
         };
-        host.busy_until = now + src.cost;
+        let cost = src.cost + (replica.last_executed().saturating_sub(executed)) * self.plan.exec_ms;
+        host.busy_until = now + cost;
+        // While a fetch blocks the replica thread the agent repeats the
+        // heartbeat it made last to the orchestrator (`NetSource::keep_alive`).
+        if let Some(hb) = host.heartbeat.clone().filter(|_| cost > HEARTBEAT_MS) {
+            for at in (HEARTBEAT_MS..cost).step_by(HEARTBEAT_MS as usize) {
+                self.send(Principal::Replica(r), host.link, Dest::Orch, hb.clone(), at);
+            }
+        }
+        if heartbeat.is_some() {
+            host.heartbeat = heartbeat;
+        }
         host.replica = Some(replica);
         self.replicas.insert(r, host);
         self.replica_outs(r, outs);
