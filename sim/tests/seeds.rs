@@ -275,16 +275,14 @@ fn restart(node: u16, at_ms: u64, down_ms: u64) -> Restart {
     Restart { node, at_ms, down_ms }
 }
 
-/// Seed 1000078, f=1, with replicas taking 60 ms per seq (drawn once slow
-/// replicas were drawn): kv's agreement never settles on a view after the
-/// heal. a2 crashed in the middle of its view change to v2 and came back
-/// from its store in v2 as if that view were installed, so it never sent
-/// its view change again; a3 raised its view alone every timeout (v7 by the
-/// end) without waiting for 2f+1 view changes (PBFT §4.5.2); a1 stayed the
-/// primary of v1 and a0 in v0, and no view had 2f+1 nodes. Not fixed yet:
-/// ignored until it is, and slow replicas are not drawn until then.
+/// Seed 1000078, f=1, as first drawn with slow replicas (60 ms per seq):
+/// kv's agreement never settled on a view after the heal. a2 crashed in the
+/// middle of its view change to v2 and came back from its store in v2 as if
+/// that view were installed, so it never sent its view change again; a1
+/// stayed the primary of v1, a0 in v0 and a3 raised its view alone, and no
+/// view had 2f+1 nodes. A node restored in a view above 0 now asks for it
+/// again (`core/tests/durable.rs`).
 #[test]
-#[ignore = "known liveness bug in view changes after a restart mid view change (see the doc comment)"]
 fn regression_seed_1000078_f1_a_node_restarted_mid_view_change_still_lets_a_view_form() {
     let mut p = scenario(1, (0, 2), 0.0, 0.01, 2, 6_115);
     p.exec_ms = 60;

@@ -352,6 +352,7 @@ impl Core {
         self.out
             .push(Action::SetTimer(TimerId::Retransmit, self.retransmit_ms()));
         self.maybe_fetch();
+        self.rejoin_view();
     }
 
     pub fn step(&mut self, now_ms: u64, input: Input) -> Vec<Action> {

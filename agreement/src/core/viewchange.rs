@@ -17,6 +17,23 @@ impl Core {
             return;
         }
         self.view = target;
+        self.enter_view_change();
+    }
+
+    /// A node restored in view v > 0 does not know whether it had installed
+    /// v or crashed in the view change to it, so it asks for v again. If
+    /// the others still wait for view changes to v, its own counts again;
+    /// if v's primary had installed it, the primary answers with its new
+    /// view (`on_view_change`).
+    pub(super) fn rejoin_view(&mut self) {
+        if self.view > 0 && self.status == Status::Normal && self.new_view.is_none() {
+            self.enter_view_change();
+        }
+    }
+
+    /// Into the view change to `self.view`: multicast our view change.
+    fn enter_view_change(&mut self) {
+        let target = self.view;
         self.status = Status::ViewChange;
         self.monitor_pause();
         self.early.clear();
@@ -28,6 +45,9 @@ impl Core {
             .log
             .range(self.stable.seq + 1..)
             .filter_map(|(_, s)| s.proof(need))
+            // A node rejoining a view it had worked in leaves out what it
+            // prepared in that view: a view change carries earlier views' only.
+            .filter(|c| c.pre_prepare.body.view < target)
             .map(|c| c.to_wire())
             .collect();
         let vc = self.sign(ViewChange {

@@ -108,3 +108,79 @@ fn records_covered_by_a_snapshot_are_obsolete() {
     };
     assert!(prepared.covered_by(&d));
 }
+
+/// A node restarted in a view above 0 cannot tell from its store whether
+/// it had installed that view or crashed in the view change to it (the
+/// view is durable before its view change leaves). It asks for the view
+/// again: without that, the others could wait for its view change for
+/// good (simulator seed 1000078 f=1: no view had 2f+1 nodes after the heal).
+#[test]
+fn a_node_restarted_in_a_view_it_may_not_have_installed_asks_for_it_again() {
+    let durable = Durable {
+        view: 2,
+        ..Durable::default()
+    };
+    let mut b = Core::restore(config(1), node_id(1), durable, Vec::new());
+    let acts = b.start(T0);
+    assert!(
+        broadcasts(&acts)
+            .iter()
+            .any(|m| matches!(m, Msg::ViewChange(v) if v.body.new_view == 2 && v.body.node == NodeId(1))),
+        "{acts:?}"
+    );
+    assert_eq!(b.status, Status::ViewChange);
+    // Another view change resent each retransmit period until a new view.
+    let acts = b.step(T0 + 25, Input::Timer(TimerId::Retransmit));
+    assert!(broadcasts(&acts).iter().any(|m| matches!(m, Msg::ViewChange(_))));
+}
+
+/// The restarted primary of that view forms it once 2f other view changes
+/// for it arrive.
+#[test]
+fn a_primary_restarted_in_its_view_forms_it_with_the_others() {
+    let durable = Durable {
+        view: 2,
+        ..Durable::default()
+    };
+    let mut p = Core::restore(config(2), node_id(2), durable, Vec::new());
+    p.start(T0);
+    peer(&mut p, Msg::ViewChange(view_change(0, 2, vec![])));
+    let acts = peer(&mut p, Msg::ViewChange(view_change(3, 2, vec![])));
+    assert!(broadcasts(&acts)
+        .iter()
+        .any(|m| matches!(m, Msg::NewView(v) if v.body.view == 2)));
+    assert_eq!((p.view(), p.status), (2, Status::Normal));
+}
+
+/// A node that had installed the view gets it back from its primary,
+/// which answers a view change for its current view with its new view.
+#[test]
+fn a_node_restarted_in_an_installed_view_is_sent_the_new_view_again() {
+    let mut p = core(2);
+    p.start_view_change(2);
+    peer(&mut p, Msg::ViewChange(view_change(0, 2, vec![])));
+    peer(&mut p, Msg::ViewChange(view_change(3, 2, vec![])));
+    assert_eq!((p.view(), p.status), (2, Status::Normal));
+    let durable = Durable {
+        view: 2,
+        ..Durable::default()
+    };
+    let mut b = Core::restore(config(1), node_id(1), durable, Vec::new());
+    let acts = b.start(T0);
+    let Some(Msg::ViewChange(vc)) = broadcasts(&acts)
+        .into_iter()
+        .find(|m| matches!(m, Msg::ViewChange(_)))
+        .cloned()
+    else {
+        panic!("no view change: {acts:?}");
+    };
+    let acts = peer(&mut p, Msg::ViewChange(vc));
+    let Some(Action::Send(to, Msg::NewView(nv))) =
+        acts.into_iter().find(|a| matches!(a, Action::Send(_, Msg::NewView(_))))
+    else {
+        panic!("the primary did not resend its new view");
+    };
+    assert_eq!(to, NodeId(1));
+    peer(&mut b, Msg::NewView(nv));
+    assert_eq!((b.view(), b.status), (2, Status::Normal));
+}
