@@ -300,3 +300,29 @@ fn regression_seed_1000078_f1_a_node_restarted_mid_view_change_still_lets_a_view
     });
     run_plan(1_000_078, 1, p);
 }
+
+/// Seed 873, f=1: found again with the write-ahead records of prepared
+/// certificates and deliveries ignored on restore (the crash-restart fork of
+/// the Byzantine-peers issue, item 1): rolling restarts of correct nodes
+/// while a3 crashes twice, and correct nodes delivered different batches at
+/// bank's seq 4. With the records it holds.
+#[test]
+fn regression_seed_873_f1_restarted_nodes_do_not_fork_the_log() {
+    let mut p = scenario(1, (0, 2), 0.03, 0.0, 3, 4_661);
+    p.nodes.push(node(3, 1_857, NodeBehaviour::CrashTwice { down_ms: 276 }));
+    p.replicas.push(replica(
+        1,
+        0,
+        1_818,
+        ReplicaBehaviour::Inject(ReplicaFault::CorruptState),
+    ));
+    p.restarts.push(restart(1, 2_101, 282));
+    p.restarts.push(restart(2, 2_429, 281));
+    p.restarts.push(restart(0, 2_770, 342));
+    p.partitions.push(Partition {
+        at_ms: 1_599,
+        until_ms: 2_025,
+        side: vec![2],
+    });
+    run_plan(873, 1, p);
+}
