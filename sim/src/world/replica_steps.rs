@@ -251,12 +251,14 @@ impl World {
                 out
             }
         };
-        let cost = src.cost + (replica.last_executed().saturating_sub(executed)) * self.plan.exec_ms;
+        let waited = src.cost;
+        let cost = waited + (replica.last_executed().saturating_sub(executed)) * self.plan.exec_ms;
         host.busy_until = now + cost;
         // While a fetch blocks the replica thread the agent repeats the
-        // heartbeat it made last to the orchestrator (`NetSource::keep_alive`).
-        if let Some(hb) = host.heartbeat.clone().filter(|_| cost > HEARTBEAT_MS) {
-            for at in (HEARTBEAT_MS..cost).step_by(HEARTBEAT_MS as usize) {
+        // heartbeat it made last to the orchestrator (`NetSource::keep_alive`);
+        // executing sends none.
+        if let Some(hb) = host.heartbeat.clone().filter(|_| waited > HEARTBEAT_MS) {
+            for at in (HEARTBEAT_MS..waited).step_by(HEARTBEAT_MS as usize) {
                 self.send(Principal::Replica(r), host.link, Dest::Orch, hb.clone(), at);
             }
         }
