@@ -326,3 +326,18 @@ fn regression_seed_873_f1_restarted_nodes_do_not_fork_the_log() {
     });
     run_plan(873, 1, p);
 }
+
+/// Seed 4, f=1, with the end-of-run view oracle (`SimConfig::check_views`):
+/// a3, cut off alone from 2.8 s to 4.2 s, timed out and raised its view
+/// alone (v2 ... v6); after the heal the others work on in v0 and a3 stays
+/// in its view change for good, out of every quorum, so the next fault
+/// stalls the app until the others change views too. 78 of 400 runs (seeds
+/// 0-199, both f) end so. Not fixed yet; the oracle is off by default.
+#[test]
+#[ignore = "known liveness weakness: a node cut off alone is left in a higher view (see the doc comment)"]
+fn regression_seed_4_f1_a_node_cut_off_alone_rejoins_the_view_the_others_work_in() {
+    let mut cfg = SimConfig::new(4, 1);
+    cfg.check_views = true;
+    let r = run(&cfg);
+    assert!(r.ok(), "seed 4 f=1:\n{}\n{:?}", r.plan, r.violations);
+}

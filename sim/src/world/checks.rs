@@ -66,6 +66,38 @@ impl World {
         }
     }
 
+    /// At the end, long after the heal, the correct nodes running work in
+    /// one view of each app and none is changing views: a node that raised
+    /// its view alone and was left there no longer counts for a quorum, and
+    /// the next fault would stall the app.
+    fn judge_views(&mut self) {
+        let apps: Vec<AppId> = self.dep.app_ids().collect();
+        for a in apps {
+            let views: Vec<(usize, u64, bool)> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| !n.byzantine)
+                .filter_map(|(slot, n)| {
+                    let c = n.machine.as_ref()?.core(a)?;
+                    Some((slot, c.view(), c.in_view_change()))
+                })
+                .collect();
+            let split = views.windows(2).any(|w| w[0].1 != w[1].1) || views.iter().any(|v| v.2);
+            if split {
+                let list: Vec<String> = views
+                    .iter()
+                    .map(|(slot, v, vc)| format!("slot {slot} v{v}{}", if *vc { " changing" } else { "" }))
+                    .collect();
+                self.violation(format!(
+                    "app {}: the correct nodes do not end in one view: {}",
+                    a.0,
+                    list.join(", ")
+                ));
+            }
+        }
+    }
+
     pub(crate) fn log_event(&mut self, e: &Event) {
         let who = e.replica.clone().or(e.app.clone()).unwrap_or_default();
         self.log(|| format!("orchestrator event {} {who}: {}", e.kind, e.detail));
@@ -154,6 +186,9 @@ impl World {
                     states.join(" ")
                 ));
             }
+        }
+        if self.cfg.check_views {
+            self.judge_views();
         }
         let errors = std::mem::take(&mut self.orch.errors);
         for e in errors {
