@@ -241,11 +241,7 @@ fn regression_seed_2042_f2_a_just_woken_replica_is_not_fenced_for_silence() {
     p.restarts.push(restart(2, 3_229, 228));
     p.restarts.push(restart(5, 3_753, 531));
     p.restarts.push(restart(6, 4_592, 107));
-    p.partitions.push(Partition {
-        at_ms: 1_646,
-        until_ms: 3_337,
-        side: vec![4],
-    });
+    p.partitions.push(partition(1_646, 3_337, &[4]));
     run_plan(2042, 2, p);
 }
 
@@ -275,6 +271,15 @@ fn restart(node: u16, at_ms: u64, down_ms: u64) -> Restart {
     Restart { node, at_ms, down_ms }
 }
 
+/// `side` cut off from the other nodes from `at_ms` until `until_ms`.
+fn partition(at_ms: u64, until_ms: u64, side: &[u16]) -> Partition {
+    Partition {
+        at_ms,
+        until_ms,
+        side: side.to_vec(),
+    }
+}
+
 /// Seed 1000078, f=1, as first drawn with slow replicas (60 ms per seq):
 /// kv's agreement never settled on a view after the heal. a2 crashed in the
 /// middle of its view change to v2 and came back from its store in v2 as if
@@ -293,11 +298,7 @@ fn regression_seed_1000078_f1_a_node_restarted_mid_view_change_still_lets_a_view
     p.restarts.push(restart(3, 4_821, 297));
     p.restarts.push(restart(1, 5_188, 433));
     p.restarts.push(restart(0, 5_737, 360));
-    p.partitions.push(Partition {
-        at_ms: 4_193,
-        until_ms: 5_928,
-        side: vec![0],
-    });
+    p.partitions.push(partition(4_193, 5_928, &[0]));
     run_plan(1_000_078, 1, p);
 }
 
@@ -319,11 +320,7 @@ fn regression_seed_873_f1_restarted_nodes_do_not_fork_the_log() {
     p.restarts.push(restart(1, 2_101, 282));
     p.restarts.push(restart(2, 2_429, 281));
     p.restarts.push(restart(0, 2_770, 342));
-    p.partitions.push(Partition {
-        at_ms: 1_599,
-        until_ms: 2_025,
-        side: vec![2],
-    });
+    p.partitions.push(partition(1_599, 2_025, &[2]));
     run_plan(873, 1, p);
 }
 

@@ -39,11 +39,15 @@ impl World {
         for e in &events {
             self.log_event(e);
         }
-        let views = self.orch.replicas(self.now);
-        for e in events
+        let ready: Vec<&Event> = events
             .iter()
             .filter(|e| e.kind == "paused" && e.detail == STANDBY_READY)
-        {
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let views = self.orch.replicas(self.now);
+        for e in ready {
             let Some(name) = &e.replica else { continue };
             let Some(r) = self.by_name.get(name).copied() else {
                 continue;
@@ -66,8 +70,8 @@ impl World {
         }
     }
 
-    /// At the end, long after the heal, the correct nodes running work in
-    /// one view of each app and none is changing views: a node that raised
+    /// At the end, long after the heal, the correct nodes of each app work
+    /// in one view and none is changing views: a node that raised
     /// its view alone and was left there no longer counts for a quorum, and
     /// the next fault would stall the app.
     fn judge_views(&mut self) {

@@ -109,6 +109,14 @@ fn records_covered_by_a_snapshot_are_obsolete() {
     assert!(prepared.covered_by(&d));
 }
 
+/// What a node persisted in `view` and nothing else.
+fn in_view(view: View) -> Durable {
+    Durable {
+        view,
+        ..Durable::default()
+    }
+}
+
 /// A node restarted in a view above 0 cannot tell from its store whether
 /// it had installed that view or crashed in the view change to it (the
 /// view is durable before its view change leaves). It asks for the view
@@ -116,11 +124,7 @@ fn records_covered_by_a_snapshot_are_obsolete() {
 /// good (simulator seed 1000078 f=1: no view had 2f+1 nodes after the heal).
 #[test]
 fn a_node_restarted_in_a_view_it_may_not_have_installed_asks_for_it_again() {
-    let durable = Durable {
-        view: 2,
-        ..Durable::default()
-    };
-    let mut b = Core::restore(config(1), node_id(1), durable, Vec::new());
+    let mut b = Core::restore(config(1), node_id(1), in_view(2), Vec::new());
     let acts = b.start(T0);
     assert!(
         broadcasts(&acts)
@@ -138,11 +142,7 @@ fn a_node_restarted_in_a_view_it_may_not_have_installed_asks_for_it_again() {
 /// for it arrive.
 #[test]
 fn a_primary_restarted_in_its_view_forms_it_with_the_others() {
-    let durable = Durable {
-        view: 2,
-        ..Durable::default()
-    };
-    let mut p = Core::restore(config(2), node_id(2), durable, Vec::new());
+    let mut p = Core::restore(config(2), node_id(2), in_view(2), Vec::new());
     p.start(T0);
     peer(&mut p, Msg::ViewChange(view_change(0, 2, vec![])));
     let acts = peer(&mut p, Msg::ViewChange(view_change(3, 2, vec![])));
@@ -161,11 +161,7 @@ fn a_node_restarted_in_an_installed_view_is_sent_the_new_view_again() {
     peer(&mut p, Msg::ViewChange(view_change(0, 2, vec![])));
     peer(&mut p, Msg::ViewChange(view_change(3, 2, vec![])));
     assert_eq!((p.view(), p.status), (2, Status::Normal));
-    let durable = Durable {
-        view: 2,
-        ..Durable::default()
-    };
-    let mut b = Core::restore(config(1), node_id(1), durable, Vec::new());
+    let mut b = Core::restore(config(1), node_id(1), in_view(2), Vec::new());
     let acts = b.start(T0);
     let Some(Msg::ViewChange(vc)) = broadcasts(&acts)
         .into_iter()
