@@ -41,11 +41,6 @@ pub struct SimConfig {
     pub trace: bool,
     /// Draw no fault at all (a baseline run).
     pub calm: bool,
-    /// Also require the correct nodes to end in one view of each app, not
-    /// changing views. Off by default: a node cut off alone raises its view
-    /// alone and stays out of the quorum after the heal (seed 4 f=1), a
-    /// known liveness weakness not fixed yet.
-    pub check_views: bool,
 }
 
 impl SimConfig {
@@ -55,7 +50,6 @@ impl SimConfig {
             f,
             trace: false,
             calm: false,
-            check_views: false,
         }
     }
 }

@@ -25,10 +25,6 @@ struct Args {
     /// Worker threads (each runs whole seeds; a run is single-threaded).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
-    /// Also fail a run whose correct nodes do not end in one view (off by
-    /// default: a node cut off alone is left in a higher view, not fixed).
-    #[arg(long)]
-    check_views: bool,
 }
 
 fn main() -> ExitCode {
@@ -48,7 +44,6 @@ fn main() -> ExitCode {
                 let Some(&(seed, f)) = seeds.get(i) else { return };
                 let mut cfg = SimConfig::new(seed, f);
                 cfg.trace = args.trace;
-                cfg.check_views = args.check_views;
                 let report = run(&cfg);
                 if args.trace {
                     for line in &report.trace {

@@ -574,7 +574,7 @@ impl Core {
     /// The view-change timer: in a normal view, a request waited too long;
     /// during a view change, the new view did not come in time (PBFT §4.4).
     pub(super) fn on_view_change_timer(&mut self, v: u64) {
-        if v != self.view {
+        if v != self.view || !self.vc_armed {
             return;
         }
         self.vc_armed = false;

@@ -564,13 +564,76 @@ fn a_request_left_out_while_others_are_served_is_suspected_after_ten_timeouts() 
 
 #[test]
 fn view_change_timeouts_double_for_successive_views() {
-    let mut b = core(1);
+    let mut b = core(3);
     b.step(T0, Input::Request(req(1)));
     b.step(T0 + 100, Input::Timer(TimerId::ViewChange(0)));
-    let acts = b.step(T0 + 200, Input::Timer(TimerId::ViewChange(1)));
+    peer(&mut b, Msg::ViewChange(view_change(1, 1, vec![])));
+    let acts = peer(&mut b, Msg::ViewChange(view_change(2, 1, vec![])));
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::SetTimer(TimerId::ViewChange(1), 100))));
+    b.step(T0 + 200, Input::Timer(TimerId::ViewChange(1)));
+    peer(&mut b, Msg::ViewChange(view_change(0, 2, vec![])));
+    let acts = peer(&mut b, Msg::ViewChange(view_change(1, 2, vec![])));
     assert!(acts
         .iter()
         .any(|a| matches!(a, Action::SetTimer(TimerId::ViewChange(2), 200))));
+}
+
+/// PBFT §4.5.2: the timer that moves a node past the view it asks for starts
+/// once 2f+1 ask for it. A node alone (cut off) stays one view ahead and
+/// re-sends its view change; before, it raised its view at every timeout
+/// and after the heal was left far above the view the others worked in,
+/// out of every quorum (simulator seed 4 f=1: v6 against v0).
+#[test]
+fn a_node_alone_in_its_view_change_stays_one_view_ahead() {
+    let mut b = core(1);
+    b.step(T0, Input::Request(req(1)));
+    let acts = b.step(T0 + 100, Input::Timer(TimerId::ViewChange(0)));
+    assert_eq!(b.view(), 1);
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::SetTimer(TimerId::ViewChange(_), _))),
+        "no timer to move on while alone: {acts:?}"
+    );
+    // A timer left from before changes nothing.
+    b.step(T0 + 1_000, Input::Timer(TimerId::ViewChange(1)));
+    assert_eq!(b.view(), 1);
+    let acts = b.step(T0 + 1_025, Input::Timer(TimerId::Retransmit));
+    assert!(broadcasts(&acts)
+        .iter()
+        .any(|m| matches!(m, Msg::ViewChange(v) if v.body.new_view == 1)));
+    // Once the others ask for the same view, it forms (node 1 is its primary).
+    peer(&mut b, Msg::ViewChange(view_change(2, 1, vec![])));
+    let acts = peer(&mut b, Msg::ViewChange(view_change(3, 1, vec![])));
+    assert!(broadcasts(&acts).iter().any(|m| matches!(m, Msg::NewView(_))));
+    assert_eq!((b.view(), b.in_view_change()), (1, false));
+}
+
+/// PBFT §4.5.2 with both kinds of evidence: a primary left alone in its
+/// view (its backups moved on while it was cut off) hears one node still
+/// asking for a higher view and one working in another. Neither node sends
+/// it f+1 view changes (the one working formed its view and sends none any
+/// more), but together they are f+1 nodes above it, so it joins the lower
+/// of their views. Before, it stayed primary of a view no one else was in
+/// (simulator seed 1000086 f=1).
+#[test]
+fn a_node_joins_the_view_of_f_plus_1_nodes_above_it_whether_asking_or_working() {
+    let mut b = core(1);
+    b.step(T0, Input::Request(req(1)));
+    b.step(T0 + 100, Input::Timer(TimerId::ViewChange(0)));
+    peer(&mut b, Msg::ViewChange(view_change(2, 1, vec![])));
+    peer(&mut b, Msg::ViewChange(view_change(3, 1, vec![])));
+    assert_eq!((b.view(), b.in_view_change()), (1, false), "primary of v1");
+    let later = T0 + 10_000;
+    b.step(later, Input::Peer(Msg::ViewChange(view_change(3, 3, vec![]))));
+    assert_eq!((b.view(), b.in_view_change()), (1, false), "one node above is not f+1");
+    let acts = b.step(later, Input::Peer(Msg::PrePrepare(pp(2, 2, 1, proposal(&[7], later)))));
+    assert_eq!((b.view(), b.in_view_change()), (2, true));
+    assert!(broadcasts(&acts)
+        .iter()
+        .any(|m| matches!(m, Msg::ViewChange(v) if v.body.new_view == 2)));
 }
 
 fn view_change(from: usize, new_view: View, prepared: Vec<zz_wire::PreparedProof>) -> Signed<ViewChange> {

@@ -64,10 +64,29 @@ impl Core {
         self.broadcast(Msg::ViewChange(vc.clone()));
         self.my_view_change = Some(vc.clone());
         self.view_changes.insert(self.cfg.me, vc);
+        self.vc_armed = false;
+        self.arm_view_change_timer();
+        self.try_send_new_view();
+    }
+
+    /// PBFT §4.5.2: the timer that moves a node on to the next view starts
+    /// only once 2f+1 nodes (itself included) ask for the view it changes
+    /// to. A node alone in its view change (cut off, or behind while the
+    /// others are served) stays one view ahead, re-sending its view change,
+    /// instead of raising its view at every timeout far above the view the
+    /// others will form.
+    fn arm_view_change_timer(&mut self) {
+        if self.vc_armed || self.status != Status::ViewChange {
+            return;
+        }
+        let view = self.view;
+        let asking = self.view_changes.values().filter(|v| v.body.new_view == view).count();
+        if asking < self.th.quorum() {
+            return;
+        }
         self.vc_armed = true;
         let t = self.view_change_timeout();
-        self.out.push(Action::SetTimer(TimerId::ViewChange(target), t));
-        self.try_send_new_view();
+        self.out.push(Action::SetTimer(TimerId::ViewChange(view), t));
     }
 
     /// PBFT §4.4 / §4.5.2: a view change from another node. Joins a view
@@ -104,17 +123,8 @@ impl Core {
             return;
         }
         self.view_changes.insert(node, m);
-        let higher: Vec<View> = self
-            .view_changes
-            .values()
-            .map(|v| v.body.new_view)
-            .filter(|v| *v > self.view)
-            .collect();
-        if higher.len() >= self.th.weak() {
-            if let Some(&min) = higher.iter().min() {
-                self.start_view_change(min);
-            }
-        }
+        self.arm_view_change_timer();
+        self.join_views_ahead();
         self.try_send_new_view();
     }
 
@@ -290,22 +300,39 @@ impl Core {
         }
     }
 
-    /// PBFT §4.5.2, applied to normal-case messages: f+1 nodes working in
-    /// views above ours include a correct one, so a new view exists that
-    /// this node missed (it was down or cut off). It asks for it with a view
-    /// change to the lowest such view; that view's primary answers with its
-    /// new view (`on_view_change`). Without this a restarted node would stay
-    /// in its old view for good and never count for a quorum again.
+    /// PBFT §4.5.2, applied to normal-case messages: a node working in a
+    /// view above ours is noted (`join_views_ahead`). Without this a
+    /// restarted node would stay in its old view for good and never count
+    /// for a quorum again.
     pub(super) fn note_ahead(&mut self, from: zz_wire::NodeId, view: View) {
         if view <= self.view || from == self.cfg.me {
             return;
         }
         let seen = self.ahead.entry(from).or_insert(view);
         *seen = (*seen).max(view);
-        let mut views: Vec<View> = self.ahead.values().copied().filter(|v| *v > self.view).collect();
-        if views.len() < self.th.weak() {
-            return;
+        self.join_views_ahead();
+    }
+
+    /// PBFT §4.5.2: f+1 nodes above our view include a correct one, so this
+    /// node asks for the (f+1)-th highest of their views; that view's
+    /// primary answers with its new view if it has one (`on_view_change`).
+    /// A node shows its view by asking for it (a view change) or by working
+    /// in it (normal-case messages), and both count: a primary that formed
+    /// its view sends no view change any more, so a node cut off while that
+    /// view formed, and now the primary of a view no one else is in, would
+    /// otherwise see only the one peer still changing views above it and
+    /// wait for good (simulator seed 1000086 f=1).
+    fn join_views_ahead(&mut self) {
+        let mut above: BTreeMap<zz_wire::NodeId, View> = BTreeMap::new();
+        let claims = self.ahead.iter().map(|(n, v)| (*n, *v));
+        let asks = self.view_changes.iter().map(|(n, v)| (*n, v.body.new_view));
+        for (node, view) in claims.chain(asks) {
+            if view > self.view && node != self.cfg.me {
+                let seen = above.entry(node).or_insert(view);
+                *seen = (*seen).max(view);
+            }
         }
+        let mut views: Vec<View> = above.into_values().collect();
         views.sort_unstable_by(|a, b| b.cmp(a));
         // The (f+1)-th highest: at least one correct node is that far.
         if let Some(&target) = views.get(self.th.weak() - 1) {
