@@ -158,8 +158,13 @@ pub enum Decision {
     Joined { incident: u64, seq: Seq },
     /// The incident got its certified reply (or its first fault certificate).
     Certified { incident: u64 },
-    /// f+1 nodes name this replica faulty: destroy and replace it.
-    Fence { replica: ReplicaId, incident: Option<u64> },
+    /// f+1 nodes name this replica faulty: destroy and replace it. `seq` is
+    /// the lowest seq the votes name: one the faulty instance executed.
+    Fence {
+        replica: ReplicaId,
+        incident: Option<u64>,
+        seq: Seq,
+    },
     /// A FAULT vote that cannot count (see [`Refusal`]); nothing to do but
     /// count it.
     Refused { replica: ReplicaId, seq: Seq, why: Refusal },
@@ -572,7 +577,14 @@ impl Tracker {
                 out.push(Decision::Certified { incident: i.id });
             }
         }
-        out.insert(0, Decision::Fence { replica: r, incident });
+        out.insert(
+            0,
+            Decision::Fence {
+                replica: r,
+                incident,
+                seq: lowest,
+            },
+        );
         out
     }
 

@@ -162,6 +162,7 @@ fn fault_certificate_fences_once_and_certifies_an_open_incident() {
         d,
         vec![
             Decision::Fence {
+                seq: 10,
                 replica: e1,
                 incident: Some(1)
             },
@@ -185,6 +186,7 @@ fn fault_certificate_fences_once_and_certifies_an_open_incident() {
     assert_eq!(
         t.on_fault(&fault(3, 1, 50), quiet + 1),
         vec![Decision::Fence {
+            seq: 50,
             replica: e1,
             // Incident 1 is certified, ended at seq 10 and has been quiet.
             incident: None
@@ -284,6 +286,7 @@ fn faults_about_different_seqs_do_not_combine() {
     assert_eq!(
         t.on_fault(&fault(2, 1, 10), 2),
         vec![Decision::Fence {
+            seq: 10,
             replica: e1(),
             incident: None
         }]
@@ -309,6 +312,7 @@ fn faults_from_different_incidents_do_not_combine() {
     assert_eq!(
         d[0],
         Decision::Fence {
+            seq: 90,
             replica: e1(),
             incident: Some(2)
         }

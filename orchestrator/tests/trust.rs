@@ -143,7 +143,13 @@ async fn silence_fencing_is_an_explicit_policy() {
 async fn late_faults_do_not_fence_a_replacement_that_never_executed() {
     let dir = tempfile::tempdir().unwrap();
     let (dep, ids) = deployment(dir.path());
-    let mut o = start(dir.path(), dep, ids, marker(25)).await;
+    // No node heartbeats here, so the tracker's boundary never settles:
+    // the controller's own window for late votes must cover the test.
+    let t = zz_orchestrator::controller::Tuning {
+        late_fault_ms: 600_000,
+        ..tuning()
+    };
+    let mut o = start_tuned(dir.path(), dep, ids, marker(25), t).await;
     o.wait_replicas("e2 paused", |v| v[2]["state"] == "paused").await;
     let mut nodes = Vec::new();
     for n in 0..2u16 {

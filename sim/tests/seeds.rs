@@ -347,3 +347,19 @@ fn regression_seed_1000086_f1_a_primary_alone_in_its_view_joins_the_nodes_above_
     let r = run(&SimConfig::new(1_000_086, 1));
     assert!(r.ok(), "seed 1000086 f=1:\n{}\n{:?}", r.plan, r.violations);
 }
+
+/// Seed 1000743, f=1: bank-e2, a paused standby from the start, had its
+/// state corrupted while paused. Each refresh (every 10 s) resumed it, it
+/// caught up, its checkpoint disagreed and f+1 nodes certified it FAULT;
+/// the orchestrator ignored the certificate as a late one ("this instance
+/// has not executed since it started") because a standby not woken since
+/// it was provisioned was taken to have answered nothing. It had: a
+/// replica catching up sends its replies and checkpoints like any other.
+/// It was paused again as ready, and the next refresh opened the next
+/// incident. A certificate is now ignored only if it names a seq the
+/// instance has not executed.
+#[test]
+fn regression_seed_1000743_f1_a_corrupt_standby_caught_at_its_refresh_is_fenced() {
+    let r = run(&SimConfig::new(1_000_743, 1));
+    assert!(r.ok(), "seed 1000743 f=1:\n{}\n{:?}", r.plan, r.violations);
+}

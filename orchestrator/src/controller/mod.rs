@@ -78,6 +78,12 @@ pub struct Tuning {
     /// certificate joining it, this long ago; default
     /// [`DEFAULT_QUIET_MS`](crate::certs::DEFAULT_QUIET_MS), 2 s.
     pub incident_quiet_ms: u64,
+    /// For this long after a replica's instance is provisioned, a FAULT
+    /// certificate naming a seq it has not reported executing is taken as
+    /// a late one about the instance before it (see `late_fault`); default
+    /// [`INSTANCE_SETTLE_MS`](crate::certs::INSTANCE_SETTLE_MS), the time
+    /// the tracker's own boundary takes to settle.
+    pub late_fault_ms: u64,
 }
 
 impl Tuning {
@@ -109,6 +115,7 @@ impl Default for Tuning {
             refresh_max_busy: Some(0.5),
             refresh_overdue_ms: 120_000,
             incident_quiet_ms: crate::certs::DEFAULT_QUIET_MS,
+            late_fault_ms: crate::certs::INSTANCE_SETTLE_MS,
         }
     }
 }
@@ -263,12 +270,14 @@ pub struct Controller {
     /// settles.
     suspects: BTreeSet<ReplicaId>,
     /// Standbys whose current instance has not been woken since it was
-    /// provisioned: it has answered nothing the nodes certify against, so
-    /// a FAULT certificate naming the slot is about an instance before it.
+    /// provisioned: like a replacement still provisioning, it may be named
+    /// by late FAULTs about the instance before it (`late_fault`).
     unproven: BTreeSet<ReplicaId>,
     /// When each replica was last woken or activated from standby: its
     /// silence right after is catching up, not a fault.
     joined_at: BTreeMap<ReplicaId, u64>,
+    /// When each replica's current instance was provisioned (this run).
+    instance_started: BTreeMap<ReplicaId, u64>,
     faults: BTreeMap<u64, FaultRecord>,
     next_fault: u64,
     nonces: BTreeMap<String, u64>,
@@ -338,6 +347,7 @@ impl Controller {
             suspects: BTreeSet::new(),
             unproven: BTreeSet::new(),
             joined_at: BTreeMap::new(),
+            instance_started: BTreeMap::new(),
             faults: snap.faults.into_iter().map(|f| (f.id, f)).collect(),
             next_fault,
             nonces: snap.nonces,
@@ -562,20 +572,9 @@ impl Controller {
                 tracing::debug!(replica = %self.dep.replica_name(replica), seq, "FAULT refused: {}", why.as_str());
                 metrics::counter!(m::DROPPED, "reason" => why.as_str()).increment(1);
             }
-            Decision::Fence { replica, incident } => {
-                // A replacement still provisioning, or a standby not woken
-                // since, has answered nothing the nodes could certify
-                // against: late FAULTs about the instance it replaces (the
-                // tracker cannot always tell, see `certs::Instance`) must not
-                // fence it again.
-                let provisioning = self.replicas.get(&replica).map(|r| r.state) == Some(ReplicaState::Provisioning);
-                if provisioning || self.unproven.contains(&replica) {
-                    self.emit(
-                        Some(replica),
-                        None,
-                        "fault-ignored",
-                        "late FAULT certificate: this instance has not executed since it started".into(),
-                    );
+            Decision::Fence { replica, incident, seq } => {
+                if let Some(why) = self.late_fault(replica, seq, now) {
+                    self.emit(Some(replica), None, "fault-ignored", why);
                     return;
                 }
                 let detail = match incident {
@@ -588,6 +587,31 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Whether a FAULT certificate naming `replica` at `seq` may be a late
+    /// one about the instance before it, so that it must not fence this
+    /// one. The tracker refuses votes at or below the seq f+1 nodes had
+    /// committed when the instance started (`certs::Instance`), but that
+    /// boundary settles only as the nodes' heartbeats come in. Until then
+    /// (`Tuning::late_fault_ms`) a new instance that has not reported executing `seq` is spared: a
+    /// replacement still provisioning, or a standby not woken since. Past
+    /// the settling, or once it executed `seq` (a standby catching up, at
+    /// start or at a refresh, sends its replies and checkpoints like any
+    /// replica), the certificate is about it.
+    fn late_fault(&self, replica: ReplicaId, seq: zz_wire::Seq, now: u64) -> Option<String> {
+        let r = self.replicas.get(&replica)?;
+        let fresh = (r.state == ReplicaState::Provisioning || self.unproven.contains(&replica))
+            && self
+                .instance_started
+                .get(&replica)
+                .is_some_and(|t| now < t.saturating_add(self.tuning.late_fault_ms));
+        (fresh && r.last_executed < seq).then(|| {
+            format!(
+                "late FAULT certificate: this instance started moments ago and has not executed seq {seq} (it reports {})",
+                r.last_executed
+            )
+        })
     }
 
     async fn on_api(&mut self, cmd: ApiCmd) {

@@ -129,6 +129,7 @@ impl Controller {
             self.unproven.remove(&id);
         }
         self.tracker.new_instance(id, now);
+        self.instance_started.insert(id, now);
         self.save_replica(id);
         self.emit(
             Some(id),
