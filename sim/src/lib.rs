@@ -27,6 +27,7 @@ pub mod oracle;
 mod orch;
 pub mod plan;
 mod replicas;
+pub mod shrink;
 pub mod world;
 
 pub use plan::Plan;

@@ -3,7 +3,8 @@
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Instant;
-use zz_sim::{replay_command, run, SimConfig};
+use zz_sim::shrink::{replay_shrunk_command, shrink};
+use zz_sim::{replay_command, run, Plan, SimConfig, World};
 
 /// Runs seeds of the whole-system simulation and reports any that break
 /// an oracle, each with the command that replays it.
@@ -25,6 +26,14 @@ struct Args {
     /// Worker threads (each runs whole seeds; a run is single-threaded).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Shrink each failing run: drop faults and calm the network while the
+    /// same oracle still breaks, and print the smallest plan found (with
+    /// --trace, the trace of that plan's run).
+    #[arg(long)]
+    shrink: bool,
+    /// Runs a shrink may spend per failing seed.
+    #[arg(long, default_value_t = 200)]
+    shrink_runs: usize,
 }
 
 fn main() -> ExitCode {
@@ -43,14 +52,10 @@ fn main() -> ExitCode {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(&(seed, f)) = seeds.get(i) else { return };
                 let mut cfg = SimConfig::new(seed, f);
-                cfg.trace = args.trace;
+                cfg.trace = args.trace && !args.shrink;
                 let report = run(&cfg);
-                if args.trace {
-                    for line in &report.trace {
-                        println!("{line}");
-                    }
-                    println!("plan: {}", report.plan);
-                    println!("stats: {:?}", report.stats);
+                if cfg.trace {
+                    print_trace(&report);
                 }
                 if !report.ok() {
                     println!("seed {seed} f={f} FAILED\n  plan: {}", report.plan);
@@ -58,6 +63,21 @@ fn main() -> ExitCode {
                         println!("  {v}");
                     }
                     println!("  replay: {}", replay_command(seed, f));
+                    if args.shrink {
+                        let plan = Plan::draw(seed, f);
+                        let s = shrink(&cfg, plan, report.violations.clone(), args.shrink_runs);
+                        println!("  shrunk in {} runs to: {}", s.runs, s.plan.describe());
+                        for v in &s.violations {
+                            println!("  {v}");
+                        }
+                        println!("  replay shrunk: {}", replay_shrunk_command(seed, f));
+                        if args.trace {
+                            cfg.trace = true;
+                            let mut w = World::new(&cfg, s.plan);
+                            w.run();
+                            print_trace(&w.report());
+                        }
+                    }
                     if let Ok(mut v) = failed.lock() {
                         v.push((seed, f));
                     }
@@ -84,4 +104,12 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn print_trace(report: &zz_sim::Report) {
+    for line in &report.trace {
+        println!("{line}");
+    }
+    println!("plan: {}", report.plan);
+    println!("stats: {:?}", report.stats);
 }
