@@ -96,7 +96,14 @@ pub struct Plan {
     /// host such as a VM under software emulation, whose busy replicas
     /// answer state requests late or past their timeout.
     pub exec_ms: u64,
+    /// Seqs between execution checkpoints. Short intervals make checkpoints
+    /// pass while a standby is paused, so a woken or refreshed standby
+    /// catches up from certificates its peers may have dropped.
+    pub checkpoint_interval: u64,
 }
+
+/// The checkpoint interval of a run that draws none.
+pub const CHECKPOINT_INTERVAL: u64 = 16;
 
 const REPLICA_FAULTS: [ReplicaFault; 7] = [
     ReplicaFault::Crash,
@@ -125,6 +132,7 @@ impl Plan {
             clients: 2,
             flooding_client: false,
             exec_ms: 0,
+            checkpoint_interval: CHECKPOINT_INTERVAL,
         }
     }
 
@@ -215,6 +223,9 @@ impl Plan {
         if rng.gen_bool(0.25) {
             plan.exec_ms = *pick(&mut rng, &[5, 20, 60]);
         }
+        if rng.gen_bool(0.3) {
+            plan.checkpoint_interval = *pick(&mut rng, &[4, 8]);
+        }
         plan
     }
 
@@ -233,6 +244,9 @@ impl Plan {
         );
         if self.exec_ms > 0 {
             s += &format!("; replicas take {} ms per seq", self.exec_ms);
+        }
+        if self.checkpoint_interval != CHECKPOINT_INTERVAL {
+            s += &format!("; checkpoints every {} seqs", self.checkpoint_interval);
         }
         for n in &self.nodes {
             s += &format!("\n  node a{} at {} ms: {:?}", n.node, n.at_ms, n.behaviour);

@@ -81,11 +81,15 @@ fn candidates(p: &Plan) -> Vec<Plan> {
         q.restarts.remove(i);
         out.push(q);
     }
-    let calmer: [fn(&mut Plan) -> bool; 6] = [
+    let calmer: [fn(&mut Plan) -> bool; 7] = [
         |q| std::mem::replace(&mut q.flooding_client, false),
         |q| std::mem::replace(&mut q.loss, 0.0) > 0.0,
         |q| std::mem::replace(&mut q.duplicate, 0.0) > 0.0,
         |q| std::mem::replace(&mut q.exec_ms, 0) > 0,
+        |q| {
+            std::mem::replace(&mut q.checkpoint_interval, crate::plan::CHECKPOINT_INTERVAL)
+                != crate::plan::CHECKPOINT_INTERVAL
+        },
         |q| {
             let wide = q.max_delay_ms > q.min_delay_ms + 2;
             q.max_delay_ms = q.max_delay_ms.min(q.min_delay_ms + 2);

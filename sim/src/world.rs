@@ -194,7 +194,7 @@ pub struct World {
 impl World {
     pub fn new(cfg: &SimConfig, plan: Plan) -> World {
         let f = cfg.f;
-        let (dep, ids) = deploy::deployment(cfg.seed, f, plan.clients);
+        let (dep, ids) = deploy::deployment(cfg.seed, f, plan.clients, plan.checkpoint_interval);
         let keys = dep.keyring().with_memo();
         // Signatures made in the run count as checked (see `Identity::vouching`).
         let ids: BTreeMap<Principal, Identity> = ids.into_iter().map(|(p, i)| (p, i.vouching(&keys))).collect();

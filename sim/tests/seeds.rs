@@ -360,8 +360,10 @@ fn regression_seed_1000086_f1_a_primary_alone_in_its_view_joins_the_nodes_above_
 /// instance has not executed.
 #[test]
 fn regression_seed_1000743_f1_a_corrupt_standby_caught_at_its_refresh_is_fenced() {
-    let r = run(&SimConfig::new(1_000_743, 1));
-    assert!(r.ok(), "seed 1000743 f=1:\n{}\n{:?}", r.plan, r.violations);
+    // As first drawn, before runs drew their checkpoint interval.
+    let mut p = Plan::draw(1_000_743, 1);
+    p.checkpoint_interval = zz_sim::plan::CHECKPOINT_INTERVAL;
+    run_plan(1_000_743, 1, p);
 }
 
 /// Seed 3002243, f=1, shrunk (`--shrink`) to one crashed replica and three

@@ -19,7 +19,12 @@ fn identity(seed: u64, who: Principal) -> Identity {
     Identity::from_seed(who, rng.gen())
 }
 
-pub(super) fn deployment(seed: u64, f: usize, clients_per_app: usize) -> (Deployment, BTreeMap<Principal, Identity>) {
+pub(super) fn deployment(
+    seed: u64,
+    f: usize,
+    clients_per_app: usize,
+    checkpoint_interval: u64,
+) -> (Deployment, BTreeMap<Principal, Identity>) {
     let mut ids = BTreeMap::new();
     let addr = |i: u16| std::net::SocketAddr::from(([127, 0, 0, 1], 10_000 + i));
     let mut key = |who: Principal| {
@@ -64,7 +69,7 @@ pub(super) fn deployment(seed: u64, f: usize, clients_per_app: usize) -> (Deploy
     };
     let dep = Deployment {
         f,
-        checkpoint_interval: 16,
+        checkpoint_interval,
         timing: Timing::default(),
         nodes,
         apps,
