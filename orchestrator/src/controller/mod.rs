@@ -594,21 +594,19 @@ impl Controller {
     /// one. The tracker refuses votes at or below the seq f+1 nodes had
     /// committed when the instance started (`certs::Instance`), but that
     /// boundary settles only as the nodes' heartbeats come in. Until then
-    /// (`Tuning::late_fault_ms`) a new instance that has not reported executing `seq` is spared: a
-    /// replacement still provisioning, or a standby not woken since. Past
-    /// the settling, or once it executed `seq` (a standby catching up, at
-    /// start or at a refresh, sends its replies and checkpoints like any
-    /// replica), the certificate is about it.
+    /// (`Tuning::late_fault_ms`), a new instance that has not reported
+    /// executing `seq` is spared: a replacement still provisioning, or a
+    /// standby not woken since. Past the settling, or once it executed
+    /// `seq` (a standby catching up, at start or at a refresh, sends its
+    /// replies and checkpoints like any replica), the certificate is about
+    /// it.
     fn late_fault(&self, replica: ReplicaId, seq: zz_wire::Seq, now: u64) -> Option<String> {
         let r = self.replicas.get(&replica)?;
-        let fresh = (r.state == ReplicaState::Provisioning || self.unproven.contains(&replica))
-            && self
-                .instance_started
-                .get(&replica)
-                .is_some_and(|t| now < t.saturating_add(self.tuning.late_fault_ms));
-        (fresh && r.last_executed < seq).then(|| {
+        let age = now.saturating_sub(*self.instance_started.get(&replica)?);
+        let new = r.state == ReplicaState::Provisioning || self.unproven.contains(&replica);
+        (new && age < self.tuning.late_fault_ms && r.last_executed < seq).then(|| {
             format!(
-                "late FAULT certificate: this instance started moments ago and has not executed seq {seq} (it reports {})",
+                "late FAULT certificate: this instance started {age} ms ago and has not executed seq {seq} (it reports {})",
                 r.last_executed
             )
         })
