@@ -246,7 +246,11 @@ impl Voter {
         let b = &r;
         // Far-future replies are refused so a faulty replica cannot fill memory.
         let horizon = self.base() + 4 * self.cfg.checkpoint_interval.max(1) + 4096;
-        if !self.valid_replica(b.replica) || b.seq <= self.stable || b.seq > horizon {
+        // Below the stable checkpoint only a seq still held for its incident
+        // takes replies: a slow replica's answer there must still count
+        // against its silence.
+        let settled = b.seq <= self.stable && !self.slots.contains_key(&b.seq);
+        if !self.valid_replica(b.replica) || settled || b.seq > horizon {
             self.stats.dropped += 1;
             return;
         }

@@ -175,6 +175,36 @@ fn a_replica_silent_through_an_incident_is_named_even_if_a_checkpoint_becomes_st
     assert!(faults(&v.step(400, VoteInput::Timer(2))).is_empty());
 }
 
+/// Simulator seed 5003377 f=1 (checkpoints every 4 seqs): the incident's
+/// seq was a checkpoint seq, so e0's and the woken e2's checkpoints made it
+/// stable before the slow e1's reply came. That reply was dropped as below
+/// the stable checkpoint, and e1, a correct replica that had answered, was
+/// named silent and fenced. A reply for a seq still held for its incident
+/// counts, stable or not.
+#[test]
+fn a_reply_that_comes_after_its_seq_became_stable_still_counts_against_silence() {
+    let ids = ids();
+    let mut v = voter(1);
+    for seq in 1..=3 {
+        v.step(0, VoteInput::Committed { seq });
+        v.step(1, VoteInput::Reply(reply(0, seq, "a")));
+        v.step(1, VoteInput::Reply(reply(1, seq, "a")));
+    }
+    let mut all = v.step(10, VoteInput::Committed { seq: 4 });
+    all.extend(v.step(11, VoteInput::Reply(reply(0, 4, "b"))));
+    all.extend(v.step(110, VoteInput::Timer(4)));
+    assert_eq!(wakes(&all), vec![(4, IncidentKind::Timeout)]);
+    all.extend(v.step(150, VoteInput::Reply(reply(2, 4, "b"))));
+    assert_eq!(client_replies(&all), vec![b"b".to_vec()]);
+    all.extend(v.step(160, VoteInput::Checkpoint(ckpt(&ids, 0, 4, 1))));
+    all.extend(v.step(160, VoteInput::Checkpoint(ckpt(&ids, 2, 4, 1))));
+    assert_eq!(stables(&all), vec![4]);
+    // The slow e1 answers, after the checkpoint and within the grace.
+    all.extend(v.step(170, VoteInput::Reply(reply(1, 4, "b"))));
+    all.extend(v.step(250, VoteInput::Timer(4)));
+    assert!(faults(&all).is_empty(), "e1 answered, yet was named: {all:?}");
+}
+
 #[test]
 fn a_slow_replica_still_answering_earlier_seqs_is_not_named_silent() {
     let mut v = voter(1);
