@@ -57,30 +57,27 @@ fn same_failure(found: &[String], wanted: &[String]) -> bool {
     wanted.iter().any(|w| kinds.contains(&kind(w)))
 }
 
+/// `p` without each one of the faults in the list `faults` picks out.
+fn drop_each<T>(p: &Plan, out: &mut Vec<Plan>, faults: fn(&mut Plan) -> &mut Vec<T>) {
+    for i in 0.. {
+        let mut q = p.clone();
+        let list = faults(&mut q);
+        if i >= list.len() {
+            return;
+        }
+        list.remove(i);
+        out.push(q);
+    }
+}
+
 /// Every one-step simplification of `p`, most useful first: fewer faults,
 /// then a calmer network and load.
 fn candidates(p: &Plan) -> Vec<Plan> {
     let mut out = Vec::new();
-    for i in 0..p.nodes.len() {
-        let mut q = p.clone();
-        q.nodes.remove(i);
-        out.push(q);
-    }
-    for i in 0..p.replicas.len() {
-        let mut q = p.clone();
-        q.replicas.remove(i);
-        out.push(q);
-    }
-    for i in 0..p.partitions.len() {
-        let mut q = p.clone();
-        q.partitions.remove(i);
-        out.push(q);
-    }
-    for i in 0..p.restarts.len() {
-        let mut q = p.clone();
-        q.restarts.remove(i);
-        out.push(q);
-    }
+    drop_each(p, &mut out, |q| &mut q.nodes);
+    drop_each(p, &mut out, |q| &mut q.replicas);
+    drop_each(p, &mut out, |q| &mut q.partitions);
+    drop_each(p, &mut out, |q| &mut q.restarts);
     let calmer: [fn(&mut Plan) -> bool; 7] = [
         |q| std::mem::replace(&mut q.flooding_client, false),
         |q| std::mem::replace(&mut q.loss, 0.0) > 0.0,
